@@ -1,0 +1,64 @@
+# nicotask: `make run` starts the whole system locally, `make test` runs every check.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+RUN_DIR ?= $(CURDIR)/.run/dev
+PYTEST_ARGS ?=
+
+.PHONY: help venv binaries lint typecheck crds crds-check unit integration test run stop status bench kind-e2e clean
+
+help: ## Show this help
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP) ## Create .venv and install nicotask with its dev extras
+
+binaries: $(STAMP) ## Build (once, cached in ~/.cache/nicotask) etcd and kube-apiserver from Go modules
+	$(BIN)/python -m nicotask.devenv.gobuild
+
+lint: $(STAMP) ## ruff
+	$(BIN)/ruff check operator tests bench
+
+typecheck: $(STAMP) ## mypy
+	$(BIN)/mypy
+
+crds: $(STAMP) ## Regenerate crds/*.yaml and the chart's CRDs from the models
+	$(BIN)/nicotask crds
+
+crds-check: $(STAMP) ## Fail when crds/ drifted from the models
+	$(BIN)/nicotask crds --check
+
+unit: $(STAMP) ## Unit tests (no servers)
+	$(BIN)/pytest tests/unit -q $(PYTEST_ARGS)
+
+integration: $(STAMP) binaries ## Integration and e2e tests on a real local control plane, Temporal and BMC emulators
+	$(BIN)/pytest tests/integration tests/e2e -q $(PYTEST_ARGS)
+
+test: lint typecheck crds-check unit integration ## Everything CI runs
+
+run: $(STAMP) binaries ## Start the local system in the background (apiserver, etcd, Temporal, BMCs, operator, worker, shim)
+	$(BIN)/nicotask dev up --run-dir $(RUN_DIR) --with-system
+
+stop: $(STAMP) ## Stop what `make run` started
+	$(BIN)/nicotask dev down --run-dir $(RUN_DIR)
+
+status: $(STAMP) ## Show what is running
+	$(BIN)/nicotask dev status --run-dir $(RUN_DIR)
+
+bench: $(STAMP) binaries ## Benchmarks: print figures and write bench/results/latest.json
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+kind-e2e: ## (needs Docker) kind cluster, image, helm install, e2e tests
+	bash hack/kind-e2e.sh
+
+clean: ## Remove the venv and run folders (the Go build cache in ~/.cache/nicotask stays)
+	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""nicotask: NICo rack tasks as Kubernetes resources, run by Temporal."""

