@@ -572,7 +572,6 @@ class NicoOperationRuleSpec(Model):
                     " == (b.componentType == 'NVLSwitch' ? 'NVSwitch' : b.componentType)))",
                     "spec.steps: at most one step per componentType in a stage",
                     field_path=".steps",
-                    reason="FieldValueDuplicate",
                 ),
             ]
         }

@@ -34,8 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     down.add_argument("--purge", action="store_true", help="also delete the run folder")
     st = sub.add_parser("status", help="show what runs; exit 1 when not up")
     st.add_argument("--json", action="store_true", help="print the state as JSON")
-    sub.add_parser("env", help='print export lines: eval "$(nicotask dev env)"')
-    for s in (up, down, st):
+    env = sub.add_parser("env", help='print export lines: eval "$(nicotask dev env)"')
+    for s in (up, down, st, env):
         s.add_argument("--run-dir", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return p
 

@@ -11,6 +11,7 @@ LOOPBACK = "127.0.0.1"
 def port_is_free(port: int, host: str = LOOPBACK) -> bool:
     """True when `port` can be bound on `host` right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
@@ -32,6 +33,8 @@ def pick_ports(names: list[str], previous: dict[str, int] | None = None) -> dict
         for name in names:
             want = previous.get(name, 0)
             s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            # servers set SO_REUSEADDR too, so a port in TIME_WAIT is usable
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind((LOOPBACK, want))
             except OSError:

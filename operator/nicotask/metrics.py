@@ -1,0 +1,48 @@
+"""Prometheus metrics of the operator."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from nicotask.api import TaskStatus
+
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        self.tasks = Gauge(
+            "nicotask_tasks", "NicoTasks seen by this operator, by status",
+            ["status"], registry=self.registry,
+        )
+        self.finished_total = Counter(
+            "nicotask_finished_total", "Terminal statuses written by this operator",
+            ["status"], registry=self.registry,
+        )
+        self.cancel_latency = Histogram(
+            "nicotask_cancel_latency_seconds",
+            "From spec.cancel seen by the operator to Terminated written",
+            buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.terminate_rpc = Histogram(
+            "nicotask_terminate_rpc_seconds", "Temporal TerminateWorkflow round trip",
+            buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self._status_by_uid: dict[str, TaskStatus] = {}
+
+    def finished(self, status: TaskStatus) -> None:
+        self.finished_total.labels(status=status.value).inc()
+
+    def observe_task(self, uid: str, status: TaskStatus | None) -> None:
+        """Keep the per-status gauge true from the stream of task events (None: deleted)."""
+        previous = self._status_by_uid.pop(uid, None)
+        if previous is not None:
+            self.tasks.labels(status=previous.value).dec()
+        if status is not None:
+            self._status_by_uid[uid] = status
+            self.tasks.labels(status=status.value).inc()

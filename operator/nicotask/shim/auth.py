@@ -1,0 +1,158 @@
+"""Bearer JWT verification (PyJWT) and the org / role checks.
+
+- The token's `iss` (read unverified) picks one configured issuer; unknown
+  issuers are refused. The header's `alg` must be one the issuer allows, and
+  only RS256 and ES256 exist here: `none` and HS256 are refused before any key
+  is touched, and every `jwt.decode` gets an explicit one-element algorithms
+  list matching the key's type, so a public key can never serve as an HMAC
+  secret (algorithm confusion).
+- exp is required; exp, nbf, iss and aud are checked (leeway configurable).
+- Roles are Keycloak realm roles in `realm_access.roles`, "<org>:<ROLE>".
+  Provider admin = "<org>:PROVIDER_ADMIN", or the legacy
+  "<org>:NICO_PROVIDER_ADMIN" / "<org>:FORGE_PROVIDER_ADMIN".
+- Org membership = any realm role "<org>:*", or the org listed in an `orgs`
+  claim (a list of org names).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from . import errors
+from .config import IssuerConfig
+
+ALLOWED_ALGORITHMS = ("RS256", "ES256")
+PROVIDER_ADMIN_ROLES = ("PROVIDER_ADMIN", "NICO_PROVIDER_ADMIN", "FORGE_PROVIDER_ADMIN")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who called: the token's subject and what the token says about orgs and roles."""
+
+    subject: str
+    roles: frozenset[str] = frozenset()
+    orgs: frozenset[str] = frozenset()
+    claims: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def is_member(self, org: str) -> bool:
+        prefix = f"{org}:"
+        return org in self.orgs or any(r.startswith(prefix) for r in self.roles)
+
+    def is_provider_admin(self, org: str) -> bool:
+        return any(f"{org}:{role}" in self.roles for role in PROVIDER_ADMIN_ROLES)
+
+
+def _invalid() -> errors.APIError:
+    return errors.APIError(401, errors.TOKEN_INVALID)
+
+
+def _key_alg(key: Any) -> str | None:
+    if isinstance(key, rsa.RSAPublicKey):
+        return "RS256"
+    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+        return "ES256"
+    return None
+
+
+class _Issuer:
+    def __init__(self, cfg: IssuerConfig) -> None:
+        self.cfg = cfg
+        self.algorithms = [a for a in cfg.algorithms if a in ALLOWED_ALGORITHMS]
+        self.keys: list[tuple[str, Any]] = []
+        for pem in cfg.pems:
+            key = load_pem_public_key(pem.encode())
+            alg = _key_alg(key)
+            if alg is None:
+                raise ValueError(f"issuer {cfg.issuer!r}: only RSA and P-256 EC keys are supported")
+            self.keys.append((alg, key))
+        self.jwks = jwt.PyJWKClient(cfg.jwks_url, cache_keys=True) if cfg.jwks_url else None
+
+    async def candidate_keys(self, token: str, alg: str) -> list[Any]:
+        keys = [key for key_alg, key in self.keys if key_alg == alg]
+        if self.jwks is not None:
+            try:
+                signing = await asyncio.to_thread(self.jwks.get_signing_key_from_jwt, token)
+            except jwt.PyJWKClientError:
+                signing = None
+            if signing is not None and _key_alg(signing.key) == alg:
+                keys.append(signing.key)
+        return keys
+
+
+class Verifier:
+    """Verify bearer tokens against the configured issuers."""
+
+    def __init__(self, issuers: Iterable[IssuerConfig], leeway: float = 5.0) -> None:
+        self.issuers = {cfg.issuer: _Issuer(cfg) for cfg in issuers}
+        self.leeway = leeway
+
+    async def verify_header(self, authorization: str | None) -> Principal:
+        if not authorization:
+            raise _invalid()
+        scheme, _, token = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise _invalid()
+        return await self.verify(token.strip())
+
+    async def verify(self, token: str) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            raise _invalid() from exc
+        alg = header.get("alg")
+        issuer = self.issuers.get(str(unverified.get("iss", "")))
+        if issuer is None or alg not in ALLOWED_ALGORITHMS or alg not in issuer.algorithms:
+            raise _invalid()
+        expired = False
+        for key in await issuer.candidate_keys(token, alg):
+            try:
+                claims = jwt.decode(
+                    token,
+                    key,
+                    algorithms=[alg],  # one algorithm, matching the key's type
+                    audience=issuer.cfg.audience,
+                    issuer=issuer.cfg.issuer,
+                    leeway=self.leeway,
+                    options={"require": ["exp", "iss", "aud"]},
+                )
+            except jwt.ExpiredSignatureError:
+                expired = True  # signature was good (PyJWT checks it first)
+                continue
+            except jwt.PyJWTError:
+                continue
+            return principal_of(claims)
+        if expired:
+            raise errors.APIError(401, errors.TOKEN_EXPIRED)
+        raise _invalid()
+
+
+def principal_of(claims: dict[str, Any]) -> Principal:
+    realm = claims.get("realm_access")
+    roles = realm.get("roles", []) if isinstance(realm, dict) else []
+    orgs = claims.get("orgs", [])
+    subject = claims.get("sub") or claims.get("preferred_username") or "unknown"
+    return Principal(
+        subject=str(subject),
+        roles=frozenset(str(r) for r in roles if isinstance(r, str)),
+        orgs=frozenset(str(o) for o in orgs if isinstance(o, str)) if isinstance(orgs, list)
+        else frozenset(),
+        claims=claims,
+    )
+
+
+def require_member(principal: Principal, org: str) -> None:
+    if not principal.is_member(org):
+        raise errors.APIError(403, errors.NOT_MEMBER.format(org=org))
+
+
+def require_provider_admin(principal: Principal, org: str) -> None:
+    if not principal.is_provider_admin(org):
+        raise errors.APIError(403, errors.NOT_PROVIDER_ADMIN)

@@ -1,0 +1,83 @@
+"""Shim settings from the environment (prefix NICOTASK_SHIM_).
+
+  NICOTASK_SHIM_ISSUERS          JSON list of trusted JWT issuers, each
+                                 {"issuer", "audience" (str or list), "jwks_url"
+                                 | "public_key_pem" | "public_keys_pem",
+                                 "algorithms" (subset of RS256, ES256)}
+  NICOTASK_SHIM_ISSUERS_FILE     the same JSON in a file (both are merged)
+  NICOTASK_SHIM_DEV_ISSUER_DIR   also trust the dev issuer whose key pair lives
+                                 in this folder (see devissuer.py)
+  NICOTASK_SHIM_NAMESPACES       JSON list of namespaces to serve; empty = all
+  NICOTASK_SHIM_HOST / _PORT     listen address (default: NICOTASK_SHIM_HOST/PORT
+                                 of the process settings, 127.0.0.1:8088)
+  NICOTASK_SHIM_LEEWAY_SECONDS   clock skew allowed on exp/nbf (default 5)
+  NICOTASK_SHIM_KUBE_TIMEOUT_SECONDS  budget of one request's Kubernetes calls (default 20)
+  NICOTASK_SHIM_CANCEL_ATTEMPTS  read-decide-patch rounds on conflict (default 50)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Algorithm = Literal["RS256", "ES256"]
+
+
+class IssuerConfig(BaseModel):
+    """One trusted token issuer and how to get its keys."""
+
+    issuer: str = Field(min_length=1)
+    audience: str | list[str]
+    jwks_url: str | None = None
+    public_key_pem: str | None = None
+    public_keys_pem: list[str] = Field(default_factory=list)
+    algorithms: list[Algorithm] = Field(default_factory=lambda: ["RS256", "ES256"])
+
+    @model_validator(mode="after")
+    def _has_keys(self) -> IssuerConfig:
+        if not self.jwks_url and not self.public_key_pem and not self.public_keys_pem:
+            raise ValueError(f"issuer {self.issuer!r}: give jwks_url or public key PEM(s)")
+        if not self.algorithms:
+            raise ValueError(f"issuer {self.issuer!r}: algorithms must not be empty")
+        return self
+
+    @property
+    def pems(self) -> list[str]:
+        return ([self.public_key_pem] if self.public_key_pem else []) + list(self.public_keys_pem)
+
+
+class ShimSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NICOTASK_SHIM_", extra="ignore")
+
+    issuers: list[IssuerConfig] = Field(default_factory=list)
+    issuers_file: Path | None = None
+    dev_issuer_dir: Path | None = None
+    namespaces: list[str] = Field(default_factory=list)
+    host: str | None = None
+    port: int | None = None
+    leeway_seconds: float = Field(default=5.0, ge=0, le=300)
+    kube_timeout_seconds: float = Field(default=20.0, gt=0)
+    cancel_attempts: int = Field(default=50, ge=1, le=1000)
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip().startswith("["):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    def all_issuers(self) -> list[IssuerConfig]:
+        """Configured issuers, the issuers file and the dev issuer, in that order."""
+        out = list(self.issuers)
+        if self.issuers_file:
+            raw = json.loads(self.issuers_file.read_text())
+            out += [IssuerConfig.model_validate(i) for i in raw]
+        if self.dev_issuer_dir:
+            from .devissuer import issuer_config
+
+            out.append(issuer_config(self.dev_issuer_dir))
+        return out

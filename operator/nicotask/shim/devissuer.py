@@ -1,0 +1,139 @@
+"""A local token issuer for the dev environment: an ES256 key pair in the run folder.
+
+    nicotask dev token --org ORG --role PROVIDER_ADMIN [--sub NAME] [--ttl S]
+
+prints a token signed with `<run dir>/dev-issuer-key.pem` (created on first
+use). The shim trusts it when NICOTASK_SHIM_DEV_ISSUER_DIR points at the
+same folder (issuer "nicotask-dev", audience "nicotask").
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from .config import IssuerConfig
+
+DEV_ISSUER = "nicotask-dev"
+DEV_AUDIENCE = "nicotask"
+PRIVATE_KEY_FILE = "dev-issuer-key.pem"
+PUBLIC_KEY_FILE = "dev-issuer-pub.pem"
+
+
+def default_key_dir() -> Path:
+    return Path(os.environ.get("NICOTASK_RUN_DIR") or Path.cwd() / ".run" / "dev")
+
+
+def ensure_keys(key_dir: Path | str) -> tuple[Path, Path]:
+    """Create the ES256 key pair in `key_dir` unless it exists. Returns (private, public)."""
+    key_dir = Path(key_dir)
+    private, public = key_dir / PRIVATE_KEY_FILE, key_dir / PUBLIC_KEY_FILE
+    if private.exists() and public.exists():
+        return private, public
+    key_dir.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    tmp = private.with_suffix(f".tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+    pub = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    pub_tmp = public.with_suffix(f".tmp{os.getpid()}")
+    pub_tmp.write_bytes(pub)
+    # Public first: a reader that sees the private key also sees its public key.
+    pub_tmp.replace(public)
+    tmp.replace(private)
+    return private, public
+
+
+def _kid(public_pem: bytes) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(public_pem).digest()[:12]).decode().rstrip("=")
+
+
+def issuer_config(key_dir: Path | str) -> IssuerConfig:
+    """The issuer entry the shim should trust for tokens from this key folder."""
+    _, public = ensure_keys(key_dir)
+    return IssuerConfig(
+        issuer=DEV_ISSUER,
+        audience=DEV_AUDIENCE,
+        public_key_pem=public.read_text(),
+        algorithms=["ES256"],
+    )
+
+
+def role_names(org: str, roles: list[str]) -> list[str]:
+    """'PROVIDER_ADMIN' -> '<org>:PROVIDER_ADMIN'; names with a ':' are kept as they are."""
+    return [r if ":" in r else f"{org}:{r}" for r in roles]
+
+
+def issue_token(
+    key_dir: Path | str,
+    org: str,
+    roles: list[str],
+    subject: str = "dev-user",
+    ttl: int = 3600,
+    extra_claims: dict[str, Any] | None = None,
+) -> str:
+    """An ES256 token from the dev issuer with Keycloak-style realm roles."""
+    private, public = ensure_keys(key_dir)
+    key = serialization.load_pem_private_key(private.read_bytes(), password=None)
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": DEV_ISSUER,
+        "aud": DEV_AUDIENCE,
+        "sub": subject,
+        "preferred_username": subject,
+        "iat": now,
+        "nbf": now - 5,
+        "exp": now + ttl,
+        "jti": str(uuid.uuid4()),
+        "realm_access": {"roles": role_names(org, roles)},
+    }
+    claims.update(extra_claims or {})
+    return jwt.encode(
+        claims, key, algorithm="ES256", headers={"kid": _kid(public.read_bytes())}  # type: ignore[arg-type]
+    )
+
+
+def token_main(argv: list[str]) -> int:
+    """`nicotask dev token --org ORG --role PROVIDER_ADMIN [--sub NAME] [--ttl S]`."""
+    p = argparse.ArgumentParser(
+        prog="nicotask dev token", description="Print a JWT from the local dev issuer."
+    )
+    p.add_argument("--org", required=True, help="org name")
+    p.add_argument(
+        "--role", action="append", default=None,
+        help="realm role, repeatable; bare names get the '<org>:' prefix "
+        "(default: PROVIDER_ADMIN)",
+    )
+    p.add_argument("--sub", default="dev-user", help="subject (default: dev-user)")
+    p.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
+    p.add_argument(
+        "--run-dir", type=Path, default=None,
+        help="folder of the issuer's key pair (default: $NICOTASK_RUN_DIR or ./.run/dev)",
+    )
+    args = p.parse_args(argv)
+    roles = args.role if args.role is not None else ["PROVIDER_ADMIN"]
+    print(issue_token(args.run_dir or default_key_dir(), args.org, roles, args.sub, args.ttl))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(token_main(sys.argv[1:]))

@@ -1,0 +1,121 @@
+"""The arguments and results of the workflow and its activities (one pydantic model each).
+
+They travel through Temporal with temporalio.contrib.pydantic's data
+converter. No credentials enter Temporal history: a component carries the
+name of its Secret, which the activity reads when it runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from nicotask.api import (
+    ComponentType,
+    NicoOperationRuleSpec,
+    NicoRack,
+    NicoTask,
+    Operation,
+    PowerState,
+    SecretRef,
+    StepAction,
+    TaskReportV1,
+    TaskStatus,
+)
+
+WORKFLOW_NAME = "NicoTaskWorkflow"
+PUBLISH_PROGRESS = "publish_progress"
+RUN_STEP_ACTION = "run_step_action"
+
+
+class TemporalModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class TaskRef(TemporalModel):
+    """Which NicoTask a workflow runs: uid guards against a recreated namesake."""
+
+    namespace: str
+    name: str
+    uid: str
+
+
+class ComponentTarget(TemporalModel):
+    """One component to act on and how to reach its BMC (credentials by Secret name)."""
+
+    id: str
+    type: ComponentType
+    endpoint: str
+    system_id: str | None = None
+    credentials_secret: SecretRef
+    insecure_skip_verify: bool = False
+    ca_secret_ref: str | None = None
+
+
+class WorkflowInput(TemporalModel):
+    task: TaskRef
+    operation: Operation
+    rule_id: str | None
+    rule: NicoOperationRuleSpec
+    components: list[ComponentTarget] = Field(default_factory=list)
+    workflow_timeout_seconds: float = 3600.0
+
+
+class WorkflowOutcome(TemporalModel):
+    """What the workflow returns; the operator writes the terminal status from it."""
+
+    status: TaskStatus
+    message: str
+    report: TaskReportV1
+    started: dt.datetime | None = None
+    finished: dt.datetime | None = None
+
+
+class ProgressUpdate(TemporalModel):
+    """A snapshot of the live report to write into the CR (status stays Running)."""
+
+    task: TaskRef
+    report: TaskReportV1
+    started: dt.datetime | None = None
+
+
+class StepActivityInput(TemporalModel):
+    """One step's action on one component."""
+
+    task: TaskRef
+    component: ComponentTarget
+    action: StepAction
+    heartbeat_seconds: float = 1.0
+
+
+class StepResult(TemporalModel):
+    component_id: str
+    power_state: PowerState | None = None
+
+
+def build_workflow_input(
+    task: NicoTask, rack: NicoRack, rule_id: str | None, rule: NicoOperationRuleSpec
+) -> WorkflowInput:
+    """The workflow's argument for a task on a rack with its resolved rule."""
+    namespace = task.metadata.namespace or rack.metadata.namespace or "default"
+    components = [
+        ComponentTarget(
+            id=c.id,
+            type=c.type,
+            endpoint=c.redfish.endpoint.rstrip("/"),
+            system_id=c.redfish.system_id,
+            credentials_secret=c.redfish.credentials or rack.spec.credentials,
+            insecure_skip_verify=rack.spec.tls.insecure_skip_verify,
+            ca_secret_ref=rack.spec.tls.ca_secret_ref,
+        )
+        for c in rack.spec.components
+    ]
+    return WorkflowInput(
+        task=TaskRef(namespace=namespace, name=task.metadata.name, uid=task.metadata.uid or ""),
+        operation=task.spec.operation,
+        rule_id=rule_id if rule_id is not None else rule.rule_id,
+        rule=rule,
+        components=components,
+        workflow_timeout_seconds=rule.workflow_timeout_seconds,
+    )
