@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     AfterValidator,
@@ -24,10 +24,12 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonDict
 
 GROUP = "nico.dev"
 VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
+API_VERSION: Final = "nico.dev/v1alpha1"
+assert f"{GROUP}/{VERSION}" == API_VERSION
 
 ERROR_LIMIT_BYTES = 512
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
@@ -75,9 +77,9 @@ def cel(
     message: str,
     field_path: str | None = None,
     reason: str | None = None,
-) -> dict[str, str]:
+) -> JsonDict:
     """One Kubernetes CEL validation rule (an `x-kubernetes-validations` entry)."""
-    out = {"rule": rule, "message": message}
+    out: JsonDict = {"rule": rule, "message": message}
     if field_path:
         out["fieldPath"] = field_path
     if reason:
@@ -638,9 +640,7 @@ def report_matches_rule(report: TaskReportV1, rule: NicoOperationRuleSpec) -> li
             problems.append(f"{where}: the rule has no such stage")
             continue
         if len(stage.steps) != len(expected):
-            problems.append(
-                f"{where}: {len(stage.steps)} steps, the rule has {len(expected)}"
-            )
+            problems.append(f"{where}: {len(stage.steps)} steps, the rule has {len(expected)}")
         for index, (got, want) in enumerate(zip(stage.steps, expected, strict=False)):
             if canonical_component_type(got.component_type) != want.component_type.value:
                 problems.append(

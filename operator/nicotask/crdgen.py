@@ -401,7 +401,7 @@ def _constraints(node: dict[str, Any]) -> list[str]:
     if "default" in node:
         value = node["default"]
         text = str(value).lower() if isinstance(value, bool) else value
-        out.append(f'default `{text}`' if text != "" else 'default `""`')
+        out.append(f"default `{text}`" if text != "" else 'default `""`')
     return out
 
 
@@ -474,7 +474,7 @@ def render_docs(current: str) -> str:
     start = current.find(DOCS_BEGIN)
     end = current.find(DOCS_END)
     if start == -1 or end == -1 or end < start:
-        return current.rstrip() + "\n\n" + docs_block() + "\n"
+        return (current.rstrip() + "\n\n" if current.strip() else "") + docs_block() + "\n"
     return current[:start] + docs_block() + current[end + len(DOCS_END) :]
 
 
@@ -501,10 +501,11 @@ def write(directory: Path = DEFAULT_CRDS_DIR, docs: Path | None = DEFAULT_DOCS_F
         if _is_ours(path) and path.name not in wanted:
             path.unlink()
             changed.append(path)
-    if docs is not None and docs.exists():
-        current = docs.read_text()
+    if docs is not None:
+        current = docs.read_text() if docs.exists() else ""
         new = render_docs(current)
         if new != current:
+            docs.parent.mkdir(parents=True, exist_ok=True)
             docs.write_text(new)
             changed.append(docs)
     return changed
@@ -513,7 +514,11 @@ def write(directory: Path = DEFAULT_CRDS_DIR, docs: Path | None = DEFAULT_DOCS_F
 def _diff(name: str, old: str, new: str, limit: int = 40) -> list[str]:
     lines = list(
         difflib.unified_diff(
-            old.splitlines(), new.splitlines(), f"{name} (on disk)", f"{name} (models)", n=1,
+            old.splitlines(),
+            new.splitlines(),
+            f"{name} (on disk)",
+            f"{name} (models)",
+            n=1,
             lineterm="",
         )
     )
@@ -537,7 +542,9 @@ def check(directory: Path = DEFAULT_CRDS_DIR, docs: Path | None = DEFAULT_DOCS_F
         for path in sorted(directory.glob("*.yaml")):
             if _is_ours(path) and path.name not in wanted:
                 out.append(f"stale: {path} (no such kind in the models)")
-    if docs is not None and docs.exists():
+    if docs is not None and not docs.exists():
+        out.append(f"missing: {docs} (generated field reference)")
+    elif docs is not None:
         current = docs.read_text()
         new = render_docs(current)
         if new != current:
@@ -566,17 +573,38 @@ def install_crds(kubeconfig: Path, timeout: float = 60.0) -> list[str]:
     docs = "".join(f"---\n{text}" for text in render().values())
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     applied = subprocess.run(
-        [*base, "apply", "--server-side", "--force-conflicts",
-         "--field-manager=nicotask-crds", "-f", "-"],
-        input=docs, capture_output=True, text=True, timeout=timeout, env=env, check=False,
+        [
+            *base,
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=nicotask-crds",
+            "-f",
+            "-",
+        ],
+        input=docs,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
     )
     if applied.returncode != 0:
         raise RuntimeError(f"kubectl apply of the CRDs failed: {applied.stderr.strip()}")
     names = [k.crd_name for k in KINDS]
     waited = subprocess.run(
-        [*base, "wait", "--for=condition=Established", f"--timeout={int(timeout)}s",
-         *(f"crd/{n}" for n in names)],
-        capture_output=True, text=True, timeout=timeout + 10, env=env, check=False,
+        [
+            *base,
+            "wait",
+            "--for=condition=Established",
+            f"--timeout={int(timeout)}s",
+            *(f"crd/{n}" for n in names),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout + 10,
+        env=env,
+        check=False,
     )
     if waited.returncode != 0:
         raise RuntimeError(f"CRDs not Established: {waited.stderr.strip() or waited.stdout}")

@@ -8,6 +8,7 @@ BmcNotFound (no such system), BmcError (anything else the BMC answered).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 from collections.abc import Callable
@@ -152,7 +153,9 @@ class RedfishDriver:
         if system_id:
             path = system_id if system_id.startswith("/") else f"/redfish/v1/Systems/{system_id}"
             return self._call(f"system {system_id}", lambda: root.get_system(path))
-        members = self._call("systems", lambda: list(root.get_system_collection().members_identities))
+        members = self._call(
+            "systems", lambda: list(root.get_system_collection().members_identities)
+        )
         if len(members) != 1:
             raise BmcNotFound(
                 self.endpoint,
@@ -181,10 +184,8 @@ class RedfishDriver:
         with self._lock:
             root, self._root = self._root, None
         if root is not None:
-            try:
+            with contextlib.suppress(Exception):  # closing a session is best effort
                 root._auth.close()
-            except Exception:  # noqa: S110 - closing a session is best effort
-                pass
 
 
 def default_driver_factory(

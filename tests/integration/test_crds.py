@@ -126,14 +126,28 @@ async def test_samples_accepted(devenv: Any, crds_installed: list[str], namespac
     assert json.loads(res.out)["spec"]["cancel"] is False
     # selectable fields
     res = await kubectl(
-        devenv.kubeconfig, "get", "nt", "-n", namespace,
-        "--field-selector", "spec.rackRef=rack-1", "-o", "name",
+        devenv.kubeconfig,
+        "get",
+        "nt",
+        "-n",
+        namespace,
+        "--field-selector",
+        "spec.rackRef=rack-1",
+        "-o",
+        "name",
     )
     assert res.rc == 0, res.err
     assert res.out.strip() == "nicotask.nico.dev/power-on-rack-1"
     res = await kubectl(
-        devenv.kubeconfig, "get", "nt", "-n", namespace,
-        "--field-selector", "spec.rackRef=rack-2", "-o", "name",
+        devenv.kubeconfig,
+        "get",
+        "nt",
+        "-n",
+        namespace,
+        "--field-selector",
+        "spec.rackRef=rack-2",
+        "-o",
+        "name",
     )
     assert res.rc == 0 and res.out.strip() == "", res.err
 
@@ -148,7 +162,12 @@ async def test_invalid_sample_refused(
     if doc["kind"] not in CLUSTER_KINDS:
         doc["metadata"]["namespace"] = namespace
     res = await kubectl(
-        devenv.kubeconfig, "create", "--validate=strict", "--dry-run=server", "-f", "-",
+        devenv.kubeconfig,
+        "create",
+        "--validate=strict",
+        "--dry-run=server",
+        "-f",
+        "-",
         stdin=json.dumps(doc),
     )
     assert res.rc != 0, f"{path.name} was accepted: {res.out}"
@@ -163,7 +182,15 @@ async def test_unknown_field_pruned_without_strict(
     body = json.loads(_task("pruned"))
     body["spec"]["force"] = True
     res = await kubectl(
-        devenv.kubeconfig, "create", "--validate=ignore", "-n", namespace, "-o", "json", "-f", "-",
+        devenv.kubeconfig,
+        "create",
+        "--validate=ignore",
+        "-n",
+        namespace,
+        "-o",
+        "json",
+        "-f",
+        "-",
         stdin=json.dumps(body),
     )
     assert res.rc == 0, res.err
@@ -203,19 +230,31 @@ async def test_invalid_update_refused(
 
 
 async def test_allowed_updates(devenv: Any, crds_installed: list[str], namespace: str) -> None:
-    res = await kubectl(
-        devenv.kubeconfig, "create", "-n", namespace, "-f", "-", stdin=_task("t")
-    )
+    res = await kubectl(devenv.kubeconfig, "create", "-n", namespace, "-f", "-", stdin=_task("t"))
     assert res.rc == 0, res.err
     for patch in ({"cancel": True}, {"cancel": True}):
         res = await kubectl(
-            devenv.kubeconfig, "patch", "-n", namespace, "nt", "t", "--type=merge",
-            "-p", json.dumps({"spec": patch}),
+            devenv.kubeconfig,
+            "patch",
+            "-n",
+            namespace,
+            "nt",
+            "t",
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": patch}),
         )
         assert res.rc == 0, res.err
     res = await kubectl(
-        devenv.kubeconfig, "patch", "-n", namespace, "nt", "t", "--type=merge",
-        "-p", json.dumps({"spec": {"cancel": False}}),
+        devenv.kubeconfig,
+        "patch",
+        "-n",
+        namespace,
+        "nt",
+        "t",
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"cancel": False}}),
     )
     assert res.rc != 0
     assert "spec.cancel cannot be set back to false" in res.err, res.err
@@ -224,24 +263,40 @@ async def test_allowed_updates(devenv: Any, crds_installed: list[str], namespace
 async def test_status_terminal_is_final(
     devenv: Any, crds_installed: list[str], namespace: str
 ) -> None:
-    res = await kubectl(
-        devenv.kubeconfig, "create", "-n", namespace, "-f", "-", stdin=_task("t")
-    )
+    res = await kubectl(devenv.kubeconfig, "create", "-n", namespace, "-f", "-", stdin=_task("t"))
     assert res.rc == 0, res.err
 
     async def status_patch(status: dict[str, Any]) -> Result:
         return await kubectl(
-            devenv.kubeconfig, "patch", "-n", namespace, "nt", "t", "--subresource=status",
-            "--type=merge", "-p", json.dumps({"status": status}),
+            devenv.kubeconfig,
+            "patch",
+            "-n",
+            namespace,
+            "nt",
+            "t",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            json.dumps({"status": status}),
         )
 
     assert (await status_patch({"status": "Running", "message": "Running"})).rc == 0
     res = await status_patch(
-        {"status": "Terminated", "message": "Cancelled by user", "report": {
-            "version": "1",
-            "stages": [{"number": 1, "status": "failed", "error": "Cancelled by user",
-                        "steps": [{"componentType": "PowerShelf", "status": "failed"}]}],
-        }}
+        {
+            "status": "Terminated",
+            "message": "Cancelled by user",
+            "report": {
+                "version": "1",
+                "stages": [
+                    {
+                        "number": 1,
+                        "status": "failed",
+                        "error": "Cancelled by user",
+                        "steps": [{"componentType": "PowerShelf", "status": "failed"}],
+                    }
+                ],
+            },
+        }
     )
     assert res.rc == 0, res.err
     res = await status_patch({"status": "Running"})

@@ -118,9 +118,7 @@ def test_rule_id_nullable_and_always_present() -> None:
     body = task.wire()
     assert "ruleId" in body and body["ruleId"] is None
     assert Task.model_validate({**body}).rule_id is None
-    body = Task(
-        id="a1b2c3d4-0000-4000-8000-000000000000", status="Running", rule_id=RULE
-    ).wire()
+    body = Task(id="a1b2c3d4-0000-4000-8000-000000000000", status="Running", rule_id=RULE).wire()
     assert body["ruleId"] == RULE
 
 
@@ -129,20 +127,33 @@ def test_report_stage_numbers_from_one() -> None:
         TaskReportV1Stage(number=0, status="pending", steps=[])
     with pytest.raises(ValidationError, match="ascending"):
         TaskReportV1.model_validate(
-            {"stages": [{"number": 2, "status": "pending", "steps": []},
-                        {"number": 1, "status": "pending", "steps": []}]}
+            {
+                "stages": [
+                    {"number": 2, "status": "pending", "steps": []},
+                    {"number": 1, "status": "pending", "steps": []},
+                ]
+            }
         )
     assert TaskReportV1().wire() == {"version": "1", "stages": []}
 
 
 def _rule(**extra: Any) -> NicoOperationRuleSpec:
     steps = [
-        {"componentType": "PowerShelf", "stage": 1,
-         "action": {"type": "PowerControl", "power": "On", "expectedState": "On"}},
-        {"componentType": "NVLSwitch", "stage": 2,
-         "action": {"type": "PowerControl", "power": "On"}},
-        {"componentType": "Compute", "stage": 2,
-         "action": {"type": "VerifyPowerStatus", "expectedState": "On"}},
+        {
+            "componentType": "PowerShelf",
+            "stage": 1,
+            "action": {"type": "PowerControl", "power": "On", "expectedState": "On"},
+        },
+        {
+            "componentType": "NVLSwitch",
+            "stage": 2,
+            "action": {"type": "PowerControl", "power": "On"},
+        },
+        {
+            "componentType": "Compute",
+            "stage": 2,
+            "action": {"type": "VerifyPowerStatus", "expectedState": "On"},
+        },
         {"componentType": "Compute", "stage": 3, "action": {"type": "Sleep", "durationSeconds": 1}},
     ]
     return NicoOperationRuleSpec.model_validate(
@@ -172,12 +183,15 @@ def test_step_action_consistency(action: dict[str, Any], message: str) -> None:
 
 
 def test_one_step_per_type_and_stage() -> None:
+    power = {"type": "PowerControl", "power": "On"}
+    sleep = {"type": "Sleep", "durationSeconds": 1}
     steps = [
-        {"componentType": "NVSwitch", "stage": 1, "action": {"type": "PowerControl", "power": "On"}},
-        {"componentType": "NVLSwitch", "stage": 1, "action": {"type": "Sleep", "durationSeconds": 1}},
+        {"componentType": "NVSwitch", "stage": 1, "action": power},
+        {"componentType": "NVLSwitch", "stage": 1, "action": sleep},
     ]
+    body = {"ruleId": RULE, "operation": "PowerOn", "steps": steps}
     with pytest.raises(ValidationError, match="at most one step per componentType"):
-        NicoOperationRuleSpec.model_validate({"ruleId": RULE, "operation": "PowerOn", "steps": steps})
+        NicoOperationRuleSpec.model_validate(body)
 
 
 def test_rack_component_ids_unique() -> None:
@@ -194,23 +208,38 @@ def _step(ct: str, status: str = "pending") -> dict[str, Any]:
 
 def test_report_matches_rule() -> None:
     rule = _rule()
-    good = TaskReportV1.model_validate({"stages": [
-        {"number": 1, "status": "completed", "steps": [_step("PowerShelf", "completed")]},
-        {"number": 2, "status": "running", "steps": [_step("NVSwitch", "running"),
-                                                      _step("Compute", "skipped")]},
-        {"number": 3, "status": "pending", "steps": [_step("Compute")]},
-    ]})
+    good = TaskReportV1.model_validate(
+        {
+            "stages": [
+                {"number": 1, "status": "completed", "steps": [_step("PowerShelf", "completed")]},
+                {
+                    "number": 2,
+                    "status": "running",
+                    "steps": [_step("NVSwitch", "running"), _step("Compute", "skipped")],
+                },
+                {"number": 3, "status": "pending", "steps": [_step("Compute")]},
+            ]
+        }
+    )
     assert report_matches_rule(good, rule) == []
     # NVLSwitch in the report is the rule's NVSwitch
-    partial = TaskReportV1.model_validate({"stages": [
-        {"number": 2, "status": "running", "steps": [_step("NVLSwitch"), _step("Compute")]},
-    ]})
+    partial = TaskReportV1.model_validate(
+        {
+            "stages": [
+                {"number": 2, "status": "running", "steps": [_step("NVLSwitch"), _step("Compute")]},
+            ]
+        }
+    )
     assert report_matches_rule(partial, rule) == []
-    bad = TaskReportV1.model_validate({"stages": [
-        {"number": 1, "status": "pending", "steps": [_step("Compute")]},
-        {"number": 2, "status": "pending", "steps": [_step("Compute"), _step("NVSwitch")]},
-        {"number": 4, "status": "pending", "steps": []},
-    ]})
+    bad = TaskReportV1.model_validate(
+        {
+            "stages": [
+                {"number": 1, "status": "pending", "steps": [_step("Compute")]},
+                {"number": 2, "status": "pending", "steps": [_step("Compute"), _step("NVSwitch")]},
+                {"number": 4, "status": "pending", "steps": []},
+            ]
+        }
+    )
     problems = report_matches_rule(bad, rule)
     assert any("stage 1 step 0" in p for p in problems)
     assert any("stage 2 step 0" in p for p in problems)
@@ -222,11 +251,17 @@ def test_report_matches_rule() -> None:
 
 
 def test_nicotask_status_default_and_timestamps() -> None:
-    task = NicoTask.model_validate({
-        "metadata": {"name": "t", "uid": "a1b2c3d4-0000-4000-8000-000000000000",
-                     "creationTimestamp": "2025-01-02T03:04:05Z", "managedFields": []},
-        "spec": {"siteId": SITE, "rackRef": "rack-1", "operation": "PowerOn"},
-    })
+    task = NicoTask.model_validate(
+        {
+            "metadata": {
+                "name": "t",
+                "uid": "a1b2c3d4-0000-4000-8000-000000000000",
+                "creationTimestamp": "2025-01-02T03:04:05Z",
+                "managedFields": [],
+            },
+            "spec": {"siteId": SITE, "rackRef": "rack-1", "operation": "PowerOn"},
+        }
+    )
     assert task.status.status is TaskStatus.PENDING
     assert task.metadata.creation_timestamp is not None
     assert task.metadata.creation_timestamp.tzinfo is not None
@@ -257,9 +292,7 @@ def test_samples_parse_with_the_models() -> None:
     assert set(types) == set(ComponentType)
 
 
-@pytest.mark.parametrize(
-    "path", sorted((SAMPLES / "invalid").glob("*.yaml")), ids=lambda p: p.stem
-)
+@pytest.mark.parametrize("path", sorted((SAMPLES / "invalid").glob("*.yaml")), ids=lambda p: p.stem)
 def test_invalid_samples_refused_by_the_models(path: Path) -> None:
     doc = yaml.safe_load(path.read_text())
     with pytest.raises(ValidationError):

@@ -26,6 +26,7 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -205,6 +206,47 @@ class DevEnv:
             self.save_state(state)
             self._settle()
             return was_running
+
+    def record(self, name: str) -> ProcessRecord:
+        for rec in self.records(self.load_state()):
+            if rec.name == name:
+                return rec
+        raise KeyError(f"no process {name!r} recorded in {self.run_dir}")
+
+    def kill_process(self, name: str) -> None:
+        """SIGKILL one process group at once, as a crash would (tests of recovery)."""
+        rec = self.record(name)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(rec.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while record_alive(rec) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self._settle()
+
+    def _ready_check_for(self, name: str) -> ReadyCheck | None:
+        if name == "temporal":
+            tbin = temporal.temporal_binary()
+            address = self.load_state()["temporal_address"]
+            return lambda: temporal.namespace_ready(tbin, address)
+        return None
+
+    @contextlib.contextmanager
+    def stopped(self, name: str, timeout: float = 60.0) -> Iterator[ProcessRecord]:
+        """Stop one process for the duration of the block, then start it again
+        with the same command line and ports (an outage, for tests).
+
+        Temporal keeps its history in temporal.db, so a restarted dev server
+        carries on with the same workflows.
+        """
+        rec = self.record(name)
+        self.stop_process(name)
+        try:
+            yield rec
+        finally:
+            self.start_process(
+                name, rec.argv, ready_check=self._ready_check_for(name), timeout=timeout,
+                url=rec.url, extra=rec.extra,
+            )
 
     def _settle(self) -> None:
         for pid, proc in list(self._procs.items()):

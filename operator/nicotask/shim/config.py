@@ -7,7 +7,8 @@
   NICOTASK_SHIM_ISSUERS_FILE     the same JSON in a file (both are merged)
   NICOTASK_SHIM_DEV_ISSUER_DIR   also trust the dev issuer whose key pair lives
                                  in this folder (see devissuer.py)
-  NICOTASK_SHIM_NAMESPACES       JSON list of namespaces to serve; empty = all
+  NICOTASK_SHIM_NAMESPACES       namespaces to serve, comma-separated or a JSON list;
+                                 empty = all
   NICOTASK_SHIM_HOST / _PORT     listen address (default: NICOTASK_SHIM_HOST/PORT
                                  of the process settings, 127.0.0.1:8088)
   NICOTASK_SHIM_LEEWAY_SECONDS   clock skew allowed on exp/nbf (default 5)
@@ -19,12 +20,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Algorithm = Literal["RS256", "ES256"]
+
+
+def _default_algorithms() -> list[Algorithm]:
+    return ["RS256", "ES256"]
 
 
 class IssuerConfig(BaseModel):
@@ -35,7 +40,7 @@ class IssuerConfig(BaseModel):
     jwks_url: str | None = None
     public_key_pem: str | None = None
     public_keys_pem: list[str] = Field(default_factory=list)
-    algorithms: list[Algorithm] = Field(default_factory=lambda: ["RS256", "ES256"])
+    algorithms: list[Algorithm] = Field(default_factory=lambda: _default_algorithms())
 
     @model_validator(mode="after")
     def _has_keys(self) -> IssuerConfig:
@@ -56,7 +61,7 @@ class ShimSettings(BaseSettings):
     issuers: list[IssuerConfig] = Field(default_factory=list)
     issuers_file: Path | None = None
     dev_issuer_dir: Path | None = None
-    namespaces: list[str] = Field(default_factory=list)
+    namespaces: Annotated[list[str], NoDecode] = Field(default_factory=list)
     host: str | None = None
     port: int | None = None
     leeway_seconds: float = Field(default=5.0, ge=0, le=300)
@@ -66,7 +71,9 @@ class ShimSettings(BaseSettings):
     @field_validator("namespaces", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
-        if isinstance(value, str) and not value.strip().startswith("["):
+        if isinstance(value, str):
+            if value.strip().startswith("["):
+                return json.loads(value)
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
 

@@ -104,9 +104,9 @@ class TaskIndex:
                 await task
         self._tasks = []
 
-    async def wait_synced(self, timeout: float) -> bool:
+    async def wait_synced(self, seconds: float) -> bool:
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(seconds):
                 await self.synced.wait()
         except TimeoutError:
             return False

@@ -36,7 +36,7 @@ async def check_site(store: Store, providers: set[str], site_id: str) -> dict[st
     """The NicoSite of `site_id` if it is valid, known and the org's; else 400/403."""
     if not is_uuid(site_id):
         raise errors.APIError(400, errors.BAD_SITE_ID)
-    site = await store.site(site_id.lower())
+    site = await store.site(site_id)
     if site is None:
         raise errors.APIError(400, errors.UNKNOWN_SITE)
     if site.get("spec", {}).get("providerRef") not in providers:

@@ -26,10 +26,10 @@ log = logging.getLogger(__name__)
 
 
 @contextlib.asynccontextmanager
-async def kube_call(what: str, timeout: float) -> AsyncIterator[None]:
+async def kube_call(what: str, seconds: float) -> AsyncIterator[None]:
     """Map transport failures and unexpected API errors to a 503."""
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(seconds):
             yield
     except ApiException as exc:
         log.warning("kubernetes API error on %s: %s %s", what, exc.status, exc.reason)
@@ -74,7 +74,7 @@ class Store:
         """Merge patch; metadata.resourceVersion in `patch` is a precondition (409 -> Conflict)."""
         async with kube_call("patch nicotask", self.timeout):
             try:
-                obj = await self.custom.patch_namespaced_custom_object(
+                obj = await self.custom.patch_namespaced_custom_object(  # type: ignore[call-arg]
                     api.GROUP, api.VERSION, namespace, TASKS, name, patch,
                     _content_type=MERGE_PATCH,
                 )
@@ -113,10 +113,17 @@ class Store:
         return [p for p in result.get("items", []) if p.get("spec", {}).get("org") == org]
 
     async def site(self, site_id: str) -> dict[str, Any] | None:
-        """The NicoSite with spec.siteId == site_id (a selectable field of the CRD)."""
-        async with kube_call("list nicosites", self.timeout):
-            result = await self.custom.list_cluster_custom_object(
-                api.GROUP, api.VERSION, SITES, field_selector=f"spec.siteId={site_id}"
-            )
-        items = [s for s in result.get("items", []) if s.get("spec", {}).get("siteId") == site_id]
-        return items[0] if items else None
+        """The NicoSite with spec.siteId == site_id (a selectable field of the CRD).
+
+        `site_id` must be a UUID (checked by the caller); it is tried as given,
+        then lower-cased.
+        """
+        for value in dict.fromkeys((site_id, site_id.lower())):
+            async with kube_call("list nicosites", self.timeout):
+                result = await self.custom.list_cluster_custom_object(
+                    api.GROUP, api.VERSION, SITES, field_selector=f"spec.siteId={value}"
+                )
+            items = [s for s in result.get("items", []) if s.get("spec", {}).get("siteId") == value]
+            if items:
+                return dict(sorted(items, key=lambda s: s["metadata"]["name"])[0])
+        return None

@@ -183,12 +183,16 @@ class TaskActivities:
                 non_retryable=True,
             )
         path = os.path.join(self._ca_dir, hashlib.sha256(pem.encode()).hexdigest() + ".pem")
-        if not os.path.exists(path):
-            tmp = path + ".tmp"
-            with open(tmp, "w") as fh:
-                fh.write(pem)
-            os.replace(tmp, path)
+        await asyncio.to_thread(_write_once, path, pem)
         return path
+
+
+def _write_once(path: str, text: str) -> None:
+    if not os.path.exists(path):
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
 
 
 class _StepRun:

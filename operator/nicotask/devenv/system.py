@@ -1,0 +1,150 @@
+"""The nicotask processes (operator, worker, shim) on top of a DevEnv.
+
+`start_system` installs the CRDs, starts the three processes as managed
+processes of the run folder (so `dev down` stops them too), and applies the
+samples with the rack's BMC endpoint pointed at the emulator.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import ports
+from .env import DevEnv
+from .process import log
+
+REPO = Path(__file__).resolve().parents[3]
+SAMPLES = REPO / "samples"
+KUBECTL = str(Path(sys.executable).parent / "kubectl")
+
+
+def _http_ok(url: str) -> Any:
+    def check() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    return check
+
+
+def system_environ(env: DevEnv, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a nicotask process pointed at this DevEnv."""
+    out = {**os.environ, **env.exports()}
+    out.setdefault("NICOTASK_RECONCILE_INTERVAL_SECONDS", "10")
+    out["PYTHONUNBUFFERED"] = "1"
+    if extra:
+        out.update(extra)
+    return out
+
+
+def kubectl(env: DevEnv, *args: str, stdin: str | None = None) -> str:
+    kubeconfig = env.exports()["KUBECONFIG"]
+    proc = subprocess.run(
+        [KUBECTL, "--kubeconfig", kubeconfig, *args],
+        input=stdin, capture_output=True, text=True,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def install_crds(env: DevEnv) -> None:
+    kubectl(env, "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    names = [f"crd/{p.stem.split('_', 1)[1]}.nico.dev" for p in sorted((REPO / "crds").glob("*.yaml"))]
+    kubectl(env, "wait", "--for=condition=Established", "--timeout=60s", *names)
+
+
+def start_operator(env: DevEnv, name: str = "operator", **extra: str) -> None:
+    chosen = ports.pick_ports(["health", "metrics"])
+    health, metrics = chosen["health"], chosen["metrics"]
+    environ = system_environ(
+        env,
+        {"NICOTASK_HEALTH_PORT": str(health), "NICOTASK_METRICS_PORT": str(metrics), **extra},
+    )
+    env.start_process(
+        name,
+        [sys.executable, "-m", "nicotask", "operator"],
+        env=environ,
+        ready_check=_http_ok(f"http://127.0.0.1:{health}/healthz"),
+        url=f"http://127.0.0.1:{metrics}/metrics",
+        extra={"health_port": health, "metrics_port": metrics},
+    )
+
+
+def start_worker(env: DevEnv, name: str = "worker", **extra: str) -> None:
+    health = ports.pick_ports(["health"])["health"]
+    environ = system_environ(env, {"NICOTASK_WORKER_HEALTH_PORT": str(health), **extra})
+    env.start_process(
+        name,
+        [sys.executable, "-m", "nicotask", "worker"],
+        env=environ,
+        ready_check=_http_ok(f"http://127.0.0.1:{health}/healthz"),
+        url=f"http://127.0.0.1:{health}/healthz",
+    )
+
+
+def start_shim(env: DevEnv, **extra: str) -> str:
+    from nicotask.shim.devissuer import dev_issuer_env
+
+    port = ports.pick_ports(["shim"])["shim"]
+    url = f"http://127.0.0.1:{port}"
+    environ = system_environ(
+        env,
+        {
+            "NICOTASK_SHIM_HOST": "127.0.0.1",
+            "NICOTASK_SHIM_PORT": str(port),
+            **dev_issuer_env(env.run_dir),
+            **extra,
+        },
+    )
+    env.start_process(
+        "shim",
+        [sys.executable, "-m", "nicotask", "shim"],
+        env=environ,
+        ready_check=_http_ok(f"{url}/healthz"),
+        url=url,
+    )
+    env.update_state(shim_url=url)
+    return url
+
+
+def sample_documents(redfish_url: str) -> list[dict[str, Any]]:
+    """The samples, with every BMC endpoint pointed at the local emulator."""
+    docs: list[dict[str, Any]] = []
+    for path in sorted(SAMPLES.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not doc:
+                continue
+            if doc.get("kind") == "NicoRack":
+                for comp in doc["spec"].get("components", []):
+                    comp["redfish"]["endpoint"] = redfish_url
+            docs.append(doc)
+    return docs
+
+
+def apply_samples(env: DevEnv) -> None:
+    redfish_url = env.exports()["NICOTASK_REDFISH_URL"]
+    docs = sample_documents(redfish_url)
+    # The task last: everything it references exists before the operator sees it.
+    docs.sort(key=lambda d: d.get("kind") == "NicoTask")
+    kubectl(env, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
+
+
+def start_system(env: DevEnv, with_samples: bool = True) -> None:
+    log("installing CRDs")
+    install_crds(env)
+    start_worker(env)
+    start_operator(env)
+    start_shim(env)
+    if with_samples:
+        log("applying samples/")
+        apply_samples(env)

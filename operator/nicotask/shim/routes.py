@@ -1,0 +1,159 @@
+"""The routes (prefix /v2/org/{org}/nico). Each handler follows upstream's check order:
+
+401 token -> 403 membership -> 403 role (cancel only) -> 400 provider ->
+400 task id -> 400 body / query -> 400 site id / unknown site -> 403 foreign
+site -> 404 task -> decision.
+
+Handlers read path, query and body themselves (no FastAPI parameter
+validation), so every message and its order is ours; the OpenAPI document is
+built separately in openapi.py.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from nicotask import state
+from nicotask.views import task_view
+
+from . import auth, errors, orgs
+from .auth import Principal
+from .service import task_status
+from .store import escape_field_value
+
+PREFIX = "/v2/org/{org}/nico"
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+
+router = APIRouter(prefix=PREFIX)
+
+
+def _shim(request: Request) -> Any:
+    return request.app.state.shim
+
+
+async def _authenticate(request: Request, org: str, *, admin: bool) -> Principal:
+    shim = _shim(request)
+    principal: Principal = await shim.verifier.verify_header(request.headers.get("authorization"))
+    auth.require_member(principal, org)
+    if admin:
+        auth.require_provider_admin(principal, org)
+    return principal
+
+
+def _task_id(raw: str) -> str:
+    if not orgs.is_uuid(raw):
+        raise errors.APIError(400, errors.BAD_TASK_ID)
+    return raw.lower()
+
+
+def _site_query(request: Request) -> str:
+    site_id = request.query_params.get("siteId")
+    if site_id is None or site_id == "":
+        raise errors.APIError(400, errors.MISSING_SITE_ID)
+    return site_id
+
+
+def _flag(request: Request, name: str) -> bool:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return False
+    low = raw.lower()
+    if low in ("true", "1"):
+        return True
+    if low in ("false", "0"):
+        return False
+    raise errors.APIError(400, f"Invalid value for query parameter '{name}': must be true or false")
+
+
+def _int(request: Request, name: str, default: int, low: int, high: int | None) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise errors.APIError(400, f"Invalid value for query parameter '{name}': must be {bound}")
+    return value
+
+
+async def _cancel_site_id(request: Request) -> str:
+    raw = await request.body()
+    try:
+        body = json.loads(raw) if raw.strip() else None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise errors.APIError(400, errors.BAD_BODY) from exc
+    if not isinstance(body, dict):
+        raise errors.APIError(400, errors.BAD_BODY if raw.strip() else errors.BAD_CANCEL_REQUEST)
+    site_id = body.get("siteId")
+    if site_id is not None and not isinstance(site_id, str):
+        raise errors.APIError(400, errors.BAD_BODY)
+    if not site_id:
+        raise errors.APIError(400, errors.BAD_CANCEL_REQUEST)
+    return site_id
+
+
+@router.post("/task/{id}/cancel", status_code=202)
+@router.post("/rack/task/{id}/cancel", status_code=202)
+async def cancel_task(request: Request, org: str, id: str) -> JSONResponse:
+    shim = _shim(request)
+    principal = await _authenticate(request, org, admin=True)
+    providers = await orgs.provider_names(shim.store, org)
+    task_id = _task_id(id)
+    site_id = await _cancel_site_id(request)
+    await orgs.check_site(shim.store, providers, site_id)
+    obj = await shim.service.cancel(task_id, site_id, principal.subject)
+    return JSONResponse(task_view(obj, include_report=True), status_code=202)
+
+
+@router.get("/task/{id}")
+@router.get("/rack/task/{id}")
+async def get_task(request: Request, org: str, id: str) -> JSONResponse:
+    shim = _shim(request)
+    await _authenticate(request, org, admin=False)
+    providers = await orgs.provider_names(shim.store, org)
+    task_id = _task_id(id)
+    site_id = _site_query(request)
+    await orgs.check_site(shim.store, providers, site_id)
+    obj = await shim.service.find(task_id, site_id)
+    return JSONResponse(task_view(obj, include_report=True))
+
+
+def _created_key(obj: dict[str, Any]) -> tuple[str, str]:
+    meta = obj.get("metadata") or {}
+    return (str(meta.get("creationTimestamp") or ""), str(meta.get("name") or ""))
+
+
+@router.get("/rack/{rackId}/task")
+async def list_rack_tasks(request: Request, org: str, rackId: str) -> JSONResponse:
+    shim = _shim(request)
+    await _authenticate(request, org, admin=False)
+    providers = await orgs.provider_names(shim.store, org)
+    site_id = _site_query(request)
+    active_only = _flag(request, "activeOnly")
+    include_report = _flag(request, "includeReport")
+    page_number = _int(request, "pageNumber", 1, 1, None)
+    page_size = _int(request, "pageSize", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)
+    await orgs.check_site(shim.store, providers, site_id)
+    items = await shim.store.list_tasks(field_selector=f"spec.rackRef={escape_field_value(rackId)}")
+    items = [
+        i for i in items
+        if (i.get("spec") or {}).get("rackRef") == rackId
+        and str((i.get("spec") or {}).get("siteId", "")).lower() == site_id.lower()
+        and shim.store.serves((i.get("metadata") or {}).get("namespace"))
+    ]
+    if active_only:
+        items = [i for i in items if not state.is_terminal(task_status(i))]
+    items.sort(key=_created_key, reverse=True)  # newest first
+    start = (page_number - 1) * page_size
+    page = items[start : start + page_size]
+    body = [task_view(i, include_report=include_report) for i in page]
+    pagination = {"pageNumber": page_number, "pageSize": page_size, "total": len(items)}
+    return JSONResponse(body, headers={"X-Pagination": json.dumps(pagination)})

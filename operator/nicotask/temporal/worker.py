@@ -1,0 +1,168 @@
+"""`nicotask worker`: the Temporal worker running NicoTaskWorkflow and its activities.
+
+Task queue and concurrency come from settings (NICOTASK_TASK_QUEUE,
+NICOTASK_WORKER_MAX_CONCURRENT_ACTIVITIES / _WORKFLOWS). GET /healthz on
+NICOTASK_WORKER_HEALTH_PORT answers 200 while the worker runs, 503 otherwise.
+SIGTERM or SIGINT shuts the worker down gracefully: polling stops, running
+activities get `graceful_shutdown_timeout` to finish, then are cancelled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from nicotask.redfish import RedfishDriverFactory, default_driver_factory
+from nicotask.settings import Settings, get_settings
+from nicotask.temporal.activities import TaskActivities, TaskStore
+from nicotask.temporal.workflows import NicoTaskWorkflow
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_THROTTLE = timedelta(seconds=1)
+GRACEFUL_SHUTDOWN = timedelta(seconds=10)
+
+
+def build_worker(
+    client: Client,
+    kube: TaskStore,
+    *,
+    task_queue: str,
+    redfish: RedfishDriverFactory = default_driver_factory,
+    max_concurrent_activities: int | None = None,
+    max_concurrent_workflow_tasks: int | None = None,
+    graceful_shutdown_timeout: timedelta = GRACEFUL_SHUTDOWN,
+    activities: TaskActivities | None = None,
+) -> Worker:
+    """A Worker for NicoTaskWorkflow; the client must use the pydantic data converter."""
+    acts = activities or TaskActivities(kube, redfish)
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[NicoTaskWorkflow],
+        activities=[acts.publish_progress, acts.run_step_action],
+        max_concurrent_activities=max_concurrent_activities,
+        max_concurrent_workflow_tasks=max_concurrent_workflow_tasks,
+        max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+        default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+        graceful_shutdown_timeout=graceful_shutdown_timeout,
+    )
+
+
+async def serve_health(
+    host: str, port: int, healthy: Callable[[], bool]
+) -> asyncio.base_events.Server:
+    """A tiny HTTP server: GET /healthz (or /readyz) -> 200 when healthy, else 503."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readline(), timeout=5)
+            while True:  # drain the headers
+                line = await asyncio.wait_for(reader.readline(), timeout=5)
+                if line in (b"\r\n", b"\n", b""):
+                    break
+            parts = request.decode("latin-1").split()
+            path = parts[1] if len(parts) > 1 else ""
+            if path.split("?")[0] in ("/healthz", "/readyz", "/livez"):
+                ok = healthy()
+                code, body = (200, b"ok\n") if ok else (503, b"worker not running\n")
+            else:
+                code, body = 404, b"not found\n"
+            reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}[code]
+            writer.write(
+                f"HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    return await asyncio.start_server(handle, host, port)
+
+
+async def run_worker(settings: Settings, *, health_host: str = "0.0.0.0") -> int:
+    from nicotask.kube import Kube, new_api_client
+    from nicotask.temporal.client import connect
+
+    api_client = await new_api_client(settings.kubeconfig)
+    try:
+        client = await connect(settings)
+        worker = build_worker(
+            client,
+            Kube(api_client),
+            task_queue=settings.task_queue,
+            max_concurrent_activities=settings.worker_max_concurrent_activities,
+            max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflows,
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        health = await serve_health(
+            health_host, settings.worker_health_port, lambda: worker.is_running
+        )
+        log.info(
+            "worker on task queue %s (Temporal %s, namespace %s); health on :%d",
+            settings.task_queue,
+            settings.temporal_address,
+            settings.temporal_namespace,
+            settings.worker_health_port,
+        )
+        running = asyncio.create_task(worker.run())
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({running, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        rc = 0
+        if stopper.done():
+            log.info("shutting down the worker")
+            await worker.shutdown()
+        else:
+            stopper.cancel()
+        try:
+            await running
+        except Exception:
+            log.exception("worker stopped with an error")
+            rc = 1
+        health.close()
+        await health.wait_closed()
+        return rc
+    finally:
+        await api_client.close()
+
+
+def worker_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="nicotask worker",
+        description="Run the Temporal worker: NicoTaskWorkflow and its Redfish activities.",
+    )
+    parser.add_argument("--task-queue", default=None, help="override NICOTASK_TASK_QUEUE")
+    parser.add_argument("--health-port", type=int, default=None, help="override the health port")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = get_settings()
+    updates: dict[str, object] = {}
+    if args.task_queue:
+        updates["task_queue"] = args.task_queue
+    if args.health_port is not None:
+        updates["worker_health_port"] = args.health_port
+    if updates:
+        settings = settings.model_copy(update=updates)
+    try:
+        return asyncio.run(run_worker(settings))
+    except KeyboardInterrupt:
+        return 130

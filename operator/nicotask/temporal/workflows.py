@@ -1,0 +1,323 @@
+"""NicoTaskWorkflow: run one operation rule against a rack. Deterministic, no I/O.
+
+Stages run in ascending order; the steps of a stage run in parallel; within
+a step one activity per component, at most maxParallel at a time (0: no
+limit). Each activity has the step's timeout and retry policy. Fail-fast as
+upstream: the first failing step fails its stage, every other running step
+of the stage is failed with the same error (its activities are cancelled),
+later stages stay pending, report.error keeps the first failure.
+
+The workflow publishes the report (status Running) through the
+`publish_progress` activity at start, at each step and stage transition and
+at the end; then it returns a WorkflowOutcome. A failing rule does not fail
+the workflow: the outcome says Failed. The operator writes the terminal
+status from the outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy as TemporalRetryPolicy
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    RetryState,
+    TimeoutType,
+)
+from temporalio.exceptions import TimeoutError as ActivityTimeout
+
+with workflow.unsafe.imports_passed_through():
+    from nicotask.api import (
+        ComponentType,
+        RuleStep,
+        TaskReportV1,
+        TaskStatus,
+        first_line_error,
+    )
+    from nicotask.temporal import report as rep
+    from nicotask.temporal.models import (
+        PUBLISH_PROGRESS,
+        RUN_STEP_ACTION,
+        WORKFLOW_NAME,
+        ComponentTarget,
+        ProgressUpdate,
+        StepActivityInput,
+        StepResult,
+        WorkflowInput,
+        WorkflowOutcome,
+    )
+
+HEARTBEAT_TIMEOUT = timedelta(seconds=3)
+ACTIVITY_HEARTBEAT_SECONDS = 1.0
+PUBLISH_TIMEOUT = timedelta(seconds=10)
+PUBLISH_RETRY = TemporalRetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=2),
+    maximum_attempts=4,
+)
+SUCCEEDED_MESSAGE = "Succeeded"
+
+
+class StepFailed(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def retry_policy(step: RuleStep) -> TemporalRetryPolicy:
+    r = step.retry
+    initial = timedelta(seconds=r.initial_interval_seconds)
+    return TemporalRetryPolicy(
+        initial_interval=initial,
+        backoff_coefficient=r.backoff_coefficient,
+        maximum_interval=max(initial, timedelta(seconds=r.max_interval_seconds)),
+        maximum_attempts=r.max_attempts,
+    )
+
+
+def describe_failure(err: ActivityError, step: RuleStep, target: ComponentTarget) -> str:
+    """One line: which component failed and why, e.g. `Compute c-1: BMC ... unreachable`."""
+    cause = err.cause
+    if isinstance(cause, ApplicationError):
+        why = cause.message
+    elif isinstance(cause, ActivityTimeout):
+        if cause.type == TimeoutType.HEARTBEAT:
+            why = "activity stopped heartbeating (worker lost?)"
+        elif cause.type == TimeoutType.START_TO_CLOSE:
+            why = f"timed out after {step.timeout_seconds:g}s"
+        else:
+            why = f"timed out ({cause.type.name if cause.type else 'unknown'})"
+    elif cause is not None:
+        why = str(cause) or type(cause).__name__
+    else:
+        why = str(err) or "activity failed"
+    text = f"{step.component_type.value} {target.id}: {why}"
+    if err.retry_state == RetryState.MAXIMUM_ATTEMPTS_REACHED and step.retry.max_attempts > 1:
+        text += f" (gave up after {step.retry.max_attempts} attempts)"
+    return first_line_error(text)
+
+
+def _is_cancellation(err: ActivityError) -> bool:
+    return isinstance(err.cause, CancelledError)
+
+
+@workflow.defn(name=WORKFLOW_NAME)
+class NicoTaskWorkflow:
+    def __init__(self) -> None:
+        self._report: TaskReportV1 = TaskReportV1()
+        self._started: datetime | None = None
+        self._version = 0
+        self._published = 0
+        self._closing = False
+        self._stage_failure: str | None = None
+        self._input: WorkflowInput | None = None
+
+    @workflow.query(name="report")
+    def current_report(self) -> TaskReportV1:
+        return self._report
+
+    # ---- run -----------------------------------------------------------
+
+    @workflow.run
+    async def run(self, inp: WorkflowInput) -> WorkflowOutcome:
+        self._input = inp
+        self._started = workflow.now()
+        targets: dict[ComponentType, list[ComponentTarget]] = {}
+        for target in inp.components:
+            targets.setdefault(target.type, []).append(target)
+        counts = {ctype: len(items) for ctype, items in targets.items()}
+        self._report = rep.initial_report(inp.rule, counts)
+        publisher = asyncio.create_task(self._publisher())
+        self._changed()
+
+        deadline = self._started + timedelta(seconds=inp.workflow_timeout_seconds)
+        error: str | None = None
+        for number, steps in inp.rule.stages().items():
+            if not rep.runnable_steps(self._report, number):
+                continue  # skipped stage: nothing of its types in the rack
+            error = await self._run_stage(number, steps, targets, deadline)
+            if error is not None:
+                break
+
+        finished = workflow.now()
+        self._closing = True
+        await publisher  # its last act: publish the final report
+        if error is None:
+            return WorkflowOutcome(
+                status=TaskStatus.SUCCEEDED,
+                message=SUCCEEDED_MESSAGE,
+                report=self._report,
+                started=self._started,
+                finished=finished,
+            )
+        return WorkflowOutcome(
+            status=TaskStatus.FAILED,
+            message=first_line_error(error),
+            report=self._report,
+            started=self._started,
+            finished=finished,
+        )
+
+    # ---- stages and steps --------------------------------------------
+
+    async def _run_stage(
+        self,
+        number: int,
+        steps: list[RuleStep],
+        targets: dict[ComponentType, list[ComponentTarget]],
+        deadline: datetime,
+    ) -> str | None:
+        """Run one stage; return the first failure, or None when it completed."""
+        self._stage_failure = None
+        self._report = rep.start_stage(self._report, number, workflow.now())
+        self._changed()
+        runnable = rep.runnable_steps(self._report, number)
+        done = dict.fromkeys(runnable, False)
+        tasks = [
+            asyncio.create_task(
+                self._step_runner(
+                    number, idx, steps[idx], targets.get(steps[idx].component_type, []), done
+                )
+            )
+            for idx in runnable
+        ]
+        left = (deadline - workflow.now()).total_seconds()
+        try:
+            if left <= 0:
+                raise TimeoutError
+            await workflow.wait_condition(
+                lambda: self._stage_failure is not None or all(done.values()),
+                timeout=timedelta(seconds=left),
+            )
+        except TimeoutError:
+            assert self._input is not None
+            message = f"task timed out after {self._input.workflow_timeout_seconds:g}s"
+            if self._stage_failure is None:
+                self._stage_failure = message
+                self._report = rep.fail_stage(self._report, number, message, workflow.now())
+                self._changed()
+        if self._stage_failure is not None:
+            for task in tasks:
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            return self._stage_failure
+        self._report = rep.complete_stage(self._report, number, workflow.now())
+        self._changed()
+        return None
+
+    async def _step_runner(
+        self,
+        number: int,
+        idx: int,
+        step: RuleStep,
+        targets: list[ComponentTarget],
+        done: dict[int, bool],
+    ) -> None:
+        try:
+            await self._run_step(step, targets)
+        except StepFailed as failure:
+            if self._stage_failure is None:
+                self._stage_failure = failure.message
+                self._report = rep.fail_step(
+                    self._report, number, idx, failure.message, workflow.now()
+                )
+                self._changed()
+            return
+        done[idx] = True
+        if self._stage_failure is None:
+            self._report = rep.complete_step(self._report, number, idx, workflow.now())
+            self._changed()
+
+    async def _run_step(self, step: RuleStep, targets: list[ComponentTarget]) -> None:
+        """One activity per component, at most maxParallel at once; first failure wins."""
+        assert self._input is not None
+        task_ref = self._input.task
+        limit = step.max_parallel if step.max_parallel > 0 else max(1, len(targets))
+        gate = asyncio.Semaphore(limit)
+        errors: list[str] = []
+        finished: list[int] = [0]
+
+        async def one(target: ComponentTarget) -> None:
+            try:
+                async with gate:
+                    if errors:
+                        return  # the step already failed: start nothing new
+                    await workflow.execute_activity(
+                        RUN_STEP_ACTION,
+                        StepActivityInput(
+                            task=task_ref,
+                            component=target,
+                            action=step.action,
+                            heartbeat_seconds=ACTIVITY_HEARTBEAT_SECONDS,
+                        ),
+                        result_type=StepResult,
+                        start_to_close_timeout=timedelta(seconds=step.timeout_seconds),
+                        heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                        retry_policy=retry_policy(step),
+                        cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                        summary=f"{step.action.type.value} {step.component_type.value} {target.id}",
+                    )
+            except ActivityError as err:
+                if not _is_cancellation(err):
+                    errors.append(describe_failure(err, step, target))
+            finally:
+                finished[0] += 1
+
+        tasks = [asyncio.create_task(one(t)) for t in targets]
+        try:
+            await workflow.wait_condition(lambda: bool(errors) or finished[0] >= len(tasks))
+        finally:
+            pending = [t for t in tasks if not t.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+        if errors:
+            raise StepFailed(errors[0])
+
+    # ---- progress ----------------------------------------------------
+
+    def _changed(self) -> None:
+        self._version += 1
+
+    async def _publisher(self) -> None:
+        """Write the newest report, one write at a time, until closing and up to date.
+
+        Writes never overlap, so an older snapshot can never land after a
+        newer one; transitions that happen during a write are coalesced.
+        A write that keeps failing is logged and skipped, never fatal.
+        """
+        assert self._input is not None
+        while True:
+            await workflow.wait_condition(
+                lambda: self._published < self._version or self._closing
+            )
+            if self._published >= self._version:
+                return
+            version = self._version
+            update = ProgressUpdate(
+                task=self._input.task, report=self._report, started=self._started
+            )
+            try:
+                await workflow.execute_activity(
+                    PUBLISH_PROGRESS,
+                    update,
+                    result_type=bool,
+                    start_to_close_timeout=PUBLISH_TIMEOUT,
+                    retry_policy=PUBLISH_RETRY,
+                    summary=f"report v{version}",
+                )
+            except ActivityError as err:
+                workflow.logger.warning(
+                    "could not publish the report of %s/%s: %s",
+                    self._input.task.namespace,
+                    self._input.task.name,
+                    err.cause or err,
+                )
+            self._published = version

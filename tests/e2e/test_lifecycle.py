@@ -1,0 +1,256 @@
+"""NicoTask lifecycle through the real operator and worker processes.
+
+Rules here use short Sleep steps, so no test waits on the emulated BMCs'
+1-11 s power changes; the Redfish-driven cancel test is in test_cancel_redfish.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import pytest
+from e2e_support import (
+    Cluster,
+    condition,
+    new_rule_id,
+    rack,
+    sleep_rule,
+    stage_statuses,
+    status_of,
+    task,
+)
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
+
+from nicotask.devenv.testing import DevEnvHandle
+
+TERMINAL = ("Succeeded", "Failed", "Terminated")
+
+
+async def _setup(cluster: Cluster, env: DevEnvHandle, seconds: list[float]) -> str:
+    rule_id = new_rule_id()
+    await cluster.create("nicooperationrules", sleep_rule(rule_id, seconds))
+    await cluster.create("nicoracks", rack("rack-1", env.redfish_url, env.redfish_systems[:2]))
+    return rule_id
+
+
+async def _workflow_status(temporal: Client, uid: str) -> WorkflowExecutionStatus | None:
+    try:
+        desc = await temporal.get_workflow_handle(uid).describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+    return desc.status
+
+
+async def test_full_lifecycle_to_succeeded(
+    cluster: Cluster, nicotask_system: DevEnvHandle, temporal: Client
+) -> None:
+    rule_id = await _setup(cluster, nicotask_system, [0.5, 0.5])
+    created = await cluster.create("nicotasks", task("t1", "rack-1", rule_id, description="two stages"))
+    uid = created["metadata"]["uid"]
+
+    running = await cluster.wait_status("t1", "Running", "Succeeded")
+    assert running["status"]["id"] == uid
+    done = await cluster.wait_status("t1", "Succeeded", timeout=60)
+    st = done["status"]
+    assert st["message"] == "Succeeded"
+    assert st["ruleId"] == rule_id
+    assert st["workflowId"] == uid and st["runId"]
+    assert st["started"] and st["finished"] and st["created"] and st["updated"]
+    assert stage_statuses(done) == ["completed", "completed"]
+    for stage in st["report"]["stages"]:
+        assert stage["startedAt"] and stage["finishedAt"]
+        assert [s["status"] for s in stage["steps"]] == ["completed"]
+    assert (condition(done, "Ready") or {}).get("status") == "True"
+    assert (condition(done, "Reconciling") or {}).get("status") == "False"
+    assert st["observedGeneration"] == done["metadata"]["generation"]
+    # The operator writes no spec and no metadata but its finalizer.
+    assert "nico.dev/finalizer" in done["metadata"]["finalizers"]
+    assert not any(k.startswith("kopf.zalando.org") for k in done["metadata"].get("annotations", {}))
+    assert await _workflow_status(temporal, uid) == WorkflowExecutionStatus.COMPLETED
+    reasons = {e.reason for e in await cluster.events("t1")}
+    assert {"Started", "Succeeded"} <= reasons
+
+
+async def test_cancel_while_running_mid_stage(
+    cluster: Cluster, nicotask_system: DevEnvHandle, temporal: Client
+) -> None:
+    rule_id = await _setup(cluster, nicotask_system, [0.2, 60, 0.2])
+    created = await cluster.create("nicotasks", task("t1", "rack-1", rule_id))
+    uid = created["metadata"]["uid"]
+    await cluster.wait_task(
+        "t1", lambda t: stage_statuses(t)[1:2] == ["running"], 60, "stage 2 running"
+    )
+    await cluster.cancel("t1")
+    done = await cluster.wait_status("t1", *TERMINAL, timeout=30)
+    st = done["status"]
+    assert st["status"] == "Terminated" and st["message"] == "Cancelled by user"
+    assert st["finished"]
+    s1, s2, s3 = st["report"]["stages"]
+    assert s1["status"] == "completed"
+    assert s2["status"] == "failed" and s2["error"] == "Cancelled by user" and s2["finishedAt"]
+    assert s2["steps"][0]["status"] == "failed" and s2["steps"][0]["error"] == "Cancelled by user"
+    assert s3["status"] == "pending" and s3["steps"][0]["status"] == "pending"
+    assert "running" not in str(st["report"])
+    assert await _workflow_status(temporal, uid) == WorkflowExecutionStatus.TERMINATED
+    assert condition(done, "CancelPending") is None
+    assert "Cancelled" in {e.reason for e in await cluster.events("t1")}
+
+
+async def test_cancel_before_the_workflow_starts(
+    cluster: Cluster, nicotask_system: DevEnvHandle, temporal: Client
+) -> None:
+    rule_id = await _setup(cluster, nicotask_system, [0.2])
+    created = await cluster.create("nicotasks", task("t1", "rack-1", rule_id, cancel=True))
+    done = await cluster.wait_status("t1", *TERMINAL, timeout=30)
+    assert done["status"]["status"] == "Terminated"
+    assert done["status"]["message"] == "Cancelled by user"
+    # It never started, and never will.
+    await asyncio.sleep(3)
+    assert await _workflow_status(temporal, created["metadata"]["uid"]) is None
+    assert status_of(await cluster.get_task("t1")) == "Terminated"
+
+
+async def test_queue_cancel_waiting_then_promotion_and_limit(
+    cluster: Cluster, nicotask_system: DevEnvHandle, temporal: Client
+) -> None:
+    rule_id = await _setup(cluster, nicotask_system, [60])
+    await cluster.create("nicotasks", task("first", "rack-1", rule_id))
+    await cluster.wait_status("first", "Running")
+    second = await cluster.create("nicotasks", task("second", "rack-1", rule_id))
+    waiting = await cluster.wait_status("second", "Waiting")
+    assert waiting["status"]["message"] == "Queued: waiting for rack to become available"
+    third = await cluster.create("nicotasks", task("third", "rack-1", rule_id))
+    await cluster.wait_status("third", "Waiting")
+    # Queue limit is 2 in these tests: a fourth is refused.
+    await cluster.create("nicotasks", task("fourth", "rack-1", rule_id))
+    refused = await cluster.wait_status("fourth", "Failed")
+    assert refused["status"]["message"] == "rack rack-1 already has a conflicting task"
+
+    # Cancel of a Waiting task: it leaves the queue and never gets a workflow.
+    await cluster.cancel("second")
+    cancelled = await cluster.wait_status("second", "Terminated")
+    assert cancelled["status"]["message"] == "Cancelled by user"
+    assert await _workflow_status(temporal, second["metadata"]["uid"]) is None
+
+    # Freeing the rack promotes the next in line (FIFO).
+    await cluster.cancel("first")
+    await cluster.wait_status("first", "Terminated")
+    promoted = await cluster.wait_status("third", "Pending", "Running", timeout=30)
+    assert promoted["status"]["runId"]
+    assert await _workflow_status(temporal, third["metadata"]["uid"]) is not None
+    await cluster.cancel("third")
+    await cluster.wait_status("third", "Terminated")
+
+
+async def test_waiting_task_expires(cluster: Cluster, nicotask_system: DevEnvHandle) -> None:
+    rule_id = await _setup(cluster, nicotask_system, [120])
+    await cluster.create("nicotasks", task("holder", "rack-1", rule_id))
+    await cluster.wait_status("holder", "Running")
+    await cluster.create("nicotasks", task("late", "rack-1", rule_id))
+    await cluster.wait_status("late", "Waiting")
+    expired = await cluster.wait_status("late", *TERMINAL, timeout=45)
+    assert expired["status"]["status"] == "Terminated"
+    assert expired["status"]["message"] == "Expired: queue timeout reached"
+    await cluster.cancel("holder")
+    await cluster.wait_status("holder", "Terminated")
+
+
+async def test_cancel_twice_terminates_once(
+    cluster: Cluster, nicotask_system: DevEnvHandle
+) -> None:
+    rule_id = await _setup(cluster, nicotask_system, [60])
+    await cluster.create("nicotasks", task("t1", "rack-1", rule_id))
+    await cluster.wait_status("t1", "Running")
+    await asyncio.gather(cluster.cancel("t1"), cluster.cancel("t1"))
+    await cluster.cancel("t1")
+    done = await cluster.wait_status("t1", "Terminated")
+    finished = done["status"]["finished"]
+    await asyncio.sleep(2)
+    again = await cluster.get_task("t1")
+    assert again["status"]["finished"] == finished
+    cancelled_events = [e for e in await cluster.events("t1") if e.reason == "Cancelled"]
+    assert len(cancelled_events) == 1
+
+
+async def test_cancel_after_success_is_ignored(
+    cluster: Cluster, nicotask_system: DevEnvHandle
+) -> None:
+    rule_id = await _setup(cluster, nicotask_system, [0.2])
+    await cluster.create("nicotasks", task("t1", "rack-1", rule_id))
+    done = await cluster.wait_status("t1", "Succeeded")
+    await cluster.cancel("t1")
+    ignored = await cluster.wait_task(
+        "t1", lambda t: condition(t, "CancelIgnored") is not None, 20, "CancelIgnored"
+    )
+    assert ignored["status"]["status"] == "Succeeded"
+    assert ignored["status"]["finished"] == done["status"]["finished"]
+    assert ignored["status"]["report"] == done["status"]["report"]
+    assert "cannot be cancelled (status: Succeeded)" in (condition(ignored, "CancelIgnored") or {})["message"]
+    assert "CancelIgnored" in {e.reason for e in await cluster.events("t1")}
+
+
+async def test_cancel_racing_completion_agrees_with_temporal(
+    cluster: Cluster, nicotask_system: DevEnvHandle, temporal: Client
+) -> None:
+    rule_id = await _setup(cluster, nicotask_system, [0.6])
+    outcomes: dict[str, int] = {}
+    rng = random.Random(7)
+    for i in range(8):
+        name = f"race-{i}"
+        created = await cluster.create("nicotasks", task(name, "rack-1", rule_id))
+        await cluster.wait_status(name, "Running", "Succeeded")
+        await asyncio.sleep(rng.uniform(0.2, 1.0))
+        await cluster.cancel(name)
+        done = await cluster.wait_status(name, *TERMINAL, timeout=30)
+        # Settle: nothing may change a terminal status afterwards.
+        await asyncio.sleep(0.5)
+        final = status_of(await cluster.get_task(name))
+        assert final == status_of(done)
+        wf = await _workflow_status(temporal, created["metadata"]["uid"])
+        expected = {
+            WorkflowExecutionStatus.COMPLETED: "Succeeded",
+            WorkflowExecutionStatus.TERMINATED: "Terminated",
+        }
+        assert wf in expected, wf
+        assert final == expected[wf], (name, final, wf)
+        outcomes[final or ""] = outcomes.get(final or "", 0) + 1
+    print("race outcomes:", outcomes)
+
+
+async def test_bad_references_fail_with_a_clear_message(
+    cluster: Cluster, nicotask_system: DevEnvHandle
+) -> None:
+    await cluster.create("nicotasks", task("no-rack", "missing-rack"))
+    failed = await cluster.wait_status("no-rack", "Failed")
+    assert failed["status"]["message"] == f"NicoRack missing-rack not found in namespace {cluster.ns}"
+
+    await cluster.create("nicoracks", rack("rack-1", nicotask_system.redfish_url, []))
+    pinned = "123e4567-e89b-12d3-a456-426614174000"
+    await cluster.create("nicotasks", task("no-rule", "rack-1", pinned))
+    failed = await cluster.wait_status("no-rule", "Failed")
+    assert pinned in failed["status"]["message"]
+    assert (condition(failed, "Stalled") or {}).get("status") == "True"
+
+
+async def test_delete_running_task_terminates_its_workflow(
+    cluster: Cluster, nicotask_system: DevEnvHandle, temporal: Client
+) -> None:
+    rule_id = await _setup(cluster, nicotask_system, [60])
+    created = await cluster.create("nicotasks", task("t1", "rack-1", rule_id))
+    await cluster.wait_status("t1", "Running")
+    await cluster.delete_task("t1")
+    for _ in range(100):
+        try:
+            await cluster.get_task("t1")
+        except Exception:
+            break
+        await asyncio.sleep(0.2)
+    else:
+        pytest.fail("NicoTask was not deleted")
+    assert await _workflow_status(temporal, created["metadata"]["uid"]) == (
+        WorkflowExecutionStatus.TERMINATED
+    )
+

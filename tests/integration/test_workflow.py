@@ -1,0 +1,550 @@
+"""NicoTaskWorkflow against the real Temporal dev server, with fake BMCs and a fake CR store.
+
+The workflow and the real TaskActivities run in an in-process Worker on a
+unique task queue. The BMCs are an in-memory fake (injected driver factory)
+so failures, retries and concurrency can be chosen per component; the CR
+store is an in-memory stand-in for Kube that applies the same decision as
+the real writer and keeps every report it was given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from temporalio.client import Client, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from nicotask.api import (
+    ActionType,
+    ComponentType,
+    NicoOperationRuleSpec,
+    NicoTask,
+    NicoTaskStatus,
+    Operation,
+    PowerAction,
+    PowerState,
+    ReportStatus,
+    RetryPolicy,
+    RuleStep,
+    SecretRef,
+    StepAction,
+    TaskReportV1,
+    TaskStatus,
+)
+from nicotask.kube import NotFound
+from nicotask.redfish import BmcError, BmcUnreachable, PowerDriver
+from nicotask.state import allowed_transition
+from nicotask.temporal.activities import TaskActivities
+from nicotask.temporal.models import (
+    WORKFLOW_NAME,
+    ComponentTarget,
+    TaskRef,
+    WorkflowInput,
+    WorkflowOutcome,
+)
+from nicotask.temporal.worker import build_worker
+
+SITE = "660e8400-e29b-41d4-a716-446655440000"
+
+
+# --------------------------------------------------------------------------
+# Fakes
+# --------------------------------------------------------------------------
+
+
+class FakeStore:
+    """In-memory NicoTask + secrets, with Kube.update_task_status's contract."""
+
+    def __init__(self, uid: str, *, broken: bool = False) -> None:
+        self.task = NicoTask.model_validate(
+            {
+                "metadata": {
+                    "name": "task",
+                    "namespace": "ns",
+                    "uid": uid,
+                    "generation": 1,
+                    "creationTimestamp": "2026-01-01T00:00:00Z",
+                },
+                "spec": {"siteId": SITE, "rackRef": "rack", "operation": "PowerOn"},
+                "status": {"status": "Pending", "message": "Pending"},
+            }
+        )
+        self.reports: list[TaskReportV1] = []
+        self.statuses: list[NicoTaskStatus] = []
+        self.broken = broken
+        self.calls = 0
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, str]:
+        if name != "bmc":
+            raise NotFound(f"secret {namespace}/{name}")
+        return {"username": "admin", "password": "password"}
+
+    async def update_task_status(
+        self,
+        namespace: str,
+        name: str,
+        decide: Callable[[NicoTask], NicoTaskStatus | None],
+        *,
+        uid: str | None = None,
+        attempts: int = 20,
+    ) -> tuple[NicoTask, bool]:
+        self.calls += 1
+        if self.broken:
+            raise RuntimeError("apiserver unavailable")
+        new = decide(self.task)
+        if new is None or not allowed_transition(self.task.status.status, new.status):
+            return self.task, False
+        self.task = self.task.model_copy(update={"status": new})
+        self.statuses.append(new)
+        if new.report is not None:
+            self.reports.append(new.report)
+        return self.task, True
+
+
+class FakeBmcs:
+    """Every component's BMC in memory. Driver calls run in worker threads."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.power: dict[str, PowerState] = defaultdict(lambda: PowerState.OFF)
+        self.fail: dict[str, Exception] = {}  # component id -> error raised by power_state
+        self.fail_times: dict[str, int] = {}  # fail only the first N attempts
+        self.state_calls: dict[str, int] = defaultdict(int)
+        self.resets: list[tuple[str, PowerAction]] = []
+        self.reset_delay = 0.0
+        self.apply_resets = True
+        self.active = 0
+        self.max_active = 0
+        self.request_times: list[float] = []
+
+    def __call__(self, endpoint: str, username: str, password: str, verify: bool | str) -> Any:
+        assert (username, password) == ("admin", "password")
+        return FakeDriver(self)
+
+
+class FakeDriver:
+    def __init__(self, bmcs: FakeBmcs) -> None:
+        self.bmcs = bmcs
+
+    def power_state(self, system_id: str | None) -> PowerState | None:
+        b = self.bmcs
+        assert system_id is not None
+        with b.lock:
+            b.request_times.append(time.monotonic())
+            b.state_calls[system_id] += 1
+            calls = b.state_calls[system_id]
+            error = b.fail.get(system_id)
+            limit = b.fail_times.get(system_id)
+        if error is not None and (limit is None or calls <= limit):
+            raise error
+        return b.power[system_id]
+
+    def allowed_resets(self, system_id: str | None) -> set[PowerAction]:
+        return {PowerAction.ON, PowerAction.FORCE_OFF}
+
+    def reset(self, system_id: str | None, action: PowerAction) -> None:
+        b = self.bmcs
+        assert system_id is not None
+        with b.lock:
+            b.request_times.append(time.monotonic())
+            b.active += 1
+            b.max_active = max(b.max_active, b.active)
+        try:
+            if b.reset_delay:
+                time.sleep(b.reset_delay)
+            with b.lock:
+                b.resets.append((system_id, action))
+                if b.apply_resets:
+                    b.power[system_id] = (
+                        PowerState.ON if action == PowerAction.ON else PowerState.OFF
+                    )
+        finally:
+            with b.lock:
+                b.active -= 1
+
+
+# --------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------
+
+
+def target(cid: str, ctype: ComponentType) -> ComponentTarget:
+    return ComponentTarget(
+        id=cid,
+        type=ctype,
+        endpoint=f"http://bmc-{cid}.invalid",
+        system_id=cid,
+        credentials_secret=SecretRef(name="bmc"),
+    )
+
+
+RACK = (
+    [target(f"compute-{i}", ComponentType.COMPUTE) for i in range(4)]
+    + [target(f"nvswitch-{i}", ComponentType.NVSWITCH) for i in range(2)]
+    + [target(f"powershelf-{i}", ComponentType.POWER_SHELF) for i in range(2)]
+)
+
+
+def sleep_action(seconds: float) -> StepAction:
+    return StepAction(type=ActionType.SLEEP, duration_seconds=seconds)
+
+
+def power_on(expected: bool = True, poll: float = 0.1) -> StepAction:
+    return StepAction(
+        type=ActionType.POWER_CONTROL,
+        power=PowerAction.ON,
+        expected_state=PowerState.ON if expected else None,
+        poll_interval_seconds=poll,
+    )
+
+
+def step(
+    ctype: ComponentType,
+    stage: int,
+    action: StepAction,
+    *,
+    timeout: float = 30.0,
+    attempts: int = 1,
+    max_parallel: int = 0,
+) -> RuleStep:
+    return RuleStep(
+        component_type=ctype,
+        stage=stage,
+        max_parallel=max_parallel,
+        timeout_seconds=timeout,
+        retry=RetryPolicy(
+            max_attempts=attempts,
+            initial_interval_seconds=0.1,
+            backoff_coefficient=1.0,
+            max_interval_seconds=0.2,
+        ),
+        action=action,
+    )
+
+
+def rule(*steps: RuleStep, timeout: float = 300.0) -> NicoOperationRuleSpec:
+    return NicoOperationRuleSpec(
+        rule_id=str(uuid.uuid4()),
+        operation=Operation.POWER_ON,
+        workflow_timeout_seconds=timeout,
+        steps=list(steps),
+    )
+
+
+def workflow_input(
+    uid: str, spec: NicoOperationRuleSpec, components: list[ComponentTarget] | None = None
+) -> WorkflowInput:
+    return WorkflowInput(
+        task=TaskRef(namespace="ns", name="task", uid=uid),
+        operation=spec.operation,
+        rule_id=spec.rule_id,
+        rule=spec,
+        components=list(RACK if components is None else components),
+        workflow_timeout_seconds=spec.workflow_timeout_seconds,
+    )
+
+
+class Harness:
+    def __init__(self, client: Client, *, broken_store: bool = False) -> None:
+        self.client = client
+        self.uid = str(uuid.uuid4())
+        self.queue = f"test-wf-{uuid.uuid4().hex[:10]}"
+        self.store = FakeStore(self.uid, broken=broken_store)
+        self.bmcs = FakeBmcs()
+
+    def worker(self) -> Any:
+        acts = TaskActivities(self.store, self.bmcs)
+        return build_worker(
+            self.client, self.store, task_queue=self.queue, activities=acts
+        )
+
+    async def start(self, spec: NicoOperationRuleSpec, **kw: Any) -> WorkflowHandle[Any, Any]:
+        return await self.client.start_workflow(
+            WORKFLOW_NAME,
+            workflow_input(self.uid, spec, **kw),
+            id=self.uid,
+            task_queue=self.queue,
+            result_type=WorkflowOutcome,
+            execution_timeout=dt.timedelta(minutes=5),
+        )
+
+    async def run(self, spec: NicoOperationRuleSpec, **kw: Any) -> WorkflowOutcome:
+        async with self.worker():
+            handle = await self.start(spec, **kw)
+            outcome = await asyncio.wait_for(handle.result(), timeout=120)
+        assert isinstance(outcome, WorkflowOutcome)
+        return outcome
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def pclient(devenv: Any) -> AsyncIterator[Client]:
+    client = await Client.connect(
+        devenv.temporal_address,
+        namespace=devenv.temporal_namespace,
+        data_converter=pydantic_data_converter,
+    )
+    yield client
+
+
+def stage_statuses(report: TaskReportV1) -> list[str]:
+    return [s.status.value for s in report.stages]
+
+
+def check_timestamps(report: TaskReportV1) -> None:
+    """startedAt once out of pending (not skipped), finishedAt once terminal."""
+    for stage in report.stages:
+        for item in [stage, *stage.steps]:
+            if item.status in (ReportStatus.PENDING, ReportStatus.SKIPPED):
+                assert item.started_at is None and item.finished_at is None, item
+            elif item.status == ReportStatus.RUNNING:
+                assert item.started_at is not None and item.finished_at is None, item
+            else:
+                assert item.started_at is not None and item.finished_at is not None, item
+                assert item.started_at <= item.finished_at
+
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+# --------------------------------------------------------------------------
+# Tests
+# --------------------------------------------------------------------------
+
+
+async def test_success_runs_stages_in_order_and_publishes_progress(pclient: Client) -> None:
+    h = Harness(pclient)
+    spec = rule(
+        step(ComponentType.POWER_SHELF, 1, power_on()),
+        step(ComponentType.NVSWITCH, 2, power_on()),
+        step(ComponentType.COMPUTE, 3, power_on()),
+        step(ComponentType.COMPUTE, 4, sleep_action(0.2)),
+    )
+    outcome = await h.run(spec)
+
+    assert outcome.status == TaskStatus.SUCCEEDED
+    assert outcome.message == "Succeeded"
+    assert stage_statuses(outcome.report) == ["completed"] * 4
+    assert outcome.report.error is None
+    assert [s.total_components for st in outcome.report.stages for s in st.steps] == [2, 2, 4, 4]
+    check_timestamps(outcome.report)
+    stages = outcome.report.stages
+    for earlier, later in zip(stages, stages[1:], strict=False):
+        assert earlier.finished_at is not None and later.started_at is not None
+        assert earlier.finished_at <= later.started_at
+    assert outcome.started is not None and outcome.finished is not None
+
+    # Power order follows the stages: shelves, then switches, then compute.
+    order = [cid.split("-")[0] for cid, _ in h.bmcs.resets]
+    assert order == ["powershelf"] * 2 + ["nvswitch"] * 2 + ["compute"] * 4
+    assert all(h.bmcs.power[t.id] == PowerState.ON for t in RACK)
+
+    # The CR saw: all pending first, then progress, and the final report last,
+    # always with status Running (terminal statuses are the operator's).
+    reports = h.store.reports
+    assert len(reports) >= 2
+    assert stage_statuses(reports[0]) == ["pending"] * 4
+    assert reports[-1] == outcome.report
+    assert all(s.status == TaskStatus.RUNNING for s in h.store.statuses)
+    assert h.store.task.status.message == "Running"
+    assert h.store.task.status.started is not None
+    for snapshot in reports:
+        check_timestamps(snapshot)
+
+
+async def test_failing_step_retries_then_fails(pclient: Client) -> None:
+    h = Harness(pclient)
+    h.bmcs.fail["compute-1"] = BmcError("http://bmc-compute-1.invalid", "BMC says no")
+    spec = rule(
+        step(ComponentType.POWER_SHELF, 1, power_on(expected=False)),
+        step(ComponentType.COMPUTE, 2, power_on(expected=False), attempts=3),
+        step(ComponentType.NVSWITCH, 3, power_on(expected=False)),
+    )
+    outcome = await h.run(spec)
+
+    assert outcome.status == TaskStatus.FAILED
+    assert h.bmcs.state_calls["compute-1"] == 3  # three attempts, then give up
+    assert outcome.message.startswith("Compute compute-1: BMC says no")
+    assert "gave up after 3 attempts" in outcome.message
+    assert len(outcome.message.encode()) <= 512
+    assert stage_statuses(outcome.report) == ["completed", "failed", "pending"]
+    assert outcome.report.error == outcome.message
+    assert outcome.report.stages[1].error == outcome.message
+    assert outcome.report.stages[1].steps[0].error == outcome.message
+    check_timestamps(outcome.report)
+    assert h.store.reports[-1] == outcome.report
+
+
+async def test_retry_recovers(pclient: Client) -> None:
+    h = Harness(pclient)
+    h.bmcs.fail["compute-2"] = BmcUnreachable("http://x", "BMC http://x unreachable: flaky")
+    h.bmcs.fail_times["compute-2"] = 2
+    spec = rule(step(ComponentType.COMPUTE, 1, power_on(), attempts=3))
+    outcome = await h.run(spec)
+    assert outcome.status == TaskStatus.SUCCEEDED
+    assert h.bmcs.state_calls["compute-2"] >= 3  # 2 failed attempts + a working one
+
+
+async def test_fail_fast_marks_running_siblings_failed(pclient: Client) -> None:
+    h = Harness(pclient)
+    error = "BMC http://bmc-compute-3.invalid unreachable: [Errno 111] Connection refused"
+    h.bmcs.fail["compute-3"] = BmcUnreachable("http://bmc-compute-3.invalid", error)
+    spec = rule(
+        step(ComponentType.COMPUTE, 1, power_on(expected=False)),
+        step(ComponentType.NVSWITCH, 1, sleep_action(60)),  # still running when compute fails
+        step(ComponentType.POWER_SHELF, 1, sleep_action(60)),
+        step(ComponentType.COMPUTE, 2, sleep_action(0.1)),
+        step(ComponentType.NVSWITCH, 3, sleep_action(0.1)),
+    )
+    t0 = time.monotonic()
+    outcome = await h.run(spec)
+    took = time.monotonic() - t0
+
+    assert took < 30, "the sleeping siblings must be cancelled, not awaited"
+    assert outcome.status == TaskStatus.FAILED
+    expected = f"Compute compute-3: {error}"
+    assert outcome.message == expected
+    stage1 = outcome.report.stages[0]
+    assert stage1.status == ReportStatus.FAILED and stage1.error == expected
+    assert [s.status for s in stage1.steps] == [ReportStatus.FAILED] * 3
+    assert all(s.error == expected for s in stage1.steps)
+    assert stage_statuses(outcome.report) == ["failed", "pending", "pending"]
+    for later in outcome.report.stages[1:]:
+        assert all(s.status == ReportStatus.PENDING for s in later.steps)
+    assert outcome.report.error == expected
+    check_timestamps(outcome.report)
+
+
+async def test_skipped_steps_and_stages(pclient: Client) -> None:
+    h = Harness(pclient)
+    computes = [t for t in RACK if t.type == ComponentType.COMPUTE]
+    spec = rule(
+        step(ComponentType.POWER_SHELF, 1, sleep_action(0.1)),  # no shelves: stage skipped
+        step(ComponentType.COMPUTE, 2, sleep_action(0.1)),
+        step(ComponentType.NVSWITCH, 2, sleep_action(0.1)),  # no switches: step skipped
+    )
+    outcome = await h.run(spec, components=computes)
+
+    assert outcome.status == TaskStatus.SUCCEEDED
+    first, second = outcome.report.stages
+    assert first.status == ReportStatus.SKIPPED
+    assert first.steps[0].status == ReportStatus.SKIPPED
+    assert first.steps[0].total_components == 0
+    assert second.status == ReportStatus.COMPLETED
+    assert [s.status for s in second.steps] == [ReportStatus.COMPLETED, ReportStatus.SKIPPED]
+    assert second.steps[1].started_at is None and second.steps[1].finished_at is None
+    check_timestamps(outcome.report)
+    # The very first report already shows the skips.
+    assert [s.status.value for s in h.store.reports[0].stages] == ["skipped", "pending"]
+
+
+async def test_max_parallel_limits_concurrency(pclient: Client) -> None:
+    h = Harness(pclient)
+    h.bmcs.reset_delay = 0.4
+    many = [target(f"compute-{i}", ComponentType.COMPUTE) for i in range(6)]
+    spec = rule(step(ComponentType.COMPUTE, 1, power_on(expected=False), max_parallel=2))
+    outcome = await h.run(spec, components=many)
+    assert outcome.status == TaskStatus.SUCCEEDED
+    assert h.bmcs.max_active == 2
+    assert len(h.bmcs.resets) == 6
+
+    h2 = Harness(pclient)
+    h2.bmcs.reset_delay = 0.4
+    spec = rule(step(ComponentType.COMPUTE, 1, power_on(expected=False), max_parallel=0))
+    outcome = await h2.run(spec, components=many)
+    assert outcome.status == TaskStatus.SUCCEEDED
+    assert h2.bmcs.max_active > 2  # unlimited: all six may run at once
+
+
+async def test_step_timeout(pclient: Client) -> None:
+    h = Harness(pclient)
+    spec = rule(step(ComponentType.COMPUTE, 1, sleep_action(30), timeout=1.0, attempts=1))
+    t0 = time.monotonic()
+    outcome = await h.run(spec)
+    assert time.monotonic() - t0 < 20
+    assert outcome.status == TaskStatus.FAILED
+    assert outcome.message == "Compute compute-0: timed out after 1s"
+    assert outcome.report.stages[0].steps[0].error == outcome.message
+
+
+async def test_power_state_never_reached_says_so(pclient: Client) -> None:
+    h = Harness(pclient)
+    h.bmcs.apply_resets = False  # the BMC accepts the reset but the power never comes on
+    computes = [target("compute-0", ComponentType.COMPUTE)]
+    spec = rule(step(ComponentType.COMPUTE, 1, power_on(poll=0.2), timeout=2.0))
+    outcome = await h.run(spec, components=computes)
+    assert outcome.status == TaskStatus.FAILED
+    assert outcome.message.startswith("Compute compute-0: power state of compute-0 is Off,")
+    assert "expected On" in outcome.message
+
+
+async def test_whole_task_timeout(pclient: Client) -> None:
+    h = Harness(pclient)
+    spec = rule(
+        step(ComponentType.COMPUTE, 1, sleep_action(30), timeout=60),
+        step(ComponentType.NVSWITCH, 2, sleep_action(0.1)),
+        timeout=2.0,
+    )
+    outcome = await h.run(spec)
+    assert outcome.status == TaskStatus.FAILED
+    assert outcome.message == "task timed out after 2s"
+    assert stage_statuses(outcome.report) == ["failed", "pending"]
+    assert outcome.report.stages[0].steps[0].error == "task timed out after 2s"
+
+
+async def test_long_error_is_cut_to_512_bytes(pclient: Client) -> None:
+    h = Harness(pclient)
+    h.bmcs.fail["compute-0"] = BmcError("http://x", "é" * 600 + "\nsecond line")
+    spec = rule(step(ComponentType.COMPUTE, 1, power_on(expected=False)))
+    outcome = await h.run(spec)
+    assert outcome.status == TaskStatus.FAILED
+    assert len(outcome.message.encode()) <= 512
+    assert "second line" not in outcome.message
+    assert outcome.report.error == outcome.message
+    assert len((outcome.report.stages[0].error or "").encode()) <= 512
+
+
+async def test_publish_failures_are_not_fatal(pclient: Client) -> None:
+    h = Harness(pclient, broken_store=True)
+    spec = rule(step(ComponentType.COMPUTE, 1, sleep_action(0.1)))
+    outcome = await h.run(spec)
+    assert outcome.status == TaskStatus.SUCCEEDED
+    assert h.store.calls >= 2  # retried, then given up, without failing the task
+
+
+async def test_progress_never_overwrites_a_terminal_status(pclient: Client) -> None:
+    h = Harness(pclient)
+    h.store.task.status.status = TaskStatus.TERMINATED
+    h.store.task.status.message = "Cancelled by user"
+    spec = rule(step(ComponentType.COMPUTE, 1, sleep_action(0.1)))
+    outcome = await h.run(spec)
+    assert outcome.status == TaskStatus.SUCCEEDED
+    assert h.store.reports == []
+    assert h.store.task.status.status == TaskStatus.TERMINATED
+
+
+async def test_no_bmc_request_after_terminate(pclient: Client) -> None:
+    """Once the workflow is terminated, polling stops within about a heartbeat interval."""
+    h = Harness(pclient)
+    h.bmcs.apply_resets = False  # never reaches On: the activity keeps polling
+    computes = [target("compute-0", ComponentType.COMPUTE)]
+    spec = rule(step(ComponentType.COMPUTE, 1, power_on(poll=0.1), timeout=120))
+    async with h.worker():
+        handle = await h.start(spec, components=computes)
+        deadline = time.monotonic() + 20
+        while h.bmcs.state_calls["compute-0"] < 5:
+            assert time.monotonic() < deadline, "the activity never started polling"
+            await asyncio.sleep(0.1)
+        await handle.terminate(reason="Cancelled by user")
+        terminated = time.monotonic()
+        await asyncio.sleep(3.0)
+        last = max(h.bmcs.request_times)
+        assert last - terminated < 1.6, f"BMC request {last - terminated:.2f}s after terminate"
