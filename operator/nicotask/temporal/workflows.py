@@ -132,8 +132,10 @@ class NicoTaskWorkflow:
             targets.setdefault(target.type, []).append(target)
         counts = {ctype: len(items) for ctype, items in targets.items()}
         self._report = rep.initial_report(inp.rule, counts)
-        publisher = asyncio.create_task(self._publisher())
         self._changed()
+        publisher = asyncio.create_task(self._publisher())
+        # The CR shows the whole plan (all pending or skipped) before anything runs.
+        await workflow.wait_condition(lambda: self._published >= 1)
 
         deadline = self._started + timedelta(seconds=inp.workflow_timeout_seconds)
         error: str | None = None
