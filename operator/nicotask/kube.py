@@ -45,7 +45,9 @@ async def new_api_client(kubeconfig: str | None = None) -> client.ApiClient:
     if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
         config.load_incluster_config()
         return client.ApiClient()
-    return await config.new_client_from_config(config_file=kubeconfig or os.environ.get("KUBECONFIG"))
+    return await config.new_client_from_config(
+        config_file=kubeconfig or os.environ.get("KUBECONFIG")
+    )
 
 
 @dataclass
@@ -80,7 +82,7 @@ class Kube:
             raise
         return dict(obj)
 
-    async def list(
+    async def list_objects(
         self,
         plural: str,
         namespace: str | None = None,
@@ -106,7 +108,7 @@ class Kube:
         return api.NicoTask.model_validate(await self.get(TASKS, name, namespace))
 
     async def tasks_on_rack(self, namespace: str, rack: str) -> list[api.NicoTask]:
-        items = await self.list(TASKS, namespace, field_selector=f"spec.rackRef={rack}")
+        items = await self.list_objects(TASKS, namespace, field_selector=f"spec.rackRef={rack}")
         return [api.NicoTask.model_validate(i) for i in items]
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, str]:
@@ -127,7 +129,7 @@ class Kube:
     ) -> dict[str, Any]:
         """Merge-patch a NicoTask. A metadata.resourceVersion in the patch is a precondition."""
         try:
-            obj = await self.custom.patch_namespaced_custom_object(
+            obj = await self.custom.patch_namespaced_custom_object(  # type: ignore[call-arg]
                 api.GROUP, api.VERSION, namespace, TASKS, name, patch, _content_type=MERGE_PATCH
             )
         except ApiException as exc:
@@ -138,7 +140,9 @@ class Kube:
             raise
         return dict(obj)
 
-    async def replace_task_status(self, task: api.NicoTask, status: api.NicoTaskStatus) -> api.NicoTask:
+    async def replace_task_status(
+        self, task: api.NicoTask, status: api.NicoTaskStatus
+    ) -> api.NicoTask:
         """Write the status subresource, conditional on the resourceVersion we read."""
         body = {
             "apiVersion": api.API_VERSION,
@@ -153,7 +157,12 @@ class Kube:
         }
         try:
             obj = await self.custom.replace_namespaced_custom_object_status(
-                api.GROUP, api.VERSION, task.metadata.namespace, TASKS, task.metadata.name, body
+                api.GROUP,
+                api.VERSION,
+                task.metadata.namespace or "",
+                TASKS,
+                task.metadata.name,
+                body,
             )
         except ApiException as exc:
             if exc.status == 409:
@@ -197,7 +206,12 @@ class Kube:
         raise Conflict(f"nicotask {namespace}/{name}: status write kept conflicting")
 
     async def create_event(
-        self, task: api.NicoTask, reason: str, message: str, *, warning: bool = False,
+        self,
+        task: api.NicoTask,
+        reason: str,
+        message: str,
+        *,
+        warning: bool = False,
         component: str = "nicotask-operator",
     ) -> None:
         """A core/v1 Event on the task; best effort (events are advisory)."""
@@ -223,6 +237,6 @@ class Kube:
             reporting_component=component,
         )
         try:
-            await self.core.create_namespaced_event(task.metadata.namespace, event)
+            await self.core.create_namespaced_event(task.metadata.namespace or "", event)
         except ApiException as exc:  # pragma: no cover - advisory only
             log.warning("could not record event %s on %s: %s", reason, task.metadata.name, exc)

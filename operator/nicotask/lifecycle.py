@@ -15,6 +15,7 @@ Who writes what:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import time
@@ -25,7 +26,7 @@ from temporalio.client import Client
 
 from nicotask import api, state
 from nicotask.api import NicoTask, TaskStatus
-from nicotask.kube import NotFound, Kube
+from nicotask.kube import Kube, NotFound
 from nicotask.metrics import Metrics
 from nicotask.rules import RuleNotFound, resolve_rule
 from nicotask.settings import Settings
@@ -81,10 +82,8 @@ class Controller:
 
     async def _wait_rack_freed(self, namespace: str, rack: str, timeout: float) -> None:
         event = self._rack_freed.setdefault((namespace, rack), asyncio.Event())
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), timeout=timeout)
-        except TimeoutError:
-            pass
 
     async def _write(
         self,
@@ -158,7 +157,7 @@ class Controller:
             return
         rules = [
             api.NicoOperationRule.model_validate(r)
-            for r in await self.kube.list("nicooperationrules", ns)
+            for r in await self.kube.list_objects("nicooperationrules", ns)
         ]
         try:
             resolved = resolve_rule(task.spec, rack, rules)
@@ -183,7 +182,9 @@ class Controller:
                     def keep_rule(s: api.NicoTaskStatus) -> None:
                         s.rule_id = resolved.rule_id
 
-                    await self._write(task, TaskStatus.WAITING, state.QUEUED_MESSAGE, extra=keep_rule)
+                    await self._write(
+                        task, TaskStatus.WAITING, state.QUEUED_MESSAGE, extra=keep_rule
+                    )
                     await self.kube.create_event(task, "Queued", state.QUEUED_MESSAGE)
                 return
             # Admitted: one more fresh read so a cancel seen now means "never start".
@@ -269,7 +270,9 @@ class Controller:
         since = task.status.waiting_since or now
         remaining = (since + timeout - now).total_seconds()
         await self._wait_rack_freed(
-            ns, task.spec.rack_ref, max(0.5, min(remaining, self.settings.reconcile_interval_seconds))
+            ns,
+            task.spec.rack_ref,
+            max(0.5, min(remaining, self.settings.reconcile_interval_seconds)),
         )
         await self.start(ns, task.metadata.name)
 
@@ -292,9 +295,7 @@ class Controller:
             if state.is_terminal(task.status.status):
                 return
             if observed is None:
-                await self._fail(
-                    task, f"workflow {task.metadata.uid} no longer exists in Temporal"
-                )
+                await self._fail(task, f"workflow {task.metadata.uid} no longer exists in Temporal")
                 return
             if observed.status == TaskStatus.TERMINATED and task.spec.cancel:
                 await self._write_cancelled(task)
@@ -373,7 +374,11 @@ class Controller:
             new.cancel_requested_at = new.cancel_requested_at or api.utcnow()
             new.cancel_requested_by = by
             new.conditions = state.set_condition(
-                new.conditions, state.CANCEL_PENDING, True, "Terminating", message,
+                new.conditions,
+                state.CANCEL_PENDING,
+                True,
+                "Terminating",
+                message,
                 fresh.metadata.generation,
             )
             return new
@@ -404,14 +409,17 @@ class Controller:
             return
         if any(c.type == state.CANCEL_IGNORED for c in task.status.conditions):
             return
-        message = (
-            f"cancel ignored: {state.cannot_cancel_message(task.metadata.uid or '', task.status.status)}"
-        )
+        reason = state.cannot_cancel_message(task.metadata.uid or "", task.status.status)
+        message = f"cancel ignored: {reason}"
 
         def decide(fresh: NicoTask) -> api.NicoTaskStatus | None:
             new = fresh.status.model_copy(deep=True)
             new.conditions = state.set_condition(
-                new.conditions, state.CANCEL_IGNORED, True, "TaskFinished", message,
+                new.conditions,
+                state.CANCEL_IGNORED,
+                True,
+                "TaskFinished",
+                message,
                 fresh.metadata.generation,
             )
             return new

@@ -17,21 +17,28 @@ class Metrics:
 
     def __post_init__(self) -> None:
         self.tasks = Gauge(
-            "nicotask_tasks", "NicoTasks seen by this operator, by status",
-            ["status"], registry=self.registry,
+            "nicotask_tasks",
+            "NicoTasks seen by this operator, by status",
+            ["status"],
+            registry=self.registry,
         )
         self.finished_total = Counter(
-            "nicotask_finished_total", "Terminal statuses written by this operator",
-            ["status"], registry=self.registry,
+            "nicotask_finished_total",
+            "Terminal statuses written by this operator",
+            ["status"],
+            registry=self.registry,
         )
         self.cancel_latency = Histogram(
             "nicotask_cancel_latency_seconds",
             "From spec.cancel seen by the operator to Terminated written",
-            buckets=LATENCY_BUCKETS, registry=self.registry,
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self.terminate_rpc = Histogram(
-            "nicotask_terminate_rpc_seconds", "Temporal TerminateWorkflow round trip",
-            buckets=LATENCY_BUCKETS, registry=self.registry,
+            "nicotask_terminate_rpc_seconds",
+            "Temporal TerminateWorkflow round trip",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self._status_by_uid: dict[str, TaskStatus] = {}
 

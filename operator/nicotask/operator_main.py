@@ -13,7 +13,7 @@ import kopf
 from prometheus_client import start_http_server
 from temporalio.client import Client
 
-from nicotask import handlers  # noqa: F401  (registers the handlers)
+from nicotask import handlers
 from nicotask.kube import Kube, new_api_client
 from nicotask.lifecycle import Controller
 from nicotask.metrics import Metrics
@@ -67,9 +67,7 @@ def temporal_factory(settings: Settings) -> Any:
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     ours = get_settings()
     settings.persistence.finalizer = handlers.FINALIZER
-    settings.persistence.progress_storage = kopf.StatusProgressStorage(
-        field="status.kopf.progress"
-    )
+    settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
     settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(
         field="status.kopf.last-handled-configuration"
     )
@@ -114,8 +112,10 @@ def operator_main(argv: list[str]) -> int:
     memo = kopf.Memo(metrics=metrics)
     log.info(
         "operator starting: namespaces=%s selector=%s temporal=%s queue=%s",
-        settings.namespaces or "(cluster-wide)", settings.site_selector,
-        settings.temporal_address, settings.task_queue,
+        settings.namespaces or "(cluster-wide)",
+        settings.site_selector,
+        settings.temporal_address,
+        settings.task_queue,
     )
     kopf.run(
         clusterwide=not settings.namespaces,

@@ -97,7 +97,7 @@ def set_condition(
         out.append(
             Condition(
                 type=type_,
-                status=value,  # type: ignore[arg-type]
+                status=value,
                 reason=reason,
                 message=message,
                 last_transition_time=now if changed else cond.last_transition_time,
@@ -108,7 +108,7 @@ def set_condition(
         out.append(
             Condition(
                 type=type_,
-                status=value,  # type: ignore[arg-type]
+                status=value,
                 reason=reason,
                 message=message,
                 last_transition_time=now,

@@ -9,11 +9,13 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from dataclasses import dataclass
+from typing import Any
 
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
     WorkflowFailureError,
+    WorkflowHandle,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import (
@@ -141,7 +143,9 @@ async def observe(
     return Observed(running=False, status=outcome.status, message=outcome.message, outcome=outcome)
 
 
-async def _result_within(handle, wait: dt.timedelta) -> WorkflowOutcome | None:  # type: ignore[no-untyped-def]
+async def _result_within(
+    handle: WorkflowHandle[Any, WorkflowOutcome], wait: dt.timedelta
+) -> WorkflowOutcome | None:
     import asyncio
 
     try:
@@ -167,7 +171,7 @@ def _observed_failure(exc: WorkflowFailureError) -> Observed:
     return Observed(
         running=False,
         status=TaskStatus.FAILED,
-        message=first_line_error(str(cause.message if cause else exc)),
+        message=first_line_error(str(getattr(cause, "message", None) or cause or exc)),
     )
 
 

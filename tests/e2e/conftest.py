@@ -19,7 +19,6 @@ from nicotask.devenv import system
 from nicotask.devenv.testing import DevEnvHandle
 
 
-
 @pytest.fixture(scope="session")
 def nicotask_system(devenv: DevEnvHandle) -> Iterator[DevEnvHandle]:
     system.install_crds(devenv.env)

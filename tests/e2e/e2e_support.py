@@ -47,7 +47,9 @@ def sleep_rule(
     }
 
 
-def rack(name: str, redfish_url: str, systems: list[dict[str, Any]], site: str = SITE_ID) -> dict[str, Any]:
+def rack(
+    name: str, redfish_url: str, systems: list[dict[str, Any]], site: str = SITE_ID
+) -> dict[str, Any]:
     kinds = {"compute": "Compute", "nvswitch": "NVSwitch", "powershelf": "PowerShelf"}
     return {
         "apiVersion": api.API_VERSION,
@@ -93,7 +95,9 @@ class Cluster:
         self.ns = namespace
 
     async def create(self, plural: str, body: dict[str, Any]) -> dict[str, Any]:
-        obj = await self.custom.create_namespaced_custom_object(GROUP, VERSION, self.ns, plural, body)
+        obj = await self.custom.create_namespaced_custom_object(
+            GROUP, VERSION, self.ns, plural, body
+        )
         return dict(obj)
 
     async def bmc_secret(self, user: str, password: str) -> None:
@@ -107,12 +111,19 @@ class Cluster:
 
     async def get_task(self, name: str) -> dict[str, Any]:
         return dict(
-            await self.custom.get_namespaced_custom_object(GROUP, VERSION, self.ns, "nicotasks", name)
+            await self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, self.ns, "nicotasks", name
+            )
         )
 
     async def patch_task(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         obj = await self.custom.patch_namespaced_custom_object(
-            GROUP, VERSION, self.ns, "nicotasks", name, patch,
+            GROUP,
+            VERSION,
+            self.ns,
+            "nicotasks",
+            name,
+            patch,
             _content_type="application/merge-patch+json",
         )
         return dict(obj)
@@ -121,7 +132,9 @@ class Cluster:
         return await self.patch_task(name, {"spec": {"cancel": True}})
 
     async def delete_task(self, name: str) -> None:
-        await self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.ns, "nicotasks", name)
+        await self.custom.delete_namespaced_custom_object(
+            GROUP, VERSION, self.ns, "nicotasks", name
+        )
 
     async def events(self, name: str) -> list[client.CoreV1Event]:
         result = await self.core.list_namespaced_event(
@@ -148,7 +161,9 @@ class Cluster:
                 if predicate(last):
                     return last
             await asyncio.sleep(0.2)
-        raise AssertionError(f"task {name}: timed out waiting for {what}; last: {last.get('status')}")
+        raise AssertionError(
+            f"task {name}: timed out waiting for {what}; last: {last.get('status')}"
+        )
 
     async def wait_status(self, name: str, *statuses: str, timeout: float = 60.0) -> dict[str, Any]:
         return await self.wait_task(

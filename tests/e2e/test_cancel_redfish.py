@@ -22,7 +22,8 @@ RESET = "Actions/ComputerSystem.Reset"
 def _resets(log: Path, system_ids: list[str]) -> int:
     text = log.read_text(errors="replace")
     return sum(
-        1 for line in text.splitlines()
+        1
+        for line in text.splitlines()
         if "POST" in line and RESET in line and any(s in line for s in system_ids)
     )
 
@@ -59,11 +60,11 @@ async def test_cancel_mid_stage_stops_bmc_requests(
     )
     await cluster.create("nicoracks", rack("rack-1", env.redfish_url, computes))
     before = _resets(log, ids)
-    await cluster.create(
-        "nicotasks", task("cycle", "rack-1", rule_id, operation="PowerCycle")
-    )
+    await cluster.create("nicotasks", task("cycle", "rack-1", rule_id, operation="PowerCycle"))
     # Wait until the stage is running and the first BMC request went out.
-    await cluster.wait_task("cycle", lambda t: stage_statuses(t) == ["running"], 60, "stage running")
+    await cluster.wait_task(
+        "cycle", lambda t: stage_statuses(t) == ["running"], 60, "stage running"
+    )
     for _ in range(100):
         if _resets(log, ids) > before:
             break

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+
 import pytest
 from e2e_support import (
     Cluster,
@@ -48,7 +49,9 @@ async def test_full_lifecycle_to_succeeded(
     cluster: Cluster, nicotask_system: DevEnvHandle, temporal: Client
 ) -> None:
     rule_id = await _setup(cluster, nicotask_system, [0.5, 0.5])
-    created = await cluster.create("nicotasks", task("t1", "rack-1", rule_id, description="two stages"))
+    created = await cluster.create(
+        "nicotasks", task("t1", "rack-1", rule_id, description="two stages")
+    )
     uid = created["metadata"]["uid"]
 
     running = await cluster.wait_status("t1", "Running", "Succeeded")
@@ -68,7 +71,9 @@ async def test_full_lifecycle_to_succeeded(
     assert st["observedGeneration"] == done["metadata"]["generation"]
     # The operator writes no spec and no metadata but its finalizer.
     assert "nico.dev/finalizer" in done["metadata"]["finalizers"]
-    assert not any(k.startswith("kopf.zalando.org") for k in done["metadata"].get("annotations", {}))
+    assert not any(
+        k.startswith("kopf.zalando.org") for k in done["metadata"].get("annotations", {})
+    )
     assert await _workflow_status(temporal, uid) == WorkflowExecutionStatus.COMPLETED
     reasons = {e.reason for e in await cluster.events("t1")}
     assert {"Started", "Succeeded"} <= reasons
@@ -188,7 +193,10 @@ async def test_cancel_after_success_is_ignored(
     assert ignored["status"]["status"] == "Succeeded"
     assert ignored["status"]["finished"] == done["status"]["finished"]
     assert ignored["status"]["report"] == done["status"]["report"]
-    assert "cannot be cancelled (status: Succeeded)" in (condition(ignored, "CancelIgnored") or {})["message"]
+    assert (
+        "cannot be cancelled (status: Succeeded)"
+        in (condition(ignored, "CancelIgnored") or {})["message"]
+    )
     assert "CancelIgnored" in {e.reason for e in await cluster.events("t1")}
 
 
@@ -225,7 +233,9 @@ async def test_bad_references_fail_with_a_clear_message(
 ) -> None:
     await cluster.create("nicotasks", task("no-rack", "missing-rack"))
     failed = await cluster.wait_status("no-rack", "Failed")
-    assert failed["status"]["message"] == f"NicoRack missing-rack not found in namespace {cluster.ns}"
+    assert (
+        failed["status"]["message"] == f"NicoRack missing-rack not found in namespace {cluster.ns}"
+    )
 
     await cluster.create("nicoracks", rack("rack-1", nicotask_system.redfish_url, []))
     pinned = "123e4567-e89b-12d3-a456-426614174000"
@@ -253,4 +263,3 @@ async def test_delete_running_task_terminates_its_workflow(
     assert await _workflow_status(temporal, created["metadata"]["uid"]) == (
         WorkflowExecutionStatus.TERMINATED
     )
-

@@ -70,4 +70,3 @@ async def test_cancel_while_temporal_is_down_completes_when_it_is_back(
     assert condition(done, "CancelPending") is None
     desc = await temporal.get_workflow_handle(uid).describe()
     assert desc.status == WorkflowExecutionStatus.TERMINATED
-

@@ -92,15 +92,21 @@ def _report() -> TaskReportV1:
     return TaskReportV1(
         stages=[
             TaskReportV1Stage(
-                number=1, status=ReportStatus.COMPLETED,
+                number=1,
+                status=ReportStatus.COMPLETED,
                 steps=[step("PowerShelf", ReportStatus.COMPLETED)],
             ),
             TaskReportV1Stage(
-                number=2, status=ReportStatus.RUNNING,
-                steps=[step("NVSwitch", ReportStatus.RUNNING), step("Compute", ReportStatus.COMPLETED)],
+                number=2,
+                status=ReportStatus.RUNNING,
+                steps=[
+                    step("NVSwitch", ReportStatus.RUNNING),
+                    step("Compute", ReportStatus.COMPLETED),
+                ],
             ),
             TaskReportV1Stage(
-                number=3, status=ReportStatus.PENDING,
+                number=3,
+                status=ReportStatus.PENDING,
                 steps=[TaskReportV1Step(component_type="Compute", status=ReportStatus.PENDING)],
             ),
         ]
@@ -135,12 +141,13 @@ def test_report_is_final() -> None:
     assert state.report_is_final(finished)
 
 
-def _entry(
-    name: str, minute: int, status: S = S.PENDING, wf: bool = False
-) -> state.QueueEntry:
+def _entry(name: str, minute: int, status: S = S.PENDING, wf: bool = False) -> state.QueueEntry:
     return state.QueueEntry(
-        uid=f"uid-{name}", name=name, created=T0 + dt.timedelta(minutes=minute),
-        status=status, has_workflow=wf,
+        uid=f"uid-{name}",
+        name=name,
+        created=T0 + dt.timedelta(minutes=minute),
+        status=status,
+        has_workflow=wf,
     )
 
 

@@ -50,7 +50,9 @@ def kubectl(env: DevEnv, *args: str, stdin: str | None = None) -> str:
     kubeconfig = env.exports()["KUBECONFIG"]
     proc = subprocess.run(
         [KUBECTL, "--kubeconfig", kubeconfig, *args],
-        input=stdin, capture_output=True, text=True,
+        input=stdin,
+        capture_output=True,
+        text=True,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
@@ -59,7 +61,9 @@ def kubectl(env: DevEnv, *args: str, stdin: str | None = None) -> str:
 
 def install_crds(env: DevEnv) -> None:
     kubectl(env, "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-    names = [f"crd/{p.stem.split('_', 1)[1]}.nico.dev" for p in sorted((REPO / "crds").glob("*.yaml"))]
+    names = [
+        f"crd/{p.stem.split('_', 1)[1]}.nico.dev" for p in sorted((REPO / "crds").glob("*.yaml"))
+    ]
     kubectl(env, "wait", "--for=condition=Established", "--timeout=60s", *names)
 
 

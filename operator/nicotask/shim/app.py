@@ -27,8 +27,6 @@ from .store import Store
 
 log = logging.getLogger(__name__)
 
-INDEX_SYNC_TIMEOUT = 10.0
-
 
 @dataclass
 class Shim:
@@ -63,8 +61,10 @@ def create_app(
             settings, verifier, store, index, TaskService(store, index, settings.cancel_attempts)
         )
         index.start()
-        if not await index.wait_synced(INDEX_SYNC_TIMEOUT):
-            log.warning("task index not synced after %.0fs; serving anyway", INDEX_SYNC_TIMEOUT)
+        if not await index.wait_synced(settings.index_sync_seconds):
+            log.warning(
+                "task index not synced after %.0fs; serving anyway", settings.index_sync_seconds
+            )
         try:
             yield
         finally:

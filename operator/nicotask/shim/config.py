@@ -14,6 +14,7 @@
   NICOTASK_SHIM_LEEWAY_SECONDS   clock skew allowed on exp/nbf (default 5)
   NICOTASK_SHIM_KUBE_TIMEOUT_SECONDS  budget of one request's Kubernetes calls (default 20)
   NICOTASK_SHIM_CANCEL_ATTEMPTS  read-decide-patch rounds on conflict (default 50)
+  NICOTASK_SHIM_INDEX_SYNC_SECONDS  startup wait for the task index's first list (default 10)
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class ShimSettings(BaseSettings):
     leeway_seconds: float = Field(default=5.0, ge=0, le=300)
     kube_timeout_seconds: float = Field(default=20.0, gt=0)
     cancel_attempts: int = Field(default=50, ge=1, le=1000)
+    index_sync_seconds: float = Field(default=10.0, ge=0)
 
     @field_validator("namespaces", mode="before")
     @classmethod

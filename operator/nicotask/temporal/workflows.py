@@ -102,6 +102,14 @@ def describe_failure(err: ActivityError, step: RuleStep, target: ComponentTarget
     return first_line_error(text)
 
 
+async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    pending = [t for t in tasks if not t.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.gather(*pending, return_exceptions=True)
+
+
 def _is_cancellation(err: ActivityError) -> bool:
     return isinstance(err.cause, CancelledError)
 
@@ -196,6 +204,10 @@ class NicoTaskWorkflow:
                 lambda: self._stage_failure is not None or all(done.values()),
                 timeout=timedelta(seconds=left),
             )
+        except asyncio.CancelledError:
+            # The workflow itself was cancelled: stop every activity of the stage.
+            await _cancel_all(tasks)
+            raise
         except TimeoutError:
             assert self._input is not None
             message = f"task timed out after {self._input.workflow_timeout_seconds:g}s"
@@ -204,10 +216,7 @@ class NicoTaskWorkflow:
                 self._report = rep.fail_stage(self._report, number, message, workflow.now())
                 self._changed()
         if self._stage_failure is not None:
-            for task in tasks:
-                if not task.done():
-                    task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await _cancel_all(tasks)
             return self._stage_failure
         self._report = rep.complete_stage(self._report, number, workflow.now())
         self._changed()
@@ -274,12 +283,13 @@ class NicoTaskWorkflow:
         tasks = [asyncio.create_task(one(t)) for t in targets]
         try:
             await workflow.wait_condition(lambda: bool(errors) or finished[0] >= len(tasks))
-        finally:
-            pending = [t for t in tasks if not t.done()]
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
+        except asyncio.CancelledError:
+            # Fail-fast from a sibling step (or the task deadline): stop our activities.
+            # (Not `finally`: on cache eviction the coroutine gets GeneratorExit, and
+            # must not await anything then.)
+            await _cancel_all(tasks)
+            raise
+        await _cancel_all(tasks)
         if errors:
             raise StepFailed(errors[0])
 

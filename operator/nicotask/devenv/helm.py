@@ -1,0 +1,80 @@
+"""helm, built once from its Go module (helm.sh/helm/v3) and cached by version.
+
+Like kube-apiserver and etcd (gobuild.py) the binary lives outside the
+checkout, in ``~/.cache/nicotask/helm-<version>/helm``, so fresh clones
+reuse it. ``python -m nicotask.devenv.helm`` builds it when absent and prints
+its path (for the Makefile and shell scripts).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from nicotask.devenv.gobuild import cache_root, go_command
+
+HELM_VERSION = "v3.22.0"
+HELM_PACKAGE = "helm.sh/helm/v3/cmd/helm"
+
+
+def helm_path(version: str = HELM_VERSION) -> Path:
+    return cache_root() / f"helm-{version}" / "helm"
+
+
+def ensure_helm(version: str = HELM_VERSION) -> Path:
+    """Return the cached helm binary, building it with `go install` when absent."""
+    override = os.environ.get("NICOTASK_HELM")
+    if override:
+        return Path(override)
+    path = helm_path(version)
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.parent / "gobin.partial"
+    staging.mkdir(exist_ok=True)
+    env = {
+        **os.environ,
+        "GOBIN": str(staging),
+        "CGO_ENABLED": "0",
+        "GOTOOLCHAIN": "local",
+        "GOFLAGS": "-trimpath",
+    }
+    print(
+        f"[nicotask build] helm {version}: go install {HELM_PACKAGE} (first time only)",
+        file=sys.stderr,
+        flush=True,
+    )
+    started = time.monotonic()
+    proc = subprocess.run(
+        [
+            go_command(),
+            "install",
+            "-ldflags",
+            f"-X helm.sh/helm/v3/internal/version.version={version}",
+            f"{HELM_PACKAGE}@{version}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"go install {HELM_PACKAGE}@{version} failed:\n{proc.stderr[-4000:]}")
+    (staging / "helm").rename(path)
+    staging.rmdir()
+    print(
+        f"[nicotask build] helm: built in {time.monotonic() - started:.0f}s -> {path}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return path
+
+
+def main() -> None:
+    print(ensure_helm())
+
+
+if __name__ == "__main__":
+    main()
