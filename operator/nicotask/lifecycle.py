@@ -244,7 +244,7 @@ class Controller:
                 elif status.run_id is None:
                     # Not admitted yet (or its start failed): try again shortly.
                     await self._wait_rack_freed(namespace, task.spec.rack_ref, 2.0)
-                    await self.start(namespace, name)
+                    await asyncio.shield(self.start(namespace, name))
                 else:
                     await self._follow_workflow(task)
                 backoff = 1.0
@@ -258,14 +258,7 @@ class Controller:
         timeout = dt.timedelta(seconds=self.settings.queue_timeout_seconds)
         now = api.utcnow()
         if state.queue_expired(task.status, timeout, now):
-            async with self._lock(task.metadata.uid or ""):
-                fresh = await self.kube.get_task(ns, task.metadata.name)
-                if fresh.status.status == TaskStatus.WAITING and not fresh.spec.cancel:
-                    _, changed = await self._write(
-                        fresh, TaskStatus.TERMINATED, state.EXPIRED_MESSAGE
-                    )
-                    if changed:
-                        await self.kube.create_event(fresh, "Expired", state.EXPIRED_MESSAGE)
+            await asyncio.shield(self._expire(task))
             return
         since = task.status.waiting_since or now
         remaining = (since + timeout - now).total_seconds()
@@ -274,7 +267,15 @@ class Controller:
             task.spec.rack_ref,
             max(0.5, min(remaining, self.settings.reconcile_interval_seconds)),
         )
-        await self.start(ns, task.metadata.name)
+        await asyncio.shield(self.start(ns, task.metadata.name))
+
+    async def _expire(self, task: NicoTask) -> None:
+        async with self._lock(task.metadata.uid or ""):
+            fresh = await self.kube.get_task(task.metadata.namespace or "", task.metadata.name)
+            if fresh.status.status == TaskStatus.WAITING and not fresh.spec.cancel:
+                _, changed = await self._write(fresh, TaskStatus.TERMINATED, state.EXPIRED_MESSAGE)
+                if changed:
+                    await self.kube.create_event(fresh, "Expired", state.EXPIRED_MESSAGE)
 
     async def _follow_workflow(self, task: NicoTask) -> None:
         client = await self.temporal()
@@ -282,7 +283,11 @@ class Controller:
         observed = await observe(client, task.metadata.uid or "", wait=wait)
         if observed is not None and observed.running:
             return
-        await self.finish(task.metadata.namespace or "", task.metadata.name, observed)
+        # Shielded: kopf stops this daemon as soon as the terminal status lands,
+        # and the Event after it must still be written.
+        await asyncio.shield(
+            self.finish(task.metadata.namespace or "", task.metadata.name, observed)
+        )
 
     async def finish(self, namespace: str, name: str, observed: Observed | None) -> None:
         """Write the terminal status Temporal recorded (None: the execution is gone)."""

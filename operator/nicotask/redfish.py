@@ -8,13 +8,13 @@ BmcNotFound (no such system), BmcError (anything else the BMC answered).
 
 from __future__ import annotations
 
-import contextlib
 import re
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 import sushy
+from sushy import auth as sushy_auth
 from sushy import exceptions as sushy_exc
 from sushy.resources import constants as res_cons
 
@@ -137,8 +137,8 @@ class RedfishDriver:
                     "connect",
                     lambda: sushy.Sushy(
                         self.endpoint,
-                        username=self._username,
-                        password=self._password,
+                        # Basic auth: no Redfish session to leak per request (BMCs cap them).
+                        auth=sushy_auth.BasicAuth(self._username, self._password),
                         verify=self._verify,
                         server_side_retries=1,
                         server_side_retries_delay=0.1,
@@ -182,10 +182,7 @@ class RedfishDriver:
 
     def close(self) -> None:
         with self._lock:
-            root, self._root = self._root, None
-        if root is not None:
-            with contextlib.suppress(Exception):  # closing a session is best effort
-                root._auth.close()
+            self._root = None
 
 
 def default_driver_factory(

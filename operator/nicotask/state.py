@@ -177,7 +177,8 @@ def with_status(
         new.finished = new.finished or now
         new.conditions = remove_condition(new.conditions, CANCEL_PENDING)
     if status == TaskStatus.WAITING and new.waiting_since is None:
-        new.waiting_since = now
+        # Full precision: the queue is ordered by it.
+        new.waiting_since = dt.datetime.now(dt.UTC)
     if report is not None:
         new.report = report
     new.conditions = health_conditions(new, task.metadata.generation, now)
@@ -241,6 +242,7 @@ class QueueEntry:
     created: dt.datetime
     status: TaskStatus
     has_workflow: bool
+    queued_at: dt.datetime | None = None
 
     @classmethod
     def of(cls, task: NicoTask) -> QueueEntry:
@@ -250,21 +252,33 @@ class QueueEntry:
             created=task.metadata.creation_timestamp or utcnow(),
             status=task.status.status,
             has_workflow=task.status.run_id is not None,
+            queued_at=task.status.waiting_since
+            if task.status.status == TaskStatus.WAITING
+            else None,
         )
+
+    def queue_key(self) -> tuple[int, dt.datetime, dt.datetime, str, str]:
+        """Tasks already queued keep their place (by when they joined, to the
+        microsecond); the rest follow by creation time, whose one-second
+        granularity needs name and uid to break ties."""
+        if self.queued_at is not None:
+            return (0, self.queued_at, self.created, self.name, self.uid)
+        return (1, self.created, self.created, self.name, self.uid)
 
 
 def admission(me: QueueEntry, rack_tasks: Iterable[QueueEntry], queue_limit: int) -> Admission:
     """Decide, from all tasks on the rack, whether `me` may start now.
 
     The holder is the non-terminal task whose workflow exists (or is Running).
-    The others queue FIFO by creation time (name, then uid break ties), so
-    every operator replica and every retry decides the same way.
+    The others queue FIFO: tasks already Waiting in the order they joined,
+    then the rest by creation time (name, then uid break ties), so every
+    operator replica and every retry decides the same way.
     """
     live = [e for e in rack_tasks if not is_terminal(e.status) and e.uid != me.uid]
     holder = any(e.has_workflow or e.status == TaskStatus.RUNNING for e in live)
     queue = sorted(
         [e for e in live if not (e.has_workflow or e.status == TaskStatus.RUNNING)] + [me],
-        key=lambda e: (e.created, e.name, e.uid),
+        key=QueueEntry.queue_key,
     )
     rank = queue.index(me) + (1 if holder else 0)
     if rank == 0:

@@ -142,6 +142,15 @@ class Cluster:
         )
         return list(result.items)
 
+    async def wait_event(self, name: str, reason: str, timeout: float = 10.0) -> None:
+        """Events are written just after the status; wait for one to show up."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if reason in {e.reason for e in await self.events(name)}:
+                return
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"task {name}: no {reason} event within {timeout}s")
+
     async def wait_task(
         self,
         name: str,

@@ -41,7 +41,7 @@ from nicotask.api import (
     TaskStatus,
 )
 from nicotask.kube import NotFound
-from nicotask.redfish import BmcError, BmcUnreachable, PowerDriver
+from nicotask.redfish import BmcError, BmcUnreachable
 from nicotask.state import allowed_transition
 from nicotask.temporal.activities import TaskActivities
 from nicotask.temporal.models import (

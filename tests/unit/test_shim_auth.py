@@ -140,11 +140,13 @@ async def test_bad_authorization_headers(verifier: Verifier, header: str | None)
 
 
 def test_roles_and_membership() -> None:
-    p = principal_of({"sub": "u", "realm_access": {"roles": ["acme:VIEWER", "beta:FORGE_PROVIDER_ADMIN"]}})
+    roles = ["acme:VIEWER", "beta:FORGE_PROVIDER_ADMIN"]
+    p = principal_of({"sub": "u", "realm_access": {"roles": roles}})
     assert p.is_member("acme") and not p.is_provider_admin("acme")
     assert p.is_member("beta") and p.is_provider_admin("beta")
     assert not p.is_member("acm")  # prefix must end at the colon
-    p = principal_of({"sub": "u", "orgs": ["gamma"], "realm_access": {"roles": ["gamma:NICO_PROVIDER_ADMIN"]}})
+    roles = ["gamma:NICO_PROVIDER_ADMIN"]
+    p = principal_of({"sub": "u", "orgs": ["gamma"], "realm_access": {"roles": roles}})
     assert p.is_member("gamma") and p.is_provider_admin("gamma")
     assert Principal("x").is_member("acme") is False
 
@@ -157,7 +159,8 @@ async def test_dev_issuer_round_trip(tmp_path: Path, capsys: pytest.CaptureFixtu
     claims = jwt.decode(token, options={"verify_signature": False})
     assert claims["iss"] == DEV_ISSUER and claims["aud"] == DEV_AUDIENCE
     assert (tmp_path / "dev-issuer-key.pem").stat().st_mode & 0o077 == 0
-    assert token_main(["--org", "acme", "--role", "PROVIDER_ADMIN", "--run-dir", str(tmp_path)]) == 0
+    argv = ["--org", "acme", "--role", "PROVIDER_ADMIN", "--run-dir", str(tmp_path)]
+    assert token_main(argv) == 0
     printed = capsys.readouterr().out.strip()
     assert (await v.verify(printed)).is_provider_admin("acme")
     assert role_names("acme", ["X", "other:Y"]) == ["acme:X", "other:Y"]

@@ -179,3 +179,13 @@ def test_queue_expiry() -> None:
     hour = dt.timedelta(hours=1)
     assert not state.queue_expired(task.status, hour, T0 + dt.timedelta(minutes=59))
     assert state.queue_expired(task.status, hour, T0 + hour)
+
+
+def test_queued_tasks_keep_their_place_whatever_their_names() -> None:
+    holder = _entry("h", 0, S.RUNNING, wf=True)
+    # Created in the same second; "z" joined the queue first.
+    z = state.QueueEntry("uid-z", "z", T0, S.WAITING, False, queued_at=T0)
+    a = state.QueueEntry("uid-a", "a", T0, S.PENDING, False)
+    assert state.admission(a, [holder, z, a], 1) is state.Admission.REJECT
+    assert state.admission(z, [holder, z, a], 1) is state.Admission.WAIT
+    assert state.admission(z, [z, a], 1) is state.Admission.ADMIT

@@ -19,17 +19,26 @@ def _parser() -> argparse.ArgumentParser:
         description="Local kube-apiserver + etcd, Temporal dev server and emulated Redfish BMCs.",
     )
     p.add_argument(
-        "--run-dir", type=Path, default=None,
+        "--run-dir",
+        type=Path,
+        default=None,
         help="run folder for state, logs and data (default: $NICOTASK_RUN_DIR or ./.run/dev)",
     )
     sub = p.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start everything not yet running (harmless when up)")
     up.add_argument(
-        "--systems", type=Path, default=None,
+        "--systems",
+        type=Path,
+        default=None,
         help="JSON file with the emulated Redfish systems "
         '([{"name": "compute-0", "type": "compute"}, ...]; default: 10 systems)',
     )
     up.add_argument("--headless", action="store_true", help="no Temporal web UI")
+    up.add_argument(
+        "--with-system",
+        action="store_true",
+        help="also install the CRDs, start the operator, worker and shim, and apply samples/",
+    )
     down = sub.add_parser("down", help="stop every process of the environment")
     down.add_argument("--purge", action="store_true", help="also delete the run folder")
     st = sub.add_parser("status", help="show what runs; exit 1 when not up")
@@ -102,9 +111,20 @@ def dev_main(argv: list[str]) -> int:
         except (StartError, RuntimeError) as exc:
             print(f"nicotask dev up failed: {exc}", file=sys.stderr)
             return 1
+        if args.with_system:
+            from .system import start_system, usage
+
+            try:
+                start_system(env)
+            except (StartError, RuntimeError) as exc:
+                print(f"nicotask dev up failed: {exc}", file=sys.stderr)
+                return 1
         print(describe(env.status()))
-        print(f'\nUse it:  eval "$(nicotask dev env --run-dir {run_dir})"; kubectl get ns')
-        print(f"Stop it: nicotask dev down --run-dir {run_dir}")
+        if args.with_system:
+            print(usage(env))
+        else:
+            print(f'\nUse it:  eval "$(nicotask dev env --run-dir {run_dir})"; kubectl get ns')
+        print(f"Stop it: nicotask dev down --run-dir {run_dir}   (or: make stop)")
         return 0
     env = DevEnv(run_dir)
     if args.command == "down":

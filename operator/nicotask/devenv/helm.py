@@ -8,7 +8,9 @@ its path (for the Makefile and shell scripts).
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -22,6 +24,27 @@ HELM_PACKAGE = "helm.sh/helm/v3/cmd/helm"
 
 def helm_path(version: str = HELM_VERSION) -> Path:
     return cache_root() / f"helm-{version}" / "helm"
+
+
+def _ldflags(go: str, version: str, env: dict[str, str]) -> str:
+    """The ldflags of helm's own Makefile: version, and the Kubernetes version that
+    `helm template`/`helm lint` assume (client-go v0.X.Y -> 1.X), which a bare
+    `go install` would leave at v1.20."""
+    proc = subprocess.run(
+        [go, "mod", "download", "-json", f"helm.sh/helm/v3@{version}"],
+        env=env, capture_output=True, text=True, check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"go mod download helm.sh/helm/v3@{version} failed:\n{proc.stderr}")
+    gomod = Path(json.loads(proc.stdout)["GoMod"]).read_text()
+    m = re.search(r"^\s*k8s\.io/client-go v(\d+)\.(\d+)\.", gomod, re.M)
+    if m is None:
+        raise RuntimeError("cannot find k8s.io/client-go in helm's go.mod")
+    major, minor = int(m.group(1)) + 1, m.group(2)
+    flags = ["-s", "-w", f"-X helm.sh/helm/v3/internal/version.version={version}"]
+    for pkg in ("helm.sh/helm/v3/pkg/lint/rules", "helm.sh/helm/v3/pkg/chartutil"):
+        flags += [f"-X {pkg}.k8sVersionMajor={major}", f"-X {pkg}.k8sVersionMinor={minor}"]
+    return " ".join(flags)
 
 
 def ensure_helm(version: str = HELM_VERSION) -> Path:
@@ -48,14 +71,9 @@ def ensure_helm(version: str = HELM_VERSION) -> Path:
         flush=True,
     )
     started = time.monotonic()
+    go = go_command()
     proc = subprocess.run(
-        [
-            go_command(),
-            "install",
-            "-ldflags",
-            f"-X helm.sh/helm/v3/internal/version.version={version}",
-            f"{HELM_PACKAGE}@{version}",
-        ],
+        [go, "install", "-ldflags", _ldflags(go, version, env), f"{HELM_PACKAGE}@{version}"],
         env=env,
         capture_output=True,
         text=True,

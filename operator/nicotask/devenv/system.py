@@ -97,8 +97,6 @@ def start_worker(env: DevEnv, name: str = "worker", **extra: str) -> None:
 
 
 def start_shim(env: DevEnv, **extra: str) -> str:
-    from nicotask.shim.devissuer import dev_issuer_env
-
     port = ports.pick_ports(["shim"])["shim"]
     url = f"http://127.0.0.1:{port}"
     environ = system_environ(
@@ -106,7 +104,8 @@ def start_shim(env: DevEnv, **extra: str) -> str:
         {
             "NICOTASK_SHIM_HOST": "127.0.0.1",
             "NICOTASK_SHIM_PORT": str(port),
-            **dev_issuer_env(env.run_dir),
+            # Trust the dev issuer whose key lives in the run folder (`nicotask dev token`).
+            "NICOTASK_SHIM_DEV_ISSUER_DIR": str(env.run_dir),
             **extra,
         },
     )
@@ -152,3 +151,39 @@ def start_system(env: DevEnv, with_samples: bool = True) -> None:
     if with_samples:
         log("applying samples/")
         apply_samples(env)
+
+
+def usage(env: DevEnv) -> str:
+    """The exact commands to watch, cancel and inspect the sample task."""
+    run_dir = env.run_dir
+    venv_bin = Path(sys.executable).parent
+    return f"""
+The sample task `power-on-rack-1` (namespace default) is powering on rack-1's
+ten emulated BMCs (each power change takes the emulator 1-11 s).
+
+  export PATH={venv_bin}:$PATH
+  eval "$(nicotask dev env --run-dir {run_dir})"
+
+  kubectl get nico                                   # every nicotask object
+  kubectl get nicotask -w                            # watch status (Ctrl-C to stop)
+  kubectl nico report power-on-rack-1                # stages and steps
+
+Cancel it with kubectl:
+  kubectl patch nicotask power-on-rack-1 --type merge -p '{{"spec":{{"cancel":true}}}}'
+
+...or through the REST API (the NICo cancel endpoint on the shim):
+  TOKEN=$(nicotask dev token --run-dir {run_dir} --org acme --role PROVIDER_ADMIN)
+  ID=$(kubectl get nicotask power-on-rack-1 -o jsonpath='{{.metadata.uid}}')
+  curl -s -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
+    -d '{{"siteId":"660e8400-e29b-41d4-a716-446655440000"}}' \\
+    "$NICOTASK_SHIM_URL/v2/org/acme/nico/task/$ID/cancel"
+
+Read the final status and report:
+  kubectl get nicotask power-on-rack-1 -o jsonpath='{{.status}}' | python3 -m json.tool
+  curl -s -H "Authorization: Bearer $TOKEN" \\
+    "$NICOTASK_SHIM_URL/v2/org/acme/nico/task/$ID?siteId=660e8400-e29b-41d4-a716-446655440000"
+
+Start another: sed 's/name: power-on-rack-1/name: power-on-again/' samples/task-power-on.yaml \\
+                 | kubectl create -f -
+Logs: {run_dir}/logs/{{operator,worker,shim,kube-apiserver,temporal,redfish}}.log
+"""

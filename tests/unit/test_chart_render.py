@@ -1,0 +1,193 @@
+"""The Helm chart: `helm lint`, `helm template` (default and all-features values) and every
+rendered document validated offline against the Kubernetes 1.37 schemas."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from nicotask import crdgen
+from nicotask.devenv.helm import ensure_helm
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "nicotask"
+ALL_FEATURES = CHART / "ci" / "all-features-values.yaml"
+KUBE_VERSION = "1.37.0"
+# Kinds whose schemas are CRDs the validator does not ship; checked by hand below.
+CUSTOM_KINDS = {"ServiceMonitor", "ClusterKopfPeering", "KopfPeering"}
+
+
+@pytest.fixture(scope="module")
+def helm() -> Path:
+    return ensure_helm()
+
+
+def render(helm: Path, *args: str) -> list[dict[str, Any]]:
+    proc = subprocess.run(
+        [str(helm), "template", "rel", str(CHART), "--namespace", "nicotask-system",
+         "--kube-version", KUBE_VERSION, *args],
+        capture_output=True, text=True, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+@pytest.mark.parametrize("values", [None, ALL_FEATURES], ids=["default", "all-features"])
+def test_helm_lint(helm: Path, values: Path | None) -> None:
+    args = ["--strict"] + (["-f", str(values)] if values else [])
+    proc = subprocess.run(
+        [str(helm), "lint", str(CHART), *args], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("values", [None, ALL_FEATURES], ids=["default", "all-features"])
+def test_rendered_documents_validate(helm: Path, values: Path | None) -> None:
+    docs = render(helm, *(["-f", str(values)] if values else []))
+    assert docs
+    for doc in docs:
+        if doc["kind"] in CUSTOM_KINDS:
+            continue
+        try:
+            kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{doc['kind']}/{doc['metadata']['name']}: {exc.message} at {exc.path}")
+
+
+def test_chart_crds_are_the_generated_ones() -> None:
+    assert crdgen.check(CHART / "crds", None) == []
+    for path in (CHART / "crds").glob("*.yaml"):
+        for doc in yaml.safe_load_all(path.read_text()):
+            kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+
+
+def test_defaults(helm: Path) -> None:
+    docs = render(helm)
+    kinds = {d["kind"] for d in docs}
+    assert "ServiceMonitor" not in kinds
+    assert "ClusterKopfPeering" not in kinds
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    deployments = by_kind(docs, "Deployment")
+    assert set(deployments) == {"rel-nicotask-operator", "rel-nicotask-worker", "rel-nicotask-shim"}
+    ports = {"operator": 8080, "worker": 8081, "shim": 8088}
+    for name, dep in deployments.items():
+        component = name.rsplit("-", 1)[1]
+        pod = dep["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] == f"rel-nicotask-{component}"
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["runAsUser"] == 10001
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert {"name": "tmp", "emptyDir": {}} in pod["volumes"]
+        (container,) = pod["containers"]
+        assert container["args"] == [component]
+        assert container["image"] == f"ghcr.io/nicotask/nicotask:{chart['appVersion']}"
+        sc = container["securityContext"]
+        assert sc["readOnlyRootFilesystem"] is True
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+        assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+        port = {p["name"]: p["containerPort"] for p in container["ports"]}
+        probe_port = container["livenessProbe"]["httpGet"]["port"]
+        assert port[probe_port] == ports[component]
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    operator = deployments["rel-nicotask-operator"]
+    env = {e["name"]: e.get("value") for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "NICOTASK_PEERING" not in env
+    assert env["NICOTASK_NAMESPACES"] == "[]"
+    assert operator["spec"]["strategy"]["type"] == "Recreate"
+    shim_env = {
+        e["name"]: e.get("value")
+        for e in deployments["rel-nicotask-shim"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert shim_env["NICOTASK_SHIM_HOST"] == "0.0.0.0"
+    assert "NICOTASK_TEMPORAL_ADDRESS" not in shim_env
+    assert set(by_kind(docs, "PodDisruptionBudget")) == set(deployments)
+    assert set(by_kind(docs, "ClusterRoleBinding")) == {
+        "rel-nicotask-operator", "rel-nicotask-operator-cluster", "rel-nicotask-worker",
+        "rel-nicotask-shim", "rel-nicotask-shim-cluster",
+    }
+
+
+def test_all_features(helm: Path) -> None:
+    docs = render(helm, "-f", str(ALL_FEATURES))
+    deployments = by_kind(docs, "Deployment")
+    operator = deployments["rel-nicotask-operator"]
+    container = operator["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["NICOTASK_PEERING"] == "nicotask-site-a"
+    assert env["NICOTASK_NAMESPACES"] == '["site-a","site-b"]'
+    assert env["NICOTASK_SITE_SELECTOR"] == "nico.dev/site=660e8400-e29b-41d4-a716-446655440000"
+    assert env["NICOTASK_TEMPORAL_TLS"] == "true"
+    assert env["NICOTASK_TEMPORAL_TLS_CA_FILE"] == "/etc/nicotask/temporal-tls/ca.crt"
+    assert container["image"] == "registry.example.com/nicotask/nicotask:0.1.0-test"
+    assert operator["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert {"name": "temporal-tls", "secret": {"secretName": "temporal-client-tls"}} in (
+        operator["spec"]["template"]["spec"]["volumes"]
+    )
+    peerings = [d for d in docs if d["kind"] == "KopfPeering"]
+    assert {d["metadata"]["namespace"] for d in peerings} == {"site-a", "site-b"}
+    for peering in peerings:
+        assert peering["apiVersion"] == "kopf.dev/v1"
+        assert peering["metadata"]["name"] == "nicotask-site-a"
+    # Namespaced RBAC: RoleBindings in the watched namespaces, no cluster-wide task rights.
+    bindings = [d for d in docs if d["kind"] == "RoleBinding"]
+    assert {(b["metadata"]["namespace"], b["roleRef"]["name"]) for b in bindings} == {
+        (ns, f"rel-nicotask-{c}") for ns in ("site-a", "site-b")
+        for c in ("operator", "worker", "shim")
+    }
+    assert set(by_kind(docs, "ClusterRoleBinding")) == {
+        "rel-nicotask-operator-cluster", "rel-nicotask-shim-cluster"
+    }
+    op_rules = by_kind(docs, "ClusterRole")["rel-nicotask-operator"]["rules"]
+    assert {"apiGroups": ["kopf.dev"], "resources": ["kopfpeerings"],
+            "verbs": ["get", "list", "watch", "patch"]} in op_rules
+    shim = deployments["rel-nicotask-shim"]["spec"]["template"]["spec"]
+    shim_env = {e["name"]: e.get("value") for e in shim["containers"][0]["env"]}
+    assert shim_env["NICOTASK_SHIM_ISSUERS_FILE"] == "/etc/nicotask/issuers/issuers.json"
+    assert '"issuer":"https://issuer.example.com/"' in shim_env["NICOTASK_SHIM_ISSUERS"]
+    assert by_kind(docs, "Service")["rel-nicotask-shim"]["spec"]["type"] == "LoadBalancer"
+    # ServiceMonitor, checked by hand (its schema is the Prometheus Operator's CRD).
+    (monitor,) = by_kind(docs, "ServiceMonitor").values()
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    metrics_svc = by_kind(docs, "Service")["rel-nicotask-operator-metrics"]
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert all(metrics_svc["metadata"]["labels"][k] == v for k, v in selector.items())
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint == {"port": "metrics", "path": "/metrics", "interval": "15s"}
+    assert any(p["name"] == "metrics" for p in metrics_svc["spec"]["ports"])
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["nicotask-system"]}
+
+
+def test_peering_on_with_replicas_cluster_wide(helm: Path) -> None:
+    docs = render(helm, "--set", "operator.replicas=3")
+    (peering,) = by_kind(docs, "ClusterKopfPeering").values()
+    assert peering["metadata"]["name"] == "rel-nicotask"
+    rules = by_kind(docs, "ClusterRole")["rel-nicotask-operator-cluster"]["rules"]
+    assert {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings"],
+            "verbs": ["get", "list", "watch", "patch"]} in rules
+
+
+def test_shim_disabled(helm: Path) -> None:
+    docs = render(helm, "--set", "shim.enabled=false")
+    assert not [d for d in docs if d["metadata"]["name"].startswith("rel-nicotask-shim")]
+
+
+def test_peering_crds_shipped() -> None:
+    docs = list(yaml.safe_load_all((CHART / "crds" / "kopf.dev_peerings.yaml").read_text()))
+    names = {d["metadata"]["name"]: d for d in docs}
+    assert set(names) == {"clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"}
+    assert names["clusterkopfpeerings.kopf.dev"]["spec"]["scope"] == "Cluster"
+    assert names["kopfpeerings.kopf.dev"]["spec"]["scope"] == "Namespaced"
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
