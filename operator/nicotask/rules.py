@@ -73,9 +73,7 @@ def _stages(
             max_parallel=0,
             timeout_seconds=DEFAULT_STEP_TIMEOUT_SECONDS,
             retry=RetryPolicy(),
-            action=StepAction(
-                type=ActionType.POWER_CONTROL, power=power, expected_state=expected
-            ),
+            action=StepAction(type=ActionType.POWER_CONTROL, power=power, expected_state=expected),
         )
         for i, ctype in enumerate(order)
     ]
@@ -120,16 +118,14 @@ def _by_id(
         builtin_ops = [op for op in Operation if builtin_rule_id(op) == wanted]
         if builtin_ops:
             raise RuleNotFound(
-                f"{what} is the built-in rule for {builtin_ops[0].value},"
-                f" not for {operation.value}"
+                f"{what} is the built-in rule for {builtin_ops[0].value}, not for {operation.value}"
             )
         raise RuleNotFound(f"{what} matches no NicoOperationRule")
     # Several objects with one ruleId: prefer the one for this operation, oldest first.
     fitting = [r for r in matches if r.spec.operation == operation]
     if not fitting:
         raise RuleNotFound(
-            f"{what} is a rule for {matches[0].spec.operation.value},"
-            f" not for {operation.value}"
+            f"{what} is a rule for {matches[0].spec.operation.value}, not for {operation.value}"
         )
     return _oldest(fitting).spec
 

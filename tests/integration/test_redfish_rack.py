@@ -71,9 +71,7 @@ def emulator(devenv: Any, password: str | None = None) -> Any:
 
 def power_states(devenv: Any) -> dict[str, str]:
     root = emulator(devenv)
-    return {
-        s["name"]: root.get_system(s["path"]).power_state.value for s in devenv.redfish_systems
-    }
+    return {s["name"]: root.get_system(s["path"]).power_state.value for s in devenv.redfish_systems}
 
 
 async def force_all(devenv: Any, state: str) -> None:
@@ -192,7 +190,9 @@ class Watcher:
     async def stop(self) -> None:
         """Stop once the watch has caught up with the stored object."""
         self._stop.set()
-        stored = await self.kube.get_task(self.task.metadata.namespace or "", self.task.metadata.name)
+        stored = await self.kube.get_task(
+            self.task.metadata.namespace or "", self.task.metadata.name
+        )
         want = stored.status.report.wire() if stored.status.report else None
         deadline = time.monotonic() + 10
         while want and (not self.seen or self.seen[-1][2] != want):
@@ -225,7 +225,9 @@ async def run_task(
     return outcome, watcher
 
 
-async def finish_like_the_operator(kube: Kube, task: NicoTask, outcome: WorkflowOutcome) -> NicoTask:
+async def finish_like_the_operator(
+    kube: Kube, task: NicoTask, outcome: WorkflowOutcome
+) -> NicoTask:
     stored, wrote = await kube.update_task_status(
         task.metadata.namespace or "",
         task.metadata.name,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import threading
 import time
 import uuid
@@ -38,6 +39,8 @@ from nicotask.api import (
     SecretRef,
     StepAction,
     TaskReportV1,
+    TaskReportV1Stage,
+    TaskReportV1Step,
     TaskStatus,
 )
 from nicotask.kube import NotFound
@@ -263,9 +266,7 @@ class Harness:
 
     def worker(self) -> Any:
         acts = TaskActivities(self.store, self.bmcs)
-        return build_worker(
-            self.client, self.store, task_queue=self.queue, activities=acts
-        )
+        return build_worker(self.client, self.store, task_queue=self.queue, activities=acts)
 
     async def start(self, spec: NicoOperationRuleSpec, **kw: Any) -> WorkflowHandle[Any, Any]:
         return await self.client.start_workflow(
@@ -302,7 +303,8 @@ def stage_statuses(report: TaskReportV1) -> list[str]:
 def check_timestamps(report: TaskReportV1) -> None:
     """startedAt once out of pending (not skipped), finishedAt once terminal."""
     for stage in report.stages:
-        for item in [stage, *stage.steps]:
+        items: list[TaskReportV1Stage | TaskReportV1Step] = [stage, *stage.steps]
+        for item in items:
             if item.status in (ReportStatus.PENDING, ReportStatus.SKIPPED):
                 assert item.started_at is None and item.finished_at is None, item
             elif item.status == ReportStatus.RUNNING:
@@ -337,7 +339,7 @@ async def test_success_runs_stages_in_order_and_publishes_progress(pclient: Clie
     assert [s.total_components for st in outcome.report.stages for s in st.steps] == [2, 2, 4, 4]
     check_timestamps(outcome.report)
     stages = outcome.report.stages
-    for earlier, later in zip(stages, stages[1:], strict=False):
+    for earlier, later in itertools.pairwise(stages):
         assert earlier.finished_at is not None and later.started_at is not None
         assert earlier.finished_at <= later.started_at
     assert outcome.started is not None and outcome.finished is not None

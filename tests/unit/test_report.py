@@ -183,7 +183,12 @@ def test_errors_are_first_line_and_512_bytes() -> None:
     r = rep.start_stage(rep.initial_report(RULE, COUNTS), 1, T[1])
     long = "ü" * 400 + "\ntraceback..."
     r = rep.fail_step(r, 1, 0, long, T[2])
-    for text in (r.error, r.stages[0].error, r.stages[0].steps[0].error, r.stages[0].steps[1].error):
+    for text in (
+        r.error,
+        r.stages[0].error,
+        r.stages[0].steps[0].error,
+        r.stages[0].steps[1].error,
+    ):
         assert text is not None
         assert len(text.encode()) <= 512
         assert "traceback" not in text

@@ -107,7 +107,9 @@ def test_rack_rule_wins_over_default() -> None:
 def test_rack_rule_for_another_operation_is_ignored() -> None:
     off_rule = rule(Operation.POWER_OFF)
     default = rule(Operation.POWER_ON, default=True)
-    got = resolve_rule(task(), rack({Operation.POWER_OFF: off_rule.spec.rule_id}), [off_rule, default])
+    got = resolve_rule(
+        task(), rack({Operation.POWER_OFF: off_rule.spec.rule_id}), [off_rule, default]
+    )
     assert got.source == "default"
     assert got.rule_id == default.spec.rule_id
 

@@ -13,7 +13,9 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import sys
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -142,7 +144,14 @@ async def run_worker(settings: Settings, *, health_host: str = "0.0.0.0") -> int
         await api_client.close()
 
 
-def worker_main(argv: list[str]) -> int:
+def worker_main(argv: list[str], *, hard_exit: bool = True) -> int:
+    """`nicotask worker [--task-queue Q] [--health-port N] [--log-level L]`.
+
+    With `hard_exit` (the CLI), the process ends with os._exit once the
+    worker stopped: the Temporal core's native threads can otherwise abort the
+    interpreter's teardown ("PyGILState_Release ... must be current",
+    temporalio/sdk-python#300), turning a clean SIGTERM into a crash.
+    """
     parser = argparse.ArgumentParser(
         prog="nicotask worker",
         description="Run the Temporal worker: NicoTaskWorkflow and its Redfish activities.",
@@ -163,6 +172,12 @@ def worker_main(argv: list[str]) -> int:
     if updates:
         settings = settings.model_copy(update=updates)
     try:
-        return asyncio.run(run_worker(settings))
+        rc = asyncio.run(run_worker(settings))
     except KeyboardInterrupt:
-        return 130
+        rc = 130
+    if hard_exit:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    return rc

@@ -307,9 +307,7 @@ class NicoTaskWorkflow:
         """
         assert self._input is not None
         while True:
-            await workflow.wait_condition(
-                lambda: self._published < self._version or self._closing
-            )
+            await workflow.wait_condition(lambda: self._published < self._version or self._closing)
             if self._published >= self._version:
                 return
             version = self._version
