@@ -633,7 +633,7 @@ def crds_main(argv: list[str]) -> int:
         "--chart-dir",
         type=Path,
         default=None,
-        help="the Helm chart's CRD directory (default: charts/nicotask/crds with the default --dir)",
+        help="the Helm chart's CRD directory (default: charts/nicotask/crds with default --dir)",
     )
     parser.add_argument("--no-chart", action="store_true", help="leave the chart's CRDs alone")
     args = parser.parse_args(argv)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
@@ -63,7 +64,7 @@ def _stamp(value: Any) -> str:
 
 def format_duration(seconds: float) -> str:
     """4s, 2m05s, 1h02m03s, 2d3h."""
-    total = max(0, int(round(seconds)))
+    total = max(0, round(seconds))
     days, rest = divmod(total, 86400)
     hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)
@@ -139,7 +140,8 @@ def render_report(task: dict[str, Any], now: dt.datetime | None = None) -> str:
         lines.append(f"Cancel:     requested{detail}")
     for cond in status.get("conditions") or []:
         if cond.get("type") in ("CancelPending", "CancelIgnored") and cond.get("status") == "True":
-            lines.append(f"{cond['type'] + ':':<12}{_one_line(cond.get('message')) or '-'}")
+            label = cond["type"] + ":"
+            lines.append(f"{label:<11} {_one_line(cond.get('message')) or '-'}")
     report = status.get("report") or {}
     if report.get("error"):
         lines.append(f"Error:      {_one_line(report['error'])}")
@@ -268,10 +270,8 @@ def _api_error(exc: Any, namespace: str, name: str) -> PluginError:
         return PluginError(f'nicotask "{name}" not found in namespace "{namespace}"')
     reason = getattr(exc, "reason", "") or ""
     body = getattr(exc, "body", "") or ""
-    try:
+    with contextlib.suppress(TypeError, ValueError, AttributeError):
         body = json.loads(body).get("message", body)
-    except (TypeError, ValueError, AttributeError):
-        pass
     return PluginError(f"{getattr(exc, 'status', '')} {reason}: {body}".strip())
 
 

@@ -17,7 +17,6 @@ from temporalio.client import (
     WorkflowFailureError,
     WorkflowHandle,
 )
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import (
     TerminatedError,
     WorkflowAlreadyStartedError,
@@ -28,9 +27,9 @@ from temporalio.exceptions import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from nicotask.api import TaskReportV1, TaskStatus, first_line_error
+from nicotask.temporal.client import start_task_workflow
 from nicotask.temporal.models import WorkflowInput, WorkflowOutcome
 
-WORKFLOW_NAME = "NicoTaskWorkflow"
 RPC_TIMEOUT = dt.timedelta(seconds=10)
 
 
@@ -57,16 +56,7 @@ async def start_workflow(client: Client, task_queue: str, workflow_input: Workfl
     """
     workflow_id = workflow_input.task.uid
     try:
-        handle = await client.start_workflow(
-            WORKFLOW_NAME,
-            workflow_input,
-            id=workflow_id,
-            task_queue=task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            execution_timeout=dt.timedelta(seconds=workflow_input.workflow_timeout_seconds),
-            rpc_timeout=RPC_TIMEOUT,
-        )
+        handle = await start_task_workflow(client, workflow_input, task_queue=task_queue)
     except WorkflowAlreadyStartedError:
         desc = await client.get_workflow_handle(workflow_id).describe(rpc_timeout=RPC_TIMEOUT)
         return desc.run_id

@@ -23,6 +23,7 @@ import pytest
 import pytest_asyncio
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
 
 from nicotask.api import (
     ActionType,
@@ -55,6 +56,7 @@ from nicotask.temporal.models import (
     WorkflowOutcome,
 )
 from nicotask.temporal.worker import build_worker
+from nicotask.temporal.workflows import NicoTaskWorkflow
 
 SITE = "660e8400-e29b-41d4-a716-446655440000"
 
@@ -268,21 +270,34 @@ class Harness:
         acts = TaskActivities(self.store, self.bmcs)
         return build_worker(self.client, self.store, task_queue=self.queue, activities=acts)
 
-    async def start(self, spec: NicoOperationRuleSpec, **kw: Any) -> WorkflowHandle[Any, Any]:
+    async def start(
+        self,
+        spec: NicoOperationRuleSpec,
+        execution_timeout: dt.timedelta = dt.timedelta(minutes=5),
+        **kw: Any,
+    ) -> WorkflowHandle[Any, Any]:
         return await self.client.start_workflow(
             WORKFLOW_NAME,
             workflow_input(self.uid, spec, **kw),
             id=self.uid,
             task_queue=self.queue,
             result_type=WorkflowOutcome,
-            execution_timeout=dt.timedelta(minutes=5),
+            execution_timeout=execution_timeout,
         )
 
-    async def run(self, spec: NicoOperationRuleSpec, **kw: Any) -> WorkflowOutcome:
+    async def run(
+        self,
+        spec: NicoOperationRuleSpec,
+        execution_timeout: dt.timedelta = dt.timedelta(minutes=5),
+        **kw: Any,
+    ) -> WorkflowOutcome:
         async with self.worker():
-            handle = await self.start(spec, **kw)
+            handle = await self.start(spec, execution_timeout, **kw)
             outcome = await asyncio.wait_for(handle.result(), timeout=120)
         assert isinstance(outcome, WorkflowOutcome)
+        # Determinism: the recorded history replays without a nondeterminism error.
+        replayer = Replayer(workflows=[NicoTaskWorkflow], data_converter=pydantic_data_converter)
+        await replayer.replay_workflow(await handle.fetch_history())
         return outcome
 
 
@@ -500,6 +515,16 @@ async def test_whole_task_timeout(pclient: Client) -> None:
     assert outcome.message == "task timed out after 2s"
     assert stage_statuses(outcome.report) == ["failed", "pending"]
     assert outcome.report.stages[0].steps[0].error == "task timed out after 2s"
+
+
+async def test_outcome_comes_before_temporals_execution_timeout(pclient: Client) -> None:
+    """An execution timeout shorter than the rule's still ends with an outcome, not a timeout."""
+    h = Harness(pclient)
+    spec = rule(step(ComponentType.COMPUTE, 1, sleep_action(60), timeout=120), timeout=3600)
+    outcome = await h.run(spec, execution_timeout=dt.timedelta(seconds=8))
+    assert outcome.status == TaskStatus.FAILED
+    assert outcome.message.startswith("task timed out after ")
+    assert stage_statuses(outcome.report) == ["failed"]
 
 
 async def test_long_error_is_cut_to_512_bytes(pclient: Client) -> None:

@@ -37,6 +37,11 @@ def render(helm: Path, *args: str) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(proc.stdout) if d]
 
 
+def container_of(deployment: dict[str, Any]) -> dict[str, Any]:
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return container
+
+
 def by_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
     return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
 
@@ -101,14 +106,12 @@ def test_defaults(helm: Path) -> None:
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
         assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
     operator = deployments["rel-nicotask-operator"]
-    env = {e["name"]: e.get("value") for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
+    env = {e["name"]: e.get("value") for e in container_of(operator)["env"]}
     assert "NICOTASK_PEERING" not in env
     assert env["NICOTASK_NAMESPACES"] == "[]"
     assert operator["spec"]["strategy"]["type"] == "Recreate"
-    shim_env = {
-        e["name"]: e.get("value")
-        for e in deployments["rel-nicotask-shim"]["spec"]["template"]["spec"]["containers"][0]["env"]
-    }
+    shim = container_of(deployments["rel-nicotask-shim"])
+    shim_env = {e["name"]: e.get("value") for e in shim["env"]}
     assert shim_env["NICOTASK_SHIM_HOST"] == "0.0.0.0"
     assert "NICOTASK_TEMPORAL_ADDRESS" not in shim_env
     assert set(by_kind(docs, "PodDisruptionBudget")) == set(deployments)

@@ -122,5 +122,10 @@ async def namespace(kube_api: Any) -> AsyncIterator[str]:
 async def temporal_client(devenv: DevEnvHandle) -> Any:
     """A temporalio Client connected to the environment's Temporal."""
     from temporalio.client import Client
+    from temporalio.contrib.pydantic import pydantic_data_converter
 
-    return await Client.connect(devenv.temporal_address, namespace=devenv.temporal_namespace)
+    return await Client.connect(
+        devenv.temporal_address,
+        namespace=devenv.temporal_namespace,
+        data_converter=pydantic_data_converter,
+    )

@@ -61,6 +61,8 @@ PUBLISH_RETRY = TemporalRetryPolicy(
     maximum_attempts=4,
 )
 SUCCEEDED_MESSAGE = "Succeeded"
+# Time kept before Temporal's execution timeout to stop a stage and report cleanly.
+EXECUTION_RESERVE = timedelta(seconds=15)
 
 
 class StepFailed(Exception):
@@ -145,7 +147,7 @@ class NicoTaskWorkflow:
         # The CR shows the whole plan (all pending or skipped) before anything runs.
         await workflow.wait_condition(lambda: self._published >= 1)
 
-        deadline = self._started + timedelta(seconds=inp.workflow_timeout_seconds)
+        deadline = self._deadline(inp)
         error: str | None = None
         for number, steps in inp.rule.stages().items():
             if not rep.runnable_steps(self._report, number):
@@ -172,6 +174,20 @@ class NicoTaskWorkflow:
             started=self._started,
             finished=finished,
         )
+
+    def _deadline(self, inp: WorkflowInput) -> datetime:
+        """When the task times out: workflowTimeoutSeconds after start, but always
+        early enough, before Temporal's own execution timeout (if one was set), to
+        cancel the stage, publish the final report and return an outcome.
+        """
+        assert self._started is not None
+        deadline = self._started + timedelta(seconds=inp.workflow_timeout_seconds)
+        info = workflow.info()
+        if info.execution_timeout is not None:
+            total = info.execution_timeout
+            reserve = min(EXECUTION_RESERVE, total / 4)
+            deadline = min(deadline, info.workflow_start_time + total - reserve)
+        return deadline
 
     # ---- stages and steps --------------------------------------------
 
@@ -209,8 +225,9 @@ class NicoTaskWorkflow:
             await _cancel_all(tasks)
             raise
         except TimeoutError:
-            assert self._input is not None
-            message = f"task timed out after {self._input.workflow_timeout_seconds:g}s"
+            assert self._started is not None
+            limit = (deadline - self._started).total_seconds()
+            message = f"task timed out after {limit:.0f}s"
             if self._stage_failure is None:
                 self._stage_failure = message
                 self._report = rep.fail_stage(self._report, number, message, workflow.now())

@@ -1,0 +1,35 @@
+# syntax=docker/dockerfile:1
+# One image, three commands: `operator`, `worker`, `shim` (ENTRYPOINT is `nicotask`).
+#   docker build -t ghcr.io/nicotask/nicotask:0.1.0 .
+#   docker run --rm ghcr.io/nicotask/nicotask:0.1.0 operator
+# Runs as UID 10001 and works with a read-only root filesystem (writable /tmp).
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# ---- build: a wheel of nicotask, installed with its dependencies into /opt/nicotask
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY operator ./operator
+RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
+ && python -m venv /opt/nicotask \
+ && /opt/nicotask/bin/pip install /wheels/*.whl \
+ && /opt/nicotask/bin/python -m compileall -q /opt/nicotask
+
+# ---- runtime: the same Python, the venv, no build tools, non-root
+FROM ${PYTHON_IMAGE}
+ENV PATH=/opt/nicotask/bin:${PATH} \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp
+RUN groupadd --system --gid 10001 nicotask \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /tmp --no-create-home \
+      --shell /usr/sbin/nologin nicotask
+COPY --from=build /opt/nicotask /opt/nicotask
+USER 10001:10001
+WORKDIR /tmp
+# operator /healthz, worker /healthz, shim API, operator /metrics
+EXPOSE 8080 8081 8088 9090
+ENTRYPOINT ["nicotask"]
+CMD ["--help"]

@@ -1,0 +1,119 @@
+"""The system under test: a DevEnv plus worker, operator and shim, started for one run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nicotask.devenv import system
+from nicotask.devenv.env import DevEnv
+
+from .measure import proc_status_kb, python_pid_in_group
+
+# The operator's settings for the bench: a 30 s reconcile so long-polls do not dominate.
+OPERATOR_SETTINGS = {
+    "NICOTASK_RECONCILE_INTERVAL_SECONDS": "30",
+    "NICOTASK_QUEUE_LIMIT": "5",
+}
+
+
+_T0 = time.monotonic()
+
+
+def progress(msg: str) -> None:
+    print(f"[bench +{time.monotonic() - _T0:7.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+def _clean_environ() -> dict[str, str]:
+    """os.environ without anything that would point the DevEnv at outside infrastructure."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("NICOTASK_") and k != "KUBECONFIG"
+    }
+
+
+@dataclass
+class BenchEnv:
+    run_dir: Path
+    owned_dir: bool
+    worker_activities: int
+    env: DevEnv = field(init=False)
+    state: dict[str, Any] = field(default_factory=dict)
+    shim_url: str = ""
+
+    @classmethod
+    def create(cls, run_dir: str | None, worker_activities: int) -> BenchEnv:
+        if run_dir:
+            path, owned = Path(run_dir).resolve(), False
+            path.mkdir(parents=True, exist_ok=True)
+        else:
+            path, owned = Path(tempfile.mkdtemp(prefix="nicotask-bench-")), True
+        return cls(path, owned, worker_activities)
+
+    def __post_init__(self) -> None:
+        self.env = DevEnv(self.run_dir, temporal_ui=False, environ=_clean_environ())
+
+    def up(self) -> None:
+        # The processes started below inherit os.environ (system_environ): keep it clean too.
+        for key in [k for k in os.environ if k.startswith("NICOTASK_") or k == "KUBECONFIG"]:
+            del os.environ[key]
+        progress(f"starting the environment in {self.run_dir}")
+        self.state = self.env.up()
+        system.install_crds(self.env)
+        system.start_worker(
+            self.env,
+            NICOTASK_WORKER_MAX_CONCURRENT_ACTIVITIES=str(self.worker_activities),
+        )
+        system.start_operator(self.env, **OPERATOR_SETTINGS)
+        self.shim_url = system.start_shim(self.env)
+        progress("environment up: apiserver, etcd, Temporal, sushy-tools, worker, operator, shim")
+
+    def down(self, keep_dir: bool = False) -> None:
+        try:
+            self.env.down()
+        finally:
+            if self.owned_dir and not keep_dir:
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    @property
+    def kubeconfig(self) -> str:
+        return str(self.state["kubeconfig"])
+
+    @property
+    def temporal_address(self) -> str:
+        return str(self.state["temporal_address"])
+
+    @property
+    def temporal_namespace(self) -> str:
+        return str(self.state.get("temporal_namespace", "default"))
+
+    @property
+    def redfish_url(self) -> str:
+        return str(self.state["redfish_url"])
+
+    @property
+    def redfish_system(self) -> dict[str, Any]:
+        """The first emulated compute system (every bench rack has this one component)."""
+        systems = list(self.state.get("redfish_systems", []))
+        for s in systems:
+            if s.get("type") == "compute":
+                return dict(s)
+        return dict(systems[0])
+
+    def operator_pid(self) -> int:
+        return python_pid_in_group(self.env.record("operator").pid)
+
+    def operator_rss_kb(self) -> dict[str, int | None]:
+        pid = self.operator_pid()
+        return {
+            "pid": pid,
+            "rss_kb": proc_status_kb(pid, "VmRSS"),
+            "hwm_kb": proc_status_kb(pid, "VmHWM"),
+        }
