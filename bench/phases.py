@@ -303,9 +303,10 @@ class Phases:
         timeout = 60 + n * 0.3
         await self.tw.wait_for(running, TERMINAL, timeout, "cancel: Terminated", _report_wait)
         done = [nm for nm in running if self.tw.seen_at(nm, "Terminated") is not None]
+        done_set = set(done)
         other = [
             nm for nm in running
-            if nm not in set(done) and any(self.tw.seen_at(nm, s) for s in TERMINAL)
+            if nm not in done_set and any(self.tw.seen_at(nm, s) for s in TERMINAL)
         ]
         if len(done) < n:
             self.errors.append(

@@ -194,3 +194,19 @@ def test_peering_crds_shipped() -> None:
     assert names["kopfpeerings.kopf.dev"]["spec"]["scope"] == "Namespaced"
     for doc in docs:
         kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+
+
+def _rights(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    return {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"]
+            for v in rule["verbs"]}
+
+
+def test_shim_rights_match_deploy_rbac(helm: Path) -> None:
+    """deploy/rbac/shim.yaml (the shim's own manifest) and the chart grant the same rights."""
+    manifest = list(yaml.safe_load_all((REPO / "deploy" / "rbac" / "shim.yaml").read_text()))
+    expected = _rights([r for d in manifest if d["kind"] == "ClusterRole" for r in d["rules"]])
+    roles = by_kind(render(helm), "ClusterRole")
+    chart = _rights(
+        roles["rel-nicotask-shim"]["rules"] + roles["rel-nicotask-shim-cluster"]["rules"]
+    )
+    assert chart == expected
