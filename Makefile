@@ -9,10 +9,11 @@ STAMP := $(VENV)/.installed-stamp
 RUN_DIR ?= $(CURDIR)/.run/dev
 PYTEST_ARGS ?=
 
-.PHONY: help venv binaries lint typecheck crds crds-check unit integration test run stop status bench kind-e2e clean
+# Go binaries (kube-apiserver, etcd, helm) are cached in ~/.cache/nicotask, keyed by version.
+.PHONY: help venv binaries helm docs-values lint typecheck crds crds-check unit integration test run stop status bench kind-e2e clean
 
 help: ## Show this help
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +25,12 @@ venv: $(STAMP) ## Create .venv and install nicotask with its dev extras
 
 binaries: $(STAMP) ## Build (once, cached in ~/.cache/nicotask) etcd and kube-apiserver from Go modules
 	$(BIN)/python -m nicotask.devenv.gobuild
+
+helm: $(STAMP) ## Build (once, cached in ~/.cache/nicotask) the pinned helm from the Go module proxy
+	$(BIN)/python -m nicotask.devenv.helm
+
+docs-values: $(STAMP) ## Regenerate the configuration table in docs/deploy.md from values.yaml
+	$(BIN)/python -m nicotask.devenv.helm --write-docs docs/deploy.md
 
 lint: $(STAMP) ## ruff
 	$(BIN)/ruff check operator tests bench
@@ -37,10 +44,10 @@ crds: $(STAMP) ## Regenerate crds/*.yaml and the chart's CRDs from the models
 crds-check: $(STAMP) ## Fail when crds/ drifted from the models
 	$(BIN)/nicotask crds --check
 
-unit: $(STAMP) ## Unit tests (no servers)
+unit: $(STAMP) helm ## Unit tests (no servers; helm renders the chart)
 	$(BIN)/pytest tests/unit -q $(PYTEST_ARGS)
 
-integration: $(STAMP) binaries ## Integration and e2e tests on a real local control plane, Temporal and BMC emulators
+integration: $(STAMP) binaries helm ## Integration and e2e tests on a real local control plane, Temporal and BMC emulators
 	$(BIN)/pytest tests/integration tests/e2e -q $(PYTEST_ARGS)
 
 test: lint typecheck crds-check unit integration ## Everything CI runs
