@@ -51,20 +51,29 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def _floor_line(label: str, floor: dict[str, Any]) -> None:
+    progress(
+        f"floor ({label}): patch p50 {floor['patch_ms']['p50']} ms + terminate p50 "
+        f"{floor['terminate_ms']['p50']} ms = {floor['floor_ms']} ms"
+    )
+
+
 async def run_phases(ph: Phases, results: dict[str, Any]) -> None:
     await ph.open()
     try:
         await ph.setup()
+        # The floor twice: on the idle system, and under the load the cancels run in.
+        idle = await ph.floor("sequentially, on the idle system (before the start phase)")
+        results["floor_idle"] = idle
+        _floor_line("idle", idle)
         start, running = await ph.start()
         results["start"] = start
-        floor = await ph.floor()
+        floor = await ph.floor("sequentially, with the start phase's tasks Running")
         results["floor"] = floor
-        progress(
-            f"floor: patch p50 {floor['patch_ms']['p50']} ms + terminate p50 "
-            f"{floor['terminate_ms']['p50']} ms = {floor['floor_ms']} ms"
-        )
+        ph.floor_patch_p50 = floor["patch_ms"]["p50"]
+        _floor_line("loaded", floor)
         if running:
-            results["cancel"] = await ph.cancel(running, floor["floor_ms"])
+            results["cancel"] = await ph.cancel(running, floor["floor_ms"], idle["floor_ms"])
         if ph.shim_cancels:
             results["shim"] = await ph.shim()
         if ph.rss_tasks:

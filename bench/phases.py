@@ -191,18 +191,23 @@ class Phases:
 
     # ---- floor -----------------------------------------------------------
 
-    async def floor(self) -> dict[str, Any]:
-        """One merge-patch, one GET and one Temporal TerminateWorkflow round trip, each timed
-        sequentially FLOOR_SAMPLES times (after FLOOR_WARMUP untimed calls)."""
-        patch_s: list[float] = []
-        get_s: list[float] = []
+    async def _time_patches(self) -> list[float]:
+        """Seconds of FLOOR_SAMPLES sequential merge-patches of an annotation on the spare task."""
+        out: list[float] = []
         for i in range(FLOOR_WARMUP + FLOOR_SAMPLES):
             t = time.perf_counter()
             await self._patch_task(
                 SPARE_TASK, {"metadata": {"annotations": {"bench.nico.dev/floor": str(i)}}}
             )
             if i >= FLOOR_WARMUP:
-                patch_s.append(time.perf_counter() - t)
+                out.append(time.perf_counter() - t)
+        return out
+
+    async def floor(self, measured: str) -> dict[str, Any]:
+        """One merge-patch, one GET and one Temporal TerminateWorkflow round trip, each timed
+        sequentially FLOOR_SAMPLES times (after FLOOR_WARMUP untimed calls)."""
+        patch_s = await self._time_patches()
+        get_s: list[float] = []
         for i in range(FLOOR_WARMUP + FLOOR_SAMPLES):
             t = time.perf_counter()
             await self.custom.get_namespaced_custom_object(
@@ -229,15 +234,13 @@ class Phases:
                 term_s.append(time.perf_counter() - t)
         patch = summarize(patch_s, 1000)
         term = summarize(term_s, 1000)
-        floor_ms = round(patch["p50"] + term["p50"], 3)
-        self.floor_patch_p50 = patch["p50"]
         return {
             "samples": FLOOR_SAMPLES,
             "patch_ms": patch,
             "terminate_ms": term,
             "get_ms": summarize(get_s, 1000),
-            "floor_ms": floor_ms,
-            "measured": "sequentially, with the start phase's tasks Running",
+            "floor_ms": round(patch["p50"] + term["p50"], 3),
+            "measured": measured,
         }
 
     # ---- start -----------------------------------------------------------
@@ -287,7 +290,9 @@ class Phases:
 
     # ---- cancel by patch -------------------------------------------------
 
-    async def cancel(self, running: list[str], floor_ms: float | None) -> dict[str, Any]:
+    async def cancel(
+        self, running: list[str], floor_ms: float | None, idle_floor_ms: float | None = None
+    ) -> dict[str, Any]:
         """Patch spec.cancel=true on every Running task (20 in flight); time patch -> Terminated."""
         n = len(running)
         progress(f"cancel: patching spec.cancel=true on {n} Running tasks")
@@ -327,6 +332,8 @@ class Phases:
             "cancels_per_s": rate(len(done), wall),
             "floor_ms": floor_ms,
             "p50_over_floor": ratio(summary["p50"], floor_ms),
+            "idle_floor_ms": idle_floor_ms,
+            "p50_over_idle_floor": ratio(summary["p50"], idle_floor_ms),
             "patch_concurrency": 20,
         }
         progress(f"cancel: {len(done)}/{n} Terminated, p50 {summary['p50']} ms, wall {wall}s")
@@ -364,7 +371,11 @@ class Phases:
                 await http.get(
                     f"/v2/org/{o.ORG}/nico/task/{self.tw.uids[nm]}", params={"siteId": o.SITE_ID}
                 )
-            progress(f"shim: {len(running)} fresh cancels ({concurrency} in flight)")
+            raw = summarize(await self._time_patches(), 1000)
+            progress(
+                f"shim: raw PATCH p50 {raw['p50']} ms; {len(running)} fresh cancels"
+                f" ({concurrency} in flight)"
+            )
             sent: dict[str, float] = {}
             fresh = await self._shim_cancels(http, running, concurrency, sent)
             await self.tw.wait_for(
@@ -380,17 +391,18 @@ class Phases:
             ]
             progress(f"shim: {len(terminated)} repeated cancels of Terminated tasks")
             repeat = await self._shim_cancels(http, terminated, concurrency, {})
-        raw = self.floor_patch_p50
         for part in (fresh, repeat):
-            part["p50_over_patch"] = ratio(part["latency_ms"]["p50"], raw)
-            part["p99_over_patch"] = ratio(part["latency_ms"]["p99"], raw)
+            part["p50_over_patch"] = ratio(part["latency_ms"]["p50"], raw["p50"])
+            part["p99_over_patch"] = ratio(part["latency_ms"]["p99"], raw["p99"])
         return {
             "tasks": k,
             "running": len(running),
             "concurrency": concurrency,
             "fresh": fresh,
             "repeat": repeat,
-            "raw_patch_ms": raw,
+            "raw_patch": raw,
+            "raw_patch_ms": raw["p50"],
+            "floor_patch_ms": self.floor_patch_p50,
             "terminated_ms": summarize(to_term, 1000),
         }
 

@@ -56,13 +56,27 @@ def _done(section: dict[str, Any], done_key: str, total_key: str) -> str:
 def rows(results: dict[str, Any]) -> list[Row]:
     """The table's rows (section, figure, value) from the results dict."""
     out: list[Row] = []
-    floor = results.get("floor")
-    if isinstance(floor, dict):
+    for key, when in (("floor_idle", "idle"), ("floor", "loaded")):
+        floor = results.get(key)
+        if not isinstance(floor, dict):
+            continue
         out += [
-            ("floor", "merge-patch p50 / p95", _lat(floor.get("patch_ms"), ("p50", "p95"))),
-            ("floor", "terminate p50 / p95", _lat(floor.get("terminate_ms"), ("p50", "p95"))),
-            ("floor", "get p50 / p95 (info)", _lat(floor.get("get_ms"), ("p50", "p95"))),
-            ("floor", "floor = patch p50 + terminate p50", fmt(floor.get("floor_ms"), "ms")),
+            (
+                "floor",
+                f"{when}: merge-patch p50 / p95",
+                _lat(floor.get("patch_ms"), ("p50", "p95")),
+            ),
+            (
+                "floor",
+                f"{when}: terminate p50 / p95",
+                _lat(floor.get("terminate_ms"), ("p50", "p95")),
+            ),
+            ("floor", f"{when}: get p50 / p95 (info)", _lat(floor.get("get_ms"), ("p50", "p95"))),
+            (
+                "floor",
+                f"{when}: floor = patch p50 + terminate p50",
+                fmt(floor.get("floor_ms"), "ms"),
+            ),
         ]
     start = results.get("start")
     if isinstance(start, dict):
@@ -87,7 +101,8 @@ def rows(results: dict[str, Any]) -> list[Row]:
             ),
             ("cancel", "wall (first patch -> last Terminated)", fmt(cancel.get("wall_s"), "s")),
             ("cancel", "cancels/s", fmt(cancel.get("cancels_per_s"))),
-            ("cancel", "p50 / floor", fmt(cancel.get("p50_over_floor"), "x", 2)),
+            ("cancel", "p50 / floor (loaded)", fmt(cancel.get("p50_over_floor"), "x", 2)),
+            ("cancel", "p50 / floor (idle)", fmt(cancel.get("p50_over_idle_floor"), "x", 2)),
         ]
     shim = results.get("shim")
     if isinstance(shim, dict):
@@ -115,7 +130,11 @@ def rows(results: dict[str, Any]) -> list[Row]:
                 ),
             ]
         out += [
-            ("shim", "raw API-server PATCH p50 (floor)", fmt(shim.get("raw_patch_ms"), "ms")),
+            (
+                "shim",
+                "raw API-server PATCH p50 / p99 (just before)",
+                _lat(shim.get("raw_patch"), ("p50", "p99")),
+            ),
             (
                 "shim",
                 "shim cancel -> Terminated p50 / p99",

@@ -82,6 +82,7 @@ def sample_results() -> dict[str, Any]:
     return {
         "machine": {"time": "2030-01-01T00:00:00+0000", "nproc": 2, "git_commit": "abcdef123456"},
         "params": {"tasks": 3, "rss_tasks": 0, "shim_cancels": 3},
+        "floor_idle": {"patch_ms": lat, "terminate_ms": lat, "get_ms": lat, "floor_ms": 2.0},
         "floor": {"patch_ms": lat, "terminate_ms": lat, "get_ms": lat, "floor_ms": 4.0},
         "start": {
             "tasks": 3, "running": 3, "total_s": 1.5, "tasks_per_s": 2.0, "latency_ms": lat
@@ -93,11 +94,13 @@ def sample_results() -> dict[str, Any]:
             "wall_s": 0.5,
             "cancels_per_s": 6.0,
             "p50_over_floor": 0.5,
+            "p50_over_idle_floor": 1.0,
         },
         "shim": {
             "fresh": shim_part,
             "repeat": shim_part,
-            "raw_patch_ms": 1.3,
+            "raw_patch": lat,
+            "raw_patch_ms": 2.0,
             "terminated_ms": lat,
         },
         "rss": {"skipped": True},
@@ -113,8 +116,11 @@ def test_rows_cover_every_section() -> None:
         assert name in sections
     values = {(s, f): v for s, f, v in table}
     assert values[("cancel", "patch -> Terminated p50 / p95 / p99")] == "2.0 / 2.9 / 3.0 ms"
-    assert values[("cancel", "p50 / floor")] == "0.50 x"
-    assert values[("floor", "floor = patch p50 + terminate p50")] == "4.0 ms"
+    assert values[("cancel", "p50 / floor (loaded)")] == "0.50 x"
+    assert values[("cancel", "p50 / floor (idle)")] == "1.00 x"
+    assert values[("floor", "loaded: floor = patch p50 + terminate p50")] == "4.0 ms"
+    assert values[("floor", "idle: floor = patch p50 + terminate p50")] == "2.0 ms"
+    assert values[("shim", "raw API-server PATCH p50 / p99 (just before)")] == "2.0 / 3.0 ms"
     assert values[("shim", "fresh cancel: 202s")] == "3 of 3"
     assert values[("shim", "fresh cancel: p50 / p99 over raw PATCH")] == "1.50 / 2.25 x"
     assert values[("rss", "operator RSS")].startswith("skipped")

@@ -35,11 +35,21 @@ from typing import Any
 
 from . import gobuild, kube, ports, redfish, temporal
 from .pki import Pki, ensure_pki
-from .process import ProcessRecord, ReadyCheck, log, record_alive, spawn, stop, wait_ready
+from .process import (
+    ProcessRecord,
+    ReadyCheck,
+    StartError,
+    log,
+    record_alive,
+    spawn,
+    stop,
+    wait_ready,
+)
 
 CORE = ("etcd", "kube-apiserver", "temporal", "redfish")
 TRUE = ("1", "true", "yes", "on")
 STATE_FILE = "state.json"
+PORT_ATTEMPTS = 3
 
 
 def _flag(environ: dict[str, str] | os._Environ[str], name: str) -> bool:
@@ -244,8 +254,12 @@ class DevEnv:
             yield rec
         finally:
             self.start_process(
-                name, rec.argv, ready_check=self._ready_check_for(name), timeout=timeout,
-                url=rec.url, extra=rec.extra,
+                name,
+                rec.argv,
+                ready_check=self._ready_check_for(name),
+                timeout=timeout,
+                url=rec.url,
+                extra=rec.extra,
             )
 
     def _settle(self) -> None:
@@ -266,13 +280,24 @@ class DevEnv:
                 log("found a partly running environment; stopping it first")
                 self._stop_all(state)
             t0 = time.monotonic()
-            new_state = self._fresh_state(state)
-            try:
-                self._start_all(new_state)
-            except BaseException:
-                log("startup failed; stopping what was started")
-                self._stop_all(new_state)
-                raise
+            for attempt in range(1, PORT_ATTEMPTS + 1):
+                new_state = self._fresh_state(state)
+                try:
+                    self._start_all(new_state)
+                    break
+                except StartError as exc:
+                    log("startup failed; stopping what was started")
+                    self._stop_all(new_state)
+                    # A free port chosen here can be taken by another program
+                    # before our server binds it: choose again.
+                    if attempt == PORT_ATTEMPTS or "in use" not in str(exc).lower():
+                        raise
+                    log("a port was taken meanwhile; choosing new ports")
+                    state = {k: v for k, v in new_state.items() if k != "ports"}
+                except BaseException:
+                    log("startup failed; stopping what was started")
+                    self._stop_all(new_state)
+                    raise
             new_state["up"] = True
             new_state["started_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
             self.save_state(new_state)
@@ -328,8 +353,13 @@ class DevEnv:
             state["temporal_namespace"] = temporal.NAMESPACE
             state["temporal_ui_url"] = f"http://{host}:{ui_port}" if ui_port else ""
             argv = temporal.server_argv(
-                tbin, self.run_dir / "temporal.db", p["temporal"], ui_port,
-                p["temporal_http"], p["temporal_metrics"], host=host,
+                tbin,
+                self.run_dir / "temporal.db",
+                p["temporal"],
+                ui_port,
+                p["temporal_http"],
+                p["temporal_metrics"],
+                host=host,
             )
             proc, rec = self._spawn(state, "temporal", argv, url=address)
             waits.append((proc, rec, lambda: temporal.namespace_ready(tbin, address), 60.0))
@@ -347,8 +377,9 @@ class DevEnv:
 
         if "kube" in external:
             kcfg = Path(
-                (self.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config"))
-                .split(os.pathsep)[0]
+                (self.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")).split(
+                    os.pathsep
+                )[0]
             )
             state["kubeconfig"] = str(kcfg)
             state["api_url"] = kube.server_from_kubeconfig(kcfg)

@@ -109,15 +109,15 @@ def start_shim(env: DevEnv, **extra: str) -> str:
             **extra,
         },
     )
-    env.start_process(
+    rec = env.start_process(
         "shim",
         [sys.executable, "-m", "nicotask", "shim"],
         env=environ,
         ready_check=_http_ok(f"{url}/healthz"),
         url=url,
     )
-    env.update_state(shim_url=url)
-    return url
+    env.update_state(shim_url=rec.url)
+    return rec.url
 
 
 def sample_documents(redfish_url: str) -> list[dict[str, Any]]:

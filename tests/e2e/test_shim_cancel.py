@@ -1,0 +1,76 @@
+"""REST cancel through the shim process, carried out by the operator and the worker."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import urllib.request
+from pathlib import Path
+
+import httpx
+from e2e_support import SITE_ID, Cluster, new_rule_id, rack, sleep_rule, task
+from temporalio.client import Client, WorkflowExecutionStatus
+
+from nicotask.devenv import system
+from nicotask.devenv.testing import DevEnvHandle
+from nicotask.shim.devissuer import issue_token
+
+SAMPLES = Path(__file__).resolve().parents[2] / "samples"
+
+
+def _terminates(env: DevEnvHandle) -> float:
+    """The operator's count of Temporal TerminateWorkflow calls (from /metrics)."""
+    url = env.env.record("operator").url
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        text = resp.read().decode()
+    m = re.search(r"^nicotask_terminate_rpc_seconds_count (\S+)$", text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+async def test_fifty_concurrent_rest_cancels_make_one_terminate(
+    cluster: Cluster, nicotask_system: DevEnvHandle, temporal: Client
+) -> None:
+    env = nicotask_system
+    shim_url = system.start_shim(env.env)
+    for sample in ("provider.yaml", "site.yaml"):
+        system.kubectl(env.env, "apply", "-f", str(SAMPLES / sample))
+    rule_id = new_rule_id()
+    await cluster.create("nicooperationrules", sleep_rule(rule_id, [120]))
+    await cluster.create("nicoracks", rack("rack-1", env.redfish_url, env.redfish_systems[:1]))
+    created = await cluster.create("nicotasks", task("t1", "rack-1", rule_id))
+    uid = created["metadata"]["uid"]
+    await cluster.wait_status("t1", "Running")
+    before = _terminates(env)
+
+    token = issue_token(env.run_dir, "acme", ["acme:PROVIDER_ADMIN"], subject="alice")
+    headers = {"Authorization": f"Bearer {token}"}
+    url = f"{shim_url}/v2/org/acme/nico/task/{uid}/cancel"
+    async with httpx.AsyncClient(timeout=30) as http:
+        answers = await asyncio.gather(
+            *(http.post(url, json={"siteId": SITE_ID}, headers=headers) for _ in range(50))
+        )
+        assert [a.status_code for a in answers] == [202] * 50, [a.text for a in answers[:3]]
+        assert {a.json()["id"] for a in answers} == {uid}
+
+        done = await cluster.wait_status("t1", "Terminated", "Succeeded", "Failed", timeout=30)
+        assert done["status"]["status"] == "Terminated"
+        assert done["status"]["cancelRequestedBy"] == "alice"
+        await cluster.wait_event("t1", "Cancelled")
+        events = [e for e in await cluster.events("t1") if e.reason == "Cancelled"]
+        assert len(events) == 1 and "alice" in events[0].message
+        assert _terminates(env) - before == 1
+        desc = await temporal.get_workflow_handle(uid).describe()
+        assert desc.status == WorkflowExecutionStatus.TERMINATED
+
+        # The same task, read back through the REST API: final state and report.
+        got = await http.get(
+            f"{shim_url}/v2/org/acme/nico/task/{uid}", params={"siteId": SITE_ID}, headers=headers
+        )
+        body = got.json()
+        assert got.status_code == 200
+        assert body["status"] == "Terminated" and body["message"] == "Cancelled by user"
+        assert body["report"]["stages"][0]["status"] == "failed"
+
+        # Cancelling again: 202, unchanged.
+        again = await http.post(url, json={"siteId": SITE_ID}, headers=headers)
+        assert again.status_code == 202 and again.json()["status"] == "Terminated"
