@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import sys
@@ -11,10 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from nicotask.devenv import system
 from nicotask.devenv.env import DevEnv
 
-from .measure import proc_status_kb, python_pid_in_group
+from .measure import cpu_ticks, metric_sum, proc_status_kb, python_pid_in_group
 
 # The operator's settings for the bench: a 30 s reconcile so long-polls do not dominate.
 OPERATOR_SETTINGS = {
@@ -106,6 +109,39 @@ class BenchEnv:
             if s.get("type") == "compute":
                 return dict(s)
         return dict(systems[0])
+
+    def stop_operator(self) -> None:
+        self.env.stop_process("operator")
+
+    def start_operator(self) -> None:
+        system.start_operator(self.env, **OPERATOR_SETTINGS)
+
+    def restart_operator(self) -> None:
+        self.stop_operator()
+        self.start_operator()
+
+    async def operator_task_count(self) -> int:
+        """The sum of the operator's nicotask_tasks gauge (tasks it has seen), 0 if unknown."""
+        url = self.env.record("operator").url
+        try:
+            async with httpx.AsyncClient(timeout=10) as http:
+                text = (await http.get(url)).text
+        except httpx.HTTPError:
+            return 0
+        return metric_sum(text, "nicotask_tasks")
+
+    async def wait_operator_idle(self, timeout: float, window: float = 3.0) -> bool:
+        """Wait until the operator used under 5% of a core over `window` seconds."""
+        deadline = time.monotonic() + timeout
+        tick = os.sysconf("SC_CLK_TCK")
+        while time.monotonic() < deadline:
+            pid = self.operator_pid()
+            a = cpu_ticks(pid)
+            await asyncio.sleep(window)
+            b = cpu_ticks(pid)
+            if a is not None and b is not None and (b - a) / tick / window < 0.05:
+                return True
+        return False
 
     def operator_pid(self) -> int:
         return python_pid_in_group(self.env.record("operator").pid)

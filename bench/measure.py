@@ -136,3 +136,28 @@ def python_pid_in_group(pid: int) -> int:
         if rss > best_rss:
             best, best_rss = other, rss
     return best
+
+
+def cpu_ticks(pid: int) -> int | None:
+    """utime + stime of `pid` in clock ticks, None when it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def metric_sum(text: str, name: str) -> int:
+    """The sum over all label sets of the Prometheus metric `name` in exposition `text`."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        metric, _, value = line.rpartition(" ")
+        if metric == name or metric.startswith(name + "{"):
+            try:
+                total += float(value)
+            except ValueError:
+                continue
+    return int(total)

@@ -20,10 +20,9 @@ from nicotask.shim.devissuer import issue_token
 from . import objects as o
 from .env import BenchEnv, progress
 from .measure import rate, ratio, summarize
-from .watch import TaskWatch
+from .watch import TERMINAL, TaskWatch
 
 T = TypeVar("T")
-TERMINAL = ("Succeeded", "Failed", "Terminated")
 FLOOR_SAMPLES = 30
 FLOOR_WARMUP = 3
 SPARE_TASK = "spare-00000"
@@ -288,6 +287,14 @@ class Phases:
         progress(f"start: {len(running)}/{n} Running in {total}s")
         return result, running
 
+    def _outcomes(self, names: list[str]) -> dict[str, int]:
+        """How many of `names` ended in each terminal status (first seen), or none yet."""
+        out: Counter[str] = Counter()
+        for nm in names:
+            msg = self.tw.messages.get(nm)
+            out[msg.split(":", 1)[0] if msg else "not finished"] += 1
+        return dict(out)
+
     # ---- cancel by patch -------------------------------------------------
 
     async def cancel(
@@ -314,9 +321,10 @@ class Phases:
             if nm not in done_set and any(self.tw.seen_at(nm, s) for s in TERMINAL)
         ]
         if len(done) < n:
+            example = self.tw.messages.get(other[0]) if other else "-"
             self.errors.append(
                 f"cancel: {len(done)} of {n} Terminated within {timeout:.0f}s"
-                f" ({len(other)} ended otherwise)"
+                f" ({len(other)} ended otherwise, e.g. {example})"
             )
         lat = [self.tw.seen_at(nm, "Terminated") - sent[nm] for nm in done]  # type: ignore[operator]
         wall = None
@@ -335,6 +343,8 @@ class Phases:
             "idle_floor_ms": idle_floor_ms,
             "p50_over_idle_floor": ratio(summary["p50"], idle_floor_ms),
             "patch_concurrency": 20,
+            "outcomes": self._outcomes(running),
+            "other_outcome_samples": sorted({self.tw.messages[nm] for nm in other})[:5],
         }
         progress(f"cancel: {len(done)}/{n} Terminated, p50 {summary['p50']} ms, wall {wall}s")
         return result
@@ -393,13 +403,14 @@ class Phases:
             repeat = await self._shim_cancels(http, terminated, concurrency, {})
         for part in (fresh, repeat):
             part["p50_over_patch"] = ratio(part["latency_ms"]["p50"], raw["p50"])
-            part["p99_over_patch"] = ratio(part["latency_ms"]["p99"], raw["p99"])
+            part["p99_over_patch"] = ratio(part["latency_ms"]["p99"], raw["p50"])
         return {
             "tasks": k,
             "running": len(running),
             "concurrency": concurrency,
             "fresh": fresh,
             "repeat": repeat,
+            "outcomes": self._outcomes(running),
             "raw_patch": raw,
             "raw_patch_ms": raw["p50"],
             "floor_patch_ms": self.floor_patch_p50,
@@ -452,39 +463,86 @@ class Phases:
 
     # ---- operator RSS ------------------------------------------------------
 
+    async def _settled_operator(self, total: int, timeout: float) -> dict[str, Any]:
+        """Wait until the operator counts `total` tasks in its metrics and its CPU is idle."""
+        deadline = time.monotonic() + timeout
+        seen = 0
+        last_report = time.monotonic()
+        while time.monotonic() < deadline:
+            seen = await self.benv.operator_task_count()
+            if seen >= total:
+                break
+            if time.monotonic() - last_report >= 5:
+                progress(f"rss: operator has seen {seen}/{total} tasks")
+                last_report = time.monotonic()
+            await asyncio.sleep(0.5)
+        seen_at = time.monotonic()
+        idle = await self.benv.wait_operator_idle(max(5.0, deadline - time.monotonic()))
+        return {"seen": seen, "seen_at": seen_at, "idle": idle, "idle_at": time.monotonic()}
+
+    async def _write_terminated(self, name: str) -> None:
+        custom: Any = self.custom
+        await custom.patch_namespaced_custom_object_status(
+            o.GROUP,
+            o.VERSION,
+            o.NAMESPACE,
+            "nicotasks",
+            name,
+            {"status": {"status": "Terminated", "message": "Cancelled by user"}},
+            _content_type="application/merge-patch+json",
+        )
+
     async def rss(self) -> dict[str, Any]:
-        """Create M tasks with spec.cancel=true (terminated at once, no workflow; 50 in
-        flight), wait until the operator wrote a status on each, then read its RSS."""
+        """The operator's RSS with M more NicoTasks present, each a fresh operator process.
+
+        Baseline: the operator restarted with the tasks of the earlier phases
+        present. Then, with the operator stopped, M finished tasks are created
+        (50 in flight; spec.cancel=true, the operator's finalizer, status
+        Terminated written through the status subresource) and the operator is
+        started again: its RSS once it has seen every task and gone idle.
+        """
         m = self.rss_tasks
-        await asyncio.sleep(5)  # let the previous phase's work drain
+        live = self.benv.operator_rss_kb()
+        present = len(self.tw.first_seen)
+        progress(f"rss: restarting the operator for a baseline with {present} tasks present")
+        self.benv.restart_operator()
+        base = await self._settled_operator(present, 120)
         before = self.benv.operator_rss_kb()
-        progress(f"rss: operator RSS before {_mb(before['rss_kb'])} MB; creating {m} tasks")
+        progress(f"rss: baseline RSS {_mb(before['rss_kb'])} MB; stopping the operator")
+        self.benv.stop_operator()
         names = [o.task_name("rss", i) for i in range(m)]
         t0 = time.monotonic()
 
         async def create(name: str) -> None:
-            await self._create_task(o.task(name, SPARE_RACK, "rss", rule_id=None, cancel=True))
+            body = o.task(name, SPARE_RACK, "rss", rule_id=None, cancel=True)
+            body["metadata"]["finalizers"] = ["nico.dev/finalizer"]
+            await self._create_task(body)
+            await self._write_terminated(name)
 
-        errors = await bounded(names, create, 50, "rss: create")
+        errors = await bounded(names, create, 50, "rss: create + status")
         create_s = time.monotonic() - t0
         if errors:
             self.errors.append(f"rss: create: {_first_error(errors)}")
-        timeout = 180 + m * 0.12
-        await self.tw.wait_for(names, None, timeout, "rss: processed", _report_wait)
-        processed = [nm for nm in names if self.tw.has_any_status(nm)]
-        if len(processed) < m:
-            self.errors.append(f"rss: {len(processed)} of {m} processed within {timeout:.0f}s")
-        last = max(
-            (min(self.tw.first_seen[nm].values()) for nm in processed), default=None
-        )
-        await asyncio.sleep(5)  # settle: the last handlers finish
+        await self.tw.wait_for(names, None, 60, "rss: statuses seen", _report_wait)
+        total = len(self.tw.first_seen)
+        progress(f"rss: {m} created in {create_s:.1f}s; starting the operator ({total} tasks)")
+        t1 = time.monotonic()
+        self.benv.start_operator()
+        timeout = 180 + m * 0.06
+        after_state = await self._settled_operator(total, timeout)
         after = self.benv.operator_rss_kb()
+        if after_state["seen"] < total:
+            self.errors.append(
+                f"rss: the operator saw {after_state['seen']} of {total} tasks within"
+                f" {timeout:.0f}s"
+            )
         base_mb, rss_mb = _mb(before["rss_kb"]), _mb(after["rss_kb"])
         delta = None if base_mb is None or rss_mb is None else round(rss_mb - base_mb, 1)
         result = {
             "created": m,
-            "processed": len(processed),
-            "tasks_present": len(self.tw.first_seen),
+            "processed": max(0, after_state["seen"] - present),
+            "tasks_present": total,
+            "baseline_tasks_present": present,
             "operator_pid": after["pid"],
             "baseline_mb": base_mb,
             "rss_mb": rss_mb,
@@ -493,12 +551,21 @@ class Phases:
                 round(delta * 1000 / m, 2) if delta is not None and m else None
             ),
             "hwm_mb": _mb(after["hwm_kb"]),
+            "baseline_hwm_mb": _mb(before["hwm_kb"]),
+            "live_operator_mb_before_restart": _mb(live["rss_kb"]),
+            "baseline_idle": base["idle"],
+            "idle": after_state["idle"],
             "create_s": round(create_s, 3),
-            "process_s": round(last - t0, 3) if last is not None else None,
+            "process_s": round(after_state["idle_at"] - t1, 3),
+            "seen_all_s": round(after_state["seen_at"] - t1, 3),
             "create_concurrency": 50,
-            "how": "created with spec.cancel=true: Terminated by the operator, no workflow",
+            "how": (
+                "operator stopped; tasks created with spec.cancel=true, the finalizer and status"
+                " Terminated; RSS of the restarted operator once it counted every task and its"
+                " CPU went idle, next to a restarted operator with the earlier phases' tasks"
+            ),
         }
-        progress(f"rss: {len(processed)}/{m} processed; operator RSS {rss_mb} MB")
+        progress(f"rss: operator RSS {rss_mb} MB with {total} tasks (baseline {base_mb} MB)")
         return result
 
 

@@ -125,7 +125,7 @@ def rows(results: dict[str, Any]) -> list[Row]:
                 ),
                 (
                     "shim",
-                    f"{label}: p50 / p99 over raw PATCH",
+                    f"{label}: p50 / p99 over raw PATCH p50",
                     fmt_pair(part.get("p50_over_patch"), part.get("p99_over_patch"), "x", 2),
                 ),
             ]

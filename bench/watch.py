@@ -12,6 +12,8 @@ from kubernetes_asyncio import client, watch
 
 from .objects import GROUP, NAMESPACE, VERSION
 
+TERMINAL = ("Succeeded", "Failed", "Terminated")
+
 
 class TaskWatch:
     """Records, per task name, the monotonic time each status was first seen.
@@ -26,6 +28,7 @@ class TaskWatch:
         self.namespace = namespace
         self.first_seen: dict[str, dict[str, float]] = {}
         self.uids: dict[str, str] = {}
+        self.messages: dict[str, str] = {}  # name -> message of its first terminal status
         self.events = 0
         self.restarts = 0
         self._task: asyncio.Task[None] | None = None
@@ -40,10 +43,13 @@ class TaskWatch:
             return
         if meta.get("uid"):
             self.uids[name] = meta["uid"]
-        status = (obj.get("status") or {}).get("status")
+        st = obj.get("status") or {}
+        status = st.get("status")
         seen = self.first_seen.setdefault(name, {})
         if status and status not in seen:
             seen[status] = now
+            if status in TERMINAL and name not in self.messages:
+                self.messages[name] = f"{status}: {st.get('message') or ''}"[:300]
 
     def seen_at(self, name: str, status: str) -> float | None:
         return self.first_seen.get(name, {}).get(status)

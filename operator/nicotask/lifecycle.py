@@ -19,7 +19,7 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from temporalio.client import Client
@@ -71,6 +71,22 @@ class Controller:
 
     def forget(self, uid: str) -> None:
         self._task_locks.pop(uid, None)
+
+    async def _read(self, namespace: str, name: str) -> NicoTask | None:
+        try:
+            return await self.kube.get_task(namespace, name)
+        except NotFound:
+            return None
+
+    @contextlib.asynccontextmanager
+    async def _exclusive(self, namespace: str, name: str) -> AsyncIterator[NicoTask | None]:
+        """The task read fresh under its lock (None: it is gone)."""
+        first = await self._read(namespace, name)
+        if first is None:
+            yield None
+            return
+        async with self._lock(first.metadata.uid or ""):
+            yield await self._read(namespace, name)
 
     def _rack_lock(self, key: RackKey) -> asyncio.Lock:
         return self._rack_locks.setdefault(key, asyncio.Lock())
@@ -291,13 +307,8 @@ class Controller:
 
     async def finish(self, namespace: str, name: str, observed: Observed | None) -> None:
         """Write the terminal status Temporal recorded (None: the execution is gone)."""
-        try:
-            task = await self.kube.get_task(namespace, name)
-        except NotFound:
-            return
-        async with self._lock(task.metadata.uid or ""):
-            task = await self.kube.get_task(namespace, name)
-            if state.is_terminal(task.status.status):
+        async with self._exclusive(namespace, name) as task:
+            if task is None or state.is_terminal(task.status.status):
                 return
             if observed is None:
                 await self._fail(task, f"workflow {task.metadata.uid} no longer exists in Temporal")
@@ -332,13 +343,8 @@ class Controller:
 
     async def cancel(self, namespace: str, name: str) -> None:
         """spec.cancel is true: terminate the workflow, then write Terminated."""
-        try:
-            task = await self.kube.get_task(namespace, name)
-        except NotFound:
-            return
-        async with self._lock(task.metadata.uid or ""):
-            task = await self.kube.get_task(namespace, name)
-            if not task.spec.cancel:
+        async with self._exclusive(namespace, name) as task:
+            if task is None or not task.spec.cancel:
                 return
             if state.is_terminal(task.status.status):
                 await self._cancel_ignored(task)

@@ -12,8 +12,6 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from e2e_support import OPERATOR_SETTINGS, Cluster
-from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from nicotask.devenv import system
 from nicotask.devenv.testing import DevEnvHandle
@@ -36,12 +34,3 @@ async def cluster(
     c = Cluster(kube_api, namespace)
     await c.bmc_secret(nicotask_system.redfish_user, nicotask_system.redfish_password)
     yield c
-
-
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def temporal(devenv: DevEnvHandle) -> Client:
-    return await Client.connect(
-        devenv.temporal_address,
-        namespace=devenv.temporal_namespace,
-        data_converter=pydantic_data_converter,
-    )

@@ -35,9 +35,9 @@ async def _setup(cluster: Cluster, env: DevEnvHandle, seconds: list[float]) -> s
     return rule_id
 
 
-async def _workflow_status(temporal: Client, uid: str) -> WorkflowExecutionStatus | None:
+async def _workflow_status(temporal_client: Client, uid: str) -> WorkflowExecutionStatus | None:
     try:
-        desc = await temporal.get_workflow_handle(uid).describe()
+        desc = await temporal_client.get_workflow_handle(uid).describe()
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             return None
@@ -46,7 +46,7 @@ async def _workflow_status(temporal: Client, uid: str) -> WorkflowExecutionStatu
 
 
 async def test_full_lifecycle_to_succeeded(
-    cluster: Cluster, nicotask_system: DevEnvHandle, temporal: Client
+    cluster: Cluster, nicotask_system: DevEnvHandle, temporal_client: Client
 ) -> None:
     rule_id = await _setup(cluster, nicotask_system, [0.5, 0.5])
     created = await cluster.create(
@@ -74,13 +74,13 @@ async def test_full_lifecycle_to_succeeded(
     assert not any(
         k.startswith("kopf.zalando.org") for k in done["metadata"].get("annotations", {})
     )
-    assert await _workflow_status(temporal, uid) == WorkflowExecutionStatus.COMPLETED
+    assert await _workflow_status(temporal_client, uid) == WorkflowExecutionStatus.COMPLETED
     await cluster.wait_event("t1", "Started")
     await cluster.wait_event("t1", "Succeeded")
 
 
 async def test_cancel_while_running_mid_stage(
-    cluster: Cluster, nicotask_system: DevEnvHandle, temporal: Client
+    cluster: Cluster, nicotask_system: DevEnvHandle, temporal_client: Client
 ) -> None:
     rule_id = await _setup(cluster, nicotask_system, [0.2, 60, 0.2])
     created = await cluster.create("nicotasks", task("t1", "rack-1", rule_id))
@@ -99,13 +99,13 @@ async def test_cancel_while_running_mid_stage(
     assert s2["steps"][0]["status"] == "failed" and s2["steps"][0]["error"] == "Cancelled by user"
     assert s3["status"] == "pending" and s3["steps"][0]["status"] == "pending"
     assert "running" not in str(st["report"])
-    assert await _workflow_status(temporal, uid) == WorkflowExecutionStatus.TERMINATED
+    assert await _workflow_status(temporal_client, uid) == WorkflowExecutionStatus.TERMINATED
     assert condition(done, "CancelPending") is None
     await cluster.wait_event("t1", "Cancelled")
 
 
 async def test_cancel_before_the_workflow_starts(
-    cluster: Cluster, nicotask_system: DevEnvHandle, temporal: Client
+    cluster: Cluster, nicotask_system: DevEnvHandle, temporal_client: Client
 ) -> None:
     rule_id = await _setup(cluster, nicotask_system, [0.2])
     created = await cluster.create("nicotasks", task("t1", "rack-1", rule_id, cancel=True))
@@ -114,12 +114,12 @@ async def test_cancel_before_the_workflow_starts(
     assert done["status"]["message"] == "Cancelled by user"
     # It never started, and never will.
     await asyncio.sleep(3)
-    assert await _workflow_status(temporal, created["metadata"]["uid"]) is None
+    assert await _workflow_status(temporal_client, created["metadata"]["uid"]) is None
     assert status_of(await cluster.get_task("t1")) == "Terminated"
 
 
 async def test_queue_cancel_waiting_then_promotion_and_limit(
-    cluster: Cluster, nicotask_system: DevEnvHandle, temporal: Client
+    cluster: Cluster, nicotask_system: DevEnvHandle, temporal_client: Client
 ) -> None:
     rule_id = await _setup(cluster, nicotask_system, [60])
     await cluster.create("nicotasks", task("first", "rack-1", rule_id))
@@ -138,14 +138,14 @@ async def test_queue_cancel_waiting_then_promotion_and_limit(
     await cluster.cancel("second")
     cancelled = await cluster.wait_status("second", "Terminated")
     assert cancelled["status"]["message"] == "Cancelled by user"
-    assert await _workflow_status(temporal, second["metadata"]["uid"]) is None
+    assert await _workflow_status(temporal_client, second["metadata"]["uid"]) is None
 
     # Freeing the rack promotes the next in line (FIFO).
     await cluster.cancel("first")
     await cluster.wait_status("first", "Terminated")
     promoted = await cluster.wait_status("third", "Pending", "Running", timeout=30)
     assert promoted["status"]["runId"]
-    assert await _workflow_status(temporal, third["metadata"]["uid"]) is not None
+    assert await _workflow_status(temporal_client, third["metadata"]["uid"]) is not None
     await cluster.cancel("third")
     await cluster.wait_status("third", "Terminated")
 
@@ -202,7 +202,7 @@ async def test_cancel_after_success_is_ignored(
 
 
 async def test_cancel_racing_completion_agrees_with_temporal(
-    cluster: Cluster, nicotask_system: DevEnvHandle, temporal: Client
+    cluster: Cluster, nicotask_system: DevEnvHandle, temporal_client: Client
 ) -> None:
     rule_id = await _setup(cluster, nicotask_system, [0.6])
     outcomes: dict[str, int] = {}
@@ -218,7 +218,7 @@ async def test_cancel_racing_completion_agrees_with_temporal(
         await asyncio.sleep(0.5)
         final = status_of(await cluster.get_task(name))
         assert final == status_of(done)
-        wf = await _workflow_status(temporal, created["metadata"]["uid"])
+        wf = await _workflow_status(temporal_client, created["metadata"]["uid"])
         expected = {
             WorkflowExecutionStatus.COMPLETED: "Succeeded",
             WorkflowExecutionStatus.TERMINATED: "Terminated",
@@ -247,7 +247,7 @@ async def test_bad_references_fail_with_a_clear_message(
 
 
 async def test_delete_running_task_terminates_its_workflow(
-    cluster: Cluster, nicotask_system: DevEnvHandle, temporal: Client
+    cluster: Cluster, nicotask_system: DevEnvHandle, temporal_client: Client
 ) -> None:
     rule_id = await _setup(cluster, nicotask_system, [60])
     created = await cluster.create("nicotasks", task("t1", "rack-1", rule_id))
@@ -261,6 +261,6 @@ async def test_delete_running_task_terminates_its_workflow(
         await asyncio.sleep(0.2)
     else:
         pytest.fail("NicoTask was not deleted")
-    assert await _workflow_status(temporal, created["metadata"]["uid"]) == (
+    assert await _workflow_status(temporal_client, created["metadata"]["uid"]) == (
         WorkflowExecutionStatus.TERMINATED
     )

@@ -30,7 +30,7 @@ async def _running_task(cluster: Cluster, env: DevEnvHandle, name: str = "t1") -
 
 
 async def test_operator_killed_between_terminate_and_status_write_converges(
-    cluster: Cluster, nicotask_system: DevEnvHandle, temporal: Client
+    cluster: Cluster, nicotask_system: DevEnvHandle, temporal_client: Client
 ) -> None:
     uid = await _running_task(cluster, nicotask_system)
     env = nicotask_system.env
@@ -38,7 +38,7 @@ async def test_operator_killed_between_terminate_and_status_write_converges(
     try:
         # What the operator had done when it died: Temporal terminated the
         # workflow, spec.cancel is true, and the CR still says Running.
-        await temporal.get_workflow_handle(uid).terminate(reason=CANCELLED_BY_USER)
+        await temporal_client.get_workflow_handle(uid).terminate(reason=CANCELLED_BY_USER)
         await cluster.cancel("t1")
         assert (await cluster.get_task("t1"))["status"]["status"] == "Running"
     finally:
@@ -50,7 +50,7 @@ async def test_operator_killed_between_terminate_and_status_write_converges(
 
 
 async def test_cancel_while_temporal_is_down_completes_when_it_is_back(
-    cluster: Cluster, nicotask_system: DevEnvHandle, temporal: Client
+    cluster: Cluster, nicotask_system: DevEnvHandle, temporal_client: Client
 ) -> None:
     uid = await _running_task(cluster, nicotask_system)
     with nicotask_system.env.stopped("temporal"):
@@ -68,5 +68,5 @@ async def test_cancel_while_temporal_is_down_completes_when_it_is_back(
     done = await cluster.wait_status("t1", "Terminated", "Failed", "Succeeded", timeout=90)
     assert done["status"]["status"] == "Terminated"
     assert condition(done, "CancelPending") is None
-    desc = await temporal.get_workflow_handle(uid).describe()
+    desc = await temporal_client.get_workflow_handle(uid).describe()
     assert desc.status == WorkflowExecutionStatus.TERMINATED

@@ -28,7 +28,7 @@ def _terminates(env: DevEnvHandle) -> float:
 
 
 async def test_fifty_concurrent_rest_cancels_make_one_terminate(
-    cluster: Cluster, nicotask_system: DevEnvHandle, temporal: Client
+    cluster: Cluster, nicotask_system: DevEnvHandle, temporal_client: Client
 ) -> None:
     env = nicotask_system
     shim_url = system.start_shim(env.env)
@@ -59,7 +59,7 @@ async def test_fifty_concurrent_rest_cancels_make_one_terminate(
         events = [e for e in await cluster.events("t1") if e.reason == "Cancelled"]
         assert len(events) == 1 and "alice" in events[0].message
         assert _terminates(env) - before == 1
-        desc = await temporal.get_workflow_handle(uid).describe()
+        desc = await temporal_client.get_workflow_handle(uid).describe()
         assert desc.status == WorkflowExecutionStatus.TERMINATED
 
         # The same task, read back through the REST API: final state and report.

@@ -14,7 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.__main__ import parse_args
-from bench.measure import parse_status_kb, percentile, rate, ratio, summarize
+from bench.measure import metric_sum, parse_status_kb, percentile, rate, ratio, summarize
 from bench.report import fmt, render_table, rows, write_json
 
 pytestmark = pytest.mark.unit
@@ -59,6 +59,19 @@ def test_parse_status_kb() -> None:
     assert parse_status_kb(text, "VmRSS") == 102400
     assert parse_status_kb(text, "VmHWM") == 204800
     assert parse_status_kb(text, "VmSwap") is None
+
+
+def test_metric_sum_adds_every_label_set() -> None:
+    text = (
+        "# HELP nicotask_tasks NicoTasks seen\n"
+        "# TYPE nicotask_tasks gauge\n"
+        'nicotask_tasks{status="Terminated"} 10301.0\n'
+        'nicotask_tasks{status="Running"} 2.0\n'
+        "nicotask_tasks_other 5.0\n"
+        'nicotask_finished_total{status="Terminated"} 7.0\n'
+    )
+    assert metric_sum(text, "nicotask_tasks") == 10303
+    assert metric_sum(text, "missing") == 0
 
 
 def test_fmt() -> None:
@@ -122,7 +135,7 @@ def test_rows_cover_every_section() -> None:
     assert values[("floor", "idle: floor = patch p50 + terminate p50")] == "2.0 ms"
     assert values[("shim", "raw API-server PATCH p50 / p99 (just before)")] == "2.0 / 3.0 ms"
     assert values[("shim", "fresh cancel: 202s")] == "3 of 3"
-    assert values[("shim", "fresh cancel: p50 / p99 over raw PATCH")] == "1.50 / 2.25 x"
+    assert values[("shim", "fresh cancel: p50 / p99 over raw PATCH p50")] == "1.50 / 2.25 x"
     assert values[("rss", "operator RSS")].startswith("skipped")
 
 

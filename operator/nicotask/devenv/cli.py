@@ -39,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also install the CRDs, start the operator, worker and shim, and apply samples/",
     )
+    sub.add_parser("build", help="build (once, cached by version) etcd and kube-apiserver")
     down = sub.add_parser("down", help="stop every process of the environment")
     down.add_argument("--purge", action="store_true", help="also delete the run folder")
     st = sub.add_parser("status", help="show what runs; exit 1 when not up")
@@ -103,6 +104,15 @@ def export_lines(exports: dict[str, str]) -> str:
 def dev_main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     run_dir = args.run_dir or default_run_dir()
+    if args.command == "build":
+        from . import gobuild
+
+        try:
+            gobuild.main()
+        except RuntimeError as exc:
+            print(f"nicotask dev build failed: {exc}", file=sys.stderr)
+            return 1
+        return 0
     if args.command == "up":
         systems = _load_systems(args.systems) if args.systems else None
         env = DevEnv(run_dir, redfish_systems=systems, temporal_ui=not args.headless)
