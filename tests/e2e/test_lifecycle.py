@@ -264,3 +264,31 @@ async def test_delete_running_task_terminates_its_workflow(
     assert await _workflow_status(temporal_client, created["metadata"]["uid"]) == (
         WorkflowExecutionStatus.TERMINATED
     )
+
+
+async def test_drift_terminated_outside_nicotask_and_task_timeout(
+    cluster: Cluster, nicotask_system: DevEnvHandle, temporal_client: Client
+) -> None:
+    rule_id = await _setup(cluster, nicotask_system, [120])
+    created = await cluster.create("nicotasks", task("outside", "rack-1", rule_id))
+    await cluster.wait_status("outside", "Running")
+    # Someone terminates the workflow with the Temporal CLI, not through nicotask.
+    await temporal_client.get_workflow_handle(created["metadata"]["uid"]).terminate(
+        reason="operator on call"
+    )
+    drifted = await cluster.wait_status("outside", *TERMINAL, timeout=30)
+    assert drifted["status"]["status"] == "Terminated"
+    assert drifted["status"]["message"].startswith("Terminated outside nicotask")
+    assert "running" not in str(drifted["status"]["report"])
+
+    # A rule whose whole-task timeout runs out mid-stage: Failed, saying so.
+    short = new_rule_id()
+    body = sleep_rule(short, [120])
+    body["metadata"]["name"] = "short-timeout"
+    body["spec"]["workflowTimeoutSeconds"] = 20
+    await cluster.create("nicooperationrules", body)
+    await cluster.create("nicotasks", task("slow", "rack-1", short))
+    failed = await cluster.wait_status("slow", *TERMINAL, timeout=60)
+    assert failed["status"]["status"] == "Failed"
+    assert "timed out" in failed["status"]["message"]
+    assert stage_statuses(failed) == ["failed"]
