@@ -59,8 +59,8 @@ async def start_task(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> No
 
 
 @kopf.on.field(*RESOURCE, field="spec.cancel", new=True, when=in_shard)
-async def cancel_task(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
-    await _run(_controller(memo).cancel(namespace, name))
+async def cancel_task(namespace: str, name: str, uid: str, memo: kopf.Memo, **_: Any) -> None:
+    await _run(_controller(memo).cancel(namespace, name, uid))
 
 
 @kopf.daemon(*RESOURCE, when=is_live, cancellation_timeout=5.0)

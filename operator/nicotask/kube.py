@@ -180,17 +180,21 @@ class Kube:
         *,
         uid: str | None = None,
         attempts: int = 20,
+        current: api.NicoTask | None = None,
     ) -> tuple[api.NicoTask, bool]:
         """Read, decide, write conditionally; repeat on conflict.
 
         `decide` gets the fresh task and returns the new status, or None to
         leave it. A decision that would leave a terminal state, or move the
         status backwards, is dropped (state.allowed_transition). With `uid`,
-        an object recreated under the same name is left alone.
+        an object recreated under the same name is left alone. With `current`
+        (a task just read), the first attempt decides on it without a GET;
+        if it is stale, the write conflicts and the loop reads fresh.
         Returns the task as stored and whether this call wrote it.
         """
         for attempt in range(attempts):
-            task = await self.get_task(namespace, name)
+            task = current if current is not None else await self.get_task(namespace, name)
+            current = None
             if uid is not None and task.metadata.uid != uid:
                 raise NotFound(f"nicotask {namespace}/{name} with uid {uid}")
             new_status = decide(task)

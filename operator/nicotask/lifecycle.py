@@ -79,14 +79,19 @@ class Controller:
             return None
 
     @contextlib.asynccontextmanager
-    async def _exclusive(self, namespace: str, name: str) -> AsyncIterator[NicoTask | None]:
-        """The task read fresh under its lock (None: it is gone)."""
-        first = await self._read(namespace, name)
-        if first is None:
-            yield None
-            return
-        async with self._lock(first.metadata.uid or ""):
-            yield await self._read(namespace, name)
+    async def _exclusive(
+        self, namespace: str, name: str, uid: str | None = None
+    ) -> AsyncIterator[NicoTask | None]:
+        """The task read fresh under its lock (None: it is gone, or is another object)."""
+        if uid is None:
+            first = await self._read(namespace, name)
+            if first is None:
+                yield None
+                return
+            uid = first.metadata.uid or ""
+        async with self._lock(uid):
+            task = await self._read(namespace, name)
+            yield task if task is not None and task.metadata.uid == uid else None
 
     def _rack_lock(self, key: RackKey) -> asyncio.Lock:
         return self._rack_locks.setdefault(key, asyncio.Lock())
@@ -122,7 +127,7 @@ class Controller:
 
         ns, name = task.metadata.namespace or "", task.metadata.name
         written, changed = await self.kube.update_task_status(
-            ns, name, decide, uid=task.metadata.uid
+            ns, name, decide, uid=task.metadata.uid, current=task
         )
         if changed and state.is_terminal(status):
             self.notify_rack_freed(ns, task.spec.rack_ref)
@@ -341,9 +346,9 @@ class Controller:
 
     # ---- cancel --------------------------------------------------------------
 
-    async def cancel(self, namespace: str, name: str) -> None:
+    async def cancel(self, namespace: str, name: str, uid: str | None = None) -> None:
         """spec.cancel is true: terminate the workflow, then write Terminated."""
-        async with self._exclusive(namespace, name) as task:
+        async with self._exclusive(namespace, name, uid) as task:
             if task is None or not task.spec.cancel:
                 return
             if state.is_terminal(task.status.status):
@@ -395,7 +400,11 @@ class Controller:
             return new
 
         written, _ = await self.kube.update_task_status(
-            task.metadata.namespace or "", task.metadata.name, decide, uid=task.metadata.uid
+            task.metadata.namespace or "",
+            task.metadata.name,
+            decide,
+            uid=task.metadata.uid,
+            current=task,
         )
         return written
 
