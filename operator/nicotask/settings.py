@@ -41,7 +41,9 @@ class Settings(BaseSettings):
     json_logs: bool = False
 
     # Worker
-    worker_max_concurrent_activities: int = 100
+    # Activities are async and mostly wait (on BMCs, sleeps): slots are cheap, and a
+    # step that holds one must not starve another task's progress write.
+    worker_max_concurrent_activities: int = 1000
     worker_max_concurrent_workflows: int = 200
     worker_health_port: int = 8081
 
