@@ -7,7 +7,10 @@ Rules here use short Sleep steps, so no test waits on the emulated BMCs'
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import sys
+from pathlib import Path
 
 import pytest
 from e2e_support import (
@@ -23,7 +26,7 @@ from e2e_support import (
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from nicotask.devenv.testing import DevEnvHandle
+from nicotask.devenv.testing import DevEnvHandle, argocd_health
 
 TERMINAL = ("Succeeded", "Failed", "Terminated")
 
@@ -33,6 +36,19 @@ async def _setup(cluster: Cluster, env: DevEnvHandle, seconds: list[float]) -> s
     await cluster.create("nicooperationrules", sleep_rule(rule_id, seconds))
     await cluster.create("nicoracks", rack("rack-1", env.redfish_url, env.redfish_systems[:2]))
     return rule_id
+
+
+async def _kubectl_nico(env: DevEnvHandle, *args: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "kubectl-nico"),
+        *args,
+        env={**os.environ, "KUBECONFIG": str(env.kubeconfig)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=30)
+    assert proc.returncode == 0, err.decode()
+    return out.decode()
 
 
 async def _workflow_status(temporal_client: Client, uid: str) -> WorkflowExecutionStatus | None:
@@ -102,6 +118,14 @@ async def test_cancel_while_running_mid_stage(
     assert await _workflow_status(temporal_client, uid) == WorkflowExecutionStatus.TERMINATED
     assert condition(done, "CancelPending") is None
     await cluster.wait_event("t1", "Cancelled")
+
+    # What users read of this real task: `kubectl nico report` and Argo CD's health.
+    report = await _kubectl_nico(nicotask_system, "report", "t1", "-n", cluster.ns)
+    assert "Terminated" in report and "Cancelled by user" in report
+    step_rows = [line.split() for line in report.splitlines() if line.split()[:1] == ["Compute"]]
+    assert [r[1] for r in step_rows] == ["completed", "failed", "pending"], report
+    health, why = argocd_health(done)
+    assert health == "Healthy" and "Cancelled by user" in why
 
 
 async def test_cancel_before_the_workflow_starts(

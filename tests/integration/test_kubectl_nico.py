@@ -14,22 +14,12 @@ from typing import Any
 import pytest
 
 from nicotask import api, crdgen, state
+from nicotask.devenv.testing import argocd_health
 
 BIN = Path(sys.executable).parent
 PLUGIN = BIN / "kubectl-nico"
 SITE = "660e8400-e29b-41d4-a716-446655440000"
 RULE = "770e8400-e29b-41d4-a716-446655440001"
-HEALTH_LUA = Path(__file__).resolve().parents[2] / "charts/nicotask/files/argocd-health.lua"
-
-
-def argocd_health(obj: dict[str, Any]) -> tuple[str, str]:
-    """The Argo CD health check on an object as the API server returned it."""
-    import lupa
-
-    lua = lupa.LuaRuntime()
-    lua.globals().obj = lua.table_from(obj, recursive=True)
-    result = lua.execute(HEALTH_LUA.read_text())
-    return result["status"], result["message"]
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +28,11 @@ def crds(devenv: Any) -> None:
 
 
 async def run(devenv: Any, *args: str, via_kubectl: bool = False) -> tuple[int, str, str]:
-    env = {**os.environ, "KUBECONFIG": str(devenv.kubeconfig),
-           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(devenv.kubeconfig),
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     argv = [str(BIN / "kubectl"), "nico", *args] if via_kubectl else [str(PLUGIN), *args]
     proc = await asyncio.create_subprocess_exec(
         *argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
@@ -54,10 +47,21 @@ async def create_task(kube_api: Any, namespace: str, name: str) -> api.NicoTask:
 
     custom = client.CustomObjectsApi(kube_api)
     obj = await custom.create_namespaced_custom_object(
-        api.GROUP, api.VERSION, namespace, "nicotasks",
-        {"apiVersion": api.API_VERSION, "kind": "NicoTask", "metadata": {"name": name},
-         "spec": {"siteId": SITE, "rackRef": "rack-1", "operation": "PowerOn",
-                  "description": "Power on rack-1"}},
+        api.GROUP,
+        api.VERSION,
+        namespace,
+        "nicotasks",
+        {
+            "apiVersion": api.API_VERSION,
+            "kind": "NicoTask",
+            "metadata": {"name": name},
+            "spec": {
+                "siteId": SITE,
+                "rackRef": "rack-1",
+                "operation": "PowerOn",
+                "description": "Power on rack-1",
+            },
+        },
     )
     return api.NicoTask.model_validate(obj)
 
@@ -79,22 +83,51 @@ async def write_status(
 def report(now: dt.datetime) -> api.TaskReportV1:
     S, R = api.TaskReportV1Stage, api.TaskReportV1Step
     t = lambda s: now + dt.timedelta(seconds=s)  # noqa: E731
-    return api.TaskReportV1(stages=[
-        S(number=1, status="completed", started_at=t(0), finished_at=t(4), steps=[
-            R(component_type="PowerShelf", status="completed", total_components=2,
-              started_at=t(0), finished_at=t(4))]),
-        S(number=2, status="running", started_at=t(4), steps=[
-            R(component_type="NVSwitch", status="running", total_components=2, started_at=t(4))]),
-        S(number=3, status="pending", steps=[
-            R(component_type="Compute", status="pending", total_components=6)]),
-    ])
+    return api.TaskReportV1(
+        stages=[
+            S(
+                number=1,
+                status="completed",
+                started_at=t(0),
+                finished_at=t(4),
+                steps=[
+                    R(
+                        component_type="PowerShelf",
+                        status="completed",
+                        total_components=2,
+                        started_at=t(0),
+                        finished_at=t(4),
+                    )
+                ],
+            ),
+            S(
+                number=2,
+                status="running",
+                started_at=t(4),
+                steps=[
+                    R(
+                        component_type="NVSwitch",
+                        status="running",
+                        total_components=2,
+                        started_at=t(4),
+                    )
+                ],
+            ),
+            S(
+                number=3,
+                status="pending",
+                steps=[R(component_type="Compute", status="pending", total_components=6)],
+            ),
+        ]
+    )
 
 
 async def test_report_cancel_wait(devenv: Any, kube_api: Any, namespace: str, crds: None) -> None:
     task = await create_task(kube_api, namespace, "power-on-rack-1")
     start = dt.datetime(2025, 6, 1, 10, 0, 0, tzinfo=dt.UTC)
-    running = state.with_status(task, api.TaskStatus.RUNNING, "Running", now=start,
-                                report=report(start))
+    running = state.with_status(
+        task, api.TaskStatus.RUNNING, "Running", now=start, report=report(start)
+    )
     running.rule_id = RULE
     task = await write_status(kube_api, task, running)
 
@@ -105,21 +138,23 @@ async def test_report_cancel_wait(devenv: Any, kube_api: Any, namespace: str, cr
     assert "Status:     Running" in lines
     assert f"Rule:       {RULE}" in lines
     assert "Started:    2025-06-01T10:00:00Z" in lines
-    table = lines[lines.index("") + 1:]
+    table = lines[lines.index("") + 1 :]
     assert table[0].split()[:4] == ["STAGE", "COMPONENT", "STATUS", "TOTAL"]
     assert table[2].split() == ["PowerShelf", "completed", "2", "10:00:00", "10:00:04", "4s"]
     assert table[4].split()[:5] == ["NVSwitch", "running", "2", "10:00:04", "-"]
     assert table[6].split() == ["Compute", "pending", "6", "-", "-", "-"]
 
     # Through kubectl's plugin discovery (kubectl-nico on PATH).
-    rc, out2, err = await run(devenv, "report", "power-on-rack-1", "-n", namespace,
-                              via_kubectl=True)
+    rc, out2, err = await run(
+        devenv, "report", "power-on-rack-1", "-n", namespace, via_kubectl=True
+    )
     assert rc == 0, err
     assert "Status:     Running" in out2 and "PowerShelf" in out2
 
     # wait times out (non-zero) while the task runs.
-    rc, _, err = await run(devenv, "wait", "power-on-rack-1", "-n", namespace,
-                           "--for=Terminated", "--timeout=1s")
+    rc, _, err = await run(
+        devenv, "wait", "power-on-rack-1", "-n", namespace, "--for=Terminated", "--timeout=1s"
+    )
     assert rc == 1 and "timed out" in err
 
     # cancel sets spec.cancel; a second cancel is a no-op.
@@ -130,7 +165,8 @@ async def test_report_cancel_wait(devenv: Any, kube_api: Any, namespace: str, cr
 
     custom = client.CustomObjectsApi(kube_api)
     obj = await custom.get_namespaced_custom_object(
-        api.GROUP, api.VERSION, namespace, "nicotasks", "power-on-rack-1")
+        api.GROUP, api.VERSION, namespace, "nicotasks", "power-on-rack-1"
+    )
     assert obj["spec"]["cancel"] is True
     assert obj["status"]["status"] == "Running"  # only spec changed
     assert argocd_health(obj) == ("Progressing", "Running (stage 2 of 3) (cancel requested)")
@@ -138,29 +174,33 @@ async def test_report_cancel_wait(devenv: Any, kube_api: Any, namespace: str, cr
     assert rc == 0 and "already requested" in out
 
     # wait --for=Terminated returns 0 once the status says so (written while it waits).
-    waiter = asyncio.create_task(run(devenv, "wait", "power-on-rack-1", "-n", namespace,
-                                     "--for=Terminated", "--timeout=30s"))
+    waiter = asyncio.create_task(
+        run(devenv, "wait", "power-on-rack-1", "-n", namespace, "--for=Terminated", "--timeout=30s")
+    )
     await asyncio.sleep(1.5)
     assert not waiter.done()
     task = api.NicoTask.model_validate(obj)
     now = start + dt.timedelta(seconds=7)
     closed = state.close_report(task.status.report, state.CANCELLED_BY_USER, now)
-    terminated = state.with_status(task, api.TaskStatus.TERMINATED, "Cancelled by user (test)",
-                                   now=now, report=closed)
+    terminated = state.with_status(
+        task, api.TaskStatus.TERMINATED, "Cancelled by user (test)", now=now, report=closed
+    )
     await write_status(kube_api, task, terminated)
     rc, out, err = await waiter
     assert rc == 0, err
     assert "Terminated" in out
 
     # Waiting for another terminal status fails fast; --for=finished succeeds.
-    rc, _, err = await run(devenv, "wait", "power-on-rack-1", "-n", namespace,
-                           "--for=Succeeded", "--timeout=30s")
+    rc, _, err = await run(
+        devenv, "wait", "power-on-rack-1", "-n", namespace, "--for=Succeeded", "--timeout=30s"
+    )
     assert rc == 1 and "finished as Terminated" in err
     rc, _, _ = await run(devenv, "wait", "power-on-rack-1", "-n", namespace)
     assert rc == 0
 
     obj = await custom.get_namespaced_custom_object(
-        api.GROUP, api.VERSION, namespace, "nicotasks", "power-on-rack-1")
+        api.GROUP, api.VERSION, namespace, "nicotasks", "power-on-rack-1"
+    )
     assert argocd_health(obj) == ("Healthy", "Terminated: Cancelled by user (test)")
     rc, out, _ = await run(devenv, "report", "power-on-rack-1", "-n", namespace)
     assert "Status:     Terminated" in out
@@ -182,7 +222,11 @@ async def test_not_found_and_current_namespace(
     await asyncio.to_thread(shutil.copyfile, devenv.kubeconfig, kubeconfig)
     env_kc = {"KUBECONFIG": str(kubeconfig)}
     proc = await asyncio.create_subprocess_exec(
-        str(BIN / "kubectl"), "config", "set-context", "--current", f"--namespace={namespace}",
+        str(BIN / "kubectl"),
+        "config",
+        "set-context",
+        "--current",
+        f"--namespace={namespace}",
         env={**os.environ, **env_kc},
     )
     assert await proc.wait() == 0

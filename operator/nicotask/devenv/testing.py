@@ -129,3 +129,17 @@ async def temporal_client(devenv: DevEnvHandle) -> Any:
         namespace=devenv.temporal_namespace,
         data_converter=pydantic_data_converter,
     )
+
+
+ARGOCD_HEALTH_LUA = Path(__file__).resolve().parents[3] / "charts/nicotask/files/argocd-health.lua"
+
+
+def argocd_health(obj: dict[str, Any]) -> tuple[str, str]:
+    """Argo CD's verdict (status, message) on an object, by the Lua health script the
+    chart ships, run in a real Lua runtime."""
+    import lupa
+
+    lua = lupa.LuaRuntime()
+    lua.globals().obj = lua.table_from(obj, recursive=True)
+    result = lua.execute(ARGOCD_HEALTH_LUA.read_text())
+    return str(result["status"]), str(result["message"])
