@@ -138,25 +138,19 @@ class Controller:
 
     async def start(self, namespace: str, name: str) -> None:
         """On create and resume (and on promotion): admit and start, queue, or refuse."""
-        try:
-            task = await self.kube.get_task(namespace, name)
-        except NotFound:
+        task = await self._read(namespace, name)
+        if task is None:
             return
-        uid = task.metadata.uid or ""
-        if task.spec.cancel:
-            await self.cancel(namespace, name)
-            return
-        async with self._lock(uid):
-            task = await self.kube.get_task(namespace, name)
-            if state.is_terminal(task.status.status) or task.spec.cancel:
-                pass
-            elif task.status.run_id is not None:
-                return  # started already; the follower watches it
-            else:
-                await self._admit(task)
-                return
-        if task.spec.cancel and not state.is_terminal(task.status.status):
-            await self.cancel(namespace, name)
+        if not task.spec.cancel:
+            async with self._exclusive(namespace, name, task.metadata.uid) as fresh:
+                if fresh is None or state.is_terminal(fresh.status.status):
+                    return
+                if fresh.status.run_id is not None:
+                    return  # started already; the follower watches it
+                if not fresh.spec.cancel:
+                    await self._admit(fresh)
+                    return
+        await self.cancel(namespace, name)
 
     async def _admit(self, task: NicoTask) -> None:
         ns = task.metadata.namespace or ""
@@ -238,7 +232,11 @@ class Controller:
             return new
 
         await self.kube.update_task_status(
-            task.metadata.namespace or "", task.metadata.name, decide, uid=task.metadata.uid
+            task.metadata.namespace or "",
+            task.metadata.name,
+            decide,
+            uid=task.metadata.uid,
+            current=task,
         )
 
     async def _fail(self, task: NicoTask, message: str) -> None:
