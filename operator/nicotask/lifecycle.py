@@ -353,8 +353,8 @@ class Controller:
                 await self._cancel_ignored(task)
                 return
             by = task.metadata.annotations.get("nico.dev/cancel-requested-by")
-            if task.status.cancel_requested_at is None:
-                task = await self._mark_cancel_pending(task, by, "Terminating the workflow")
+            # Recorded with the final status; written early only if Temporal is slow.
+            requested_at = task.status.cancel_requested_at or api.utcnow()
             reason = state.CANCELLED_BY_USER + (f" ({by})" if by else "")
             client = await self.temporal()
             started = time.monotonic()
@@ -364,28 +364,33 @@ class Controller:
                 )
             except TemporalUnavailable as exc:
                 await self._mark_cancel_pending(
-                    task, by, f"Temporal unreachable, retrying: {api.first_line_error(str(exc))}"
+                    task,
+                    by,
+                    requested_at,
+                    f"Temporal unreachable, retrying: {api.first_line_error(str(exc))}",
                 )
                 raise RetryLater(f"cancel waits for Temporal: {exc}", 3.0) from exc
             self.metrics.terminate_rpc.observe(time.monotonic() - started)
             if result in (TerminateResult.TERMINATED, TerminateResult.NEVER_STARTED):
-                await self._write_cancelled(task)
+                await self._write_cancelled(task, by, requested_at)
                 return
             # It had closed before our terminate: report what Temporal recorded.
             observed = await observe(client, task.metadata.uid or "")
             if observed is None or observed.status == TaskStatus.TERMINATED:
-                await self._write_cancelled(task)
+                await self._write_cancelled(task, by, requested_at)
                 return
             if await self._write_outcome(task, observed):
                 fresh = await self.kube.get_task(namespace, name)
                 await self._cancel_ignored(fresh)
 
-    async def _mark_cancel_pending(self, task: NicoTask, by: str | None, message: str) -> NicoTask:
+    async def _mark_cancel_pending(
+        self, task: NicoTask, by: str | None, requested_at: dt.datetime, message: str
+    ) -> NicoTask:
         def decide(fresh: NicoTask) -> api.NicoTaskStatus | None:
             if state.is_terminal(fresh.status.status):
                 return None
             new = fresh.status.model_copy(deep=True)
-            new.cancel_requested_at = new.cancel_requested_at or api.utcnow()
+            new.cancel_requested_at = new.cancel_requested_at or requested_at
             new.cancel_requested_by = by
             new.conditions = state.set_condition(
                 new.conditions,
@@ -406,11 +411,18 @@ class Controller:
         )
         return written
 
-    async def _write_cancelled(self, task: NicoTask) -> None:
+    async def _write_cancelled(
+        self, task: NicoTask, by: str | None = None, requested_at: dt.datetime | None = None
+    ) -> None:
         now = api.utcnow()
         report = state.close_report(task.status.report, state.CANCELLED_BY_USER, now)
+
+        def who_and_when(s: api.NicoTaskStatus) -> None:
+            s.cancel_requested_at = s.cancel_requested_at or requested_at
+            s.cancel_requested_by = s.cancel_requested_by or by
+
         written, changed = await self._write(
-            task, TaskStatus.TERMINATED, state.CANCELLED_BY_USER, report=report
+            task, TaskStatus.TERMINATED, state.CANCELLED_BY_USER, report=report, extra=who_and_when
         )
         if changed:
             requested = written.status.cancel_requested_at
