@@ -18,13 +18,17 @@ from nicotask.shim.devissuer import issue_token
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 
 
-def _terminates(env: DevEnvHandle) -> float:
-    """The operator's count of Temporal TerminateWorkflow calls (from /metrics)."""
+def _metric(env: DevEnvHandle, pattern: str) -> float:
+    """One sample of the operator's Prometheus /metrics."""
     url = env.env.record("operator").url
     with urllib.request.urlopen(url, timeout=5) as resp:
         text = resp.read().decode()
-    m = re.search(r"^nicotask_terminate_rpc_seconds_count (\S+)$", text, re.M)
+    m = re.search(rf"^{pattern} (\S+)$", text, re.M)
     return float(m.group(1)) if m else 0.0
+
+
+def _terminates(env: DevEnvHandle) -> float:
+    return _metric(env, "nicotask_terminate_rpc_seconds_count")
 
 
 async def test_fifty_concurrent_rest_cancels_make_one_terminate(
@@ -59,6 +63,8 @@ async def test_fifty_concurrent_rest_cancels_make_one_terminate(
         events = [e for e in await cluster.events("t1") if e.reason == "Cancelled"]
         assert len(events) == 1 and "alice" in events[0].message
         assert _terminates(env) - before == 1
+        assert _metric(env, "nicotask_cancel_latency_seconds_count") >= 1
+        assert _metric(env, 'nicotask_tasks\\{status="Terminated"\\}') >= 1
         desc = await temporal_client.get_workflow_handle(uid).describe()
         assert desc.status == WorkflowExecutionStatus.TERMINATED
 
