@@ -52,25 +52,30 @@ async def _run(coro: Any) -> None:
         raise kopf.TemporaryError(str(exc), delay=exc.delay) from exc
 
 
-@kopf.on.create(*RESOURCE, when=in_shard)
-@kopf.on.resume(*RESOURCE, when=in_shard)
+# Unexpected errors (an API server hiccup) are retried after BACKOFF seconds,
+# not kopf's default 60: every handler is idempotent.
+BACKOFF = 5.0
+
+
+@kopf.on.create(*RESOURCE, when=in_shard, backoff=BACKOFF)
+@kopf.on.resume(*RESOURCE, when=in_shard, backoff=BACKOFF)
 async def start_task(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
     await _run(_controller(memo).start(namespace, name))
 
 
-@kopf.on.field(*RESOURCE, field="spec.cancel", new=True, when=in_shard)
+@kopf.on.field(*RESOURCE, field="spec.cancel", new=True, when=in_shard, backoff=BACKOFF)
 async def cancel_task(namespace: str, name: str, uid: str, memo: kopf.Memo, **_: Any) -> None:
     await _run(_controller(memo).cancel(namespace, name, uid))
 
 
-@kopf.daemon(*RESOURCE, when=is_live, cancellation_timeout=5.0)
+@kopf.daemon(*RESOURCE, when=is_live, cancellation_timeout=5.0, backoff=BACKOFF)
 async def follow_task(
     namespace: str, name: str, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any
 ) -> None:
     await _controller(memo).follow(namespace, name, lambda: bool(stopped))
 
 
-@kopf.on.delete(*RESOURCE, when=in_shard)
+@kopf.on.delete(*RESOURCE, when=in_shard, backoff=BACKOFF)
 async def delete_task(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     task = api.NicoTask.model_validate(dict(body))
     await _run(_controller(memo).finalize(task))
