@@ -60,11 +60,10 @@ def kubectl(env: DevEnv, *args: str, stdin: str | None = None) -> str:
 
 
 def install_crds(env: DevEnv) -> None:
-    kubectl(env, "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-    names = [
-        f"crd/{p.stem.split('_', 1)[1]}.nico.dev" for p in sorted((REPO / "crds").glob("*.yaml"))
-    ]
-    kubectl(env, "wait", "--for=condition=Established", "--timeout=60s", *names)
+    """The CRDs generated from the models, applied and Established (crdgen does the work)."""
+    from nicotask.crdgen import install_crds as apply_generated_crds
+
+    apply_generated_crds(Path(env.exports()["KUBECONFIG"]))
 
 
 def start_operator(env: DevEnv, name: str = "operator", **extra: str) -> None:
