@@ -57,7 +57,8 @@ def _to_utc(value: dt.datetime) -> dt.datetime:
 
 
 def _rfc3339(value: dt.datetime) -> str:
-    return _to_utc(value).isoformat().replace("+00:00", "Z")
+    """Always to the microsecond, so times written by different writers compare as text too."""
+    return _to_utc(value).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 Timestamp = Annotated[
@@ -98,7 +99,7 @@ def list_map(*keys: str) -> dict[str, Any]:
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+    return dt.datetime.now(dt.UTC)
 
 
 class Model(BaseModel):
@@ -388,6 +389,15 @@ class NicoTaskSpec(Model):
         default=False,
         description="Set true to cancel the task. One-way: it cannot be set back to false.",
     )
+    ttl_seconds_after_finished: int | None = Field(
+        default=None,
+        ge=0,
+        le=10 * 365 * 24 * 3600,
+        description=(
+            "Delete the task this many seconds after it finished (like a Job's). "
+            "Unset: the operator's default (by default, keep it)."
+        ),
+    )
 
 
 class NicoTaskStatus(Model):
@@ -440,7 +450,7 @@ class NicoTaskStatus(Model):
         default_factory=list, max_length=32, json_schema_extra=list_map("type")
     )
     kopf: dict[str, Any] | None = Field(
-        default=None, description="kopf's own progress bookkeeping (opaque)."
+        default=None, description="Bookkeeping of nicotask <= 0.1's operator (no longer written)."
     )
 
     @property

@@ -125,7 +125,7 @@ KINDS: tuple[Kind, ...] = (
             _col("Cancel", ".spec.cancel", "boolean", priority=1),
             _col("Finished", ".status.finished", "date", priority=1),
         ),
-        selectable_fields=(".spec.rackRef", ".spec.siteId"),
+        selectable_fields=(".spec.rackRef", ".spec.siteId", ".spec.cancel", ".status.status"),
     ),
     Kind(
         model=api.NicoOperationRule,

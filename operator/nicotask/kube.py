@@ -8,10 +8,9 @@ means somebody else wrote in between, so it reads again and decides again.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -179,7 +178,7 @@ class Kube:
         decide: Callable[[api.NicoTask], api.NicoTaskStatus | None],
         *,
         uid: str | None = None,
-        attempts: int = 20,
+        attempts: int = 10,
         current: api.NicoTask | None = None,
     ) -> tuple[api.NicoTask, bool]:
         """Read, decide, write conditionally; repeat on conflict.
@@ -189,10 +188,11 @@ class Kube:
         status backwards, is dropped (state.allowed_transition). With `uid`,
         an object recreated under the same name is left alone. With `current`
         (a task just read), the first attempt decides on it without a GET;
-        if it is stale, the write conflicts and the loop reads fresh.
+        if it is stale, the write conflicts and the loop reads fresh (no sleep:
+        the read is what changes the outcome).
         Returns the task as stored and whether this call wrote it.
         """
-        for attempt in range(attempts):
+        for _ in range(attempts):
             task = current if current is not None else await self.get_task(namespace, name)
             current = None
             if uid is not None and task.metadata.uid != uid:
@@ -206,8 +206,76 @@ class Kube:
             try:
                 return await self.replace_task_status(task, new_status), True
             except Conflict:
-                await asyncio.sleep(min(0.05 * (attempt + 1), 0.5))
+                continue  # somebody wrote in between: read the newer copy, decide again
         raise Conflict(f"nicotask {namespace}/{name}: status write kept conflicting")
+
+    async def iter_objects(
+        self,
+        plural: str,
+        namespaces: list[str],
+        field_selector: str | None = None,
+        page: int = 500,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every object (in `namespaces`, or cluster-wide when empty), listed in pages."""
+        for namespace in list[str | None](namespaces) or [None]:
+            token: str | None = None
+            while True:
+                kwargs: dict[str, Any] = {"limit": page}
+                if token:
+                    kwargs["_continue"] = token
+                if field_selector:
+                    kwargs["field_selector"] = field_selector
+                if namespace is None:
+                    result = await self.custom.list_cluster_custom_object(
+                        api.GROUP, api.VERSION, plural, **kwargs
+                    )
+                else:
+                    result = await self.custom.list_namespaced_custom_object(
+                        api.GROUP, api.VERSION, namespace, plural, **kwargs
+                    )
+                for item in result.get("items", []):
+                    yield item
+                token = (result.get("metadata") or {}).get("continue")
+                if not token:
+                    break
+
+    async def remove_finalizer(self, task: api.NicoTask, finalizer: str) -> api.NicoTask | None:
+        """Drop one finalizer (a JSON patch that tests it is still where we saw it)."""
+        finalizers = task.metadata.finalizers
+        if finalizer not in finalizers:
+            return None
+        index = finalizers.index(finalizer)
+        patch = [
+            {"op": "test", "path": f"/metadata/finalizers/{index}", "value": finalizer},
+            {"op": "remove", "path": f"/metadata/finalizers/{index}"},
+        ]
+        try:
+            obj = await self.custom.patch_namespaced_custom_object(  # type: ignore[call-arg]
+                api.GROUP,
+                api.VERSION,
+                task.metadata.namespace or "",
+                TASKS,
+                task.metadata.name,
+                patch,
+                _content_type="application/json-patch+json",
+            )
+        except ApiException as exc:
+            if exc.status in (404, 409, 422):
+                return None  # gone, or changed: the next event brings the new copy
+            raise
+        return api.NicoTask.model_validate(obj)
+
+    async def delete_task(self, namespace: str, name: str, uid: str) -> None:
+        """Delete a NicoTask, only if it is still the object with `uid`."""
+        options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
+        try:
+            await self.custom.delete_namespaced_custom_object(
+                api.GROUP, api.VERSION, namespace, TASKS, name, body=options
+            )
+        except ApiException as exc:
+            if exc.status in (404, 409):
+                return
+            raise
 
     async def create_event(
         self,

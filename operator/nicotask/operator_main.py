@@ -1,24 +1,22 @@
-"""`nicotask operator`: kopf, configured so the operator writes no spec and no metadata
-but its finalizer (progress and diff-base live in status.kopf)."""
+"""`nicotask operator`: the kopf operator (handlers in nicotask/operator/handlers.py).
+
+It writes no spec and no metadata: status through the conditional writer,
+Events, and deletions of finished tasks past their TTL.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 from typing import Any
 
 import kopf
 from prometheus_client import start_http_server
-from temporalio.client import Client
 
-from nicotask import handlers
-from nicotask.kube import Kube, new_api_client
-from nicotask.lifecycle import Controller
 from nicotask.metrics import Metrics
-from nicotask.settings import Settings, get_settings
-from nicotask.temporal.client import connect
+from nicotask.operator import handlers
+from nicotask.settings import get_settings
 
 log = logging.getLogger("nicotask.operator")
 
@@ -49,58 +47,6 @@ def configure_logging(json_logs: bool, verbose: bool = False) -> None:
     logging.getLogger("kubernetes_asyncio").setLevel(logging.WARNING)
 
 
-def temporal_factory(settings: Settings) -> Any:
-    """One lazily connected client, reconnecting while Temporal is down."""
-    lock = asyncio.Lock()
-    holder: dict[str, Client] = {}
-
-    async def get() -> Client:
-        async with lock:
-            if "client" not in holder:
-                holder["client"] = await connect(settings, lazy=True)
-            return holder["client"]
-
-    return get
-
-
-@kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    ours = get_settings()
-    settings.persistence.finalizer = handlers.FINALIZER
-    settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
-    settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(
-        field="status.kopf.last-handled-configuration"
-    )
-    settings.posting.level = logging.WARNING
-    settings.watching.server_timeout = 300
-    settings.networking.request_timeout = 30
-    if ours.peering:
-        settings.peering.name = ours.peering
-        settings.peering.mandatory = True
-    else:
-        settings.peering.standalone = True
-    kube = Kube(await new_api_client())
-    memo["controller"] = Controller(
-        kube=kube,
-        temporal=temporal_factory(ours),
-        settings=ours,
-        metrics=memo["metrics"],
-    )
-
-
-@kopf.on.login()
-def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    """In a pod: the ServiceAccount; elsewhere: KUBECONFIG (no extra client library)."""
-    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
-
-
-@kopf.on.cleanup()
-async def close(memo: kopf.Memo, **_: Any) -> None:
-    controller: Controller | None = memo.get("controller")
-    if controller is not None:
-        await controller.kube.api_client.close()
-
-
 def operator_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="nicotask operator")
     parser.add_argument("--verbose", action="store_true")
@@ -110,6 +56,7 @@ def operator_main(argv: list[str]) -> int:
     metrics = Metrics()
     start_http_server(settings.metrics_port, addr="0.0.0.0", registry=metrics.registry)
     memo = kopf.Memo(metrics=metrics)
+    assert handlers.TASKS  # the import registers the handlers with kopf
     log.info(
         "operator starting: namespaces=%s selector=%s temporal=%s queue=%s",
         settings.namespaces or "(cluster-wide)",

@@ -34,7 +34,18 @@ class Settings(BaseSettings):
     queue_limit: int = Field(default=5, ge=0, description="Waiting tasks per rack.")
     queue_timeout_seconds: float = Field(default=3600.0, gt=0)
     reconcile_interval_seconds: float = Field(
-        default=30.0, gt=0, description="How often a live task is checked against Temporal."
+        default=30.0, gt=0, description="How often every live task is checked against Temporal."
+    )
+    follow_interval_seconds: float = Field(
+        default=1.0, gt=0, description="How often Temporal is asked which executions closed."
+    )
+    operator_workers: int = Field(
+        default=32, ge=1, description="Tasks the operator reconciles at once (FIFO beyond)."
+    )
+    ttl_seconds_after_finished: int | None = Field(
+        default=None,
+        ge=0,
+        description="Delete finished tasks this long after they finish (unset: keep them).",
     )
     health_port: int = 8080
     metrics_port: int = 9090

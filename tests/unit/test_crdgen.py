@@ -81,9 +81,13 @@ def test_nicotask_columns_and_selectable_fields() -> None:
         ("Message", ".status.message"),
         ("Age", ".metadata.creationTimestamp"),
     ]
+    # The operator's watch excludes finished tasks by status.status; a second, small
+    # watch finds cancels of finished tasks by spec.cancel.
     assert version["selectableFields"] == [
         {"jsonPath": ".spec.rackRef"},
         {"jsonPath": ".spec.siteId"},
+        {"jsonPath": ".spec.cancel"},
+        {"jsonPath": ".status.status"},
     ]
 
 
@@ -110,7 +114,7 @@ def test_nicotask_schema_details() -> None:
     assert "spec.ruleId is immutable" in messages
     assert status["properties"]["kopf"] == {
         "type": "object",
-        "description": "kopf's own progress bookkeeping (opaque).",
+        "description": "Bookkeeping of nicotask <= 0.1's operator (no longer written).",
         "x-kubernetes-preserve-unknown-fields": True,
     }
     assert status["properties"]["created"]["format"] == "date-time"

@@ -16,6 +16,8 @@ from nicotask.temporal.models import WORKFLOW_NAME, WorkflowInput, WorkflowOutco
 # Temporal's own execution timeout is a backstop behind the workflow's in-code
 # deadline (which fails the running stage cleanly and still returns an outcome).
 EXECUTION_TIMEOUT_MARGIN = timedelta(minutes=5)
+MEMO_NAMESPACE = "namespace"
+MEMO_NAME = "name"
 
 
 def tls_config(settings: Settings) -> TLSConfig | bool:
@@ -57,4 +59,6 @@ async def start_task_workflow(
         + EXECUTION_TIMEOUT_MARGIN,
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        # Lets the operator find the task of an execution it no longer indexes.
+        memo={MEMO_NAMESPACE: inp.task.namespace, MEMO_NAME: inp.task.name},
     )

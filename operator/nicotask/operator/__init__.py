@@ -1,0 +1,1 @@
+"""The kopf operator: handlers, the task lifecycle, the Temporal follower."""

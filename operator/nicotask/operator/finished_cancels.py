@@ -1,0 +1,89 @@
+"""Cancels of tasks that had already finished.
+
+The operator does not watch finished tasks, so a `spec.cancel: true` set on
+a Succeeded or Failed task would go unanswered. Two small watches, on the
+selectable fields spec.cancel=true and status.status=Succeeded|Failed, bring
+exactly those tasks; the controller answers each once with a CancelIgnored
+condition and Event. Nothing is kept in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes_asyncio import watch
+from kubernetes_asyncio.client.exceptions import ApiException
+from pydantic import ValidationError
+
+from nicotask import api
+from nicotask.api import NicoTask, TaskStatus
+from nicotask.kube import Kube
+
+log = logging.getLogger(__name__)
+
+WATCH_TIMEOUT = 300
+
+
+async def watch_finished_cancels(
+    kube: Kube, namespaces: list[str], on_task: Callable[[NicoTask], None]
+) -> None:
+    watches = [
+        _watch(kube, namespace, f"spec.cancel=true,status.status={status.value}", on_task)
+        for namespace in list[str | None](namespaces) or [None]
+        for status in (TaskStatus.SUCCEEDED, TaskStatus.FAILED)
+    ]
+    await asyncio.gather(*watches)
+
+
+def _deliver(raw: dict[str, Any], on_task: Callable[[NicoTask], None]) -> None:
+    with contextlib.suppress(ValidationError):
+        on_task(NicoTask.model_validate(raw))
+
+
+async def _watch(
+    kube: Kube, namespace: str | None, selector: str, on_task: Callable[[NicoTask], None]
+) -> None:
+    custom = kube.custom
+    args: tuple[Any, ...] = (api.GROUP, api.VERSION)
+    if namespace is None:
+        lister: Any = custom.list_cluster_custom_object
+        args = (*args, "nicotasks")
+    else:
+        lister = custom.list_namespaced_custom_object
+        args = (*args, namespace, "nicotasks")
+    version: str | None = None
+    while True:
+        try:
+            if version is None:
+                listed = await lister(*args, field_selector=selector)
+                for raw in listed.get("items", []):
+                    _deliver(raw, on_task)
+                version = listed["metadata"]["resourceVersion"]
+            async with watch.Watch() as stream:
+                async for event in stream.stream(
+                    lister,
+                    *args,
+                    field_selector=selector,
+                    resource_version=version,
+                    timeout_seconds=WATCH_TIMEOUT,
+                ):
+                    raw = event["object"]
+                    if isinstance(raw, dict):
+                        version = raw.get("metadata", {}).get("resourceVersion", version)
+                        if event["type"] in ("ADDED", "MODIFIED"):
+                            _deliver(raw, on_task)
+        except asyncio.CancelledError:
+            raise
+        except ApiException as exc:
+            if exc.status == 410:
+                version = None  # too old: list again
+                continue
+            log.warning("watch of cancelled finished tasks (%s): %s", selector, exc.reason)
+            await asyncio.sleep(5)
+        except Exception as exc:
+            log.warning("watch of cancelled finished tasks (%s): %s", selector, exc)
+            await asyncio.sleep(5)

@@ -1,0 +1,153 @@
+"""One follower for every live task: Temporal visibility instead of a watcher per task.
+
+About once a second it asks Temporal which of our executions closed since a
+watermark, and queues a `closed` reconcile for each live task among them.
+Every `reconcile_interval_seconds` a slower full pass compares all live
+tasks with the executions Temporal says are running (catching anything the
+watermark missed, and executions gone from Temporal), and terminates the
+executions of tasks that were deleted while nobody watched. The same loop
+expires queued tasks and tidies the task view.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from temporalio.client import Client
+
+from nicotask import state
+from nicotask.kube import NotFound
+from nicotask.operator.controller import Controller
+from nicotask.operator.decisions import CLOSED
+from nicotask.temporal.control import (
+    Execution,
+    TemporalUnavailable,
+    closed_since,
+    running,
+    terminate,
+)
+
+log = logging.getLogger(__name__)
+
+# Visibility records land a little after the close; re-read this far back.
+OVERLAP = dt.timedelta(seconds=10)
+STARTUP_LOOKBACK = dt.timedelta(minutes=1)
+
+
+class Follower:
+    def __init__(
+        self,
+        controller: Controller,
+        temporal: Callable[[], Awaitable[Client]],
+        *,
+        interval: float = 1.0,
+        full_interval: float = 30.0,
+    ) -> None:
+        self.controller = controller
+        self.temporal = temporal
+        self.interval = interval
+        self.full_interval = full_interval
+        self.watermark = dt.datetime.now(dt.UTC) - STARTUP_LOOKBACK
+        self._seen: dict[tuple[str, str], dt.datetime] = {}
+        self._orphans: set[str] = set()
+        self._next_full = 0.0
+        self.reachable = True
+
+    @property
+    def task_queue(self) -> str:
+        return self.controller.settings.task_queue
+
+    async def housekeeping(self) -> None:
+        """Expire queued tasks and tidy the view, every interval, whatever Temporal does."""
+        while True:
+            self.controller.expire_due()
+            self.controller.view.prune()
+            await asyncio.sleep(self.interval)
+
+    async def run(self) -> None:
+        housekeeping = asyncio.create_task(self.housekeeping())
+        try:
+            await self._follow()
+        finally:
+            housekeeping.cancel()
+
+    async def _follow(self) -> None:
+        backoff = self.interval
+        while True:
+            try:
+                client = await self.temporal()
+                if time.monotonic() >= self._next_full:
+                    await self.full_pass(client)
+                    self._next_full = time.monotonic() + self.full_interval
+                await self.closed_pass(client)
+                self.reachable = True
+                backoff = self.interval
+            except TemporalUnavailable as exc:
+                if self.reachable:
+                    log.warning("following workflows: Temporal unreachable: %s", exc)
+                self.reachable = False
+                backoff = min(backoff * 2, 30.0)
+            except Exception:
+                log.exception("following workflows failed; retrying")
+                backoff = min(backoff * 2, 30.0)
+            await asyncio.sleep(backoff)
+
+    async def closed_pass(self, client: Client) -> None:
+        """Queue the live tasks whose executions closed since the watermark."""
+        closed = await closed_since(client, self.task_queue, self.watermark - OVERLAP)
+        view = self.controller.view
+        for ex in closed:
+            key = (ex.workflow_id, ex.run_id)
+            if key in self._seen or ex.close_time is None:
+                continue
+            self._seen[key] = ex.close_time
+            self.watermark = max(self.watermark, ex.close_time)
+            task = view.get(ex.workflow_id)
+            if task is not None and not state.is_terminal(task.status.status):
+                self.controller.queue.add(ex.workflow_id, CLOSED)
+        horizon = self.watermark - 2 * OVERLAP
+        for key, closed_at in list(self._seen.items()):
+            if closed_at < horizon:
+                del self._seen[key]
+
+    async def full_pass(self, client: Client) -> None:
+        """Every live task against what Temporal runs; executions whose task is gone."""
+        executions = await running(client, self.task_queue)
+        running_ids = {ex.workflow_id for ex in executions}
+        view = self.controller.view
+        for task in list(view.live()):
+            uid = task.metadata.uid or ""
+            if task.status.run_id is not None and uid not in running_ids:
+                self.controller.queue.add(uid, CLOSED)
+        # An execution no live task claims, twice in a row: its task may be gone.
+        candidates = {ex.workflow_id for ex in executions if ex.workflow_id not in view}
+        for ex in executions:
+            if ex.workflow_id in candidates and ex.workflow_id in self._orphans:
+                await self._stop_if_orphaned(client, ex)
+        self._orphans = candidates
+
+    async def _stop_if_orphaned(self, client: Client, ex: Execution) -> None:
+        ref = await ex.task_ref()
+        if ref is None:
+            return
+        namespace, name = ref
+        served = self.controller.settings.namespaces
+        if served and namespace not in served:
+            return
+        try:
+            task = await self.controller.kube.get_task(namespace, name)
+        except NotFound:
+            task = None
+        if task is not None and task.metadata.uid == ex.workflow_id:
+            return  # the task exists (another shard's, or finished a moment ago)
+        log.info("terminating workflow %s: its NicoTask %s/%s is gone", ex.workflow_id, *ref)
+        try:
+            await terminate(client, ex.workflow_id, None, "NicoTask deleted")
+        except TemporalUnavailable:
+            raise
+        except Exception:
+            log.exception("could not terminate orphaned workflow %s", ex.workflow_id)

@@ -1,0 +1,172 @@
+"""kopf handlers only: indexes of what the operator reads, and one event handler that
+queues a task's reconcile (operator/controller.py does the work).
+
+kopf writes nothing itself here (no finalizer, no progress in status): every
+handler is an index or an event handler. Only live tasks are watched: the
+watch excludes finished ones server-side (a selectable field on
+status.status), so memory and events scale with live tasks only.
+"""
+
+# kopf's callback protocols list every kwarg; ours take the few they use and **_.
+# mypy: disable-error-code="arg-type"
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any, TypeVar
+
+import kopf
+from pydantic import BaseModel, ValidationError
+
+from nicotask import api
+from nicotask.kube import Kube, new_api_client
+from nicotask.operator.controller import Controller
+from nicotask.operator.decisions import LEGACY_FINALIZER
+from nicotask.operator.finished_cancels import watch_finished_cancels
+from nicotask.operator.follower import Follower
+from nicotask.operator.temporal_client import temporal_factory
+from nicotask.settings import get_settings
+
+TASKS = (api.GROUP, api.VERSION, "nicotasks")
+RACKS = (api.GROUP, api.VERSION, "nicoracks")
+RULES = (api.GROUP, api.VERSION, "nicooperationrules")
+LIVE_ONLY = ",".join(f"status.status!={s.value}" for s in sorted(api.FINISHED_STATUSES))
+
+log = logging.getLogger(__name__)
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse(model: type[M], body: kopf.Body, logger: Any) -> M | None:
+    """One object that does not parse never blocks the others: it is skipped, and said so."""
+    try:
+        return model.model_validate(dict(body))
+    except ValidationError as exc:
+        reason = api.first_line_error(str(exc))
+        logger.warning("skipped: not a valid %s: %s", model.__name__, reason)
+        return None
+
+
+# ---- indexes (filled before any other handler runs) -----------------------------
+
+
+@kopf.index(*TASKS)
+def task_by_uid(body: kopf.Body, uid: str, logger: Any, **_: Any) -> dict[str, api.NicoTask]:
+    task = parse(api.NicoTask, body, logger)
+    return {uid: task} if task is not None else {}
+
+
+@kopf.index(*TASKS)
+def task_by_rack(namespace: str, uid: str, spec: kopf.Spec, **_: Any) -> dict[Any, str]:
+    return {(namespace, spec.get("rackRef")): uid}
+
+
+@kopf.index(*RACKS)
+def rack_by_name(
+    body: kopf.Body, namespace: str, name: str, logger: Any, **_: Any
+) -> dict[Any, api.NicoRack]:
+    rack = parse(api.NicoRack, body, logger)
+    return {(namespace, name): rack} if rack is not None else {}
+
+
+@kopf.index(*RULES)
+def rules_by_namespace(
+    body: kopf.Body, namespace: str, logger: Any, **_: Any
+) -> dict[str, api.NicoOperationRule]:
+    rule = parse(api.NicoOperationRule, body, logger)
+    return {namespace: rule} if rule is not None else {}
+
+
+# ---- the one event handler --------------------------------------------------------
+
+
+@kopf.on.event(*TASKS)
+def task_event(
+    event: kopf.RawEvent, uid: str, body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any
+) -> None:
+    controller: Controller = memo["controller"]
+    kind = event.get("type")
+    task = controller.view.get(uid) if kind != "DELETED" else parse(api.NicoTask, body, logger)
+    if task is None:
+        return
+    controller.metrics.observe_task(uid, None if kind == "DELETED" else task.status.status)
+    controller.observe_event(kind, task)
+
+
+# ---- start-up and clean-up -----------------------------------------------------------
+
+
+@kopf.on.startup()
+async def configure(
+    settings: kopf.OperatorSettings,
+    memo: kopf.Memo,
+    task_by_uid: kopf.Index[str, api.NicoTask],
+    task_by_rack: kopf.Index[Any, str],
+    rack_by_name: kopf.Index[Any, api.NicoRack],
+    rules_by_namespace: kopf.Index[str, api.NicoOperationRule],
+    **_: Any,
+) -> None:
+    ours = get_settings()
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.networking.request_timeout = 30
+    settings.watching.field_selectors[TASKS[0], TASKS[2]] = LIVE_ONLY
+    if ours.site_selector:
+        settings.watching.label_selectors[TASKS[0], TASKS[2]] = ours.site_selector
+    if ours.peering:
+        settings.peering.name = ours.peering
+        settings.peering.mandatory = True
+    else:
+        settings.peering.standalone = True
+
+    kube = Kube(await new_api_client())
+    temporal = temporal_factory(ours)
+    controller = Controller(kube=kube, temporal=temporal, settings=ours, metrics=memo["metrics"])
+    controller.view.bind(task_by_uid, task_by_rack)
+    controller.racks, controller.rules = rack_by_name, rules_by_namespace
+    follower = Follower(
+        controller,
+        temporal,
+        interval=ours.follow_interval_seconds,
+        full_interval=ours.reconcile_interval_seconds,
+    )
+    controller.queue.start()
+    controller.events.start()
+    memo["controller"] = controller
+    memo["background"] = [
+        asyncio.create_task(follower.run(), name="follower"),
+        asyncio.create_task(_retention(controller), name="retention"),
+        asyncio.create_task(
+            watch_finished_cancels(kube, ours.namespaces, controller.observe_finished_cancel),
+            name="finished-cancels",
+        ),
+    ]
+
+
+async def _retention(controller: Controller) -> None:
+    try:
+        await controller.retention.sweep_finished(controller.settings.namespaces, LEGACY_FINALIZER)
+    except Exception:
+        log.exception("start-up sweep of finished tasks failed")
+    await controller.retention.run()
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In a pod: the ServiceAccount; elsewhere: KUBECONFIG (no extra client library)."""
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
+@kopf.on.cleanup()
+async def close(memo: kopf.Memo, **_: Any) -> None:
+    for task in memo.get("background", []):
+        task.cancel()
+    for task in memo.get("background", []):
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    controller: Controller | None = memo.get("controller")
+    if controller is not None:
+        await controller.queue.stop()
+        await controller.events.drain()
+        await controller.kube.api_client.close()

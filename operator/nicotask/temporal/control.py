@@ -1,0 +1,193 @@
+"""The operator's side of Temporal: start, terminate, read and list task workflows.
+
+Every call answers in terms the operator can decide on (an enum, an outcome,
+a list of closed executions), so the operator never interprets gRPC errors.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from dataclasses import dataclass
+
+from temporalio.client import (
+    Client,
+    WorkflowExecution,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+)
+from temporalio.exceptions import TerminatedError, WorkflowAlreadyStartedError
+from temporalio.exceptions import TimeoutError as TemporalTimeoutError
+from temporalio.service import RPCError, RPCStatusCode
+
+from nicotask.api import TaskStatus, first_line_error
+from nicotask.temporal.client import MEMO_NAME, MEMO_NAMESPACE, start_task_workflow
+from nicotask.temporal.models import WORKFLOW_NAME, WorkflowInput, WorkflowOutcome
+
+RPC_TIMEOUT = dt.timedelta(seconds=10)
+LIST_PAGE_SIZE = 1000
+
+
+class TemporalUnavailable(Exception):
+    """Temporal could not be reached; the caller retries with backoff."""
+
+
+_UNAVAILABLE = {
+    RPCStatusCode.UNAVAILABLE,
+    RPCStatusCode.DEADLINE_EXCEEDED,
+    RPCStatusCode.CANCELLED,
+    RPCStatusCode.UNKNOWN,
+    RPCStatusCode.INTERNAL,
+    RPCStatusCode.RESOURCE_EXHAUSTED,
+}
+
+
+def _unavailable(exc: RPCError) -> TemporalUnavailable:
+    return TemporalUnavailable(first_line_error(str(exc)) or exc.status.name)
+
+
+async def start_workflow(client: Client, task_queue: str, workflow_input: WorkflowInput) -> str:
+    """Start the task's workflow once, whatever happened before; return its first run id.
+
+    USE_EXISTING attaches to a running execution; REJECT_DUPLICATE refuses
+    to run a closed task again (its first execution's id is returned then).
+    """
+    workflow_id = workflow_input.task.uid
+    try:
+        handle = await start_task_workflow(client, workflow_input, task_queue=task_queue)
+    except WorkflowAlreadyStartedError:
+        try:
+            desc = await client.get_workflow_handle(workflow_id).describe(rpc_timeout=RPC_TIMEOUT)
+        except RPCError as exc:
+            raise _unavailable(exc) from exc
+        return desc.run_id
+    except RPCError as exc:
+        raise _unavailable(exc) from exc
+    return handle.first_execution_run_id or handle.result_run_id or ""
+
+
+class TerminateResult(enum.Enum):
+    TERMINATED = "terminated"  # Temporal confirmed: the execution is now terminated
+    ALREADY_CLOSED = "already_closed"  # it had finished first; read its outcome
+    NEVER_STARTED = "never_started"  # no execution with this id exists
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What Temporal recorded for a task's execution."""
+
+    running: bool
+    status: TaskStatus | None = None
+    message: str | None = None
+    outcome: WorkflowOutcome | None = None
+
+
+async def terminate(
+    client: Client, workflow_id: str, first_run_id: str | None, reason: str
+) -> TerminateResult:
+    handle = client.get_workflow_handle(workflow_id, first_execution_run_id=first_run_id)
+    try:
+        await handle.terminate(reason=reason, rpc_timeout=RPC_TIMEOUT)
+        return TerminateResult.TERMINATED
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise _unavailable(exc) from exc
+    # NotFound covers "never existed" and "already completed": tell them apart.
+    try:
+        await client.get_workflow_handle(workflow_id).describe(rpc_timeout=RPC_TIMEOUT)
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return TerminateResult.NEVER_STARTED
+        raise _unavailable(exc) from exc
+    return TerminateResult.ALREADY_CLOSED
+
+
+async def observe(client: Client, workflow_id: str) -> Observed | None:
+    """The execution's state and, once closed, its recorded outcome (None: no execution)."""
+    handle = client.get_workflow_handle(workflow_id, result_type=WorkflowOutcome)
+    try:
+        desc = await handle.describe(rpc_timeout=RPC_TIMEOUT)
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise _unavailable(exc) from exc
+    if desc.status == WorkflowExecutionStatus.RUNNING:
+        return Observed(running=True)
+    try:
+        outcome = await handle.result(follow_runs=False, rpc_timeout=RPC_TIMEOUT)
+    except WorkflowFailureError as exc:
+        return _observed_failure(exc)
+    except RPCError as exc:
+        raise _unavailable(exc) from exc
+    return Observed(running=False, status=outcome.status, message=outcome.message, outcome=outcome)
+
+
+def _observed_failure(exc: WorkflowFailureError) -> Observed:
+    cause = exc.cause
+    if isinstance(cause, TerminatedError):
+        reason = cause.message or "terminated"
+        return Observed(running=False, status=TaskStatus.TERMINATED, message=reason)
+    if isinstance(cause, TemporalTimeoutError):
+        return Observed(
+            running=False,
+            status=TaskStatus.FAILED,
+            message="Workflow timed out before the rule finished",
+        )
+    return Observed(
+        running=False,
+        status=TaskStatus.FAILED,
+        message=first_line_error(str(getattr(cause, "message", None) or cause or exc)),
+    )
+
+
+# ---- visibility: one query follows every execution ---------------------------
+
+
+@dataclass(frozen=True)
+class Execution:
+    workflow_id: str
+    run_id: str
+    close_time: dt.datetime | None
+    raw: WorkflowExecution
+
+    async def task_ref(self) -> tuple[str, str] | None:
+        """(namespace, name) of the task that started it, from the workflow's memo."""
+        try:
+            memo = await self.raw.memo()
+        except Exception:
+            return None
+        namespace, name = memo.get(MEMO_NAMESPACE), memo.get(MEMO_NAME)
+        if isinstance(namespace, str) and isinstance(name, str):
+            return namespace, name
+        return None
+
+
+def _rfc3339(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _ours(task_queue: str) -> str:
+    return f"WorkflowType = '{WORKFLOW_NAME}' AND TaskQueue = '{task_queue}'"
+
+
+async def _list(client: Client, query: str) -> list[Execution]:
+    out: list[Execution] = []
+    try:
+        async for ex in client.list_workflows(
+            query, page_size=LIST_PAGE_SIZE, rpc_timeout=RPC_TIMEOUT
+        ):
+            out.append(Execution(ex.id, ex.run_id, ex.close_time, ex))
+    except RPCError as exc:
+        raise _unavailable(exc) from exc
+    return out
+
+
+async def closed_since(client: Client, task_queue: str, since: dt.datetime) -> list[Execution]:
+    """Our executions that closed at or after `since` (visibility; may lag a little)."""
+    query = f"{_ours(task_queue)} AND CloseTime >= '{_rfc3339(since)}'"
+    return await _list(client, query)
+
+
+async def running(client: Client, task_queue: str) -> list[Execution]:
+    """Our executions that are running now (for the slow full reconcile)."""
+    return await _list(client, f"{_ours(task_queue)} AND ExecutionStatus = 'Running'")
