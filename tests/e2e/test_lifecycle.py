@@ -85,11 +85,15 @@ async def test_full_lifecycle_to_succeeded(
     assert (condition(done, "Ready") or {}).get("status") == "True"
     assert (condition(done, "Reconciling") or {}).get("status") == "False"
     assert st["observedGeneration"] == done["metadata"]["generation"]
-    # The operator writes no spec and no metadata but its finalizer.
-    assert "nico.dev/finalizer" in done["metadata"]["finalizers"]
+    # The operator writes no spec and no metadata: no finalizer, no kopf bookkeeping.
+    assert not done["metadata"].get("finalizers")
     assert not any(
         k.startswith("kopf.zalando.org") for k in done["metadata"].get("annotations", {})
     )
+    assert "kopf" not in st
+    # Every time is written to the microsecond, and a task never finishes before it started.
+    assert st["started"] <= st["finished"]
+    assert all(len(st[k]) == len("2026-01-01T00:00:00.000000Z") for k in ("started", "finished"))
     assert await _workflow_status(temporal_client, uid) == WorkflowExecutionStatus.COMPLETED
     await cluster.wait_event("t1", "Started")
     await cluster.wait_event("t1", "Succeeded")

@@ -124,7 +124,7 @@ def test_install_cluster_wide_least_privilege(
     operator, worker, shim = sa("operator"), sa("worker"), sa("shim")
     for ns in (namespace, elsewhere):
         assert ours(cluster.rights(operator, ns)) == {
-            TASKS: {"get", "list", "watch", "patch", "update"},
+            TASKS: {"get", "list", "watch", "patch", "delete"},
             f"{TASKS}/status": {"get", "patch", "update"},
             "nicoracks.nico.dev": {"get", "list", "watch"},
             "nicooperationrules.nico.dev": {"get", "list", "watch"},

@@ -83,10 +83,12 @@ def move(
     report: api.TaskReportV1 | None = None,
     extra: Callable[[NicoTaskStatus], None] | None = None,
 ) -> Decide:
-    """Move to `status` when the state machine allows it (terminal states are final)."""
+    """Move to `status` when the state machine allows it; a finished task is left alone
+    (terminal states are final, and writing one again would repeat its Event)."""
 
     def decide(task: NicoTask) -> NicoTaskStatus | None:
-        if not state.allowed_transition(task.status.status, status):
+        current = task.status.status
+        if state.is_terminal(current) or not state.allowed_transition(current, status):
             return None
         new = state.with_status(task, status, message, report=report)
         if extra is not None:
