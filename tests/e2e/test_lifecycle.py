@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from e2e_support import (
+    OPERATOR_SETTINGS,
     Cluster,
     condition,
     new_rule_id,
@@ -26,6 +27,7 @@ from e2e_support import (
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
+from nicotask.devenv import system
 from nicotask.devenv.testing import DevEnvHandle, argocd_health
 
 TERMINAL = ("Succeeded", "Failed", "Terminated")
@@ -320,3 +322,61 @@ async def test_drift_terminated_outside_nicotask_and_task_timeout(
     assert failed["status"]["status"] == "Failed"
     assert "timed out" in failed["status"]["message"]
     assert stage_statuses(failed) == ["failed"]
+
+
+async def test_finished_task_is_deleted_after_its_ttl(
+    cluster: Cluster, nicotask_system: DevEnvHandle
+) -> None:
+    rule_id = await _setup(cluster, nicotask_system, [0.2])
+    await cluster.create("nicotasks", task("keep", "rack-1", rule_id))
+    await cluster.wait_status("keep", "Succeeded")
+    await cluster.create("nicotasks", task("short", "rack-1", rule_id, ttlSecondsAfterFinished=1))
+    await cluster.wait_status("short", "Succeeded")
+    for _ in range(100):
+        try:
+            await cluster.get_task("short")
+        except Exception:
+            break
+        await asyncio.sleep(0.2)
+    else:
+        pytest.fail("the task with ttlSecondsAfterFinished: 1 was not deleted")
+    # Without a TTL (and no operator default) a finished task stays.
+    assert status_of(await cluster.get_task("keep")) == "Succeeded"
+
+
+async def test_task_deleted_while_the_operator_is_down_has_its_workflow_stopped(
+    cluster: Cluster, nicotask_system: DevEnvHandle, temporal_client: Client
+) -> None:
+    rule_id = await _setup(cluster, nicotask_system, [120])
+    created = await cluster.create("nicotasks", task("t1", "rack-1", rule_id))
+    await cluster.wait_status("t1", "Running")
+    env = nicotask_system.env
+    env.kill_process("operator")
+    try:
+        # No finalizer: the delete is not blocked by the operator being down.
+        await cluster.delete_task("t1")
+        with pytest.raises(Exception):  # noqa: B017 - any "not found" from the client
+            await cluster.get_task("t1")
+    finally:
+        system.start_operator(env, **OPERATOR_SETTINGS)
+    uid = created["metadata"]["uid"]
+    for _ in range(150):
+        if await _workflow_status(temporal_client, uid) == WorkflowExecutionStatus.TERMINATED:
+            break
+        await asyncio.sleep(0.2)
+    else:
+        pytest.fail("the deleted task's workflow was not terminated after the restart")
+
+
+async def test_legacy_finalizer_is_removed_and_delete_is_not_blocked(
+    cluster: Cluster, nicotask_system: DevEnvHandle
+) -> None:
+    rule_id = await _setup(cluster, nicotask_system, [0.2])
+    body = task("old", "rack-1", rule_id)
+    body["metadata"]["finalizers"] = ["nico.dev/finalizer"]  # as nicotask 0.1 left them
+    await cluster.create("nicotasks", body)
+    await cluster.wait_status("old", "Succeeded")
+    cleaned = await cluster.wait_task(
+        "old", lambda t: not t["metadata"].get("finalizers"), 20, "legacy finalizer removed"
+    )
+    assert cleaned["status"]["status"] == "Succeeded"

@@ -123,7 +123,7 @@ def test_cancelled_status_closes_the_freshest_report_and_records_who() -> None:
     (stage,) = new.report.stages
     assert stage.status == ReportStatus.FAILED and stage.error == state.CANCELLED_BY_USER
     assert stage.steps[0].status == ReportStatus.FAILED
-    assert new.finished is not None and new.started is None or new.finished >= new.started
+    assert (new.finished is not None and new.started is None) or new.finished >= new.started
     # Terminal is final: a second decision on the written copy changes nothing.
     assert decisions.cancelled_status("bob", NOW)(task.model_copy(update={"status": new})) is None
 
