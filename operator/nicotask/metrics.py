@@ -18,7 +18,7 @@ class Metrics:
     def __post_init__(self) -> None:
         self.tasks = Gauge(
             "nicotask_tasks",
-            "NicoTasks seen by this operator, by status",
+            "Live NicoTasks watched by this operator (its shard), by status",
             ["status"],
             registry=self.registry,
         )
