@@ -214,6 +214,7 @@ class Kube:
         plural: str,
         namespaces: list[str],
         field_selector: str | None = None,
+        label_selector: str | None = None,
         page: int = 500,
     ) -> AsyncIterator[dict[str, Any]]:
         """Every object (in `namespaces`, or cluster-wide when empty), listed in pages."""
@@ -225,6 +226,8 @@ class Kube:
                     kwargs["_continue"] = token
                 if field_selector:
                     kwargs["field_selector"] = field_selector
+                if label_selector:
+                    kwargs["label_selector"] = label_selector
                 if namespace is None:
                     result = await self.custom.list_cluster_custom_object(
                         api.GROUP, api.VERSION, plural, **kwargs

@@ -29,10 +29,14 @@ WATCH_TIMEOUT = 300
 
 
 async def watch_finished_cancels(
-    kube: Kube, namespaces: list[str], on_task: Callable[[NicoTask], None]
+    kube: Kube,
+    namespaces: list[str],
+    shard: str | None,
+    on_task: Callable[[NicoTask], None],
 ) -> None:
+    """Run the watches (one per served namespace and status; `shard`: a label selector)."""
     watches = [
-        _watch(kube, namespace, f"spec.cancel=true,status.status={status.value}", on_task)
+        _watch(kube, namespace, f"spec.cancel=true,status.status={status.value}", shard, on_task)
         for namespace in list[str | None](namespaces) or [None]
         for status in (TaskStatus.SUCCEEDED, TaskStatus.FAILED)
     ]
@@ -45,7 +49,11 @@ def _deliver(raw: dict[str, Any], on_task: Callable[[NicoTask], None]) -> None:
 
 
 async def _watch(
-    kube: Kube, namespace: str | None, selector: str, on_task: Callable[[NicoTask], None]
+    kube: Kube,
+    namespace: str | None,
+    selector: str,
+    shard: str | None,
+    on_task: Callable[[NicoTask], None],
 ) -> None:
     custom = kube.custom
     args: tuple[Any, ...] = (api.GROUP, api.VERSION)
@@ -55,11 +63,14 @@ async def _watch(
     else:
         lister = custom.list_namespaced_custom_object
         args = (*args, namespace, "nicotasks")
+    selectors: dict[str, str] = {"field_selector": selector}
+    if shard:
+        selectors["label_selector"] = shard
     version: str | None = None
     while True:
         try:
             if version is None:
-                listed = await lister(*args, field_selector=selector)
+                listed = await lister(*args, **selectors)
                 for raw in listed.get("items", []):
                     _deliver(raw, on_task)
                 version = listed["metadata"]["resourceVersion"]
@@ -67,7 +78,7 @@ async def _watch(
                 async for event in stream.stream(
                     lister,
                     *args,
-                    field_selector=selector,
+                    **selectors,
                     resource_version=version,
                     timeout_seconds=WATCH_TIMEOUT,
                 ):

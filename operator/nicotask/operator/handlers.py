@@ -138,7 +138,9 @@ async def configure(
         asyncio.create_task(follower.run(), name="follower"),
         asyncio.create_task(_retention(controller), name="retention"),
         asyncio.create_task(
-            watch_finished_cancels(kube, ours.namespaces, controller.observe_finished_cancel),
+            watch_finished_cancels(
+                kube, ours.namespaces, ours.site_selector, controller.observe_finished_cancel
+            ),
             name="finished-cancels",
         ),
     ]
@@ -146,7 +148,10 @@ async def configure(
 
 async def _retention(controller: Controller) -> None:
     try:
-        await controller.retention.sweep_finished(controller.settings.namespaces, LEGACY_FINALIZER)
+        settings = controller.settings
+        await controller.retention.sweep_finished(
+            settings.namespaces, settings.site_selector, LEGACY_FINALIZER
+        )
     except Exception:
         log.exception("start-up sweep of finished tasks failed")
     await controller.retention.run()

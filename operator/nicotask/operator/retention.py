@@ -54,11 +54,13 @@ class Retention:
         heapq.heappush(self._heap, (when, ns, name, uid))
         self._wakeup.set()
 
-    async def sweep_finished(self, namespaces: list[str], legacy_finalizer: str) -> None:
+    async def sweep_finished(
+        self, namespaces: list[str], shard: str | None, legacy_finalizer: str
+    ) -> None:
         """At start-up: schedule every finished task; drop finalizers of nicotask <= 0.1."""
         for status in api.FINISHED_STATUSES:
             selector = f"status.status={status.value}"
-            async for raw in self.kube.iter_objects("nicotasks", namespaces, selector):
+            async for raw in self.kube.iter_objects("nicotasks", namespaces, selector, shard):
                 try:
                     task = NicoTask.model_validate(raw)
                 except ValidationError:
