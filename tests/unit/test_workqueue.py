@@ -65,8 +65,11 @@ async def test_a_key_is_never_in_flight_twice_and_reruns_with_merged_hints() -> 
     await asyncio.sleep(0.01)
     release.set()
     await asyncio.wait_for(done.wait(), 5)
+    await asyncio.sleep(0.01)
     await queue.stop()
     assert calls == [frozenset({"first"}), frozenset({"closed", "deleted"})]
+    # Nothing is kept per key once its work is done (no lock or entry per finished task).
+    assert len(queue) == 0 and not queue._running and not queue._timers
 
 
 async def test_a_waiting_key_keeps_its_place() -> None:
