@@ -40,6 +40,18 @@ class Conflict(Exception):
     """The object changed under us more often than we were willing to retry."""
 
 
+class Refused(Exception):
+    """The API server refused the write as invalid (422), e.g. by a CEL rule."""
+
+
+@dataclass(frozen=True)
+class SecretData:
+    """A Secret's labels and decoded data."""
+
+    labels: dict[str, str]
+    data: dict[str, str]
+
+
 async def new_api_client(kubeconfig: str | None = None) -> client.ApiClient:
     """In-cluster config when running in a pod, else the kubeconfig (KUBECONFIG or default)."""
     if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
@@ -244,3 +256,53 @@ class Kube:
             await self.core.create_namespaced_event(task.metadata.namespace or "", event)
         except ApiException as exc:  # pragma: no cover - advisory only
             log.warning("could not record event %s on %s: %s", reason, task.metadata.name, exc)
+
+    # ---- the worker's reads and its progress write -------------------------
+
+    async def get_rack(self, namespace: str, name: str) -> api.NicoRack:
+        return api.NicoRack.model_validate(await self.get(RACKS, name, namespace))
+
+    async def read_secret_data(self, namespace: str, name: str) -> SecretData:
+        """A Secret with its labels (the worker checks the BMC-credentials label)."""
+        import base64
+
+        try:
+            secret = await self.core.read_namespaced_secret(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise NotFound(f"secret {namespace}/{name}") from exc
+            raise
+        data = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+        return SecretData(labels=dict(secret.metadata.labels or {}), data=data)
+
+    async def merge_patch_task_status(
+        self, namespace: str, name: str, patch: dict[str, Any]
+    ) -> api.NicoTask:
+        """Merge-patch the status subresource: one call, safe through the CRD's CEL
+        rules (terminal is final, reportSequence never decreases) and, with
+        metadata.uid in the patch, only on that very object. Refused (422) or
+        Conflict (409, uid or resourceVersion precondition) when they say no.
+        """
+        try:
+            obj = await self.custom.patch_namespaced_custom_object_status(  # type: ignore[call-arg]
+                api.GROUP, api.VERSION, namespace, TASKS, name, patch, _content_type=MERGE_PATCH
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                raise NotFound(f"nicotask {namespace}/{name}") from exc
+            if exc.status == 409:
+                raise Conflict(str(exc.reason)) from exc
+            if exc.status == 422:
+                raise Refused(_api_message(exc)) from exc
+            raise
+        return api.NicoTask.model_validate(obj)
+
+
+
+def _api_message(exc: ApiException) -> str:
+    import json
+
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
+    except (ValueError, AttributeError):
+        return str(exc.reason)
