@@ -29,6 +29,7 @@ PROVIDERS = "nicoproviders"
 SITES = "nicosites"
 
 MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
 CANCEL_REQUESTED_BY = f"{api.GROUP}/cancel-requested-by"
 
 
@@ -275,17 +276,19 @@ class Kube:
         data = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
         return SecretData(labels=dict(secret.metadata.labels or {}), data=data)
 
-    async def merge_patch_task_status(
-        self, namespace: str, name: str, patch: dict[str, Any]
+    async def json_patch_task_status(
+        self, namespace: str, name: str, ops: list[dict[str, Any]]
     ) -> api.NicoTask:
-        """Merge-patch the status subresource: one call, safe through the CRD's CEL
-        rules (terminal is final, reportSequence never decreases) and, with
-        metadata.uid in the patch, only on that very object. Refused (422) or
-        Conflict (409, uid or resourceVersion precondition) when they say no.
+        """Apply a JSON patch (RFC 6902) to the status subresource: one call.
+
+        A `test` op on /metadata/uid makes it apply to that very object only
+        (a merge patch cannot: the status subresource drops metadata). The
+        CRD's CEL rules refuse what they forbid. Refused (422) carries the
+        API server's message: a failed test, a missing path, or a rule.
         """
         try:
             obj = await self.custom.patch_namespaced_custom_object_status(  # type: ignore[call-arg]
-                api.GROUP, api.VERSION, namespace, TASKS, name, patch, _content_type=MERGE_PATCH
+                api.GROUP, api.VERSION, namespace, TASKS, name, ops, _content_type=JSON_PATCH
             )
         except ApiException as exc:
             if exc.status == 404:
@@ -296,7 +299,6 @@ class Kube:
                 raise Refused(_api_message(exc)) from exc
             raise
         return api.NicoTask.model_validate(obj)
-
 
 
 def _api_message(exc: ApiException) -> str:

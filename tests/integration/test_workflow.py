@@ -46,7 +46,7 @@ from nicotask.api import (
     TaskReportV1Step,
     TaskStatus,
 )
-from nicotask.kube import Conflict, NotFound, Refused, SecretData
+from nicotask.kube import NotFound, Refused, SecretData
 from nicotask.redfish import BmcError, BmcUnreachable
 from nicotask.state import allowed_transition, is_terminal
 from nicotask.temporal.activities import TaskActivities
@@ -71,9 +71,10 @@ SITE = "660e8400-e29b-41d4-a716-446655440000"
 class FakeStore:
     """In-memory NicoTask, NicoRack and Secret, with the API server's write rules.
 
-    The status merge patch is refused like the CRD's CEL rules refuse it (a
-    terminal status is final, reportSequence never decreases) and conflicts
-    on another uid, as the real API server does (test_progress_write.py).
+    The status JSON patch is refused like the CRD's CEL rules refuse it (a
+    terminal status is final, reportSequence never decreases) and like its
+    uid test op fails on another object, as the real API server does
+    (test_progress_write.py).
     """
 
     def __init__(self, uid: str, *, broken: bool = False) -> None:
@@ -131,16 +132,21 @@ class FakeStore:
             data={"username": "admin", "password": "password"},
         )
 
-    async def merge_patch_task_status(
-        self, namespace: str, name: str, patch: dict[str, Any]
+    async def json_patch_task_status(
+        self, namespace: str, name: str, ops: list[dict[str, Any]]
     ) -> NicoTask:
         self.calls += 1
         if self.broken:
             raise RuntimeError("apiserver unavailable")
-        if patch["metadata"]["uid"] != self.task.metadata.uid:
-            raise Conflict("uid precondition")
+        test, *adds = ops
+        assert test == {"op": "test", "path": "/metadata/uid", "value": test["value"]}
+        if test["value"] != self.task.metadata.uid:
+            raise Refused("testing value /metadata/uid failed")
         old = self.task.status
-        body = {**old.wire(), **patch["status"]}
+        body = old.wire()
+        for op in adds:
+            assert op["op"] == "add" and op["path"].startswith("/status/")
+            body[op["path"].removeprefix("/status/")] = op["value"]
         new = NicoTaskStatus.model_validate({k: v for k, v in body.items() if v is not None})
         if is_terminal(old.status) and new.status != old.status:
             raise Refused("status.status is terminal")

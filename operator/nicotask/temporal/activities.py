@@ -1,9 +1,10 @@
 """Activities: the I/O of a task. Each takes one pydantic argument.
 
 - `publish_progress` writes the live report (status Running, reportSequence)
-  into the CR with one status merge patch, made safe by the CRD's CEL rules:
-  a terminal status is final and reportSequence never decreases, so a late or
-  repeated write is refused (and counted as superseded), never applied.
+  into the CR with one status JSON patch (its first op tests metadata.uid),
+  made safe by the CRD's CEL rules: a terminal status is final and
+  reportSequence never decreases, so a late or repeated write is refused
+  (and counted as superseded), never applied.
 - `run_step_action` runs one step's action on one component through its BMC.
   The input only names the task and the component: everything else comes
   from the cluster (targets.py). Every state-changing BMC request (a Reset)
@@ -57,6 +58,7 @@ from nicotask.temporal.models import (
     ProgressUpdate,
     StepActivityInput,
     StepResult,
+    TaskRef,
 )
 from nicotask.temporal.targets import (
     ERR_CREDENTIALS,
@@ -90,8 +92,12 @@ __all__ = [
     "ERR_UNREACHABLE",
     "TaskActivities",
     "TaskStore",
-    "progress_patch",
+    "progress_decision",
+    "progress_ops",
 ]
+
+# The messages of the CRD's CEL rules that make a progress write superfluous.
+CEL_SUPERSEDED = ("status.status is terminal", "status.reportSequence cannot decrease")
 
 # Local heartbeat calls while waiting; the SDK sends at most one per throttle
 # interval (0.8 x the heartbeat timeout), so this costs Temporal nothing extra.
@@ -107,8 +113,8 @@ class TaskStore(Protocol):
 
     async def read_secret_data(self, namespace: str, name: str) -> SecretData: ...
 
-    async def merge_patch_task_status(
-        self, namespace: str, name: str, patch: dict[str, Any]
+    async def json_patch_task_status(
+        self, namespace: str, name: str, ops: list[dict[str, Any]]
     ) -> NicoTask: ...
 
     async def update_task_status(
@@ -123,27 +129,50 @@ class TaskStore(Protocol):
     ) -> tuple[NicoTask, bool]: ...
 
 
-def progress_patch(update: ProgressUpdate, now: str) -> dict[str, Any]:
-    """The merge patch of one progress write: Running, the report and its sequence.
+def progress_ops(update: ProgressUpdate, now: str) -> list[dict[str, Any]]:
+    """The JSON patch of one progress write: Running, the report and its sequence.
 
-    metadata.uid makes it apply to this very object only (a recreated
-    namesake answers 409). Keys the report no longer has are nulled, since a
-    merge patch would otherwise keep them.
+    The first op tests metadata.uid, so the write never lands on a task
+    recreated under the same name; `add` replaces each status field whole.
     """
-    report = update.report.wire()
-    for key in ("error",):
-        report.setdefault(key, None)
-    status: dict[str, Any] = {
+    fields: dict[str, Any] = {
         "status": TaskStatus.RUNNING.value,
         "message": RUNNING_MESSAGE,
-        "id": update.task.uid,
-        "report": report,
+        "report": update.report.wire(),
         "reportSequence": update.sequence,
         "updated": now,
     }
     if update.started is not None:
-        status["started"] = update.started.isoformat().replace("+00:00", "Z")
-    return {"metadata": {"uid": update.task.uid}, "status": status}
+        fields["started"] = update.started.isoformat().replace("+00:00", "Z")
+    return [
+        {"op": "test", "path": "/metadata/uid", "value": update.task.uid},
+        *({"op": "add", "path": f"/status/{key}", "value": value} for key, value in fields.items()),
+    ]
+
+
+def progress_decision(update: ProgressUpdate) -> Callable[[NicoTask], NicoTaskStatus | None]:
+    """The same write as a full status (when the task has no status yet to patch)."""
+
+    def decide(task: NicoTask) -> NicoTaskStatus | None:
+        if is_terminal(task.status.status):
+            return None
+        if (task.status.report_sequence or 0) > update.sequence:
+            return None
+        new = with_status(task, TaskStatus.RUNNING, RUNNING_MESSAGE, report=update.report)
+        new.report_sequence = update.sequence
+        if update.started is not None:
+            new.started = update.started
+        return new
+
+    return decide
+
+
+def _gone(ref: TaskRef) -> ApplicationError:
+    return ApplicationError(
+        f"nicotask {ref.namespace}/{ref.name} (uid {ref.uid}) is gone",
+        type=ERR_TASK_GONE,
+        non_retryable=True,
+    )
 
 
 def _conditions_say_running(task: NicoTask) -> bool:
@@ -195,23 +224,37 @@ class TaskActivities:
             )
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         try:
-            stored = await self.kube.merge_patch_task_status(
-                ref.namespace, ref.name, progress_patch(update, now)
+            stored = await self.kube.json_patch_task_status(
+                ref.namespace, ref.name, progress_ops(update, now)
             )
-        except (NotFound, Conflict) as exc:
-            raise ApplicationError(
-                f"nicotask {ref.namespace}/{ref.name} (uid {ref.uid}) is gone",
-                type=ERR_TASK_GONE,
-                non_retryable=True,
-            ) from exc
+        except NotFound as exc:
+            raise _gone(ref) from exc
         except Refused as exc:
-            # Terminal already, or a newer report is stored: nothing to do.
-            log.info("progress v%d of %s/%s not written: %s", update.sequence, ref.namespace,
-                     ref.name, exc)
-            return False
+            why = str(exc)
+            if any(rule in why for rule in CEL_SUPERSEDED):
+                # A terminal status, or a newer report already stored: superseded.
+                log.info(
+                    "progress v%d of %s/%s not written: %s", update.sequence, ref.namespace,
+                    ref.name, why,
+                )  # fmt: skip
+                return False
+            # The patch did not apply (the API server does not say why): the uid
+            # test failed, or there is no status yet. Decide on a fresh read.
+            return await self._full_write(update)
         if not _conditions_say_running(stored):
             await self._running_conditions(stored, update)
         return True
+
+    async def _full_write(self, update: ProgressUpdate) -> bool:
+        """GET, check the uid, PUT the whole status conditionally (the rare path)."""
+        ref = update.task
+        try:
+            _, wrote = await self.kube.update_task_status(
+                ref.namespace, ref.name, progress_decision(update), uid=ref.uid
+            )
+        except NotFound as exc:
+            raise _gone(ref) from exc
+        return wrote
 
     async def _running_conditions(self, stored: NicoTask, update: ProgressUpdate) -> None:
         """The first write also moves the kstatus conditions (one conditional PUT)."""
