@@ -748,10 +748,11 @@ async def test_progress_writes_are_coalesced(pclient: Client) -> None:
         if e.HasField("activity_task_scheduled_event_attributes")
         and e.activity_task_scheduled_event_attributes.activity_type.name == "publish_progress"
     ]
-    assert 2 <= len(times) < 30  # 30+ transitions happened
-    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
-    # Every gap but the last (the final report, never delayed) is at least the interval.
-    assert all(g >= 0.99 for g in gaps[:-1]), gaps
+    # 30+ transitions, but writes at most once a second (in workflow time) plus the
+    # final one, which is never delayed.
+    span = (events[-1].event_time.ToDatetime() - events[0].event_time.ToDatetime()).total_seconds()
+    assert 2 <= len(times) <= int(span) + 3, (len(times), span)
+    assert len(times) < 20
     # The store got the final report, with the highest sequence.
     assert h.store.reports[-1] == outcome.report
     sequences = [st.report_sequence for st in h.store.statuses]
