@@ -71,6 +71,7 @@ def rack(name: str, redfish_url: str, system: dict[str, Any]) -> dict[str, Any]:
         "spec": {
             "siteId": SITE_ID,
             "credentials": {"name": SECRET},
+            "tls": {"allowInsecureHttp": True},  # the emulator speaks http
             "components": [
                 {
                     "id": system["name"],

@@ -15,6 +15,7 @@ import httpx
 from kubernetes_asyncio import client, config
 from temporalio.client import Client
 
+from nicotask.api import BMC_CREDENTIALS_LABEL
 from nicotask.shim.devissuer import issue_token
 
 from . import objects as o
@@ -164,7 +165,9 @@ class Phases:
             await core.create_namespaced_secret(
                 o.NAMESPACE,
                 client.V1Secret(
-                    metadata=client.V1ObjectMeta(name=o.SECRET),
+                    metadata=client.V1ObjectMeta(
+                        name=o.SECRET, labels={BMC_CREDENTIALS_LABEL: "true"}
+                    ),
                     string_data={
                         "username": str(self.benv.state["redfish_user"]),
                         "password": str(self.benv.state["redfish_password"]),

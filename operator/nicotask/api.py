@@ -412,6 +412,13 @@ class NicoTaskStatus(Model):
                     "status.status is terminal (Succeeded, Failed or Terminated) and is final",
                     field_path=".status",
                 ),
+                cel(
+                    "!has(oldSelf.reportSequence)"
+                    " || (has(self.reportSequence)"
+                    " && self.reportSequence >= oldSelf.reportSequence)",
+                    "status.reportSequence cannot decrease: a newer report is already stored",
+                    field_path=".reportSequence",
+                ),
             ]
         }
     )
@@ -433,6 +440,12 @@ class NicoTaskStatus(Model):
     updated: Timestamp | None = Field(default=None, description="When status last changed.")
     report: TaskReportV1 | None = Field(
         default=None, description="Structured execution report (REST TaskReportV1)."
+    )
+    report_sequence: int | None = Field(
+        default=None,
+        ge=0,
+        description="Version of `report` in its workflow; never decreases, so a late"
+        " progress write cannot put back an older report.",
     )
     workflow_id: str | None = Field(default=None, description="Temporal workflow id (= id).")
     run_id: str | None = Field(default=None, description="First execution run id of the workflow.")
@@ -674,8 +687,14 @@ class NicoOperationRule(Model):
 # ---- NicoRack -------------------------------------------------------------
 
 
+BMC_CREDENTIALS_LABEL = f"{GROUP}/bmc-credentials"
+
+
 class SecretRef(Model):
-    """A Secret in the object's namespace holding BMC credentials."""
+    """A Secret in the object's namespace holding BMC credentials.
+
+    Only Secrets labelled `nico.dev/bmc-credentials: "true"` are used.
+    """
 
     name: str = Field(min_length=1, max_length=253, description="Secret name.")
     username_key: str = Field(default="username", max_length=253, description="Key of the user.")
@@ -724,12 +743,33 @@ class TlsSettings(Model):
     ca_secret_ref: str | None = Field(
         default=None,
         max_length=253,
-        description="Secret with key ca.crt to verify the BMCs' certificates.",
+        description="Secret with key ca.crt to verify the BMCs' certificates; it must carry"
+        " the label nico.dev/bmc-credentials=true.",
+    )
+    allow_insecure_http: bool = Field(
+        default=False,
+        description="Allow http:// BMC endpoints (credentials in clear text); https:// only"
+        " when false.",
     )
 
 
 class NicoRackSpec(Model):
     """A rack of one site, its components and their BMCs."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "(has(self.tls) && has(self.tls.allowInsecureHttp)"
+                    " && self.tls.allowInsecureHttp)"
+                    " || !has(self.components)"
+                    " || self.components.all(c, !c.redfish.endpoint.startsWith('http://'))",
+                    "spec.components: http:// BMC endpoints need spec.tls.allowInsecureHttp: true",
+                    field_path=".components",
+                ),
+            ]
+        }
+    )
 
     site_id: Uuid = Field(
         description="UUID of the Site of the rack. Immutable.",

@@ -28,6 +28,7 @@ PROVIDERS = "nicoproviders"
 SITES = "nicosites"
 
 MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
 CANCEL_REQUESTED_BY = f"{api.GROUP}/cancel-requested-by"
 
 
@@ -37,6 +38,18 @@ class NotFound(Exception):
 
 class Conflict(Exception):
     """The object changed under us more often than we were willing to retry."""
+
+
+class Refused(Exception):
+    """The API server refused the write as invalid (422), e.g. by a CEL rule."""
+
+
+@dataclass(frozen=True)
+class SecretData:
+    """A Secret's labels and decoded data."""
+
+    labels: dict[str, str]
+    data: dict[str, str]
 
 
 async def new_api_client(kubeconfig: str | None = None) -> client.ApiClient:
@@ -315,3 +328,54 @@ class Kube:
             await self.core.create_namespaced_event(task.metadata.namespace or "", event)
         except ApiException as exc:  # pragma: no cover - advisory only
             log.warning("could not record event %s on %s: %s", reason, task.metadata.name, exc)
+
+    # ---- the worker's reads and its progress write -------------------------
+
+    async def get_rack(self, namespace: str, name: str) -> api.NicoRack:
+        return api.NicoRack.model_validate(await self.get(RACKS, name, namespace))
+
+    async def read_secret_data(self, namespace: str, name: str) -> SecretData:
+        """A Secret with its labels (the worker checks the BMC-credentials label)."""
+        import base64
+
+        try:
+            secret = await self.core.read_namespaced_secret(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise NotFound(f"secret {namespace}/{name}") from exc
+            raise
+        data = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+        return SecretData(labels=dict(secret.metadata.labels or {}), data=data)
+
+    async def json_patch_task_status(
+        self, namespace: str, name: str, ops: list[dict[str, Any]]
+    ) -> api.NicoTask:
+        """Apply a JSON patch (RFC 6902) to the status subresource: one call.
+
+        A `test` op on /metadata/uid makes it apply to that very object only
+        (a merge patch cannot: the status subresource drops metadata). The
+        CRD's CEL rules refuse what they forbid. Refused (422) carries the
+        API server's message: a failed test, a missing path, or a rule.
+        """
+        try:
+            obj = await self.custom.patch_namespaced_custom_object_status(  # type: ignore[call-arg]
+                api.GROUP, api.VERSION, namespace, TASKS, name, ops, _content_type=JSON_PATCH
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                raise NotFound(f"nicotask {namespace}/{name}") from exc
+            if exc.status == 409:
+                raise Conflict(str(exc.reason)) from exc
+            if exc.status == 422:
+                raise Refused(_api_message(exc)) from exc
+            raise
+        return api.NicoTask.model_validate(obj)
+
+
+def _api_message(exc: ApiException) -> str:
+    import json
+
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
+    except (ValueError, AttributeError):
+        return str(exc.reason)

@@ -3,7 +3,9 @@
 Every method makes blocking HTTP requests; activities call them through
 asyncio.to_thread while they keep heartbeating. sushy's exceptions become
 our own typed errors: BmcUnreachable (network), BmcAuthFailed (401/403),
-BmcNotFound (no such system), BmcError (anything else the BMC answered).
+BmcNotFound (no such system), BmcRefused (the endpoint policy of
+bmc_policy.py said no: checked for every request, which only ever goes to the
+endpoint's own scheme://host:port), BmcError (anything else the BMC answered).
 """
 
 from __future__ import annotations
@@ -13,12 +15,22 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
+import requests
 import sushy
+from requests.adapters import HTTPAdapter
 from sushy import auth as sushy_auth
+from sushy import connector as sushy_connector
 from sushy import exceptions as sushy_exc
 from sushy.resources import constants as res_cons
 
 from nicotask.api import PowerAction, PowerState
+from nicotask.bmc_policy import (
+    EndpointPolicy,
+    EndpointRefused,
+    EndpointUnresolvable,
+    Origin,
+    origin_of,
+)
 
 T = TypeVar("T")
 
@@ -42,6 +54,43 @@ class BmcAuthFailed(BmcError):
 
 class BmcNotFound(BmcError):
     """The BMC has no such ComputerSystem (or not exactly one when none was named)."""
+
+
+class BmcRefused(BmcError):
+    """The endpoint policy refused the request (bmc_policy.py); never retried."""
+
+
+class PinnedAdapter(HTTPAdapter):
+    """Sends a request only to the BMC's own origin, and only to allowed addresses.
+
+    Mounted on the driver's session, it sees every request sushy makes,
+    including redirects and absolute `@odata.id` links: anything aimed at
+    another scheme://host:port is refused before a connection is made, so
+    the credentials go nowhere else.
+    """
+
+    def __init__(self, origin: Origin, policy: EndpointPolicy) -> None:
+        super().__init__(max_retries=0)
+        self.origin = origin
+        self.policy = policy
+
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> Any:
+        target = origin_of(request.url or "")
+        if target != self.origin:
+            raise EndpointRefused(
+                f"refused a request to {target}: the BMC's endpoint is {self.origin}"
+            )
+        self.policy.resolve(target)
+        return super().send(request, *args, **kwargs)
+
+
+def pinned_session(origin: Origin, policy: EndpointPolicy) -> requests.Session:
+    session = requests.Session()
+    session.max_redirects = 3
+    adapter = PinnedAdapter(origin, policy)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
 
 
 class PowerDriver(Protocol):
@@ -101,8 +150,12 @@ class RedfishDriver:
         *,
         read_timeout: float = 30.0,
         connect_timeout: float = 5.0,
+        policy: EndpointPolicy | None = None,
+        allow_http: bool = True,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
+        self._policy = policy or EndpointPolicy()
+        self._allow_http = allow_http
         self._username = username
         self._password = password
         self._verify = verify
@@ -116,6 +169,10 @@ class RedfishDriver:
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         try:
             return fn()
+        except EndpointRefused as exc:
+            raise BmcRefused(self.endpoint, f"BMC {self.endpoint}: {exc}") from exc
+        except EndpointUnresolvable as exc:
+            raise BmcUnreachable(self.endpoint, f"BMC {self.endpoint} unreachable: {exc}") from exc
         except sushy_exc.AccessError as exc:
             raise BmcAuthFailed(
                 self.endpoint, f"BMC {self.endpoint} refused the credentials ({exc.status_code})"
@@ -133,20 +190,34 @@ class RedfishDriver:
     def _connect(self) -> Any:
         with self._lock:
             if self._root is None:
-                self._root = self._call(
-                    "connect",
-                    lambda: sushy.Sushy(
-                        self.endpoint,
-                        # Basic auth: no Redfish session to leak per request (BMCs cap them).
-                        auth=sushy_auth.BasicAuth(self._username, self._password),
-                        verify=self._verify,
-                        server_side_retries=1,
-                        server_side_retries_delay=0.1,
-                        read_timeout=self._read_timeout,
-                        connect_timeout=self._connect_timeout,
-                    ),
-                )
+                self._root = self._call("connect", self._open)
             return self._root
+
+    def _open(self) -> Any:
+        origin = self._policy.check_endpoint(self.endpoint, allow_http=self._allow_http)
+        connector = sushy_connector.Connector(
+            self.endpoint,
+            verify=self._verify,
+            server_side_retries=1,
+            server_side_retries_delay=0.1,
+            default_request_timeout=self._read_timeout,
+            connect_timeout=self._connect_timeout,
+        )
+        # Every request of this driver, whatever URL sushy builds, goes through
+        # the pinned adapter (the connector keeps its session's headers).
+        session = pinned_session(origin, self._policy)
+        session.headers.update(connector._session.headers)
+        connector._session = session
+        return sushy.Sushy(
+            self.endpoint,
+            # Basic auth: no Redfish session to leak per request (BMCs cap them).
+            auth=sushy_auth.BasicAuth(self._username, self._password),
+            verify=self._verify,
+            connector=connector,
+            public_connector=pinned_session(origin, self._policy),
+            server_side_retries=1,
+            server_side_retries_delay=0.1,
+        )
 
     def _system(self, system_id: str | None) -> Any:
         root = self._connect()
@@ -188,4 +259,15 @@ class RedfishDriver:
 def default_driver_factory(
     endpoint: str, username: str, password: str, verify: bool | str
 ) -> PowerDriver:
+    """A driver under the default policy (no special addresses, http allowed:
+    the activity has already applied the rack's http opt-in)."""
     return RedfishDriver(endpoint, username, password, verify)
+
+
+def driver_factory(policy: EndpointPolicy) -> RedfishDriverFactory:
+    """Drivers whose every request is checked against `policy`."""
+
+    def make(endpoint: str, username: str, password: str, verify: bool | str) -> PowerDriver:
+        return RedfishDriver(endpoint, username, password, verify, policy=policy)
+
+    return make

@@ -25,7 +25,8 @@ class Settings(BaseSettings):
 
     # Operator
     namespaces: list[str] = Field(
-        default_factory=list, description="Namespaces to watch; empty means cluster-wide."
+        default_factory=list,
+        description="Namespaces served (operator watch, worker Secrets); empty means cluster-wide.",
     )
     site_selector: str | None = Field(
         default=None, description="Label selector to shard NicoTasks by site."
@@ -57,6 +58,15 @@ class Settings(BaseSettings):
     worker_max_concurrent_activities: int = 1000
     worker_max_concurrent_workflows: int = 200
     worker_health_port: int = 8081
+    # Progress writes run on their own task queue (<task_queue>-progress) with their
+    # own slots, so they never wait behind step activities.
+    worker_progress_max_concurrent_activities: int = Field(default=50, ge=1)
+    # Where BMCs may be: CIDRs. Empty: any address except loopback, link-local,
+    # unspecified and multicast. Those special ranges are allowed only when a listed
+    # CIDR lies inside them (e.g. "127.0.0.0/8" in the local dev environment).
+    worker_bmc_networks: list[str] = Field(default_factory=list)
+    # How long the worker reuses a NicoTask, NicoRack or Secret it read (per object).
+    worker_cache_seconds: float = Field(default=5.0, ge=0)
 
     # Shim
     shim_host: str = "127.0.0.1"

@@ -58,6 +58,7 @@ def rack(
         "spec": {
             "siteId": site,
             "credentials": {"name": "bmc-credentials"},
+            "tls": {"allowInsecureHttp": True},  # the emulator speaks http
             "components": [
                 {
                     "id": s["name"],
@@ -104,7 +105,9 @@ class Cluster:
         await self.core.create_namespaced_secret(
             self.ns,
             client.V1Secret(
-                metadata=client.V1ObjectMeta(name="bmc-credentials"),
+                metadata=client.V1ObjectMeta(
+                    name="bmc-credentials", labels={api.BMC_CREDENTIALS_LABEL: "true"}
+                ),
                 string_data={"username": user, "password": password},
             ),
         )

@@ -29,6 +29,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from nicotask import api, crdgen
 from nicotask.api import NicoRack, NicoTask, Operation, ReportStatus, TaskStatus
+from nicotask.bmc_policy import EndpointPolicy
 from nicotask.kube import RACKS, TASKS, Kube
 from nicotask.rules import builtin_rule
 from nicotask.state import with_status
@@ -37,6 +38,8 @@ from nicotask.temporal.models import WorkflowOutcome, build_workflow_input
 from nicotask.temporal.worker import build_worker
 
 SITE = "660e8400-e29b-41d4-a716-446655440000"
+# The emulator listens on loopback, which the worker refuses unless told otherwise.
+LOOPBACK_OK = EndpointPolicy.from_cidrs(["127.0.0.0/8"])
 TYPES = {"compute": "Compute", "nvswitch": "NVSwitch", "powershelf": "PowerShelf"}
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -94,11 +97,14 @@ async def force_all(devenv: Any, state: str) -> None:
     await asyncio.to_thread(run)
 
 
-async def make_secret(kube_api: Any, namespace: str, name: str, user: str, password: str) -> None:
+async def make_secret(
+    kube_api: Any, namespace: str, name: str, user: str, password: str, *, labelled: bool = True
+) -> None:
+    labels = {api.BMC_CREDENTIALS_LABEL: "true"} if labelled else {}
     await k8s.CoreV1Api(kube_api).create_namespaced_secret(
         namespace,
         k8s.V1Secret(
-            metadata=k8s.V1ObjectMeta(name=name),
+            metadata=k8s.V1ObjectMeta(name=name, labels=labels),
             string_data={"username": user, "password": password},
         ),
     )
@@ -118,7 +124,12 @@ async def make_rack(
         "apiVersion": api.API_VERSION,
         "kind": "NicoRack",
         "metadata": {"name": name},
-        "spec": {"siteId": SITE, "credentials": {"name": secret}, "components": components},
+        "spec": {
+            "siteId": SITE,
+            "credentials": {"name": secret},
+            "tls": {"allowInsecureHttp": True},  # the emulator speaks http
+            "components": components,
+        },
     }
     obj = await kube.custom.create_namespaced_custom_object(
         api.GROUP, api.VERSION, namespace, RACKS, body
@@ -215,7 +226,7 @@ async def run_task(
     assert inp.task.uid == task.metadata.uid
     queue = f"test-rack-{uuid.uuid4().hex[:8]}"
     watcher = Watcher(kube, task)
-    async with build_worker(pclient, kube, task_queue=queue):
+    async with build_worker(pclient, kube, task_queue=queue, bmc_policy=LOOPBACK_OK):
         handle = await start_task_workflow(pclient, inp, task_queue=queue)
         assert handle.id == task.metadata.uid
         with watcher:

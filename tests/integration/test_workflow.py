@@ -26,9 +26,11 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from nicotask.api import (
+    BMC_CREDENTIALS_LABEL,
     ActionType,
     ComponentType,
     NicoOperationRuleSpec,
+    NicoRack,
     NicoTask,
     NicoTaskStatus,
     Operation,
@@ -44,9 +46,9 @@ from nicotask.api import (
     TaskReportV1Step,
     TaskStatus,
 )
-from nicotask.kube import NotFound
+from nicotask.kube import NotFound, Refused, SecretData
 from nicotask.redfish import BmcError, BmcUnreachable
-from nicotask.state import allowed_transition
+from nicotask.state import allowed_transition, is_terminal
 from nicotask.temporal.activities import TaskActivities
 from nicotask.temporal.models import (
     WORKFLOW_NAME,
@@ -67,7 +69,13 @@ SITE = "660e8400-e29b-41d4-a716-446655440000"
 
 
 class FakeStore:
-    """In-memory NicoTask + secrets, with Kube.update_task_status's contract."""
+    """In-memory NicoTask, NicoRack and Secret, with the API server's write rules.
+
+    The status JSON patch is refused like the CRD's CEL rules refuse it (a
+    terminal status is final, reportSequence never decreases) and like its
+    uid test op fails on another object, as the real API server does
+    (test_progress_write.py).
+    """
 
     def __init__(self, uid: str, *, broken: bool = False) -> None:
         self.task = NicoTask.model_validate(
@@ -83,15 +91,72 @@ class FakeStore:
                 "status": {"status": "Pending", "message": "Pending"},
             }
         )
+        self.rack = NicoRack.model_validate(
+            {
+                "metadata": {"name": "rack", "namespace": "ns"},
+                "spec": {
+                    "siteId": SITE,
+                    "credentials": {"name": "bmc"},
+                    "tls": {"allowInsecureHttp": True},
+                    "components": [
+                        {
+                            "id": t.id,
+                            "type": t.type.value,
+                            "redfish": {"endpoint": t.endpoint, "systemId": t.system_id},
+                        }
+                        for t in ALL_TARGETS
+                    ],
+                },
+            }
+        )
         self.reports: list[TaskReportV1] = []
         self.statuses: list[NicoTaskStatus] = []
         self.broken = broken
         self.calls = 0
+        self.reads = 0
 
-    async def read_secret(self, namespace: str, name: str) -> dict[str, str]:
+    async def get_task(self, namespace: str, name: str) -> NicoTask:
+        self.reads += 1
+        return self.task
+
+    async def get_rack(self, namespace: str, name: str) -> NicoRack:
+        self.reads += 1
+        return self.rack
+
+    async def read_secret_data(self, namespace: str, name: str) -> SecretData:
+        self.reads += 1
         if name != "bmc":
             raise NotFound(f"secret {namespace}/{name}")
-        return {"username": "admin", "password": "password"}
+        return SecretData(
+            labels={BMC_CREDENTIALS_LABEL: "true"},
+            data={"username": "admin", "password": "password"},
+        )
+
+    async def json_patch_task_status(
+        self, namespace: str, name: str, ops: list[dict[str, Any]]
+    ) -> NicoTask:
+        self.calls += 1
+        if self.broken:
+            raise RuntimeError("apiserver unavailable")
+        test, *adds = ops
+        assert test == {"op": "test", "path": "/metadata/uid", "value": test["value"]}
+        if test["value"] != self.task.metadata.uid:
+            raise Refused("testing value /metadata/uid failed")
+        old = self.task.status
+        body = old.wire()
+        for op in adds:
+            assert op["op"] == "add" and op["path"].startswith("/status/")
+            body[op["path"].removeprefix("/status/")] = op["value"]
+        new = NicoTaskStatus.model_validate({k: v for k, v in body.items() if v is not None})
+        if is_terminal(old.status) and new.status != old.status:
+            raise Refused("status.status is terminal")
+        if (old.report_sequence or 0) > (new.report_sequence or 0):
+            raise Refused("status.reportSequence cannot decrease")
+        self.task = self.task.model_copy(update={"status": new})
+        self.statuses.append(new)
+        if new.report is not None:
+            self.reports.append(new.report)
+        return self.task
 
     async def update_task_status(
         self,
@@ -101,17 +166,13 @@ class FakeStore:
         *,
         uid: str | None = None,
         attempts: int = 20,
+        current: NicoTask | None = None,
     ) -> tuple[NicoTask, bool]:
         self.calls += 1
-        if self.broken:
-            raise RuntimeError("apiserver unavailable")
         new = decide(self.task)
         if new is None or not allowed_transition(self.task.status.status, new.status):
             return self.task, False
         self.task = self.task.model_copy(update={"status": new})
-        self.statuses.append(new)
-        if new.report is not None:
-            self.reports.append(new.report)
         return self.task, True
 
 
@@ -123,6 +184,7 @@ class FakeBmcs:
         self.power: dict[str, PowerState] = defaultdict(lambda: PowerState.OFF)
         self.fail: dict[str, Exception] = {}  # component id -> error raised by power_state
         self.fail_times: dict[str, int] = {}  # fail only the first N attempts
+        self.fail_delay: dict[str, float] = {}  # seconds before the failure is raised
         self.state_calls: dict[str, int] = defaultdict(int)
         self.resets: list[tuple[str, PowerAction]] = []
         self.reset_delay = 0.0
@@ -150,6 +212,7 @@ class FakeDriver:
             error = b.fail.get(system_id)
             limit = b.fail_times.get(system_id)
         if error is not None and (limit is None or calls <= limit):
+            time.sleep(b.fail_delay.get(system_id, 0.0))
             raise error
         return b.power[system_id]
 
@@ -182,11 +245,12 @@ class FakeDriver:
 # --------------------------------------------------------------------------
 
 
-def target(cid: str, ctype: ComponentType) -> ComponentTarget:
+def target(cid: str, ctype: ComponentType, host: int = 1) -> ComponentTarget:
+    # TEST-NET-1 addresses: allowed by the default endpoint policy, never resolved.
     return ComponentTarget(
         id=cid,
         type=ctype,
-        endpoint=f"http://bmc-{cid}.invalid",
+        endpoint=f"http://192.0.2.{host}",
         system_id=cid,
         credentials_secret=SecretRef(name="bmc"),
     )
@@ -197,6 +261,8 @@ RACK = (
     + [target(f"nvswitch-{i}", ComponentType.NVSWITCH) for i in range(2)]
     + [target(f"powershelf-{i}", ComponentType.POWER_SHELF) for i in range(2)]
 )
+# The stored rack: every component any test names.
+ALL_TARGETS = RACK + [target(f"compute-{i}", ComponentType.COMPUTE) for i in range(4, 6)]
 
 
 def sleep_action(seconds: float) -> StepAction:
@@ -558,20 +624,136 @@ async def test_progress_never_overwrites_a_terminal_status(pclient: Client) -> N
     assert h.store.task.status.status == TaskStatus.TERMINATED
 
 
-async def test_no_bmc_request_after_terminate(pclient: Client) -> None:
-    """Once the workflow is terminated, polling stops within about a heartbeat interval."""
+async def test_no_reset_after_terminate(pclient: Client) -> None:
+    """Heartbeats are slow now; the Reset itself is gated on the workflow being alive.
+
+    PowerCycle on a BMC without PowerCycle: ForceOff, wait for Off, then On.
+    The workflow is terminated while the activity waits for Off; when Off
+    comes, the activity (which has not heard of the terminate: its heartbeats
+    are throttled to tens of seconds) must not send the On.
+    """
     h = Harness(pclient)
-    h.bmcs.apply_resets = False  # never reaches On: the activity keeps polling
+    h.bmcs.power["compute-0"] = PowerState.ON
+    h.bmcs.apply_resets = False  # Off only when the test says so
     computes = [target("compute-0", ComponentType.COMPUTE)]
-    spec = rule(step(ComponentType.COMPUTE, 1, power_on(poll=0.1), timeout=120))
+    cycle = StepAction(
+        type=ActionType.POWER_CONTROL, power=PowerAction.POWER_CYCLE, poll_interval_seconds=0.1
+    )
+    spec = rule(step(ComponentType.COMPUTE, 1, cycle, timeout=120))
     async with h.worker():
         handle = await h.start(spec, components=computes)
         deadline = time.monotonic() + 20
-        while h.bmcs.state_calls["compute-0"] < 5:
+        while h.bmcs.state_calls["compute-0"] < 3:
             assert time.monotonic() < deadline, "the activity never started polling"
             await asyncio.sleep(0.1)
+        assert h.bmcs.resets == [("compute-0", PowerAction.FORCE_OFF)]
         await handle.terminate(reason="Cancelled by user")
-        terminated = time.monotonic()
-        await asyncio.sleep(3.0)
-        last = max(h.bmcs.request_times)
-        assert last - terminated < 1.6, f"BMC request {last - terminated:.2f}s after terminate"
+        polls = h.bmcs.state_calls["compute-0"]
+        with h.bmcs.lock:
+            h.bmcs.power["compute-0"] = PowerState.OFF
+        # The activity sees Off (a read: allowed), then must not send On.
+        while h.bmcs.state_calls["compute-0"] == polls:
+            assert time.monotonic() < deadline + 20, "the activity stopped polling"
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(2.0)
+    assert h.bmcs.resets == [("compute-0", PowerAction.FORCE_OFF)]
+
+
+async def test_fail_fast_sibling_sends_no_reset(pclient: Client) -> None:
+    """A sibling cancelled by fail-fast learns it from the liveness check, not a heartbeat."""
+    h = Harness(pclient)
+    h.bmcs.power["nvswitch-0"] = PowerState.ON
+    h.bmcs.apply_resets = False
+    h.bmcs.fail["compute-0"] = BmcError("http://192.0.2.1", "BMC says no")
+    h.bmcs.fail_times["compute-0"] = 1000
+    cycle = StepAction(
+        type=ActionType.POWER_CONTROL, power=PowerAction.POWER_CYCLE, poll_interval_seconds=0.1
+    )
+    spec = rule(
+        # The compute step fails once the switch waits for Off; the switch must not send On.
+        step(ComponentType.COMPUTE, 1, StepAction(
+            type=ActionType.VERIFY_POWER_STATUS, expected_state=PowerState.ON
+        )),
+        step(ComponentType.NVSWITCH, 1, cycle, timeout=120),
+    )  # fmt: skip
+    computes = [target("compute-0", ComponentType.COMPUTE)]
+    switches = [target("nvswitch-0", ComponentType.NVSWITCH)]
+    h.bmcs.fail_delay["compute-0"] = 1.0
+    async with h.worker():
+        handle = await h.start(spec, components=computes + switches)
+        outcome = await asyncio.wait_for(handle.result(), timeout=60)
+        assert outcome.status == TaskStatus.FAILED
+        assert outcome.message.startswith("Compute compute-0: BMC says no")
+        with h.bmcs.lock:
+            h.bmcs.power["nvswitch-0"] = PowerState.OFF
+        await asyncio.sleep(2.0)
+    assert h.bmcs.resets == [("nvswitch-0", PowerAction.FORCE_OFF)]
+
+
+async def _history_events(handle: WorkflowHandle[Any, Any]) -> list[Any]:
+    return list((await handle.fetch_history()).events)
+
+
+async def test_sleep_steps_are_timers_not_activities(pclient: Client) -> None:
+    h = Harness(pclient)
+    computes = [target(f"compute-{i}", ComponentType.COMPUTE) for i in range(4)]
+    spec = rule(step(ComponentType.COMPUTE, 1, sleep_action(0.3), max_parallel=2))
+    async with h.worker():
+        handle = await h.start(spec, components=computes)
+        outcome = await asyncio.wait_for(handle.result(), timeout=60)
+    assert outcome.status == TaskStatus.SUCCEEDED
+    assert stage_statuses(outcome.report) == ["completed"]
+    assert outcome.report.stages[0].steps[0].total_components == 4
+    check_timestamps(outcome.report)
+    events = await _history_events(handle)
+    scheduled = [
+        e.activity_task_scheduled_event_attributes
+        for e in events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert {a.activity_type.name for a in scheduled} == {"publish_progress"}
+    # Progress goes to its own task queue, never the step activities' one.
+    assert {a.task_queue.name for a in scheduled} == {f"{h.queue}-progress"}
+    timers = [
+        e.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta()
+        for e in events
+        if e.HasField("timer_started_event_attributes")
+    ]
+    # Two waves of maxParallel=2 (plus any progress-coalescing timers, which are shorter).
+    assert [t for t in timers if t == dt.timedelta(seconds=0.3)] == [dt.timedelta(seconds=0.3)] * 2
+
+
+async def test_sleep_timeout_is_retried_then_fails_like_the_activity(pclient: Client) -> None:
+    h = Harness(pclient)
+    spec = rule(step(ComponentType.COMPUTE, 1, sleep_action(30), timeout=1.0, attempts=2))
+    outcome = await h.run(spec)
+    assert outcome.status == TaskStatus.FAILED
+    assert outcome.message == "Compute compute-0: timed out after 1s (gave up after 2 attempts)"
+    assert outcome.report.stages[0].steps[0].error == outcome.message
+
+
+async def test_progress_writes_are_coalesced(pclient: Client) -> None:
+    """Ten quick stages: at most one write per second, the final report always written."""
+    h = Harness(pclient)
+    computes = [target("compute-0", ComponentType.COMPUTE)]
+    spec = rule(*[step(ComponentType.COMPUTE, i, sleep_action(0.05)) for i in range(1, 11)])
+    async with h.worker():
+        handle = await h.start(spec, components=computes)
+        outcome = await asyncio.wait_for(handle.result(), timeout=60)
+    assert outcome.status == TaskStatus.SUCCEEDED
+    events = await _history_events(handle)
+    times = [
+        e.event_time.ToDatetime()
+        for e in events
+        if e.HasField("activity_task_scheduled_event_attributes")
+        and e.activity_task_scheduled_event_attributes.activity_type.name == "publish_progress"
+    ]
+    # 30+ transitions, but writes at most once a second (in workflow time) plus the
+    # final one, which is never delayed.
+    span = (events[-1].event_time.ToDatetime() - events[0].event_time.ToDatetime()).total_seconds()
+    assert 2 <= len(times) <= int(span) + 3, (len(times), span)
+    assert len(times) < 20
+    # The store got the final report, with the highest sequence.
+    assert h.store.reports[-1] == outcome.report
+    sequences = [st.report_sequence for st in h.store.statuses]
+    assert sequences == sorted(sequences)

@@ -210,3 +210,80 @@ def test_shim_rights_match_deploy_rbac(helm: Path) -> None:
         roles["rel-nicotask-shim"]["rules"] + roles["rel-nicotask-shim-cluster"]["rules"]
     )
     assert chart == expected
+
+
+def _egress_cidrs(policy: dict[str, Any]) -> list[str]:
+    return [
+        peer["ipBlock"]["cidr"]
+        for rule in policy["spec"]["egress"]
+        for peer in rule.get("to", [])
+        if "ipBlock" in peer
+    ]
+
+
+def test_worker_hardening_defaults(helm: Path) -> None:
+    docs = render(helm)
+    worker = container_of(by_kind(docs, "Deployment")["rel-nicotask-worker"])
+    env = {e["name"]: e.get("value") for e in worker["env"]}
+    assert env["NICOTASK_NAMESPACES"] == "[]"  # cluster-wide, as watchNamespaces says
+    assert env["NICOTASK_WORKER_BMC_NETWORKS"] == "[]"
+    assert env["NICOTASK_WORKER_PROGRESS_MAX_CONCURRENT_ACTIVITIES"] == "50"
+    rules = by_kind(docs, "ClusterRole")["rel-nicotask-worker"]["rules"]
+    assert _rights(rules) == {
+        ("nico.dev", "nicotasks", "get"), ("nico.dev", "nicoracks", "get"),
+        ("nico.dev", "nicotasks/status", "get"), ("nico.dev", "nicotasks/status", "update"),
+        ("nico.dev", "nicotasks/status", "patch"), ("", "secrets", "get"),
+        ("", "events", "create"),
+    }
+    policies = by_kind(docs, "NetworkPolicy")
+    assert set(policies) == {"rel-nicotask-operator", "rel-nicotask-worker", "rel-nicotask-shim"}
+    for policy in policies.values():
+        assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    # The worker may reach BMCs anywhere but loopback and link-local (cloud metadata).
+    worker_policy = policies["rel-nicotask-worker"]
+    blocks = [
+        peer["ipBlock"] for rule in worker_policy["spec"]["egress"]
+        for peer in rule.get("to", []) if "ipBlock" in peer
+    ]
+    assert {"cidr": "0.0.0.0/0", "except": ["127.0.0.0/8", "169.254.0.0/16"]} in blocks
+    # Only the worker talks to BMCs; the shim never talks to Temporal.
+    assert _egress_cidrs(policies["rel-nicotask-operator"]) == []
+    shim_ports = {p["port"] for r in policies["rel-nicotask-shim"]["spec"]["egress"]
+                  for p in r.get("ports", [])}
+    assert 7233 not in shim_ports
+    assert not [d for d in docs if d["metadata"].get("namespace") == "temporal"]
+
+
+def test_worker_hardening_all_features(helm: Path) -> None:
+    docs = render(helm, "-f", str(ALL_FEATURES))
+    worker = container_of(by_kind(docs, "Deployment")["rel-nicotask-worker"])
+    env = {e["name"]: e.get("value") for e in worker["env"]}
+    assert env["NICOTASK_NAMESPACES"] == '["site-a","site-b"]'
+    assert env["NICOTASK_WORKER_BMC_NETWORKS"] == '["10.20.0.0/16"]'
+    assert env["NICOTASK_TEMPORAL_TLS_CERT_FILE"] == "/etc/nicotask/temporal-tls/tls.crt"
+    # Secrets only in the served namespaces: no cluster-wide binding of the worker.
+    assert "rel-nicotask-worker" not in by_kind(docs, "ClusterRoleBinding")
+    policies = {
+        (d["metadata"]["namespace"], d["metadata"]["name"]): d
+        for d in docs if d["kind"] == "NetworkPolicy"
+    }
+    worker_policy = policies[("nicotask-system", "rel-nicotask-worker")]
+    assert sorted(_egress_cidrs(worker_policy)) == ["10.0.0.1/32", "10.20.0.0/16", "10.96.10.0/24"]
+    operator_policy = policies[("nicotask-system", "rel-nicotask-operator")]
+    assert sorted(_egress_cidrs(operator_policy)) == ["10.0.0.1/32", "10.96.10.0/24"]
+    shim_policy = policies[("nicotask-system", "rel-nicotask-shim")]
+    (shim_in,) = shim_policy["spec"]["ingress"]
+    assert shim_in["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}
+    ]
+    frontend = policies[("temporal", "rel-nicotask-temporal-frontend")]
+    peers = frontend["spec"]["ingress"][0]["from"]
+    components = {p["podSelector"]["matchLabels"].get("app.kubernetes.io/component")
+                  for p in peers if "namespaceSelector" in p}
+    assert components == {"operator", "worker"}
+    assert {"podSelector": {}} in peers
+
+
+def test_network_policies_off(helm: Path) -> None:
+    docs = render(helm, "--set", "networkPolicy.enabled=false")
+    assert not by_kind(docs, "NetworkPolicy")

@@ -40,6 +40,8 @@ def system_environ(env: DevEnv, extra: dict[str, str] | None = None) -> dict[str
     """The environment of a nicotask process pointed at this DevEnv."""
     out = {**os.environ, **env.exports()}
     out.setdefault("NICOTASK_RECONCILE_INTERVAL_SECONDS", "10")
+    # The emulated BMCs listen on loopback, which the worker refuses unless listed.
+    out.setdefault("NICOTASK_WORKER_BMC_NETWORKS", '["127.0.0.0/8"]')
     out["PYTHONUNBUFFERED"] = "1"
     if extra:
         out.update(extra)

@@ -1,55 +1,72 @@
 """Activities: the I/O of a task. Each takes one pydantic argument.
 
-- `publish_progress` writes the live report (status Running) into the CR,
-  through Kube.update_task_status, never over a terminal status.
+- `publish_progress` writes the live report (status Running, reportSequence)
+  into the CR with one status JSON patch (its first op tests metadata.uid),
+  made safe by the CRD's CEL rules: a terminal status is final and
+  reportSequence never decreases, so a late or repeated write is refused
+  (and counted as superseded), never applied.
 - `run_step_action` runs one step's action on one component through its BMC.
+  The input only names the task and the component: everything else comes
+  from the cluster (targets.py). Every state-changing BMC request (a Reset)
+  is preceded by a liveness check of the activity's own workflow run
+  (liveness.py): once the workflow is terminated or the activity cancelled,
+  no Reset goes out. Reads (power state) need no check.
 
-Activities heartbeat at least once a second while they wait, also while a
-blocking BMC call runs in a thread, and check for cancellation before every
-BMC request: once the workflow is terminated or cancelled, the next
-heartbeat learns it and no new BMC request starts.
+Heartbeats are throttled by the SDK (the heartbeat timeout is tens of
+seconds): they only detect a lost worker, they do not gate BMC requests.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import contextlib
 import logging
-import os
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from nicotask.api import (
     ActionType,
+    NicoRack,
     NicoTask,
     NicoTaskStatus,
     PowerAction,
     PowerState,
     TaskStatus,
 )
-from nicotask.kube import NotFound
+from nicotask.bmc_policy import EndpointPolicy
+from nicotask.kube import Conflict, NotFound, Refused, SecretData
 from nicotask.redfish import (
     BmcAuthFailed,
     BmcError,
     BmcNotFound,
+    BmcRefused,
     BmcUnreachable,
     PowerDriver,
     RedfishDriverFactory,
-    default_driver_factory,
+    driver_factory,
 )
-from nicotask.state import is_terminal, with_status
+from nicotask.state import RECONCILING, is_terminal, with_status
+from nicotask.temporal.liveness import Liveness
 from nicotask.temporal.models import (
     PUBLISH_PROGRESS,
     RUN_STEP_ACTION,
-    ComponentTarget,
     ProgressUpdate,
     StepActivityInput,
     StepResult,
+    TaskRef,
+)
+from nicotask.temporal.targets import (
+    ERR_CREDENTIALS,
+    ERR_REFUSED,
+    ERR_TASK_GONE,
+    ERR_UNREACHABLE,
+    Target,
+    TargetResolver,
 )
 
 log = logging.getLogger(__name__)
@@ -58,19 +75,47 @@ T = TypeVar("T")
 RUNNING_MESSAGE = "Running"
 
 # ApplicationError types (also usable as non_retryable_error_types).
-ERR_UNREACHABLE = "BmcUnreachable"
 ERR_AUTH = "BmcAuthFailed"
 ERR_NOT_FOUND = "BmcNotFound"
 ERR_BMC = "BmcError"
-ERR_CREDENTIALS = "CredentialsMissing"
 ERR_POWER_STATE = "PowerStateMismatch"
-ERR_TASK_GONE = "TaskGone"
+ERR_NOT_LIVE = "WorkflowNotRunning"
+__all__ = [
+    "ERR_AUTH",
+    "ERR_BMC",
+    "ERR_CREDENTIALS",
+    "ERR_NOT_FOUND",
+    "ERR_NOT_LIVE",
+    "ERR_POWER_STATE",
+    "ERR_REFUSED",
+    "ERR_TASK_GONE",
+    "ERR_UNREACHABLE",
+    "TaskActivities",
+    "TaskStore",
+    "progress_decision",
+    "progress_ops",
+]
+
+# The messages of the CRD's CEL rules that make a progress write superfluous.
+CEL_SUPERSEDED = ("status.status is terminal", "status.reportSequence cannot decrease")
+
+# Local heartbeat calls while waiting; the SDK sends at most one per throttle
+# interval (0.8 x the heartbeat timeout), so this costs Temporal nothing extra.
+LOCAL_HEARTBEAT_SECONDS = 5.0
 
 
 class TaskStore(Protocol):
     """What the activities need from Kubernetes (nicotask.kube.Kube fits)."""
 
-    async def read_secret(self, namespace: str, name: str) -> dict[str, str]: ...
+    async def get_task(self, namespace: str, name: str) -> NicoTask: ...
+
+    async def get_rack(self, namespace: str, name: str) -> NicoRack: ...
+
+    async def read_secret_data(self, namespace: str, name: str) -> SecretData: ...
+
+    async def json_patch_task_status(
+        self, namespace: str, name: str, ops: list[dict[str, Any]]
+    ) -> NicoTask: ...
 
     async def update_task_status(
         self,
@@ -80,119 +125,171 @@ class TaskStore(Protocol):
         *,
         uid: str | None = ...,
         attempts: int = ...,
+        current: NicoTask | None = ...,
     ) -> tuple[NicoTask, bool]: ...
 
 
+def progress_ops(update: ProgressUpdate, now: str) -> list[dict[str, Any]]:
+    """The JSON patch of one progress write: Running, the report and its sequence.
+
+    The first op tests metadata.uid, so the write never lands on a task
+    recreated under the same name; `add` replaces each status field whole.
+    """
+    fields: dict[str, Any] = {
+        "status": TaskStatus.RUNNING.value,
+        "message": RUNNING_MESSAGE,
+        "report": update.report.wire(),
+        "reportSequence": update.sequence,
+        "updated": now,
+    }
+    if update.started is not None:
+        fields["started"] = update.started.isoformat().replace("+00:00", "Z")
+    return [
+        {"op": "test", "path": "/metadata/uid", "value": update.task.uid},
+        *({"op": "add", "path": f"/status/{key}", "value": value} for key, value in fields.items()),
+    ]
+
+
 def progress_decision(update: ProgressUpdate) -> Callable[[NicoTask], NicoTaskStatus | None]:
-    """The status a progress write puts on a task: Running with the report, unless terminal."""
+    """The same write as a full status (when the task has no status yet to patch)."""
 
     def decide(task: NicoTask) -> NicoTaskStatus | None:
         if is_terminal(task.status.status):
             return None
+        if (task.status.report_sequence or 0) > update.sequence:
+            return None
         new = with_status(task, TaskStatus.RUNNING, RUNNING_MESSAGE, report=update.report)
-        if task.status.started is None and update.started is not None:
+        new.report_sequence = update.sequence
+        if update.started is not None:
             new.started = update.started
         return new
 
     return decide
 
 
+def _gone(ref: TaskRef) -> ApplicationError:
+    return ApplicationError(
+        f"nicotask {ref.namespace}/{ref.name} (uid {ref.uid}) is gone",
+        type=ERR_TASK_GONE,
+        non_retryable=True,
+    )
+
+
+def _conditions_say_running(task: NicoTask) -> bool:
+    for cond in task.status.conditions:
+        if cond.type == RECONCILING:
+            return cond.reason == TaskStatus.RUNNING.value
+    return False
+
+
 class TaskActivities:
-    """The activities, bound to a Kubernetes client and a BMC driver factory."""
+    """The activities, bound to Kubernetes, a BMC driver factory and a liveness check."""
 
     def __init__(
         self,
         kube: TaskStore,
-        redfish: RedfishDriverFactory = default_driver_factory,
+        redfish: RedfishDriverFactory | None = None,
         *,
-        heartbeat_interval: float = 1.0,
+        liveness: Liveness | None = None,
+        policy: EndpointPolicy | None = None,
+        namespaces: Sequence[str] = (),
+        cache_seconds: float = 5.0,
+        heartbeat_interval: float = LOCAL_HEARTBEAT_SECONDS,
     ) -> None:
         self.kube = kube
-        self.redfish = redfish
+        self.policy = policy or EndpointPolicy()
+        self.redfish = redfish or driver_factory(self.policy)
+        self.liveness = liveness
         self.heartbeat_interval = heartbeat_interval
-        self._ca_dir = tempfile.mkdtemp(prefix="nicotask-ca-")
+        self.targets = TargetResolver(
+            kube,
+            policy=self.policy,
+            namespaces=namespaces,
+            cache_seconds=cache_seconds,
+            ca_dir=tempfile.mkdtemp(prefix="nicotask-ca-"),
+        )
 
     # ---- publish_progress ------------------------------------------------
 
     @activity.defn(name=PUBLISH_PROGRESS)
     async def publish_progress(self, update: ProgressUpdate) -> bool:
-        """Write status Running and the report; False when the task is already finished."""
+        """Write status Running and the report; False when superseded or already finished."""
+        ref = update.task
+        if ref.uid != activity.info().workflow_id:
+            raise ApplicationError(
+                f"nicotask {ref.namespace}/{ref.name}: the input's uid {ref.uid} is not"
+                f" the workflow id {activity.info().workflow_id}",
+                type=ERR_REFUSED,
+                non_retryable=True,
+            )
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        try:
+            stored = await self.kube.json_patch_task_status(
+                ref.namespace, ref.name, progress_ops(update, now)
+            )
+        except NotFound as exc:
+            raise _gone(ref) from exc
+        except Refused as exc:
+            why = str(exc)
+            if any(rule in why for rule in CEL_SUPERSEDED):
+                # A terminal status, or a newer report already stored: superseded.
+                log.info(
+                    "progress v%d of %s/%s not written: %s", update.sequence, ref.namespace,
+                    ref.name, why,
+                )  # fmt: skip
+                return False
+            # The patch did not apply (the API server does not say why): the uid
+            # test failed, or there is no status yet. Decide on a fresh read.
+            return await self._full_write(update)
+        if not _conditions_say_running(stored):
+            await self._running_conditions(stored, update)
+        return True
+
+    async def _full_write(self, update: ProgressUpdate) -> bool:
+        """GET, check the uid, PUT the whole status conditionally (the rare path)."""
         ref = update.task
         try:
             _, wrote = await self.kube.update_task_status(
                 ref.namespace, ref.name, progress_decision(update), uid=ref.uid
             )
         except NotFound as exc:
-            raise ApplicationError(
-                f"nicotask {ref.namespace}/{ref.name} (uid {ref.uid}) is gone",
-                type=ERR_TASK_GONE,
-                non_retryable=True,
-            ) from exc
+            raise _gone(ref) from exc
         return wrote
+
+    async def _running_conditions(self, stored: NicoTask, update: ProgressUpdate) -> None:
+        """The first write also moves the kstatus conditions (one conditional PUT)."""
+
+        def decide(task: NicoTask) -> NicoTaskStatus | None:
+            if is_terminal(task.status.status) or task.status.report_sequence != update.sequence:
+                return None
+            return with_status(task, TaskStatus.RUNNING, RUNNING_MESSAGE)
+
+        ref = update.task
+        # Somebody wrote in between: the next progress write tries again.
+        with contextlib.suppress(Conflict, NotFound):
+            await self.kube.update_task_status(
+                ref.namespace, ref.name, decide, uid=ref.uid, attempts=1, current=stored
+            )
 
     # ---- run_step_action -------------------------------------------------
 
     @activity.defn(name=RUN_STEP_ACTION)
     async def run_step_action(self, inp: StepActivityInput) -> StepResult:
-        interval = min(inp.heartbeat_seconds, self.heartbeat_interval)
-        runner = _StepRun(self, inp, interval)
+        runner = _StepRun(self, inp, self.heartbeat_interval)
         return await runner.run()
 
-    # ---- helpers -----------------------------------------------------------
-
-    async def credentials(self, namespace: str, target: ComponentTarget) -> tuple[str, str]:
-        ref = target.credentials_secret
-        try:
-            data = await self.kube.read_secret(namespace, ref.name)
-        except NotFound as exc:
+    async def check_live(self, phase: str) -> None:
+        """Raise (ending the activity) unless its workflow run still wants it."""
+        if self.liveness is None:
+            return
+        why = await self.liveness(activity.info())
+        if why is not None:
             raise ApplicationError(
-                f"secret {namespace}/{ref.name} with the BMC credentials of component"
-                f" {target.id} does not exist",
-                type=ERR_CREDENTIALS,
+                f"not sending {phase}: {why}",
+                type=ERR_NOT_LIVE,
                 non_retryable=True,
-            ) from exc
-        missing = [k for k in (ref.username_key, ref.password_key) if k not in data]
-        if missing:
-            raise ApplicationError(
-                f"secret {namespace}/{ref.name} has no key {', '.join(missing)}"
-                f" (BMC credentials of component {target.id})",
-                type=ERR_CREDENTIALS,
-                non_retryable=True,
+                category=ApplicationErrorCategory.BENIGN,
             )
-        return data[ref.username_key], data[ref.password_key]
-
-    async def verify_setting(self, namespace: str, target: ComponentTarget) -> bool | str:
-        """requests' `verify`: False, True, or the path of the rack's CA bundle."""
-        if target.insecure_skip_verify:
-            return False
-        if not target.ca_secret_ref:
-            return True
-        try:
-            data = await self.kube.read_secret(namespace, target.ca_secret_ref)
-        except NotFound as exc:
-            raise ApplicationError(
-                f"secret {namespace}/{target.ca_secret_ref} with the BMC CA does not exist",
-                type=ERR_CREDENTIALS,
-                non_retryable=True,
-            ) from exc
-        pem = data.get("ca.crt")
-        if not pem:
-            raise ApplicationError(
-                f"secret {namespace}/{target.ca_secret_ref} has no key ca.crt",
-                type=ERR_CREDENTIALS,
-                non_retryable=True,
-            )
-        path = os.path.join(self._ca_dir, hashlib.sha256(pem.encode()).hexdigest() + ".pem")
-        await asyncio.to_thread(_write_once, path, pem)
-        return path
-
-
-def _write_once(path: str, text: str) -> None:
-    if not os.path.exists(path):
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
 
 
 class _StepRun:
@@ -202,7 +299,8 @@ class _StepRun:
         self.acts = acts
         self.inp = inp
         self.interval = max(0.05, interval)
-        self.target = inp.component
+        self.target = inp.component  # a hint: run() replaces what matters from the rack
+        self.resolved: Target | None = None
         self.phase = "starting"
         self.bmc_requests = 0
         self.t0 = time.monotonic()
@@ -240,22 +338,33 @@ class _StepRun:
             await asyncio.sleep(min(left, self.interval))
             self.heartbeat()
 
-    async def bmc(self, phase: str, fn: Callable[..., T], *args: Any) -> T:
-        """One BMC request in a thread; never started once the activity is cancelled."""
+    async def bmc(
+        self, phase: str, fn: Callable[..., T], *args: Any, mutating: bool = False
+    ) -> T:
+        """One BMC request in a thread; never started once the activity is cancelled.
+
+        A mutating request (a Reset) first asks Temporal whether the workflow
+        run still wants this activity: a terminated workflow sends no Reset.
+        """
         self.phase = phase
         self.ensure_not_cancelled()
         self.heartbeat()
+        if mutating:
+            await self.beating(self.acts.check_live(phase))
+            self.ensure_not_cancelled()
         self.bmc_requests += 1
         try:
             return await self.beating(asyncio.to_thread(fn, *args))
         except BmcAuthFailed as exc:
-            ref = self.target.credentials_secret
+            assert self.resolved is not None
             raise ApplicationError(
-                f"BMC {self.target.endpoint} refused the credentials of secret"
-                f" {self.inp.task.namespace}/{ref.name}",
+                f"BMC {self.resolved.endpoint} refused the credentials of secret"
+                f" {self.resolved.namespace}/{self.resolved.secret_name}",
                 type=ERR_AUTH,
                 non_retryable=True,
             ) from exc
+        except BmcRefused as exc:
+            raise ApplicationError(exc.message, type=ERR_REFUSED, non_retryable=True) from exc
         except BmcUnreachable as exc:
             raise ApplicationError(exc.message, type=ERR_UNREACHABLE) from exc
         except BmcNotFound as exc:
@@ -268,12 +377,17 @@ class _StepRun:
     async def run(self) -> StepResult:
         self.heartbeat()
         action = self.inp.action
+        self.phase = "checking the task"
+        workflow_id = activity.info().workflow_id or ""
         if action.type == ActionType.SLEEP:
+            # Only workflows started before Sleep became a workflow timer get here.
+            await self.beating(self.acts.targets.task(self.inp.task, workflow_id))
             self.phase = "sleep"
             await self.sleep(float(action.duration_seconds or 0))
             return StepResult(component_id=self.target.id)
-        driver = await self.driver()
-        sid = self.target.system_id
+        driver = await self.driver(workflow_id)
+        assert self.resolved is not None
+        sid = self.resolved.system_id
         if action.type == ActionType.POWER_CONTROL:
             assert action.power is not None
             await self.power_control(driver, sid, action.power)
@@ -289,25 +403,30 @@ class _StepRun:
             f"unsupported action type {action.type}", type="UnsupportedAction", non_retryable=True
         )
 
-    async def driver(self) -> PowerDriver:
-        namespace = self.inp.task.namespace
-        self.phase = "credentials"
-        user, password = await self.beating(self.acts.credentials(namespace, self.target))
-        verify = await self.beating(self.acts.verify_setting(namespace, self.target))
-        return self.acts.redfish(self.target.endpoint, user, password, verify)
+    async def driver(self, workflow_id: str) -> PowerDriver:
+        self.phase = "reading the task, rack and credentials"
+        target = await self.beating(
+            self.acts.targets.target(self.inp.task, workflow_id, self.inp.component.id)
+        )
+        self.resolved = target
+        return self.acts.redfish(target.endpoint, target.username, target.password, target.verify)
 
     async def power_control(self, driver: PowerDriver, sid: str | None, power: PowerAction) -> None:
         if power == PowerAction.POWER_CYCLE:
             allowed = await self.bmc("allowed resets", driver.allowed_resets, sid)
             if PowerAction.POWER_CYCLE in allowed:
-                await self.bmc("reset PowerCycle", driver.reset, sid, PowerAction.POWER_CYCLE)
+                await self.bmc(
+                    "reset PowerCycle", driver.reset, sid, PowerAction.POWER_CYCLE, mutating=True
+                )
                 return
             # No PowerCycle on this BMC: ForceOff, wait for Off, then On.
             state = await self.bmc("power state", driver.power_state, sid)
             if state != PowerState.OFF:
-                await self.bmc("reset ForceOff", driver.reset, sid, PowerAction.FORCE_OFF)
+                await self.bmc(
+                    "reset ForceOff", driver.reset, sid, PowerAction.FORCE_OFF, mutating=True
+                )
                 await self.await_state(driver, sid, PowerState.OFF)
-            await self.bmc("reset On", driver.reset, sid, PowerAction.ON)
+            await self.bmc("reset On", driver.reset, sid, PowerAction.ON, mutating=True)
             return
         if power in (PowerAction.ON, PowerAction.FORCE_OFF, PowerAction.GRACEFUL_SHUTDOWN):
             # Idempotent: a retry (or a rack already in the state) sends nothing.
@@ -315,7 +434,7 @@ class _StepRun:
             state = await self.bmc("power state", driver.power_state, sid)
             if state == want:
                 return
-        await self.bmc(f"reset {power.value}", driver.reset, sid, power)
+        await self.bmc(f"reset {power.value}", driver.reset, sid, power, mutating=True)
 
     async def await_state(
         self, driver: PowerDriver, sid: str | None, expected: PowerState

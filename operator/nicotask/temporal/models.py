@@ -1,8 +1,10 @@
 """The arguments and results of the workflow and its activities (one pydantic model each).
 
 They travel through Temporal with temporalio.contrib.pydantic's data
-converter. No credentials enter Temporal history: a component carries the
-name of its Secret, which the activity reads when it runs.
+converter. No credentials enter Temporal history. The input is a hint, never
+authority: the activities act on the NicoTask (namespace, name, uid = the
+workflow id) and derive each component's endpoint, system id, Secret and CA
+from the task's NicoRack as stored in the cluster, by component id.
 """
 
 from __future__ import annotations
@@ -73,11 +75,16 @@ class WorkflowOutcome(TemporalModel):
 
 
 class ProgressUpdate(TemporalModel):
-    """A snapshot of the live report to write into the CR (status stays Running)."""
+    """A snapshot of the live report to write into the CR (status stays Running).
+
+    `sequence` is the workflow's report version: the CR's status.reportSequence
+    refuses to go down, so a late write never replaces a newer report.
+    """
 
     task: TaskRef
     report: TaskReportV1
     started: dt.datetime | None = None
+    sequence: int = 0
 
 
 class StepActivityInput(TemporalModel):

@@ -1,7 +1,11 @@
 """`nicotask worker`: the Temporal worker running NicoTaskWorkflow and its activities.
 
 Task queue and concurrency come from settings (NICOTASK_TASK_QUEUE,
-NICOTASK_WORKER_MAX_CONCURRENT_ACTIVITIES / _WORKFLOWS). GET /healthz on
+NICOTASK_WORKER_MAX_CONCURRENT_ACTIVITIES / _WORKFLOWS); progress writes run
+on `<task queue>-progress` in a second Worker of the same process
+(NICOTASK_WORKER_PROGRESS_MAX_CONCURRENT_ACTIVITIES slots). BMC endpoints are
+checked against NICOTASK_WORKER_BMC_NETWORKS, Secrets are read only in
+NICOTASK_NAMESPACES (all namespaces when empty). GET /healthz on
 NICOTASK_WORKER_HEALTH_PORT answers 200 while the worker runs, 503 otherwise.
 SIGTERM or SIGINT shuts the worker down gracefully: polling stops, running
 activities get `graceful_shutdown_timeout` to finish, then are cancelled.
@@ -23,15 +27,62 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from nicotask.redfish import RedfishDriverFactory, default_driver_factory
+from nicotask.bmc_policy import EndpointPolicy
+from nicotask.redfish import RedfishDriverFactory
 from nicotask.settings import Settings, get_settings
 from nicotask.temporal.activities import TaskActivities, TaskStore
-from nicotask.temporal.workflows import NicoTaskWorkflow
+from nicotask.temporal.liveness import TemporalLiveness
+from nicotask.temporal.workflows import NicoTaskWorkflow, progress_queue
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_THROTTLE = timedelta(seconds=1)
 GRACEFUL_SHUTDOWN = timedelta(seconds=10)
+PROGRESS_SLOTS = 50
+
+
+class NicoTaskWorkers:
+    """The process's two Temporal workers, run and stopped together.
+
+    One polls the task queue (workflows and step activities), the other
+    `<task queue>-progress` (publish_progress only, with its own slots), so
+    progress writes never wait behind BMC steps.
+    """
+
+    def __init__(self, workers: list[Worker]) -> None:
+        self.workers = workers
+        self._stack: contextlib.AsyncExitStack | None = None
+
+    @property
+    def is_running(self) -> bool:
+        return all(w.is_running for w in self.workers)
+
+    async def run(self) -> None:
+        runs = [asyncio.create_task(w.run()) for w in self.workers]
+        try:
+            done, _ = await asyncio.wait(runs, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()  # a failed worker stops the process
+        finally:
+            if any(not t.done() for t in runs):
+                await self.shutdown()
+            await asyncio.gather(*runs, return_exceptions=True)
+
+    async def shutdown(self) -> None:
+        await asyncio.gather(
+            *(w.shutdown() for w in self.workers if w.is_running), return_exceptions=True
+        )
+
+    async def __aenter__(self) -> NicoTaskWorkers:
+        stack = contextlib.AsyncExitStack()
+        for worker in self.workers:
+            await stack.enter_async_context(worker)
+        self._stack = stack
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._stack is not None:
+            await self._stack.aclose()
+            self._stack = None
 
 
 def build_worker(
@@ -39,26 +90,45 @@ def build_worker(
     kube: TaskStore,
     *,
     task_queue: str,
-    redfish: RedfishDriverFactory = default_driver_factory,
+    redfish: RedfishDriverFactory | None = None,
+    bmc_policy: EndpointPolicy | None = None,
+    namespaces: list[str] | None = None,
     max_concurrent_activities: int | None = None,
     max_concurrent_workflow_tasks: int | None = None,
+    max_concurrent_progress: int = PROGRESS_SLOTS,
+    cache_seconds: float = 5.0,
     graceful_shutdown_timeout: timedelta = GRACEFUL_SHUTDOWN,
     activities: TaskActivities | None = None,
-) -> Worker:
-    """A Worker for NicoTaskWorkflow; the client must use the pydantic data converter."""
-    acts = activities or TaskActivities(kube, redfish)
-    return Worker(
+) -> NicoTaskWorkers:
+    """The workers for NicoTaskWorkflow; the client must use the pydantic data converter.
+
+    Heartbeats use the SDK's throttling (0.8 x the heartbeat timeout); BMC
+    resets are gated by a liveness check through this client instead.
+    """
+    acts = activities or TaskActivities(
+        kube, redfish, policy=bmc_policy, namespaces=namespaces or (), cache_seconds=cache_seconds
+    )
+    if acts.liveness is None:
+        acts.liveness = TemporalLiveness(client)
+    main = Worker(
         client,
         task_queue=task_queue,
         workflows=[NicoTaskWorkflow],
         workflow_runner=WORKFLOW_RUNNER,
+        # publish_progress stays here too, for workflows started before the split.
         activities=[acts.publish_progress, acts.run_step_action],
         max_concurrent_activities=max_concurrent_activities,
         max_concurrent_workflow_tasks=max_concurrent_workflow_tasks,
-        max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
-        default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
         graceful_shutdown_timeout=graceful_shutdown_timeout,
     )
+    progress = Worker(
+        client,
+        task_queue=progress_queue(task_queue),
+        activities=[acts.publish_progress],
+        max_concurrent_activities=max_concurrent_progress,
+        graceful_shutdown_timeout=graceful_shutdown_timeout,
+    )
+    return NicoTaskWorkers([main, progress])
 
 
 # The sandbox re-imports every module a workflow uses for each new workflow
@@ -124,8 +194,12 @@ async def run_worker(settings: Settings, *, health_host: str = "0.0.0.0") -> int
             client,
             Kube(api_client),
             task_queue=settings.task_queue,
+            bmc_policy=EndpointPolicy.from_cidrs(settings.worker_bmc_networks),
+            namespaces=settings.namespaces,
             max_concurrent_activities=settings.worker_max_concurrent_activities,
             max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflows,
+            max_concurrent_progress=settings.worker_progress_max_concurrent_activities,
+            cache_seconds=settings.worker_cache_seconds,
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

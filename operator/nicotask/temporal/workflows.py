@@ -7,9 +7,14 @@ upstream: the first failing step fails its stage, every other running step
 of the stage is failed with the same error (its activities are cancelled),
 later stages stay pending, report.error keeps the first failure.
 
-The workflow publishes the report (status Running) through the
-`publish_progress` activity at start, at each step and stage transition and
-at the end; then it returns a WorkflowOutcome. A failing rule does not fail
+A Sleep step is a durable workflow timer, not an activity: a waiting task
+costs nothing (same report, timeout and retry behaviour as before).
+
+The workflow publishes the report (status Running, with its version as
+reportSequence) through the `publish_progress` activity, on its own task
+queue `<task queue>-progress`: at start, after step and stage transitions
+(coalesced to at most one write per second) and at the end, never delayed;
+then it returns a WorkflowOutcome. A failing rule does not fail
 the workflow: the outcome says Failed. The operator writes the terminal
 status from the outcome.
 """
@@ -17,6 +22,7 @@ status from the outcome.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -32,6 +38,7 @@ from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
     from nicotask.api import (
+        ActionType,
         ComponentType,
         RuleStep,
         TaskReportV1,
@@ -51,12 +58,22 @@ with workflow.unsafe.imports_passed_through():
         WorkflowOutcome,
     )
 
-# Activities heartbeat every second (that bounds how late they notice a
-# terminate); the timeout only detects a lost worker, and must not fire on a
-# worker that is merely busy (the bench saw 3 s fire with 200 tasks on 2 cores).
-HEARTBEAT_TIMEOUT = timedelta(seconds=30)
-ACTIVITY_HEARTBEAT_SECONDS = 1.0
+# The heartbeat timeout only detects a lost worker; the SDK throttles the
+# heartbeats it sends to 0.8 x this, so a live activity costs Temporal about
+# one write per 48 s. BMC resets are gated by a liveness check (liveness.py),
+# not by heartbeats.
+HEARTBEAT_TIMEOUT = timedelta(seconds=60)
+ACTIVITY_HEARTBEAT_SECONDS = 5.0
 PUBLISH_TIMEOUT = timedelta(seconds=10)
+# Bounds the wait for a progress worker too (it polls its own task queue).
+PUBLISH_SCHEDULE_TO_CLOSE = timedelta(seconds=60)
+# At most about one progress write per task per second; the final one is never delayed.
+PROGRESS_MIN_INTERVAL = timedelta(seconds=1)
+PROGRESS_QUEUE_SUFFIX = "-progress"
+# Workflows started by this code record this marker; older histories replay
+# their old commands (Sleep activities, progress on the main queue, no
+# coalescing timers).
+TIMER_SLEEP_PATCH = "nicotask-timer-sleep-progress-queue"
 PUBLISH_RETRY = TemporalRetryPolicy(
     initial_interval=timedelta(milliseconds=200),
     backoff_coefficient=2.0,
@@ -119,6 +136,26 @@ def _is_cancellation(err: ActivityError) -> bool:
     return isinstance(err.cause, CancelledError)
 
 
+def progress_queue(task_queue: str) -> str:
+    """The task queue of publish_progress: its own slots, never behind step activities."""
+    return f"{task_queue}{PROGRESS_QUEUE_SUFFIX}"
+
+
+def retry_delay(step: RuleStep, attempt: int) -> timedelta:
+    """Temporal's backoff before attempt `attempt + 1`."""
+    r = step.retry
+    seconds = r.initial_interval_seconds * r.backoff_coefficient ** (attempt - 1)
+    return timedelta(seconds=min(seconds, max(r.initial_interval_seconds, r.max_interval_seconds)))
+
+
+def sleep_timeout_message(step: RuleStep, target: ComponentTarget) -> str:
+    """What a Sleep activity that outlived its timeout used to report, word for word."""
+    text = f"{step.component_type.value} {target.id}: timed out after {step.timeout_seconds:g}s"
+    if step.retry.max_attempts > 1:
+        text += f" (gave up after {step.retry.max_attempts} attempts)"
+    return first_line_error(text)
+
+
 @workflow.defn(name=WORKFLOW_NAME)
 class NicoTaskWorkflow:
     def __init__(self) -> None:
@@ -129,6 +166,7 @@ class NicoTaskWorkflow:
         self._closing = False
         self._stage_failure: str | None = None
         self._input: WorkflowInput | None = None
+        self._timers = False
 
     @workflow.query(name="report")
     def current_report(self) -> TaskReportV1:
@@ -140,6 +178,7 @@ class NicoTaskWorkflow:
     async def run(self, inp: WorkflowInput) -> WorkflowOutcome:
         self._input = inp
         self._started = workflow.now()
+        self._timers = workflow.patched(TIMER_SLEEP_PATCH)
         targets: dict[ComponentType, list[ComponentTarget]] = {}
         for target in inp.components:
             targets.setdefault(target.type, []).append(target)
@@ -268,8 +307,17 @@ class NicoTaskWorkflow:
     async def _run_step(self, step: RuleStep, targets: list[ComponentTarget]) -> None:
         """One activity per component, at most maxParallel at once; first failure wins."""
         assert self._input is not None
+        if step.action.type == ActionType.SLEEP and self._timers:
+            await self._sleep_step(step, targets)
+            return
         task_ref = self._input.task
         limit = step.max_parallel if step.max_parallel > 0 else max(1, len(targets))
+        cancellation = (
+            # Fail-fast moves on at once; the activity's resets are gated on liveness.
+            workflow.ActivityCancellationType.TRY_CANCEL
+            if self._timers
+            else workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+        )
         gate = asyncio.Semaphore(limit)
         errors: list[str] = []
         finished: list[int] = [0]
@@ -291,7 +339,7 @@ class NicoTaskWorkflow:
                         start_to_close_timeout=timedelta(seconds=step.timeout_seconds),
                         heartbeat_timeout=HEARTBEAT_TIMEOUT,
                         retry_policy=retry_policy(step),
-                        cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                        cancellation_type=cancellation,
                         summary=f"{step.action.type.value} {step.component_type.value} {target.id}",
                     )
             except ActivityError as err:
@@ -313,6 +361,29 @@ class NicoTaskWorkflow:
         if errors:
             raise StepFailed(errors[0])
 
+    async def _sleep_step(self, step: RuleStep, targets: list[ComponentTarget]) -> None:
+        """A Sleep step as durable timers: a waiting task costs nothing.
+
+        Same results as one Sleep activity per component under maxParallel:
+        the components sleep in waves of maxParallel; a sleep as long as the
+        step's timeout times out, is retried with the rule's backoff and
+        fails the step with the activity's message once attempts run out.
+        """
+        if not targets:
+            return
+        duration = float(step.action.duration_seconds or 0)
+        limit = step.max_parallel if step.max_parallel > 0 else len(targets)
+        for first in range(0, len(targets), limit):
+            attempt = 1
+            while duration >= step.timeout_seconds:
+                await workflow.sleep(timedelta(seconds=step.timeout_seconds))
+                if attempt >= step.retry.max_attempts:
+                    raise StepFailed(sleep_timeout_message(step, targets[first]))
+                await workflow.sleep(retry_delay(step, attempt))
+                attempt += 1
+            if duration > 0:
+                await workflow.sleep(timedelta(seconds=duration))
+
     # ---- progress ----------------------------------------------------
 
     def _changed(self) -> None:
@@ -326,20 +397,37 @@ class NicoTaskWorkflow:
         A write that keeps failing is logged and skipped, never fatal.
         """
         assert self._input is not None
+        queue = progress_queue(workflow.info().task_queue) if self._timers else None
+        last: datetime | None = None
         while True:
             await workflow.wait_condition(lambda: self._published < self._version or self._closing)
             if self._published >= self._version:
                 return
+            if self._timers and last is not None and not self._closing:
+                # Coalesce: at most one write per PROGRESS_MIN_INTERVAL, but the
+                # final report goes out as soon as the workflow is closing.
+                left = (last + PROGRESS_MIN_INTERVAL - workflow.now()).total_seconds()
+                if left > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await workflow.wait_condition(
+                            lambda: self._closing, timeout=timedelta(seconds=left)
+                        )
             version = self._version
             update = ProgressUpdate(
-                task=self._input.task, report=self._report, started=self._started
+                task=self._input.task,
+                report=self._report,
+                started=self._started,
+                sequence=version,
             )
+            last = workflow.now()
             try:
                 await workflow.execute_activity(
                     PUBLISH_PROGRESS,
                     update,
                     result_type=bool,
+                    task_queue=queue,
                     start_to_close_timeout=PUBLISH_TIMEOUT,
+                    schedule_to_close_timeout=PUBLISH_SCHEDULE_TO_CLOSE if queue else None,
                     retry_policy=PUBLISH_RETRY,
                     summary=f"report v{version}",
                 )

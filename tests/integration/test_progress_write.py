@@ -1,0 +1,197 @@
+"""The worker's progress write against the real API server (CRD CEL rules, real Kube).
+
+One write is one status merge patch; its safety comes from the CRD: a
+terminal status is final, status.reportSequence never decreases (so a late
+write never replaces a newer report), and metadata.uid in the patch keeps a
+recreated namesake untouched. The activity runs in the SDK's
+ActivityEnvironment (it supplies the activity context: the workflow id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from kubernetes_asyncio import client as k8s
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from nicotask import api, crdgen
+from nicotask.api import ReportStatus, TaskReportV1, TaskReportV1Stage, TaskReportV1Step, TaskStatus
+from nicotask.kube import TASKS, Kube, Refused
+from nicotask.state import with_status
+from nicotask.temporal.activities import TaskActivities
+from nicotask.temporal.models import ProgressUpdate, TaskRef
+
+SITE = "660e8400-e29b-41d4-a716-446655440000"
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def crds(devenv: Any) -> None:
+    await asyncio.to_thread(crdgen.install_crds, devenv.kubeconfig)
+
+
+class Calls:
+    """Counts API requests by wrapping the ApiClient's one entry point."""
+
+    def __init__(self, kube_api: Any) -> None:
+        self.count = 0
+        original = kube_api.call_api
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            self.count += 1
+            return await original(*args, **kwargs)
+
+        self.api = kube_api
+        self.original = original
+        kube_api.call_api = counted
+
+    def restore(self) -> None:
+        self.api.call_api = self.original
+
+
+def report(status: ReportStatus) -> TaskReportV1:
+    step = TaskReportV1Step(component_type="Compute", status=status, total_components=1)
+    return TaskReportV1(stages=[TaskReportV1Stage(number=1, status=status, steps=[step])])
+
+
+async def create_task(kube: Kube, namespace: str, name: str) -> dict[str, Any]:
+    obj = await kube.custom.create_namespaced_custom_object(
+        api.GROUP, api.VERSION, namespace, TASKS,
+        {
+            "apiVersion": api.API_VERSION, "kind": "NicoTask", "metadata": {"name": name},
+            "spec": {"siteId": SITE, "rackRef": "rack-1", "operation": "PowerOn"},
+        },
+    )  # fmt: skip
+    return dict(obj)
+
+
+def publish(acts: TaskActivities, update: ProgressUpdate) -> Any:
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, workflow_id=update.task.uid)
+    return env.run(acts.publish_progress, update)
+
+
+async def test_progress_write_is_one_patch_and_never_goes_backwards(
+    kube_api: Any, namespace: str, crds: None
+) -> None:
+    kube = Kube(kube_api)
+    obj = await create_task(kube, namespace, "t")
+    # The operator writes Pending before it starts the workflow.
+    await kube.update_task_status(
+        namespace, "t", lambda t: with_status(t, TaskStatus.PENDING, "Pending")
+    )
+    ref = TaskRef(namespace=namespace, name="t", uid=obj["metadata"]["uid"])
+    acts = TaskActivities(kube)
+    started = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+    # The first write also moves the kstatus conditions: two calls, later ones one.
+    calls = Calls(kube_api)
+    try:
+        first = ProgressUpdate(task=ref, report=report(ReportStatus.PENDING), sequence=1,
+                               started=started)  # fmt: skip
+        assert await publish(acts, first) is True
+        assert calls.count == 2
+        calls.count = 0
+        newer = ProgressUpdate(task=ref, report=report(ReportStatus.RUNNING), sequence=5)
+        assert await publish(acts, newer) is True
+        assert calls.count == 1  # later writes: one merge patch
+    finally:
+        calls.restore()
+    stored = await kube.get_task(namespace, "t")
+    assert stored.status.status == TaskStatus.RUNNING
+    assert stored.status.message == "Running"
+    assert stored.status.report_sequence == 5
+    assert stored.status.report == report(ReportStatus.RUNNING)
+    assert stored.status.started == started
+    reconciling = [c for c in stored.status.conditions if c.type == "Reconciling"]
+    assert [(c.status, c.reason) for c in reconciling] == [("True", "Running")]
+
+    # A late write of an older report is refused by the API server: superseded.
+    late = ProgressUpdate(task=ref, report=report(ReportStatus.PENDING), sequence=3)
+    assert await publish(acts, late) is False
+    stored = await kube.get_task(namespace, "t")
+    assert stored.status.report_sequence == 5
+    assert stored.status.report == report(ReportStatus.RUNNING)
+
+    # The rule is the API server's, whoever writes.
+    with pytest.raises(Refused, match="reportSequence cannot decrease"):
+        await kube.json_patch_task_status(
+            namespace, "t", [{"op": "add", "path": "/status/reportSequence", "value": 4}]
+        )
+
+    # Terminal is final: a progress write after the operator's Terminated changes nothing.
+    await kube.update_task_status(
+        namespace, "t", lambda t: with_status(t, TaskStatus.TERMINATED, "Cancelled by user")
+    )
+    after = ProgressUpdate(task=ref, report=report(ReportStatus.COMPLETED), sequence=9)
+    assert await publish(acts, after) is False
+    stored = await kube.get_task(namespace, "t")
+    assert stored.status.status == TaskStatus.TERMINATED
+    assert stored.status.report == report(ReportStatus.RUNNING)
+
+
+async def test_progress_write_leaves_a_recreated_namesake_alone(
+    kube_api: Any, namespace: str, crds: None
+) -> None:
+    kube = Kube(kube_api)
+    old = await create_task(kube, namespace, "again")
+    await kube.custom.delete_namespaced_custom_object(
+        api.GROUP, api.VERSION, namespace, TASKS, "again"
+    )
+    for _ in range(50):  # no finalizer here (no operator): gone at once, but be patient
+        try:
+            await kube.get_task(namespace, "again")
+        except Exception:
+            break
+        await asyncio.sleep(0.1)
+    await create_task(kube, namespace, "again")
+    ref = TaskRef(namespace=namespace, name="again", uid=old["metadata"]["uid"])
+    update = ProgressUpdate(task=ref, report=report(ReportStatus.RUNNING), sequence=1)
+    with pytest.raises(ApplicationError, match="is gone"):
+        await publish(TaskActivities(kube), update)
+    stored = await kube.get_task(namespace, "again")
+    assert stored.status.report is None
+    assert stored.status.status == TaskStatus.PENDING
+    # With a status to patch (the operator wrote Pending), still refused.
+    await kube.update_task_status(
+        namespace, "again", lambda t: with_status(t, TaskStatus.PENDING, "Pending")
+    )
+    with pytest.raises(ApplicationError, match="is gone"):
+        await publish(TaskActivities(kube), update)
+    stored = await kube.get_task(namespace, "again")
+    assert stored.status.report is None
+
+
+async def test_progress_write_on_a_task_without_status(
+    kube_api: Any, namespace: str, crds: None
+) -> None:
+    """No status to patch yet (nobody wrote one): the whole status is written once."""
+    kube = Kube(kube_api)
+    obj = await create_task(kube, namespace, "bare")
+    ref = TaskRef(namespace=namespace, name="bare", uid=obj["metadata"]["uid"])
+    update = ProgressUpdate(task=ref, report=report(ReportStatus.PENDING), sequence=2)
+    assert await publish(TaskActivities(kube), update) is True
+    stored = await kube.get_task(namespace, "bare")
+    assert stored.status.status == TaskStatus.RUNNING
+    assert stored.status.report_sequence == 2
+    assert stored.status.report == report(ReportStatus.PENDING)
+
+
+async def test_secret_reader_sees_labels(kube_api: Any, namespace: str) -> None:
+    await k8s.CoreV1Api(kube_api).create_namespaced_secret(
+        namespace,
+        k8s.V1Secret(
+            metadata=k8s.V1ObjectMeta(name="s", labels={api.BMC_CREDENTIALS_LABEL: "true"}),
+            string_data={"username": "u"},
+        ),
+    )
+    secret = await Kube(kube_api).read_secret_data(namespace, "s")
+    assert secret.labels == {api.BMC_CREDENTIALS_LABEL: "true"}
+    assert secret.data == {"username": "u"}

@@ -1,0 +1,280 @@
+"""The workflow input is a hint, never authority: hand-started workflows against the real worker.
+
+Anyone who can reach Temporal can start NicoTaskWorkflow with any input. Here
+the test plays that caller: it starts workflows on the real dev server whose
+input names another namespace's (labelled!) Secret and a BMC endpoint on a
+listener of ours, which the worker's endpoint policy would allow (loopback is
+allowed in this test). The real worker, with the real Kube, must act only on
+what the cluster says: no connection reaches the listener, and that Secret
+is never read. Kube is the real class; the subclass only records which
+Secrets were read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from kubernetes_asyncio import client as k8s
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from nicotask import api, crdgen
+from nicotask.api import (
+    ActionType,
+    ComponentType,
+    NicoOperationRuleSpec,
+    Operation,
+    PowerAction,
+    RetryPolicy,
+    RuleStep,
+    SecretRef,
+    StepAction,
+    TaskStatus,
+)
+from nicotask.bmc_policy import EndpointPolicy
+from nicotask.kube import RACKS, TASKS, Kube, SecretData
+from nicotask.temporal.models import (
+    WORKFLOW_NAME,
+    ComponentTarget,
+    TaskRef,
+    WorkflowInput,
+    WorkflowOutcome,
+)
+from nicotask.temporal.worker import build_worker
+
+SITE = "660e8400-e29b-41d4-a716-446655440000"
+LOOPBACK_OK = EndpointPolicy.from_cidrs(["127.0.0.0/8"])
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def crds(devenv: Any) -> None:
+    await asyncio.to_thread(crdgen.install_crds, devenv.kubeconfig)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def pclient(devenv: Any) -> AsyncIterator[Client]:
+    yield await Client.connect(
+        devenv.temporal_address,
+        namespace=devenv.temporal_namespace,
+        data_converter=pydantic_data_converter,
+    )
+
+
+class SpyKube(Kube):
+    """The real Kube; remembers every Secret it was asked for."""
+
+    def __init__(self, api_client: Any) -> None:
+        super().__init__(api_client)
+        self.secret_reads: list[tuple[str, str]] = []
+
+    async def read_secret_data(self, namespace: str, name: str) -> SecretData:
+        self.secret_reads.append((namespace, name))
+        return await super().read_secret_data(namespace, name)
+
+
+class Listener:
+    """A TCP listener that counts connections (a BMC endpoint of ours)."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.server: asyncio.base_events.Server | None = None
+
+    async def __aenter__(self) -> Listener:
+        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.connections += 1
+            writer.close()
+
+        self.server = await asyncio.start_server(accept, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+
+def power_on_rule() -> NicoOperationRuleSpec:
+    return NicoOperationRuleSpec(
+        rule_id=str(uuid.uuid4()),
+        operation=Operation.POWER_ON,
+        steps=[
+            RuleStep(
+                component_type=ComponentType.COMPUTE,
+                stage=1,
+                timeout_seconds=30,
+                retry=RetryPolicy(max_attempts=1),
+                action=StepAction(type=ActionType.POWER_CONTROL, power=PowerAction.ON),
+            )
+        ],
+    )
+
+
+def forged_input(ref: TaskRef, endpoint: str, secret: str) -> WorkflowInput:
+    spec = power_on_rule()
+    return WorkflowInput(
+        task=ref,
+        operation=spec.operation,
+        rule_id=spec.rule_id,
+        rule=spec,
+        components=[
+            ComponentTarget(
+                id="compute-0",
+                type=ComponentType.COMPUTE,
+                endpoint=endpoint,
+                system_id="anything",
+                credentials_secret=SecretRef(name=secret),
+            )
+        ],
+    )
+
+
+async def make_namespace(kube_api: Any) -> str:
+    name = f"victim-{secrets.token_hex(4)}"
+    await k8s.CoreV1Api(kube_api).create_namespace(
+        k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name))
+    )
+    return name
+
+
+async def make_secret(kube_api: Any, namespace: str, name: str, *, labelled: bool) -> None:
+    labels = {api.BMC_CREDENTIALS_LABEL: "true"} if labelled else {}
+    await k8s.CoreV1Api(kube_api).create_namespaced_secret(
+        namespace,
+        k8s.V1Secret(
+            metadata=k8s.V1ObjectMeta(name=name, labels=labels),
+            string_data={"username": "root", "password": "db-password"},
+        ),
+    )
+
+
+async def test_forged_workflow_input_sends_no_secret_anywhere(
+    devenv: Any, kube_api: Any, namespace: str, crds: None, pclient: Client
+) -> None:
+    victim = await make_namespace(kube_api)
+    await make_secret(kube_api, victim, "victim-db", labelled=True)
+    # Our own namespace: a real task on a real rack whose Secret is NOT labelled.
+    await make_secret(kube_api, namespace, "rack-secret", labelled=False)
+    kube = SpyKube(kube_api)
+    await kube.custom.create_namespaced_custom_object(
+        api.GROUP, api.VERSION, namespace, RACKS,
+        {
+            "apiVersion": api.API_VERSION, "kind": "NicoRack", "metadata": {"name": "rack-1"},
+            "spec": {
+                "siteId": SITE, "credentials": {"name": "rack-secret"},
+                "tls": {"allowInsecureHttp": True},
+                "components": [{"id": "compute-0", "type": "Compute",
+                                "redfish": {"endpoint": "http://127.0.0.1:1", "systemId": "s"}}],
+            },
+        },
+    )  # fmt: skip
+    task = await kube.custom.create_namespaced_custom_object(
+        api.GROUP, api.VERSION, namespace, TASKS,
+        {
+            "apiVersion": api.API_VERSION, "kind": "NicoTask", "metadata": {"name": "task-1"},
+            "spec": {"siteId": SITE, "rackRef": "rack-1", "operation": "PowerOn"},
+        },
+    )  # fmt: skip
+    uid = task["metadata"]["uid"]
+    queue = f"test-trust-{uuid.uuid4().hex[:8]}"
+
+    async def run(workflow_id: str, inp: WorkflowInput) -> WorkflowOutcome:
+        handle = await pclient.start_workflow(
+            WORKFLOW_NAME, inp, id=workflow_id, task_queue=queue, result_type=WorkflowOutcome
+        )
+        return await asyncio.wait_for(handle.result(), timeout=60)
+
+    async with Listener() as listener:
+        async with build_worker(pclient, kube, task_queue=queue, bmc_policy=LOOPBACK_OK):
+            # 1. A task that does not exist, in the victim's namespace.
+            wid = str(uuid.uuid4())
+            outcome = await run(
+                wid,
+                forged_input(
+                    TaskRef(namespace=victim, name="no-such-task", uid=wid),
+                    listener.url,
+                    "victim-db",
+                ),
+            )
+            assert outcome.status == TaskStatus.FAILED
+            assert outcome.message == (
+                f"Compute compute-0: nicotask {victim}/no-such-task does not exist (any more)"
+            )
+
+            # 2. A real task, but the workflow is not that task's (its id is not the uid).
+            wid = str(uuid.uuid4())
+            outcome = await run(
+                wid,
+                forged_input(
+                    TaskRef(namespace=namespace, name="task-1", uid=wid), listener.url, "victim-db"
+                ),
+            )
+            assert outcome.status == TaskStatus.FAILED
+            assert outcome.message == (
+                f"Compute compute-0: nicotask {namespace}/task-1 has uid {uid},"
+                f" not this workflow's id {wid}"
+            )
+
+            # 3. The real task's own workflow id: the endpoint and the Secret come from
+            #    the stored rack, whose Secret is not labelled for BMC use: refused.
+            outcome = await run(
+                uid,
+                forged_input(
+                    TaskRef(namespace=namespace, name="task-1", uid=uid), listener.url, "victim-db"
+                ),
+            )
+            assert outcome.status == TaskStatus.FAILED
+            assert outcome.message == (
+                f"Compute compute-0: secret {namespace}/rack-secret is not labelled"
+                f" {api.BMC_CREDENTIALS_LABEL}=true: refusing to use it for the BMC"
+                " credentials of component compute-0"
+            )
+        await asyncio.sleep(0.2)
+        assert listener.connections == 0
+    assert (victim, "victim-db") not in kube.secret_reads
+    assert all(ns == namespace for ns, _ in kube.secret_reads), kube.secret_reads
+    # The refused task got the reason in its report.
+    stored = await kube.get_task(namespace, "task-1")
+    assert stored.status.report is not None
+    assert stored.status.report.error == outcome.message
+    await k8s.CoreV1Api(kube_api).delete_namespace(victim)
+
+
+async def test_namespace_not_served_is_refused(
+    devenv: Any, kube_api: Any, namespace: str, crds: None, pclient: Client
+) -> None:
+    """A worker serving other namespaces reads nothing here."""
+    kube = SpyKube(kube_api)
+    queue = f"test-trust-{uuid.uuid4().hex[:8]}"
+    wid = str(uuid.uuid4())
+    async with build_worker(
+        pclient, kube, task_queue=queue, bmc_policy=LOOPBACK_OK, namespaces=["somewhere-else"]
+    ):
+        handle = await pclient.start_workflow(
+            WORKFLOW_NAME,
+            forged_input(
+                TaskRef(namespace=namespace, name="task-1", uid=wid), "http://127.0.0.1:1", "bmc"
+            ),
+            id=wid,
+            task_queue=queue,
+            result_type=WorkflowOutcome,
+        )
+        outcome = await asyncio.wait_for(handle.result(), timeout=60)
+    assert outcome.status == TaskStatus.FAILED
+    assert outcome.message == (
+        f"Compute compute-0: nicotask {namespace}/task-1: namespace {namespace}"
+        " is not served by this worker"
+    )
+    assert kube.secret_reads == []
