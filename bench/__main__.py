@@ -126,13 +126,25 @@ class Runner:
         self.results = results
         self.phase_s: dict[str, float] = results.setdefault("phase_s", {})
 
-    async def run(self, name: str, coro: Awaitable[T], cap: float) -> T | None:
+    async def run(
+        self, name: str, coro: Awaitable[T], cap: float, required: bool = False
+    ) -> T | None:
+        """The phase's result; None (and an entry in `errors`) when it failed or ran past
+        `cap`, so the next phases still run. A `required` phase's failure ends the run."""
         t0 = time.monotonic()
         try:
             return await asyncio.wait_for(coro, cap)
         except TimeoutError:
             self.ph.errors.append(f"{name}: not reached within {cap:.0f}s (phase cut short)")
             progress(f"{name}: cut short after {cap:.0f}s")
+            if required:
+                raise
+            return None
+        except Exception as exc:
+            if required:
+                raise
+            traceback.print_exc()
+            self.ph.errors.append(f"{name}: {type(exc).__name__}: {exc}"[:500])
             return None
         finally:
             self.phase_s[name] = round(time.monotonic() - t0, 1)
@@ -144,7 +156,7 @@ async def run_phases(ph: Phases, results: dict[str, Any]) -> None:
     r = Runner(ph, results)
     await ph.open()
     try:
-        await r.run("setup", ph.setup(), 300 + cfg.racks * 0.2)
+        await r.run("setup", ph.setup(), 300 + cfg.racks * 0.2, required=True)
         if "raw" in on:
             results["raw"] = await r.run(
                 "raw", ph.raw(), 60 + cfg.raw_workflows * 0.1 * 2 + PHASE_GRACE_S
