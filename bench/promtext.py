@@ -6,6 +6,7 @@ wanted metric so a multi-megabyte kube-apiserver scrape stays cheap to parse.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -75,8 +76,12 @@ def temporal_frontend_key(
     exclude_namespaces: Iterable[str],
 ) -> Callable[[dict[str, str]], str | None]:
     """The operation of a Temporal `service_requests` sample served by the frontend
-    (the RPCs clients make), None for internal services and excluded namespaces."""
-    excluded = set(exclude_namespaces)
+    (the RPCs clients make), None for internal services and excluded namespaces.
+
+    The server writes label values the Prometheus way (`nicotask-bench` becomes
+    `nicotask_bench`), so both spellings are excluded.
+    """
+    excluded = set(exclude_namespaces) | {_prom_name(n) for n in exclude_namespaces}
 
     def key(labels: dict[str, str]) -> str | None:
         if labels.get("service_name") != "frontend":
@@ -86,6 +91,10 @@ def temporal_frontend_key(
         return labels.get("operation", "?")
 
     return key
+
+
+def _prom_name(name: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9_]", "_", name)
 
 
 def per_item(
