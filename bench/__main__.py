@@ -191,7 +191,12 @@ async def run_phases(ph: Phases, results: dict[str, Any]) -> None:
             ph.floor_patch_p50 = floor["patch_ms"]["p50"]
             _floor_line("loaded", floor)
         extra_n = cfg.steady_cancels + cfg.shim_tasks
-        extra = await r.run("extra", ph.extra_tasks(), cfg.extra_timeout(extra_n) + PHASE_GRACE_S)
+        start_rate = (results.get("start") or {}).get("tasks_per_s")
+        extra = await r.run(
+            "extra",
+            ph.extra_tasks(start_rate),
+            cfg.extra_timeout(extra_n, start_rate) + PHASE_GRACE_S,
+        )
         steady_victims, shim_tasks = extra if extra else ([], [])
         if "steady-cancel" in on and steady_victims:
             results["steady_cancel"] = await r.run(

@@ -94,7 +94,7 @@ def per_second(before: Scrape, after: Scrape) -> dict[str, Any]:
     own = after.own_api - before.own_api
 
     def rates(d: dict[str, float], minus: float) -> dict[str, Any]:
-        ranked = sorted(d.items(), key=lambda kv: (-kv[1], kv[0]))[:8]
+        ranked = sorted(d.items(), key=lambda kv: (-kv[1], kv[0]))[:12]
         return {
             "per_s": round(max(0.0, sum(d.values()) - minus) / seconds, 2),
             "by_kind_per_s": {k: round(v / seconds, 2) for k, v in ranked},

@@ -34,6 +34,7 @@ FLOOR_SAMPLES = 30
 FLOOR_WARMUP = 3
 SPARE_TASK = "spare-00000"
 SPARE_RACK = "bench-rack-spare"
+EXTRA_MAX_S = 300.0
 CALLS_SETTLE_S = 3.0  # after a window's last status: late writes (events, progress) still count
 # The steady figure's components, in table order (every other recorded process is in `total`).
 CPU_COMPONENTS = ("operator", "worker", "temporal", "kube-apiserver", "etcd", "shim", "redfish")
@@ -73,8 +74,11 @@ class Settings:
     def start_timeout(self) -> float:
         return 60 + self.tasks * 0.24
 
-    def extra_timeout(self, count: int) -> float:
-        return 60 + count * 0.3
+    def extra_timeout(self, count: int, start_rate: float | None = None) -> float:
+        base = 60 + count * 0.3
+        if start_rate:
+            base = max(base, 1.5 * count / start_rate)
+        return min(base, EXTRA_MAX_S)
 
     def burst_timeout(self) -> float:
         return 60 + self.tasks * 0.12
@@ -401,24 +405,30 @@ class Phases:
 
     # ---- extra Running tasks for the steady cancels and the shim ----------------
 
-    async def extra_tasks(self) -> tuple[list[str], list[str]]:
-        """The steady cancels' and the shim's own Running tasks, on racks after the N."""
+    async def extra_tasks(self, start_rate: float | None = None) -> tuple[list[str], list[str]]:
+        """The steady cancels' and the shim's own Running tasks, on racks after the N.
+
+        They are only the next phases' material: their budget also follows the
+        start rate just measured (1.5x the time that rate needs), at most EXTRA_MAX_S.
+        """
         s, k = self.cfg.steady_cancels, self.cfg.shim_tasks
         if not s + k:
             return [], []
-        timeout = self.cfg.extra_timeout(s + k)
-        progress(f"extra: creating {s} tasks for the steady cancels and {k} for the shim")
+        timeout = self.cfg.extra_timeout(s + k, start_rate)
+        progress(
+            f"extra: creating {s} tasks for the steady cancels and {k} for the shim,"
+            f" at most {timeout:.0f}s"
+        )
         deadline = time.monotonic() + timeout
         steady_names, _, e1 = await self._start_tasks("steady", self.tasks, s, deadline)
         shim_names, _, e2 = await self._start_tasks("shim", self.tasks + s, k, deadline)
         if e1 or e2:
             self.errors.append(f"extra: create: {_first_error(e1 + e2)}")
-        steady = await self._wait_running("extra steady", steady_names, deadline)
-        shim = await self._wait_running("extra shim", shim_names, deadline)
-        if len(steady) + len(shim) < s + k:
-            self.errors.append(
-                f"extra: {len(steady) + len(shim)} of {s + k} Running within {timeout:.0f}s"
-            )
+        running = set(await self._wait_running("extra", steady_names + shim_names, deadline))
+        steady = [nm for nm in steady_names if nm in running]
+        shim = [nm for nm in shim_names if nm in running]
+        if len(running) < s + k:
+            self.errors.append(f"extra: {len(running)} of {s + k} Running within {timeout:.0f}s")
         return steady, shim
 
     # ---- steady cancels -------------------------------------------------------

@@ -98,7 +98,7 @@ def _prom_name(name: str) -> str:
 
 
 def per_item(
-    grouped: Mapping[str, float], own: float, items: int, top: int = 8
+    grouped: Mapping[str, float], own: float, items: int, top: int = 12
 ) -> dict[str, object]:
     """Calls per item: (sum - own) / items, and the largest groups per item."""
     total = sum(grouped.values())

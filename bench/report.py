@@ -233,14 +233,19 @@ def _calls_rows(results: dict[str, Any]) -> list[Row]:
     return out
 
 
+def _figure(value: Any) -> str:
+    """A target's figure: whole numbers without decimals, others with two."""
+    if isinstance(value, float) and value.is_integer():
+        return fmt(int(value))
+    return fmt(value, digits=2)
+
+
 def target_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     """(verdict, target, value, limit) per target of issue 10 (information, not an exit code)."""
     out = []
     for t in results.get("targets") or evaluate(results):
         note = f" ({t['note']})" if t.get("note") else ""
-        out.append(
-            (t["verdict"], t["target"], fmt(t["value"], digits=2), fmt(t["limit"], digits=2) + note)
-        )
+        out.append((t["verdict"], t["target"], _figure(t["value"]), _figure(t["limit"]) + note))
     return out
 
 

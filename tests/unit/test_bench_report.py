@@ -457,3 +457,15 @@ async def test_bounded_skips_items_after_the_deadline() -> None:
     assert len(errors) == 10 - len(seen)
     assert all(isinstance(e, DeadlinePassed) for e in errors)
     assert await bounded(range(3), slow, 2) == []
+
+
+def test_phase_budgets_grow_with_the_work_and_stay_capped() -> None:
+    from bench.phases import EXTRA_MAX_S, Settings
+
+    cfg = Settings(tasks=1000, shim_cancels=100)
+    assert cfg.steady_cancels == 100 and cfg.racks == 1200
+    assert cfg.start_timeout() == 300 and cfg.burst_timeout() == 180
+    assert cfg.extra_timeout(200) == 120
+    assert cfg.extra_timeout(200, start_rate=2.0) == 150  # 1.5 x what the start rate needs
+    assert cfg.extra_timeout(200, start_rate=0.5) == EXTRA_MAX_S
+    assert Settings(phases=("start", "cancel")).racks == 200  # no extra tasks
