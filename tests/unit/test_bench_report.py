@@ -466,6 +466,7 @@ def test_phase_budgets_grow_with_the_work_and_stay_capped() -> None:
     assert cfg.steady_cancels == 100 and cfg.racks == 1200
     assert cfg.start_timeout() == 300 and cfg.burst_timeout() == 180
     assert cfg.extra_timeout(200) == 120
+    assert cfg.extra_timeout(200, start_rate=3.0) == 120  # a fast start: the fixed budget
     assert cfg.extra_timeout(200, start_rate=2.0) == 150  # 1.5 x what the start rate needs
     assert cfg.extra_timeout(200, start_rate=0.5) == EXTRA_MAX_S
     assert Settings(phases=("start", "cancel")).racks == 200  # no extra tasks
