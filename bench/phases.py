@@ -14,6 +14,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import zip_longest
 from typing import Any
 
 import httpx
@@ -274,14 +275,19 @@ class Phases:
 
         assert self.temporal is not None
         queue = f"bench-floor-{uuid.uuid4().hex[:8]}"  # no worker polls it
-        handles = [
-            await self.temporal.start_workflow(
+        temporal = self.temporal
+        handles: dict[int, Any] = {}
+
+        async def start(i: int) -> None:  # untimed: only the terminates are the floor's
+            handles[i] = await temporal.start_workflow(
                 rawtemporal.NOOP_WORKFLOW, id=f"{queue}-{i}", task_queue=queue
             )
-            for i in range(FLOOR_WARMUP + FLOOR_SAMPLES)
-        ]
+
+        errors = await bounded(range(FLOOR_WARMUP + FLOOR_SAMPLES), start, self.cfg.concurrency)
+        if errors:
+            raise RuntimeError(f"floor: StartWorkflow: {_first_error(errors)}")
         term_s: list[float] = []
-        for i, handle in enumerate(handles):
+        for i, handle in sorted(handles.items()):
             t = time.perf_counter()
             await handle.terminate(reason="bench floor")
             if i >= FLOOR_WARMUP:
@@ -423,11 +429,20 @@ class Phases:
             f" at most {timeout:.0f}s"
         )
         deadline = time.monotonic() + timeout
-        steady_names, _, e1 = await self._start_tasks("steady", self.tasks, s, deadline)
-        shim_names, _, e2 = await self._start_tasks("shim", self.tasks + s, k, deadline)
-        if e1 or e2:
-            self.errors.append(f"extra: create: {_first_error(e1 + e2)}")
-        running = set(await self._wait_running("extra", steady_names + shim_names, deadline))
+        steady_names = [o.task_name("steady", i) for i in range(s)]
+        shim_names = [o.task_name("shim", i) for i in range(k)]
+        # Interleaved, so that a slow system still gives both phases some Running tasks.
+        order = [nm for pair in zip_longest(steady_names, shim_names) for nm in pair if nm]
+        rack_of = {nm: self.tasks + i for i, nm in enumerate(steady_names + shim_names)}
+
+        async def create(name: str) -> None:
+            phase = name.split("-", 1)[0]
+            await self._create_task(o.task(name, o.rack_name(rack_of[name]), phase))
+
+        errors = await bounded(order, create, self.cfg.concurrency, "extra: create", deadline)
+        if errors:
+            self.errors.append(f"extra: create: {_first_error(errors)}")
+        running = set(await self._wait_running("extra", order, deadline))
         steady = [nm for nm in steady_names if nm in running]
         shim = [nm for nm in shim_names if nm in running]
         if len(running) < s + k:

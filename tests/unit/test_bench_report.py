@@ -414,15 +414,17 @@ def test_targets_missing_figures_and_small_runs() -> None:
     r = passing_results()
     del r["steady"]
     r["raw"] = None  # the raw phase did not finish: nothing to compare the start rate to
-    r["rss"] = {"operator_mb": 90.0, "tasks": 300}
+    r["rss"] = {"operator_mb": 90.0, "tasks": 300}  # too few tasks for a verdict
     r["params"] = {"tasks": 50}
     r["start"]["running"] = 50
     by_figure = {t["figure"]: t for t in evaluate(r)}
     assert by_figure["steady.cpu_cores.total"]["verdict"] == NOT_REACHED
     assert by_figure["start.tasks_per_s"]["verdict"] == NOT_APPLICABLE
     assert by_figure["start.running"]["verdict"] == PASS  # every one of the 50
-    assert by_figure["rss.operator_mb"]["verdict"] == PASS
+    assert by_figure["rss.operator_mb"]["verdict"] == NOT_APPLICABLE
     assert "only 300 tasks" in by_figure["rss.operator_mb"]["note"]
+    r["rss"]["operator_mb"] = 150.5  # already over with 300 tasks: it only grows
+    assert {t["figure"]: t for t in evaluate(r)}["rss.operator_mb"]["verdict"] == FAIL
     assert "--tasks 1000" in scale_note(r)
     assert evaluate({})[0]["verdict"] == NOT_REACHED
 
