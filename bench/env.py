@@ -16,6 +16,7 @@ import httpx
 
 from nicotask.devenv import system
 from nicotask.devenv.env import DevEnv
+from nicotask.devenv.kube import admin_ssl_context
 
 from .measure import cpu_ticks, metric_sum, proc_status_kb, python_pid_in_group
 
@@ -142,6 +143,48 @@ class BenchEnv:
             if a is not None and b is not None and (b - a) / tick / window < 0.05:
                 return True
         return False
+
+    # ---- what the steady and calls figures read ---------------------------
+
+    def process_roots(self) -> dict[str, int]:
+        """Recorded process name -> pid (its session holds the rest of its tree)."""
+        return {rec.name: rec.pid for rec in self.env.records(self.env.load_state())}
+
+    @property
+    def temporal_metrics_url(self) -> str | None:
+        """The dev server's Prometheus endpoint (`--metrics-port`), None for an external one."""
+        if "temporal" in self.state.get("external", []):
+            return None
+        port = self.state.get("ports", {}).get("temporal_metrics")
+        return f"http://127.0.0.1:{port}/metrics" if port else None
+
+    async def temporal_metrics(self) -> str | None:
+        url = self.temporal_metrics_url
+        if url is None:
+            return None
+        try:
+            async with httpx.AsyncClient(timeout=20) as http:
+                resp = await http.get(url)
+                resp.raise_for_status()
+                return resp.text
+        except httpx.HTTPError as exc:
+            progress(f"temporal metrics: {type(exc).__name__}: {exc}")
+            return None
+
+    async def apiserver_metrics(self) -> str | None:
+        """kube-apiserver's /metrics, read with the admin client certificate."""
+        api_url = self.state.get("api_url")
+        if not api_url or "kube" in self.state.get("external", []):
+            return None
+        try:
+            ctx = admin_ssl_context(self.env.pki)
+            async with httpx.AsyncClient(timeout=30, verify=ctx) as http:
+                resp = await http.get(f"{api_url}/metrics")
+                resp.raise_for_status()
+                return resp.text
+        except (httpx.HTTPError, OSError) as exc:
+            progress(f"apiserver metrics: {type(exc).__name__}: {exc}")
+            return None
 
     def operator_pid(self) -> int:
         return python_pid_in_group(self.env.record("operator").pid)

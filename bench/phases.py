@@ -1,15 +1,21 @@
-"""The bench's phases on a running system: setup, floor, start, cancel, shim, RSS."""
+"""The bench's phases on a running system.
+
+raw Temporal -> floor (idle) -> start -> steady CPU -> floor (loaded) -> extra
+tasks -> steady cancels -> shim -> burst cancel -> RSS. Every wait is bounded:
+a slow system ends a phase with partial figures and an entry in `errors`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from itertools import zip_longest
+from typing import Any
 
 import httpx
 from kubernetes_asyncio import client, config
@@ -18,86 +24,108 @@ from temporalio.client import Client
 from nicotask.api import BMC_CREDENTIALS_LABEL
 from nicotask.shim.devissuer import issue_token
 
+from . import calls, rawtemporal
 from . import objects as o
+from .concurrency import bounded
+from .cpu import clock_ticks_per_second, component_ticks, cores_used, snapshot
 from .env import BenchEnv, progress
 from .measure import rate, ratio, summarize
 from .watch import TERMINAL, TaskWatch
 
-T = TypeVar("T")
 FLOOR_SAMPLES = 30
 FLOOR_WARMUP = 3
 SPARE_TASK = "spare-00000"
 SPARE_RACK = "bench-rack-spare"
+EXTRA_MAX_S = 180.0
+CALLS_SETTLE_S = 3.0  # after a window's last status: late writes (events, progress) still count
+# The steady figure's components, in table order (every other recorded process is in `total`).
+CPU_COMPONENTS = ("operator", "worker", "temporal", "kube-apiserver", "etcd", "shim", "redfish")
+PHASES = ("raw", "start", "steady", "steady-cancel", "shim", "cancel", "rss")
 
 
-async def bounded(
-    items: Sequence[T],
-    fn: Callable[[T], Awaitable[Any]],
-    concurrency: int,
-    label: str = "",
-) -> list[BaseException]:
-    """Run fn(item) for every item, at most `concurrency` at once; return the failures.
+@dataclass
+class Settings:
+    """The run's parameters (the command-line flags)."""
 
-    Prints a progress line every 5 s when `label` is given.
-    """
-    queue: asyncio.Queue[T] = asyncio.Queue()
-    for item in items:
-        queue.put_nowait(item)
-    errors: list[BaseException] = []
-    done = 0
+    tasks: int = 200
+    rss_tasks: int = 10000
+    shim_cancels: int = 100
+    concurrency: int = 20  # creates, patches and raw Temporal calls in flight
+    shim_concurrency: int = 32
+    raw_workflows: int = 200
+    steady_settle_s: float = 10.0
+    steady_s: float = 60.0
+    steady_cancel_rate: float = 5.0
+    steady_cancel_s: float = 20.0
+    phases: tuple[str, ...] = PHASES
 
-    async def runner() -> None:
-        nonlocal done
-        while True:
-            try:
-                item = queue.get_nowait()
-            except asyncio.QueueEmpty:
-                return
-            try:
-                await fn(item)
-            except Exception as exc:
-                errors.append(exc)
-            done += 1
+    @property
+    def steady_cancels(self) -> int:
+        if "steady-cancel" not in self.phases:
+            return 0
+        return max(1, round(self.steady_cancel_rate * self.steady_cancel_s))
 
-    async def reporter() -> None:
-        while True:
-            await asyncio.sleep(5)
-            progress(f"{label}: {done}/{len(items)} sent")
+    @property
+    def shim_tasks(self) -> int:
+        return self.shim_cancels if "shim" in self.phases else 0
 
-    rep = asyncio.create_task(reporter()) if label else None
-    try:
-        await asyncio.gather(*(runner() for _ in range(max(1, concurrency))))
-    finally:
-        if rep is not None:
-            rep.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await rep
-    return errors
+    @property
+    def racks(self) -> int:
+        return self.tasks + self.steady_cancels + self.shim_tasks
+
+    def start_timeout(self) -> float:
+        return 60 + self.tasks * 0.24
+
+    def extra_timeout(self, count: int, start_rate: float | None = None) -> float:
+        base = 60 + count * 0.3
+        if start_rate:
+            base = max(base, 1.5 * count / start_rate)
+        return min(base, EXTRA_MAX_S)
+
+    def burst_timeout(self) -> float:
+        return 60 + self.tasks * 0.12
 
 
 def _report_wait(label: str, done: int, total: int) -> None:
     progress(f"{label}: {done}/{total}")
 
 
-def _ms(seconds: float) -> float:
-    return seconds * 1000.0
-
-
 def _first_error(errors: list[BaseException]) -> str:
     return f"{len(errors)} failed, first: {type(errors[0]).__name__}: {errors[0]}"[:500]
+
+
+def _latency(tw: TaskWatch, names: list[str], status: str, sent: dict[str, float]) -> list[float]:
+    out = []
+    for nm in names:
+        seen = tw.seen_at(nm, status)
+        if seen is not None and nm in sent:
+            out.append(seen - sent[nm])
+    return out
 
 
 @dataclass
 class Phases:
     benv: BenchEnv
-    tasks: int
-    rss_tasks: int
-    shim_cancels: int
+    cfg: Settings
     errors: list[str] = field(default_factory=list)
     api: client.ApiClient | None = None
     watch_api: client.ApiClient | None = None
     watch: TaskWatch | None = None
     floor_patch_p50: float | None = None
+    own_api: int = 0  # the bench's own API-server requests (left out of calls.*)
+    temporal: Client | None = None  # connected to the bench's own namespace
+
+    @property
+    def tasks(self) -> int:
+        return self.cfg.tasks
+
+    @property
+    def rss_tasks(self) -> int:
+        return self.cfg.rss_tasks
+
+    @property
+    def shim_cancels(self) -> int:
+        return self.cfg.shim_cancels
 
     # ---- plumbing ------------------------------------------------------
 
@@ -111,6 +139,13 @@ class Phases:
         assert self.watch is not None
         return self.watch
 
+    def own_requests(self) -> int:
+        """Every API-server request the bench made so far (its watch's lists and opens too)."""
+        return self.own_api + (self.watch.requests if self.watch is not None else 0)
+
+    async def scrape(self) -> calls.Scrape:
+        return await calls.scrape(self.benv, self.own_requests())
+
     async def open(self) -> None:
         self.api = await config.new_client_from_config(config_file=self.benv.kubeconfig)
         self.watch_api = await config.new_client_from_config(config_file=self.benv.kubeconfig)
@@ -123,6 +158,7 @@ class Phases:
                 await api.close()
 
     async def _create(self, plural: str, body: dict[str, Any], namespaced: bool = True) -> None:
+        self.own_api += 1
         try:
             if namespaced:
                 await self.custom.create_namespaced_custom_object(
@@ -135,11 +171,13 @@ class Phases:
                 raise
 
     async def _create_task(self, body: dict[str, Any]) -> None:
+        self.own_api += 1
         await self.custom.create_namespaced_custom_object(
             o.GROUP, o.VERSION, o.NAMESPACE, "nicotasks", body
         )
 
     async def _patch_task(self, name: str, patch: dict[str, Any]) -> None:
+        self.own_api += 1
         custom: Any = self.custom  # the generated client hides **kwargs from mypy
         await custom.patch_namespaced_custom_object(
             o.GROUP,
@@ -154,8 +192,12 @@ class Phases:
     # ---- setup ---------------------------------------------------------
 
     async def setup(self) -> None:
-        """Namespace, BMC secret, provider and site, the Sleep rule, racks, the spare task."""
+        """Namespace, BMC secret, provider and site, the Sleep rule, racks, the spare task,
+        and the bench's own Temporal namespace."""
         assert self.api is not None
+        register = asyncio.create_task(
+            rawtemporal.register_namespace(self.benv.temporal_address)
+        )
         core = client.CoreV1Api(self.api)
         with contextlib.suppress(client.ApiException):
             await core.create_namespace(
@@ -179,7 +221,7 @@ class Phases:
         await self._create("nicooperationrules", o.sleep_rule())
         system = self.benv.redfish_system
         url = self.benv.redfish_url
-        racks = [o.rack(o.rack_name(i), url, system) for i in range(self.tasks + self.shim_cancels)]
+        racks = [o.rack(o.rack_name(i), url, system) for i in range(self.cfg.racks)]
         racks.append(o.rack(SPARE_RACK, url, system))
         progress(f"setup: creating {len(racks)} racks")
         errors = await bounded(racks, lambda r: self._create("nicoracks", r), 50, "racks")
@@ -190,6 +232,21 @@ class Phases:
         # A task that is cancelled at once: the object the floor's PATCH and GET use.
         await self._create_task(o.task(SPARE_TASK, SPARE_RACK, "spare", cancel=True))
         await self.tw.wait_for([SPARE_TASK], TERMINAL, 60, "spare task")
+        await register
+        self.temporal = await rawtemporal.connect(self.benv.temporal_address)
+
+    # ---- raw Temporal ----------------------------------------------------
+
+    async def raw(self) -> dict[str, Any]:
+        """StartWorkflow and TerminateWorkflow straight to Temporal, the bench's concurrency."""
+        n, c = self.cfg.raw_workflows, self.cfg.concurrency
+        progress(f"raw: {n} StartWorkflow then {n} TerminateWorkflow, {c} in flight")
+        assert self.temporal is not None
+        result = await rawtemporal.throughput(self.temporal, n, c, timeout=60 + n * 0.1)
+        progress(
+            f"raw: {result['start_per_s']} starts/s, {result['terminate_per_s']} terminates/s"
+        )
+        return result
 
     # ---- floor -----------------------------------------------------------
 
@@ -212,24 +269,28 @@ class Phases:
         get_s: list[float] = []
         for i in range(FLOOR_WARMUP + FLOOR_SAMPLES):
             t = time.perf_counter()
+            self.own_api += 1
             await self.custom.get_namespaced_custom_object(
                 o.GROUP, o.VERSION, o.NAMESPACE, "nicotasks", SPARE_TASK
             )
             if i >= FLOOR_WARMUP:
                 get_s.append(time.perf_counter() - t)
 
-        temporal = await Client.connect(
-            self.benv.temporal_address, namespace=self.benv.temporal_namespace
-        )
+        assert self.temporal is not None
         queue = f"bench-floor-{uuid.uuid4().hex[:8]}"  # no worker polls it
-        handles = [
-            await temporal.start_workflow(
-                "BenchFloorNoop", id=f"{queue}-{i}", task_queue=queue
+        temporal = self.temporal
+        handles: dict[int, Any] = {}
+
+        async def start(i: int) -> None:  # untimed: only the terminates are the floor's
+            handles[i] = await temporal.start_workflow(
+                rawtemporal.NOOP_WORKFLOW, id=f"{queue}-{i}", task_queue=queue
             )
-            for i in range(FLOOR_WARMUP + FLOOR_SAMPLES)
-        ]
+
+        errors = await bounded(range(FLOOR_WARMUP + FLOOR_SAMPLES), start, self.cfg.concurrency)
+        if errors:
+            raise RuntimeError(f"floor: StartWorkflow: {_first_error(errors)}")
         term_s: list[float] = []
-        for i, handle in enumerate(handles):
+        for i, handle in sorted(handles.items()):
             t = time.perf_counter()
             await handle.terminate(reason="bench floor")
             if i >= FLOOR_WARMUP:
@@ -248,7 +309,7 @@ class Phases:
     # ---- start -----------------------------------------------------------
 
     async def _start_tasks(
-        self, phase: str, first_rack: int, count: int, concurrency: int = 20
+        self, phase: str, first_rack: int, count: int, deadline: float
     ) -> tuple[list[str], dict[str, float], list[BaseException]]:
         names = [o.task_name(phase, i) for i in range(count)]
         sent: dict[str, float] = {}
@@ -257,38 +318,183 @@ class Phases:
             sent[names[i]] = time.monotonic()
             await self._create_task(o.task(names[i], o.rack_name(first_rack + i), phase))
 
-        errors = await bounded(range(count), create, concurrency, f"{phase}: create")
+        errors = await bounded(
+            range(count), create, self.cfg.concurrency, f"{phase}: create", deadline
+        )
         return names, sent, errors
 
-    async def start(self) -> tuple[dict[str, Any], list[str]]:
-        """Create N tasks (20 in flight) and time each from its create to Running seen."""
+    async def _wait_running(
+        self, label: str, names: list[str], deadline: float
+    ) -> list[str]:
+        await self.tw.wait_for(
+            names,
+            ("Running", *TERMINAL),
+            max(1.0, deadline - time.monotonic()),
+            f"{label}: Running",
+            _report_wait,
+        )
+        return [nm for nm in names if self.tw.seen_at(nm, "Running") is not None]
+
+    async def start(self) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
+        """Create N tasks (the bench's concurrency) and time each from its create to Running
+        seen; the API-server and Temporal calls of the window per task."""
         n = self.tasks
-        progress(f"start: creating {n} tasks, each on its own rack (Sleep {o.SLEEP_SECONDS:.0f}s)")
-        names, sent, errors = await self._start_tasks("start", 0, n)
+        timeout = self.cfg.start_timeout()
+        progress(
+            f"start: creating {n} tasks, each on its own rack (Sleep {o.SLEEP_SECONDS:.0f}s),"
+            f" {self.cfg.concurrency} in flight, at most {timeout:.0f}s"
+        )
+        before = await self.scrape()
+        deadline = time.monotonic() + timeout
+        names, sent, errors = await self._start_tasks("start", 0, n, deadline)
         if errors:
             self.errors.append(f"start: create: {_first_error(errors)}")
-        timeout = 120 + n * 0.6
-        await self.tw.wait_for(
-            names, ("Running", *TERMINAL), timeout, "start: Running", _report_wait
-        )
-        running = [nm for nm in names if self.tw.seen_at(nm, "Running") is not None]
+        running = await self._wait_running("start", names, deadline)
         if len(running) < n:
             self.errors.append(f"start: {len(running)} of {n} Running within {timeout:.0f}s")
-        lat = [self.tw.seen_at(nm, "Running") - sent[nm] for nm in running]  # type: ignore[operator]
+        lat = _latency(self.tw, running, "Running", sent)
         total = None
         if running and sent:
             last = max(self.tw.seen_at(nm, "Running") or 0.0 for nm in running)
             total = round(last - min(sent.values()), 3)
+        await asyncio.sleep(CALLS_SETTLE_S)
+        per_start = calls.per_task(before, await self.scrape(), len(running) or n)
         result = {
             "tasks": n,
             "running": len(running),
             "total_s": total,
             "tasks_per_s": rate(len(running), total),
             "latency_ms": summarize(lat, 1000),
-            "create_concurrency": 20,
+            "create_concurrency": self.cfg.concurrency,
+            "timeout_s": round(timeout),
         }
-        progress(f"start: {len(running)}/{n} Running in {total}s")
-        return result, running
+        progress(
+            f"start: {len(running)}/{n} Running in {total}s; per task:"
+            f" {per_start['apiserver']} API-server calls, {per_start['temporal']} Temporal RPCs"
+        )
+        return result, running, per_start
+
+    # ---- steady: N idle Running tasks --------------------------------------
+
+    async def steady(self, running: list[str]) -> dict[str, Any]:
+        """CPU of every component (from /proc) and the request rates over a window in which
+        the N tasks are Running and only wait (their step sleeps)."""
+        settle, seconds = self.cfg.steady_settle_s, self.cfg.steady_s
+        progress(
+            f"steady: {len(running)} Running; settling {settle:.0f}s, measuring {seconds:.0f}s"
+        )
+        await asyncio.sleep(settle)
+        first = await self.scrape()
+        before = component_ticks(snapshot(), self.benv.process_roots())
+        bench_before = os.times()
+        t0 = time.monotonic()
+        await asyncio.sleep(seconds)
+        after = component_ticks(snapshot(), self.benv.process_roots())
+        t1 = time.monotonic()
+        bench_after = os.times()
+        last = await self.scrape()
+        names = list(CPU_COMPONENTS) + sorted(set(after) - set(CPU_COMPONENTS))
+        cores = cores_used(before, after, t1 - t0, clock_ticks_per_second(), names)
+        bench_cpu = (bench_after.user + bench_after.system) - (
+            bench_before.user + bench_before.system
+        )
+        still = sum(1 for nm in running if self.tw.current.get(nm) == "Running")
+        if still < len(running):
+            self.errors.append(
+                f"steady: {len(running) - still} of {len(running)} tasks were no longer Running"
+                " at the end of the window"
+            )
+        result = {
+            "tasks_running": still,
+            "window_s": round(t1 - t0, 3),
+            "settle_s": settle,
+            "cpu_cores": cores,
+            "bench_cpu_cores": round(bench_cpu / (t1 - t0), 3),
+            "requests": calls.per_second(first, last),
+        }
+        progress(f"steady: {cores.get('total')} cores in total ({still} tasks Running)")
+        return result
+
+    # ---- extra Running tasks for the steady cancels and the shim ----------------
+
+    async def extra_tasks(self, start_rate: float | None = None) -> tuple[list[str], list[str]]:
+        """The steady cancels' and the shim's own Running tasks, on racks after the N.
+
+        They are only the next phases' material: their budget also follows the
+        start rate just measured (1.5x the time that rate needs), at most EXTRA_MAX_S.
+        """
+        s, k = self.cfg.steady_cancels, self.cfg.shim_tasks
+        if not s + k:
+            return [], []
+        timeout = self.cfg.extra_timeout(s + k, start_rate)
+        progress(
+            f"extra: creating {s} tasks for the steady cancels and {k} for the shim,"
+            f" at most {timeout:.0f}s"
+        )
+        deadline = time.monotonic() + timeout
+        steady_names = [o.task_name("steady", i) for i in range(s)]
+        shim_names = [o.task_name("shim", i) for i in range(k)]
+        # Interleaved, so that a slow system still gives both phases some Running tasks.
+        order = [nm for pair in zip_longest(steady_names, shim_names) for nm in pair if nm]
+        rack_of = {nm: self.tasks + i for i, nm in enumerate(steady_names + shim_names)}
+
+        async def create(name: str) -> None:
+            phase = name.split("-", 1)[0]
+            await self._create_task(o.task(name, o.rack_name(rack_of[name]), phase))
+
+        errors = await bounded(order, create, self.cfg.concurrency, "extra: create", deadline)
+        if errors:
+            self.errors.append(f"extra: create: {_first_error(errors)}")
+        running = set(await self._wait_running("extra", order, deadline))
+        steady = [nm for nm in steady_names if nm in running]
+        shim = [nm for nm in shim_names if nm in running]
+        if len(running) < s + k:
+            self.errors.append(f"extra: {len(running)} of {s + k} Running within {timeout:.0f}s")
+        return steady, shim
+
+    # ---- steady cancels -------------------------------------------------------
+
+    async def steady_cancel(self, victims: list[str], floor_ms: float | None) -> dict[str, Any]:
+        """One cancel patch every 1/rate s (each on its own, not waiting for the previous)
+        while the other tasks keep running; patch sent -> Terminated seen."""
+        rate_s = self.cfg.steady_cancel_rate
+        progress(f"steady cancel: {len(victims)} single cancels at {rate_s}/s")
+        sent: dict[str, float] = {}
+        failures: list[BaseException] = []
+
+        async def patch(name: str) -> None:
+            sent[name] = time.monotonic()
+            try:
+                await self._patch_task(name, {"spec": {"cancel": True}})
+            except Exception as exc:
+                failures.append(exc)
+
+        before = await self.scrape()
+        t0 = time.monotonic()
+        pending = []
+        for i, name in enumerate(victims):
+            await asyncio.sleep(max(0.0, t0 + i / rate_s - time.monotonic()))
+            pending.append(asyncio.create_task(patch(name)))
+        await asyncio.gather(*pending)
+        if failures:
+            self.errors.append(f"steady cancel: patch: {_first_error(failures)}")
+        await self.tw.wait_for(victims, TERMINAL, 30, "steady cancel: Terminated", _report_wait)
+        done = [nm for nm in victims if self.tw.seen_at(nm, "Terminated") is not None]
+        if len(done) < len(victims):
+            self.errors.append(f"steady cancel: {len(done)} of {len(victims)} Terminated")
+        await asyncio.sleep(CALLS_SETTLE_S)
+        window = calls.per_task(before, await self.scrape(), len(done) or 1)
+        summary = summarize(_latency(self.tw, done, "Terminated", sent), 1000)
+        progress(f"steady cancel: p50 {summary['p50']} ms, p99 {summary['p99']} ms")
+        return {
+            "cancels": len(victims),
+            "terminated": len(done),
+            "rate_per_s": rate_s,
+            "latency_ms": summary,
+            "floor_ms": floor_ms,
+            "p50_over_floor": ratio(summary["p50"], floor_ms),
+            "calls_per_cancel": {k: window[k] for k in ("apiserver", "temporal", "window_s")},
+        }
 
     def _outcomes(self, names: list[str]) -> dict[str, int]:
         """How many of `names` ended in each terminal status (first seen), or none yet."""
@@ -298,25 +504,35 @@ class Phases:
             out[msg.split(":", 1)[0] if msg else "not finished"] += 1
         return dict(out)
 
-    # ---- cancel by patch -------------------------------------------------
+    # ---- burst cancel by patch ---------------------------------------------
 
     async def cancel(
         self, running: list[str], floor_ms: float | None, idle_floor_ms: float | None = None
-    ) -> dict[str, Any]:
-        """Patch spec.cancel=true on every Running task (20 in flight); time patch -> Terminated."""
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Patch spec.cancel=true on every Running task (the bench's concurrency); time patch
+        -> Terminated; the API-server and Temporal calls of the window per cancel."""
         n = len(running)
-        progress(f"cancel: patching spec.cancel=true on {n} Running tasks")
+        c = self.cfg.concurrency
+        timeout = self.cfg.burst_timeout()
+        progress(f"cancel: patching spec.cancel=true on {n} Running tasks, {c} in flight")
         sent: dict[str, float] = {}
 
         async def patch(name: str) -> None:
             sent[name] = time.monotonic()
             await self._patch_task(name, {"spec": {"cancel": True}})
 
-        errors = await bounded(running, patch, 20, "cancel: patch")
+        before = await self.scrape()
+        deadline = time.monotonic() + timeout
+        errors = await bounded(running, patch, c, "cancel: patch", deadline)
         if errors:
             self.errors.append(f"cancel: patch: {_first_error(errors)}")
-        timeout = 60 + n * 0.3
-        await self.tw.wait_for(running, TERMINAL, timeout, "cancel: Terminated", _report_wait)
+        await self.tw.wait_for(
+            running,
+            TERMINAL,
+            max(1.0, deadline - time.monotonic()),
+            "cancel: Terminated",
+            _report_wait,
+        )
         done = [nm for nm in running if self.tw.seen_at(nm, "Terminated") is not None]
         done_set = set(done)
         other = [
@@ -329,11 +545,13 @@ class Phases:
                 f"cancel: {len(done)} of {n} Terminated within {timeout:.0f}s"
                 f" ({len(other)} ended otherwise, e.g. {example})"
             )
-        lat = [self.tw.seen_at(nm, "Terminated") - sent[nm] for nm in done]  # type: ignore[operator]
+        lat = _latency(self.tw, done, "Terminated", sent)
         wall = None
         if done and sent:
             last = max(self.tw.seen_at(nm, "Terminated") or 0.0 for nm in done)
             wall = round(last - min(sent.values()), 3)
+        await asyncio.sleep(CALLS_SETTLE_S)
+        per_cancel = calls.per_task(before, await self.scrape(), len(done) or n)
         summary = summarize(lat, 1000)
         result = {
             "tasks": n,
@@ -345,33 +563,30 @@ class Phases:
             "p50_over_floor": ratio(summary["p50"], floor_ms),
             "idle_floor_ms": idle_floor_ms,
             "p50_over_idle_floor": ratio(summary["p50"], idle_floor_ms),
-            "patch_concurrency": 20,
+            "patch_concurrency": c,
+            "timeout_s": round(timeout),
             "outcomes": self._outcomes(running),
             "other_outcome_samples": sorted({self.tw.messages[nm] for nm in other})[:5],
         }
-        progress(f"cancel: {len(done)}/{n} Terminated, p50 {summary['p50']} ms, wall {wall}s")
-        return result
+        progress(
+            f"cancel: {len(done)}/{n} Terminated, p50 {summary['p50']} ms, wall {wall}s; per"
+            f" cancel: {per_cancel['apiserver']} API-server calls,"
+            f" {per_cancel['temporal']} Temporal RPCs"
+        )
+        return result, per_cancel
 
     # ---- shim ------------------------------------------------------------
 
-    async def shim(self) -> dict[str, Any]:
-        """K fresh Running tasks cancelled through the REST shim, then K repeated cancels."""
+    async def shim(self, running: list[str]) -> dict[str, Any]:
+        """The shim's Running tasks cancelled through the REST API (`shim_concurrency` in
+        flight) while the N tasks run, then the same cancels again (now Terminated)."""
         k = self.shim_cancels
-        progress(f"shim: creating {k} tasks on free racks")
-        names, _, errors = await self._start_tasks("shim", self.tasks, k)
-        if errors:
-            self.errors.append(f"shim: create: {_first_error(errors)}")
-        timeout = 120 + k * 0.6
-        await self.tw.wait_for(
-            names, ("Running", *TERMINAL), timeout, "shim: Running", _report_wait
-        )
-        running = [nm for nm in names if self.tw.seen_at(nm, "Running") is not None]
         if len(running) < k:
-            self.errors.append(f"shim: {len(running)} of {k} Running within {timeout:.0f}s")
+            self.errors.append(f"shim: {len(running)} of {k} tasks Running to cancel")
         token = issue_token(
             key_dir=self.benv.run_dir, org=o.ORG, roles=["PROVIDER_ADMIN"], subject="bench"
         )
-        concurrency = 10
+        concurrency = self.cfg.shim_concurrency
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         async with httpx.AsyncClient(
             base_url=self.benv.shim_url,
@@ -380,10 +595,15 @@ class Phases:
             limits=limits,
         ) as http:
             # Warm up the connection pool and the shim (token keys, index) with GETs.
-            for nm in running[:concurrency]:
-                await http.get(
-                    f"/v2/org/{o.ORG}/nico/task/{self.tw.uids[nm]}", params={"siteId": o.SITE_ID}
+            await asyncio.gather(
+                *(
+                    http.get(
+                        f"/v2/org/{o.ORG}/nico/task/{self.tw.uids[nm]}",
+                        params={"siteId": o.SITE_ID},
+                    )
+                    for nm in running[:concurrency]
                 )
+            )
             raw = summarize(await self._time_patches(), 1000)
             progress(
                 f"shim: raw PATCH p50 {raw['p50']} ms; {len(running)} fresh cancels"
@@ -397,16 +617,16 @@ class Phases:
             terminated = [nm for nm in running if self.tw.seen_at(nm, "Terminated") is not None]
             if len(terminated) < len(running):
                 self.errors.append(f"shim: {len(terminated)} of {len(running)} Terminated")
-            to_term = [
-                self.tw.seen_at(nm, "Terminated") - sent[nm]  # type: ignore[operator]
-                for nm in terminated
-                if nm in sent
-            ]
+            to_term = _latency(self.tw, terminated, "Terminated", sent)
             progress(f"shim: {len(terminated)} repeated cancels of Terminated tasks")
             repeat = await self._shim_cancels(http, terminated, concurrency, {})
         for part in (fresh, repeat):
             part["p50_over_patch"] = ratio(part["latency_ms"]["p50"], raw["p50"])
             part["p99_over_patch"] = ratio(part["latency_ms"]["p99"], raw["p50"])
+        progress(
+            f"shim: fresh {fresh['requests_per_s']} req/s, p50 {fresh['latency_ms']['p50']} ms;"
+            f" repeat p99 {repeat['latency_ms']['p99']} ms"
+        )
         return {
             "tasks": k,
             "running": len(running),
@@ -484,6 +704,7 @@ class Phases:
         return {"seen": seen, "seen_at": seen_at, "idle": idle, "idle_at": time.monotonic()}
 
     async def _write_terminated(self, name: str) -> None:
+        self.own_api += 1
         custom: Any = self.custom
         await custom.patch_namespaced_custom_object_status(
             o.GROUP,
@@ -494,6 +715,22 @@ class Phases:
             {"status": {"status": "Terminated", "message": "Cancelled by user"}},
             _content_type="application/merge-patch+json",
         )
+
+    def rss_live(self) -> dict[str, Any]:
+        """The running operator's RSS with the tasks of the earlier phases present
+        (`--rss-tasks 0`: no restart, no extra tasks)."""
+        live = self.benv.operator_rss_kb()
+        present = len(self.tw.first_seen)
+        mb = _mb(live["rss_kb"])
+        progress(f"rss: live operator RSS {mb} MB with {present} tasks present")
+        return {
+            "live": True,
+            "operator_mb": mb,
+            "tasks": present,
+            "hwm_mb": _mb(live["hwm_kb"]),
+            "operator_pid": live["pid"],
+            "how": "the live operator after the earlier phases, without a restart",
+        }
 
     async def rss(self) -> dict[str, Any]:
         """The operator's RSS with M more NicoTasks present, each a fresh operator process.
@@ -544,6 +781,8 @@ class Phases:
             "operator_pid": after["pid"],
             "baseline_mb": base_mb,
             "rss_mb": rss_mb,
+            "operator_mb": rss_mb,
+            "tasks": total,
             "delta_mb": delta,
             "delta_mb_per_1000": (
                 round(delta * 1000 / m, 2) if delta is not None and m else None

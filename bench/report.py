@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from .targets import evaluate, scale_note
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 LATEST = RESULTS_DIR / "latest.json"
 
@@ -56,6 +58,19 @@ def _done(section: dict[str, Any], done_key: str, total_key: str) -> str:
 def rows(results: dict[str, Any]) -> list[Row]:
     """The table's rows (section, figure, value) from the results dict."""
     out: list[Row] = []
+    raw = results.get("raw")
+    if isinstance(raw, dict):
+        out += [
+            ("raw", "StartWorkflow/s (Temporal, bench's concurrency)", fmt(raw.get("start_per_s"))),
+            ("raw", "TerminateWorkflow/s", fmt(raw.get("terminate_per_s"))),
+            (
+                "raw",
+                "StartWorkflow / Terminate p50",
+                fmt_pair(
+                    _get(raw, "start_ms", "p50"), _get(raw, "terminate_ms", "p50"), "ms"
+                ),
+            ),
+        ]
     for key, when in (("floor_idle", "idle"), ("floor", "loaded")):
         floor = results.get(key)
         if not isinstance(floor, dict):
@@ -90,6 +105,7 @@ def rows(results: dict[str, Any]) -> list[Row]:
                 _lat(start.get("latency_ms"), ("p50", "p95")),
             ),
         ]
+    out += _steady_rows(results)
     cancel = results.get("cancel")
     if isinstance(cancel, dict):
         out += [
@@ -104,6 +120,7 @@ def rows(results: dict[str, Any]) -> list[Row]:
             ("cancel", "p50 / floor (loaded)", fmt(cancel.get("p50_over_floor"), "x", 2)),
             ("cancel", "p50 / floor (idle)", fmt(cancel.get("p50_over_idle_floor"), "x", 2)),
         ]
+    out += _calls_rows(results)
     shim = results.get("shim")
     if isinstance(shim, dict):
         for kind, label in (("fresh", "fresh cancel"), ("repeat", "repeat cancel (Terminated)")):
@@ -144,7 +161,12 @@ def rows(results: dict[str, Any]) -> list[Row]:
     rss = results.get("rss")
     if isinstance(rss, dict):
         if rss.get("skipped"):
-            out.append(("rss", "operator RSS", "skipped (--rss-tasks 0)"))
+            out.append(("rss", "operator RSS", "skipped"))
+        elif rss.get("live"):
+            out += [
+                ("rss", "NicoTasks present", fmt(rss.get("tasks"))),
+                ("rss", "live operator RSS (no restart)", fmt(rss.get("operator_mb"), "MB")),
+            ]
         else:
             out += [
                 ("rss", "tasks processed", _done(rss, "processed", "created")),
@@ -163,6 +185,70 @@ def rows(results: dict[str, Any]) -> list[Row]:
     return out
 
 
+def _steady_rows(results: dict[str, Any]) -> list[Row]:
+    out: list[Row] = []
+    steady = results.get("steady")
+    if isinstance(steady, dict):
+        cores = steady.get("cpu_cores") or {}
+        running = fmt(steady.get("tasks_running"))
+        out.append(("steady", "tasks Running (idle) over the window", running))
+        out.append(("steady", "window", fmt(steady.get("window_s"), "s")))
+        for name, value in cores.items():
+            if name != "total":
+                out.append(("steady", f"CPU {name}", fmt(value, "cores", 3)))
+        out.append(("steady", "CPU total", fmt(cores.get("total"), "cores", 3)))
+        req = steady.get("requests") or {}
+        out += [
+            ("steady", "API-server requests/s", fmt(_get(req, "apiserver", "per_s"), digits=2)),
+            ("steady", "Temporal RPCs/s", fmt(_get(req, "temporal", "per_s"), digits=2)),
+        ]
+    sc = results.get("steady_cancel")
+    if isinstance(sc, dict):
+        out += [
+            (
+                "steady cancel",
+                f"single cancels at {fmt(sc.get('rate_per_s'))}/s: Terminated",
+                _done(sc, "terminated", "cancels"),
+            ),
+            (
+                "steady cancel",
+                "patch -> Terminated p50 / p99",
+                _lat(sc.get("latency_ms"), ("p50", "p99")),
+            ),
+            ("steady cancel", "p50 / floor (loaded)", fmt(sc.get("p50_over_floor"), "x", 2)),
+        ]
+    return out
+
+
+def _calls_rows(results: dict[str, Any]) -> list[Row]:
+    out: list[Row] = []
+    for key, label in (("per_start", "start"), ("per_cancel", "cancel")):
+        part = _get(results, "calls", key)
+        if not isinstance(part, dict):
+            continue
+        out += [
+            ("calls", f"API-server calls per {label}", fmt(part.get("apiserver"), digits=2)),
+            ("calls", f"Temporal RPCs per {label}", fmt(part.get("temporal"), digits=2)),
+        ]
+    return out
+
+
+def _figure(value: Any) -> str:
+    """A target's figure: whole numbers without decimals, others with two."""
+    if isinstance(value, float) and value.is_integer():
+        return fmt(int(value))
+    return fmt(value, digits=2)
+
+
+def target_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(verdict, target, value, limit) per target of issue 10 (information, not an exit code)."""
+    out = []
+    for t in results.get("targets") or evaluate(results):
+        note = f" ({t['note']})" if t.get("note") else ""
+        out.append((t["verdict"], t["target"], _figure(t["value"]), _figure(t["limit"]) + note))
+    return out
+
+
 def render_table(results: dict[str, Any]) -> str:
     """The figures as an aligned text table, headed by the machine and the parameters."""
     machine = results.get("machine") or {}
@@ -177,6 +263,13 @@ def render_table(results: dict[str, Any]) -> str:
     w2 = max([len("figure")] + [len(r[1]) for r in table])
     lines = [head, f"{'section':<{w1}}  {'figure':<{w2}}  value", f"{'-' * w1}  {'-' * w2}  -----"]
     lines += [f"{s:<{w1}}  {f:<{w2}}  {v}" for s, f, v in table]
+    targets = target_rows(results)
+    if targets:
+        wv = max(len(t[0]) for t in targets)
+        wt = max(len(t[1]) for t in targets)
+        wn = max(len(t[2]) for t in targets)
+        lines += ["", f"targets of issue 10 {scale_note(results)}".rstrip()]
+        lines += [f"{v:<{wv}}  {t:<{wt}}  {n:>{wn}}  (limit {lim})" for v, t, n, lim in targets]
     if results.get("runtime_s") is not None:
         lines.append(f"runtime {fmt(results['runtime_s'], 's')}")
     for err in results.get("errors") or []:

@@ -29,6 +29,8 @@ class TaskWatch:
         self.first_seen: dict[str, dict[str, float]] = {}
         self.uids: dict[str, str] = {}
         self.messages: dict[str, str] = {}  # name -> message of its first terminal status
+        self.current: dict[str, str] = {}  # name -> its latest status
+        self.requests = 0  # lists and watch opens: the bench's own API-server requests
         self.events = 0
         self.restarts = 0
         self._task: asyncio.Task[None] | None = None
@@ -46,6 +48,8 @@ class TaskWatch:
         st = obj.get("status") or {}
         status = st.get("status")
         seen = self.first_seen.setdefault(name, {})
+        if status:
+            self.current[name] = status
         if status and status not in seen:
             seen[status] = now
             if status in TERMINAL and name not in self.messages:
@@ -79,6 +83,7 @@ class TaskWatch:
                 await self._task
 
     async def _list(self) -> str:
+        self.requests += 1
         resp = await self.custom.list_namespaced_custom_object(
             GROUP, VERSION, self.namespace, "nicotasks", _request_timeout=120
         )
@@ -95,6 +100,7 @@ class TaskWatch:
                     rv = await self._list()
                     self._synced.set()
                 w = watch.Watch()
+                self.requests += 1
                 try:
                     stream = w.stream(
                         self.custom.list_namespaced_custom_object,
