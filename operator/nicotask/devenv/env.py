@@ -290,7 +290,7 @@ class DevEnv:
                     self._stop_all(new_state)
                     # A free port chosen here can be taken by another program
                     # before our server binds it: choose again.
-                    if attempt == PORT_ATTEMPTS or "in use" not in str(exc).lower():
+                    if attempt == PORT_ATTEMPTS or not exc.port_taken:
                         raise
                     log("a port was taken meanwhile; choosing new ports")
                     state = {k: v for k, v in new_state.items() if k != "ports"}

@@ -135,6 +135,18 @@ def tail(path: str | Path, lines: int = 30) -> str:
 class StartError(RuntimeError):
     """A managed process exited or did not get ready in time."""
 
+    def __init__(self, message: str, *, port_taken: bool = False) -> None:
+        super().__init__(message)
+        # Read from the whole log: the tail may be a stack trace after the bind error.
+        self.port_taken = port_taken or "in use" in message.lower()
+
+
+def port_taken_in(path: str | Path) -> bool:
+    try:
+        return "address already in use" in Path(path).read_text(errors="replace").lower()
+    except OSError:
+        return False
+
 
 def wait_ready(
     rec: ProcessRecord,
@@ -154,7 +166,8 @@ def wait_ready(
         exited = proc.poll() is not None if proc is not None else not record_alive(rec)
         if exited:
             raise StartError(
-                f"{rec.name} exited during startup; last lines of {rec.log}:\n{tail(rec.log)}"
+                f"{rec.name} exited during startup; last lines of {rec.log}:\n{tail(rec.log)}",
+                port_taken=port_taken_in(rec.log),
             )
         ok = False
         if check is None:
