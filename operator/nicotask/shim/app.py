@@ -27,7 +27,7 @@ from .config import IssuerConfig, ShimSettings
 from .limits import BodyLimit
 from .openapi import build_document
 from .service import TaskService
-from .store import Store
+from .store import Store, skip_env_lookups
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = api_client is None
         ac = api_client if api_client is not None else await kube.new_api_client(kubeconfig)
+        skip_env_lookups(ac)
         store = Store(ac, timeout=settings.kube_timeout_seconds)
         caches = Caches(ac, settings.namespaces, settings.miss_wait_seconds)
         service = TaskService(store, caches.tasks, settings.cancel_attempts)
@@ -102,7 +103,7 @@ def create_app(
         redoc_url=None,
     )
     errors.install(app)
-    app.include_router(routes.router)
+    app.router.routes.extend(routes.ROUTES)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 
     def _synced(shim: Shim) -> dict[str, bool]:

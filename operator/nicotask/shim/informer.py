@@ -113,6 +113,8 @@ class Informer:
         old = self.objects.get(uid)
         if not newer_or_equal(old, obj):
             return False
+        if old is not None and rv_int(old) is not None and rv_int(old) == rv_int(obj):
+            return False  # the same version again (our own write's response, then its event)
         obj = _slim(obj)
         self.objects[uid] = obj
         self.on_change(old, obj)

@@ -4,9 +4,10 @@
 400 task id -> 400 body / query -> 400 site id / unknown site -> 403 foreign
 site -> 404 task -> decision.
 
-Handlers read path, query and body themselves (no FastAPI parameter
-validation), so every message and its order is ours; the OpenAPI document is
-built separately in openapi.py.
+Handlers read path, query and body themselves (plain Starlette routes: no
+FastAPI parameter validation or dependency solving on the hot path), so every
+message and its order is ours; the OpenAPI document is built separately in
+openapi.py.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import json
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from . import auth, errors, orgs
 from .auth import Principal
@@ -25,7 +27,6 @@ PREFIX = "/v2/org/{org}/nico"
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 
-router = APIRouter(prefix=PREFIX)
 
 
 def _shim(request: Request) -> Any:
@@ -101,9 +102,8 @@ async def _cancel_site_id(request: Request) -> str:
     return site_id
 
 
-@router.post("/task/{id}/cancel", status_code=202)
-@router.post("/rack/task/{id}/cancel", status_code=202)
-async def cancel_task(request: Request, org: str, id: str) -> Response:
+async def cancel_task(request: Request) -> Response:
+    org, id = request.path_params["org"], request.path_params["id"]
     shim = _shim(request)
     principal = await _authenticate(request, org, admin=True)
     providers = await orgs.provider_names(shim.caches.providers, org)
@@ -113,9 +113,8 @@ async def cancel_task(request: Request, org: str, id: str) -> Response:
     return _json(await shim.service.cancel(task_id, site_id, principal.subject), 202)
 
 
-@router.get("/task/{id}")
-@router.get("/rack/task/{id}")
-async def get_task(request: Request, org: str, id: str) -> Response:
+async def get_task(request: Request) -> Response:
+    org, id = request.path_params["org"], request.path_params["id"]
     shim = _shim(request)
     await _authenticate(request, org, admin=False)
     providers = await orgs.provider_names(shim.caches.providers, org)
@@ -125,8 +124,8 @@ async def get_task(request: Request, org: str, id: str) -> Response:
     return _json((await shim.service.find(task_id, site_id)).full)
 
 
-@router.get("/rack/{rackId}/task")
-async def list_rack_tasks(request: Request, org: str, rackId: str) -> Response:
+async def list_rack_tasks(request: Request) -> Response:
+    org, rack_id = request.path_params["org"], request.path_params["rackId"]
     shim = _shim(request)
     await _authenticate(request, org, admin=False)
     providers = await orgs.provider_names(shim.caches.providers, org)
@@ -136,7 +135,7 @@ async def list_rack_tasks(request: Request, org: str, rackId: str) -> Response:
     page_number = _int(request, "pageNumber", 1, 1, None)
     page_size = _int(request, "pageSize", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)
     await orgs.check_site(shim.caches.sites, providers, site_id)
-    items = shim.caches.tasks.of_rack(rackId, site_id)
+    items = shim.caches.tasks.of_rack(rack_id, site_id)
     if active_only:
         items = [i for i in items if not i.finished]
     items.sort(key=lambda r: r.created_key, reverse=True)  # newest first
@@ -145,3 +144,12 @@ async def list_rack_tasks(request: Request, org: str, rackId: str) -> Response:
     body = b"[" + b",".join(r.full if include_report else r.brief for r in page) + b"]"
     pagination = {"pageNumber": page_number, "pageSize": page_size, "total": len(items)}
     return _json(body, headers={"X-Pagination": json.dumps(pagination)})
+
+
+ROUTES = [
+    Route(f"{PREFIX}/task/{{id}}/cancel", cancel_task, methods=["POST"]),
+    Route(f"{PREFIX}/rack/task/{{id}}/cancel", cancel_task, methods=["POST"]),
+    Route(f"{PREFIX}/task/{{id}}", get_task, methods=["GET"]),
+    Route(f"{PREFIX}/rack/task/{{id}}", get_task, methods=["GET"]),
+    Route(f"{PREFIX}/rack/{{rackId}}/task", list_rack_tasks, methods=["GET"]),
+]
