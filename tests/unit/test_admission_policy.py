@@ -34,6 +34,8 @@ def _comparable(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for doc in docs:
         doc = json.loads(json.dumps(doc))
         doc["metadata"].pop("labels", None)
+        doc["metadata"]["name"] = "NAME"  # the chart's carries the release name
+        doc["spec"].pop("policyName", None)
         for var in doc["spec"].get("variables", []):
             if var["name"] == "delegates":
                 var["expression"] = sorted(json.loads(var["expression"]))
@@ -45,6 +47,17 @@ def test_chart_policy_is_the_module_policy() -> None:
     rendered = _render("--set", "cancelRequestedByPolicy.delegates={argocd}")
     expected = admission.policy(["system:serviceaccount:nico-sys:rel-nicotask-shim", "argocd"])
     assert _comparable(rendered) == _comparable(expected)
+
+
+def test_chart_policy_name_and_namespaces_follow_the_release() -> None:
+    policy, binding = _render("--set-json", 'watchNamespaces=["a","b"]')
+    assert policy["metadata"]["name"] == "rel-nicotask-cancel-requested-by"
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert binding["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"] == [
+        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["a", "b"]}
+    ]
+    _, cluster_wide = _render()
+    assert "matchResources" not in cluster_wide["spec"]
 
 
 def test_chart_policy_without_shim_and_disabled() -> None:
