@@ -254,7 +254,9 @@ def structural(
         else:
             out[key] = copy.deepcopy(value)
     if out.get("format") == "uuid":
-        out.pop("pattern", None)  # the API server checks the format; one clear message
+        # The API server's `uuid` format also takes 32 hex digits without dashes, which
+        # the models refuse; the pattern (the models' own) is the one meaning of UUID.
+        out.pop("format")
     if "enum" in out and "type" not in out:
         kinds = {type(v) for v in out["enum"]}
         if kinds == {str}:

@@ -2,7 +2,7 @@
 
 Installed as the console script `kubectl-nico`, so kubectl finds it on PATH:
 
-    kubectl nico cancel TASK [-n NS]
+    kubectl nico cancel TASK [-n NS]      (records the caller in nico.dev/cancel-requested-by)
     kubectl nico report TASK [-n NS] [-o table|json]
     kubectl nico wait TASK [-n NS] [--for=finished|Succeeded|Failed|Terminated|Running|...]
                       [--timeout=60s]
@@ -287,7 +287,32 @@ async def _get(custom: Any, namespace: str, name: str) -> dict[str, Any]:
         raise _api_error(exc, namespace, name) from exc
 
 
-async def cmd_cancel(custom: Any, namespace: str, name: str) -> int:
+async def whoami(api_client: Any) -> str | None:
+    """The caller's username as the API server sees it (SelfSubjectReview), or None."""
+    from kubernetes_asyncio import client
+    from kubernetes_asyncio.client import ApiException
+
+    try:
+        review = await client.AuthenticationV1Api(api_client).create_self_subject_review(
+            client.V1SelfSubjectReview()
+        )
+    except ApiException:
+        return None
+    user = review.status.user_info if review.status else None
+    return str(user.username) if user and user.username else None
+
+
+def cancel_body(requested_by: str | None) -> dict[str, Any]:
+    """spec.cancel, plus who asked: the caller itself (the admission policy allows no other)."""
+    body: dict[str, Any] = {"spec": {"cancel": True}}
+    if requested_by:
+        body["metadata"] = {"annotations": {f"{api.GROUP}/cancel-requested-by": requested_by}}
+    return body
+
+
+async def cmd_cancel(
+    custom: Any, namespace: str, name: str, requested_by: str | None = None
+) -> int:
     from kubernetes_asyncio.client import ApiException
 
     task = await _get(custom, namespace, name)
@@ -297,7 +322,7 @@ async def cmd_cancel(custom: Any, namespace: str, name: str) -> int:
         return 0
     try:
         await custom.patch_namespaced_custom_object(
-            api.GROUP, api.VERSION, namespace, TASKS, name, {"spec": {"cancel": True}},
+            api.GROUP, api.VERSION, namespace, TASKS, name, cancel_body(requested_by),
             _content_type="application/merge-patch+json",
         )
     except ApiException as exc:
@@ -392,7 +417,7 @@ async def _run(args: argparse.Namespace) -> int:
     try:
         custom = client.CustomObjectsApi(api_client)
         if args.command == "cancel":
-            return await cmd_cancel(custom, namespace, args.task)
+            return await cmd_cancel(custom, namespace, args.task, await whoami(api_client))
         if args.command == "report":
             return await cmd_report(custom, namespace, args.task, args.output)
         return await cmd_wait(custom, namespace, args.task, wanted, timeout)

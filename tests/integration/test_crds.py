@@ -308,3 +308,43 @@ async def test_status_terminal_is_final(
     # the printer columns show the status
     res = await kubectl(devenv.kubeconfig, "get", "nt", "t", "-n", namespace)
     assert "Terminated" in res.out and "Cancelled by user" in res.out
+
+
+# ---- one meaning of UUID (issue 11 item 9) ------------------------------------------------
+
+UUID_FORMS = [
+    ("660e8400-e29b-41d4-a716-446655440000", True),  # canonical
+    ("660E8400-E29B-41D4-A716-446655440000", True),  # upper case: same form
+    ("660e8400e29b41d4a716446655440000", False),  # no dashes: the API server's `uuid` took it
+    ("{660e8400-e29b-41d4-a716-446655440000}", False),
+    ("urn:uuid:660e8400-e29b-41d4-a716-446655440000", False),
+    ("660e8400-e29b-41d4-a716-44665544000", False),
+]
+
+
+@pytest.mark.parametrize(("value", "valid"), UUID_FORMS)
+async def test_api_server_and_models_accept_the_same_uuids(
+    devenv: Any, crds_installed: list[str], namespace: str, value: str, valid: bool
+) -> None:
+    from pydantic import ValidationError
+
+    from nicotask.api import NicoTaskSpec
+
+    try:
+        NicoTaskSpec.model_validate(
+            {"siteId": value, "rackRef": "rack-1", "operation": "PowerOn", "ruleId": value}
+        )
+        model_ok = True
+    except ValidationError:
+        model_ok = False
+    assert model_ok is valid
+    for field in ("siteId", "ruleId"):
+        body = json.loads(_task(f"uuid-{field.lower()}"))
+        body["spec"][field] = value
+        res = await kubectl(
+            devenv.kubeconfig, "create", "--validate=strict", "--dry-run=server", "-n", namespace,
+            "-f", "-", stdin=json.dumps(body),
+        )
+        assert (res.rc == 0) is valid, (field, value, res.err)
+        if not valid:
+            assert f"spec.{field}" in res.err, res.err

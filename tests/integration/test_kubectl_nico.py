@@ -168,6 +168,10 @@ async def test_report_cancel_wait(devenv: Any, kube_api: Any, namespace: str, cr
         api.GROUP, api.VERSION, namespace, "nicotasks", "power-on-rack-1"
     )
     assert obj["spec"]["cancel"] is True
+    # who cancelled: the caller, as the API server knows it (SelfSubjectReview)
+    from nicotask.devenv.pki import ADMIN_USER
+
+    assert obj["metadata"]["annotations"]["nico.dev/cancel-requested-by"] == ADMIN_USER
     assert obj["status"]["status"] == "Running"  # only spec changed
     assert argocd_health(obj) == ("Progressing", "Running (stage 2 of 3) (cancel requested)")
     rc, out, _ = await run(devenv, "cancel", "power-on-rack-1", "-n", namespace)

@@ -40,7 +40,7 @@ from nicotask.shim.testing import (
     wait_for,
 )
 
-SEED = Path(__file__).resolve().parents[2].parent / "shared" / "seed" / "openapi.yaml"
+SEED = Path(__file__).resolve().parents[1] / "contract" / "openapi.yaml"  # copy of the seed
 PATHS = ["task", "rack/task"]
 
 
@@ -104,6 +104,17 @@ def assert_error(r: httpx.Response, status: int, message: str) -> None:
     body = r.json()
     assert body["source"] == "nico" and set(body) == {"source", "message", "data"}, body
     assert body["message"] == message, body
+
+
+async def cached(server: ServerThread, *tasks: dict[str, Any]) -> None:
+    """Wait until the shim's watch-fed cache has these versions (reads are served from it)."""
+    records = server.shim.caches.tasks
+    for task in tasks:
+        uid, rv = task["metadata"]["uid"], task["metadata"]["resourceVersion"]
+        assert await wait_for(
+            lambda uid=uid, rv=rv: (r := records.lookup(uid)) is not None
+            and r.resource_version == rv, 10
+        )
 
 
 async def read(kube_api: Any, obj: dict[str, Any]) -> dict[str, Any]:
@@ -351,9 +362,11 @@ async def test_50_concurrent_cancels_patch_once(
 
 @pytest.mark.parametrize("path", PATHS)
 async def test_get_task(
-    http: httpx.AsyncClient, kube_api: Any, namespace: str, world: World, key_dir: Path, path: str
+    http: httpx.AsyncClient, kube_api: Any, namespace: str, world: World, key_dir: Path, path: str,
+    shim_server: ServerThread,
 ) -> None:
     task = await make_task(kube_api, namespace, world.site_a, "Running", report=SAMPLE_REPORT)
+    await cached(shim_server, task)
     uid = task["metadata"]["uid"]
     org = world.acme.name
     viewer = bearer(token(key_dir, org, ["VIEWER"]))  # membership suffices for GET
@@ -376,7 +389,8 @@ async def test_get_task(
 
 
 async def test_list_rack_tasks(
-    http: httpx.AsyncClient, kube_api: Any, namespace: str, world: World, key_dir: Path
+    http: httpx.AsyncClient, kube_api: Any, namespace: str, world: World, key_dir: Path,
+    shim_server: ServerThread,
 ) -> None:
     rack = f"rack-{namespace}"
     made = []
@@ -384,6 +398,7 @@ async def test_list_rack_tasks(
         made.append(await make_task(kube_api, namespace, world.site_a, status, rack=rack,
                                     report=SAMPLE_REPORT))
     await make_task(kube_api, namespace, world.site_a2, "Running", rack=rack)  # other site
+    await cached(shim_server, *made)
     org = world.acme.name
     url = f"/v2/org/{org}/nico/rack/{rack}/task"
     headers = bearer(token(key_dir, org, ["VIEWER"]))

@@ -101,7 +101,7 @@ async def test_shim_works_with_least_privilege_and_nothing_more(
         create_app(ShimSettings(dev_issuer_dir=key_dir), kubeconfig=str(kubeconfig))
     ).start()
     try:
-        assert server.shim.index.synced.is_set()  # list + watch allowed
+        assert server.shim.caches.synced  # list + watch of providers, sites, tasks allowed
         tok = issue_token(key_dir, world.acme.name, ["PROVIDER_ADMIN"])
         headers = {"Authorization": f"Bearer {tok}"}
         async with httpx.AsyncClient(base_url=server.url, headers=headers) as http:
@@ -112,6 +112,8 @@ async def test_shim_works_with_least_privilege_and_nothing_more(
             assert r.status_code == 200, r.text
             r = await http.post(f"{base}/task/{uid}/cancel", json={"siteId": world.site_a})
             assert r.status_code == 202, r.text
+            r = await http.get("/readyz")
+            assert r.status_code == 200 and r.json()["ready"] is True, r.text
     finally:
         server.stop()
     got = await client.CustomObjectsApi(kube_api).get_namespaced_custom_object(

@@ -104,7 +104,8 @@ def test_defaults(helm: Path) -> None:
         probe_port = container["livenessProbe"]["httpGet"]["port"]
         assert port[probe_port] == ports[component]
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-        assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+        ready = "/readyz" if component == "shim" else "/healthz"  # the shim: caches synced
+        assert container["readinessProbe"]["httpGet"]["path"] == ready
     operator = deployments["rel-nicotask-operator"]
     env = {e["name"]: e.get("value") for e in container_of(operator)["env"]}
     assert "NICOTASK_PEERING" not in env
@@ -115,6 +116,7 @@ def test_defaults(helm: Path) -> None:
     assert shim_env["NICOTASK_SHIM_HOST"] == "0.0.0.0"
     assert "NICOTASK_TEMPORAL_ADDRESS" not in shim_env
     assert set(by_kind(docs, "PodDisruptionBudget")) == set(deployments)
+    assert set(by_kind(docs, "ValidatingAdmissionPolicy")) == {"rel-nicotask-cancel-requested-by"}
     assert set(by_kind(docs, "ClusterRoleBinding")) == {
         "rel-nicotask-operator", "rel-nicotask-operator-cluster", "rel-nicotask-worker",
         "rel-nicotask-shim", "rel-nicotask-shim-cluster",

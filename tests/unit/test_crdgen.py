@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from nicotask import crdgen
-from nicotask.api import API_VERSION
+from nicotask.api import API_VERSION, UUID_PATTERN
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -96,8 +96,10 @@ def test_nicotask_schema_details() -> None:
     spec = schema["properties"]["spec"]
     status = schema["properties"]["status"]
     assert spec["required"] == ["siteId", "rackRef", "operation"]
-    assert spec["properties"]["siteId"]["format"] == "uuid"
-    assert spec["properties"]["ruleId"]["format"] == "uuid"
+    # one meaning of UUID: the models' pattern, not the API server's laxer `uuid` format
+    assert spec["properties"]["siteId"]["pattern"] == UUID_PATTERN
+    assert spec["properties"]["ruleId"]["pattern"] == UUID_PATTERN
+    assert "format" not in spec["properties"]["siteId"]
     assert spec["properties"]["operation"]["enum"] == [
         "PowerOn",
         "PowerOff",

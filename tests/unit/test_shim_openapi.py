@@ -11,7 +11,7 @@ import yaml
 from nicotask.shim.app import create_app
 from nicotask.shim.config import ShimSettings
 
-SEED = Path(__file__).resolve().parents[2].parent / "shared" / "seed" / "openapi.yaml"
+SEED = Path(__file__).resolve().parents[1] / "contract" / "openapi.yaml"  # copy of the seed
 CANCEL = "/v2/org/{org}/nico/task/{id}/cancel"
 RACK_CANCEL = "/v2/org/{org}/nico/rack/task/{id}/cancel"
 EXTRA_CODES = {"401", "503"}  # the shim also answers these; the seed does not list them

@@ -10,8 +10,7 @@ import pytest
 from nicotask.kube import CANCEL_REQUESTED_BY
 from nicotask.shim.app import create_app
 from nicotask.shim.config import ShimSettings
-from nicotask.shim.service import CancelDecision, cancel_patch, decide_cancel
-from nicotask.shim.store import escape_field_value
+from nicotask.shim.service import CancelDecision, cancel_patch, decide_cancel, task_status
 
 
 def _task(status: str | None, cancel: bool = False) -> dict[str, Any]:
@@ -40,18 +39,14 @@ def _task(status: str | None, cancel: bool = False) -> dict[str, Any]:
     ],
 )
 def test_decide_cancel(status: str | None, cancel: bool, decision: CancelDecision) -> None:
-    assert decide_cancel(_task(status, cancel)) == decision
+    assert decide_cancel(task_status(_task(status, cancel)), cancel) == decision
 
 
 def test_cancel_patch_has_precondition_and_who() -> None:
-    assert cancel_patch(_task("Running"), "alice") == {
+    assert cancel_patch("7", "alice") == {
         "metadata": {"resourceVersion": "7", "annotations": {CANCEL_REQUESTED_BY: "alice"}},
         "spec": {"cancel": True},
     }
-
-
-def test_escape_field_value() -> None:
-    assert escape_field_value("a,b=c\\d") == "a\\,b\\=c\\\\d"
 
 
 async def test_unknown_route_and_wrong_method_are_nico_errors() -> None:

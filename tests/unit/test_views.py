@@ -16,8 +16,8 @@ from referencing.jsonschema import DRAFT202012
 from nicotask.api import NicoTask, TaskStatus
 from nicotask.views import task_from_cr, task_model, task_view
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-OPENAPI = SHARED / "seed" / "openapi.yaml"
+CONTRACT = Path(__file__).resolve().parents[1] / "contract"  # copy of the seed
+OPENAPI = CONTRACT / "openapi.yaml"
 UID = "3f2a3c1e-8d2b-4a55-9c41-0c9f4b8f2d10"
 SITE = "660e8400-e29b-41d4-a716-446655440000"
 RULE = "770e8400-e29b-41d4-a716-446655440001"

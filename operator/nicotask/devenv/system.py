@@ -62,10 +62,16 @@ def kubectl(env: DevEnv, *args: str, stdin: str | None = None) -> str:
 
 
 def install_crds(env: DevEnv) -> None:
-    """The CRDs generated from the models, applied and Established (crdgen does the work)."""
+    """The CRDs generated from the models, applied and Established (crdgen does the work),
+    and the admission policy that keeps `nico.dev/cancel-requested-by` honest. The local
+    shim runs with the admin kubeconfig, so the admin user is its delegate here."""
+    from nicotask.admission import CHART_SHIM_USER, install_policy
     from nicotask.crdgen import install_crds as apply_generated_crds
+    from nicotask.devenv.pki import ADMIN_USER
 
-    apply_generated_crds(Path(env.exports()["KUBECONFIG"]))
+    kubeconfig = Path(env.exports()["KUBECONFIG"])
+    apply_generated_crds(kubeconfig)
+    install_policy(kubeconfig, delegates=[CHART_SHIM_USER, ADMIN_USER])
 
 
 def start_operator(env: DevEnv, name: str = "operator", **extra: str) -> None:

@@ -1,7 +1,9 @@
 """The FastAPI app: routes, error handlers, the OpenAPI document and the lifespan.
 
 The lifespan opens the Kubernetes client (unless one is given), starts the
-task index (list + watch) and waits briefly for its first list.
+watch-fed caches (providers, sites, tasks) and waits briefly for their first
+lists. `/readyz` is 200 only once every cache has synced; `/healthz` is the
+liveness answer.
 """
 
 from __future__ import annotations
@@ -13,17 +15,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 from kubernetes_asyncio import client
 
 from nicotask import kube
 
 from . import errors, routes
-from .auth import Verifier
-from .config import ShimSettings
-from .index import TaskIndex
+from .auth import JwksSettings, Verifier
+from .cache import Caches
+from .config import IssuerConfig, ShimSettings
+from .limits import BodyLimit
 from .openapi import build_document
 from .service import TaskService
-from .store import Store
+from .store import Store, skip_env_lookups
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +39,26 @@ class Shim:
     settings: ShimSettings
     verifier: Verifier
     store: Store
-    index: TaskIndex
+    caches: Caches
     service: TaskService
+
+    @property
+    def index(self) -> Any:
+        """The task cache (kept under its old name for tests and tools)."""
+        return self.caches.tasks
+
+
+def verifier_of(settings: ShimSettings, issuers: list[IssuerConfig] | None = None) -> Verifier:
+    return Verifier(
+        settings.all_issuers() if issuers is None else issuers,
+        leeway=settings.leeway_seconds,
+        token_cache_size=settings.token_cache_size,
+        jwks=JwksSettings(
+            lifespan=settings.jwks_cache_seconds,
+            min_interval=settings.jwks_min_refetch_seconds,
+            timeout=settings.jwks_timeout_seconds,
+        ),
+    )
 
 
 def create_app(
@@ -49,26 +71,28 @@ def create_app(
     """The shim app. Without `api_client`, the lifespan opens one from `kubeconfig`
     (or KUBECONFIG / in-cluster) and closes it at shutdown."""
     settings = settings or ShimSettings()
-    verifier = verifier or Verifier(settings.all_issuers(), leeway=settings.leeway_seconds)
+    verifier = verifier or verifier_of(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = api_client is None
         ac = api_client if api_client is not None else await kube.new_api_client(kubeconfig)
-        store = Store(ac, settings.namespaces, timeout=settings.kube_timeout_seconds)
-        index = TaskIndex(store)
-        app.state.shim = Shim(
-            settings, verifier, store, index, TaskService(store, index, settings.cancel_attempts)
-        )
-        index.start()
-        if not await index.wait_synced(settings.index_sync_seconds):
+        skip_env_lookups(ac)
+        store = Store(ac, timeout=settings.kube_timeout_seconds)
+        caches = Caches(ac, settings.namespaces, settings.miss_wait_seconds)
+        service = TaskService(store, caches.tasks, settings.cancel_attempts)
+        app.state.shim = Shim(settings, verifier, store, caches, service)
+        caches.start()
+        if not await caches.wait_synced(settings.index_sync_seconds):
             log.warning(
-                "task index not synced after %.0fs; serving anyway", settings.index_sync_seconds
+                "caches not synced after %.0fs; answering 503 until they are",
+                settings.index_sync_seconds,
             )
         try:
             yield
         finally:
-            await index.stop()
+            await caches.stop()
+            await verifier.aclose()
             if owned:
                 await ac.close()
 
@@ -79,12 +103,27 @@ def create_app(
         redoc_url=None,
     )
     errors.install(app)
-    app.include_router(routes.router)
+    app.router.routes.extend(routes.ROUTES)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+
+    def _synced(shim: Shim) -> dict[str, bool]:
+        c = shim.caches
+        return {
+            "providers": c.providers.informer.synced.is_set(),
+            "sites": c.sites.informer.synced.is_set(),
+            "tasks": c.tasks.informer.synced.is_set(),
+        }
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, Any]:
         shim: Shim = app.state.shim
-        return {"ok": True, "indexSynced": shim.index.synced.is_set()}
+        return {"ok": True, "indexSynced": shim.caches.synced, "synced": _synced(shim)}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        shim: Shim = app.state.shim
+        ready = shim.caches.synced
+        return JSONResponse({"ready": ready, "synced": _synced(shim)}, 200 if ready else 503)
 
     document = build_document()
 

@@ -13,8 +13,16 @@
                                  of the process settings, 127.0.0.1:8088)
   NICOTASK_SHIM_LEEWAY_SECONDS   clock skew allowed on exp/nbf (default 5)
   NICOTASK_SHIM_KUBE_TIMEOUT_SECONDS  budget of one request's Kubernetes calls (default 20)
-  NICOTASK_SHIM_CANCEL_ATTEMPTS  read-decide-patch rounds on conflict (default 50)
-  NICOTASK_SHIM_INDEX_SYNC_SECONDS  startup wait for the task index's first list (default 10)
+  NICOTASK_SHIM_CANCEL_ATTEMPTS  patch rounds on conflict, each after one fresh read (default 5)
+  NICOTASK_SHIM_INDEX_SYNC_SECONDS  startup wait for the caches' first lists (default 10)
+  NICOTASK_SHIM_MISS_WAIT_SECONDS   how long a lookup that misses waits for the watch (0.5)
+  NICOTASK_SHIM_TOKEN_CACHE_SIZE    verified tokens kept (LRU, each until its exp) (10000)
+  NICOTASK_SHIM_JWKS_CACHE_SECONDS  a JWKS is used at most this long after its fetch (300)
+  NICOTASK_SHIM_JWKS_MIN_REFETCH_SECONDS  at most one JWKS fetch per issuer this often (10)
+  NICOTASK_SHIM_JWKS_TIMEOUT_SECONDS  timeout of one JWKS fetch (3)
+  NICOTASK_SHIM_MAX_BODY_BYTES     request body cap, larger is 413 (65536)
+  NICOTASK_SHIM_ALLOW_DEV_ISSUER_IN_CLUSTER  let the dev issuer be trusted inside a pod
+                                 (default false; it never creates keys there)
 """
 
 from __future__ import annotations
@@ -67,8 +75,15 @@ class ShimSettings(BaseSettings):
     port: int | None = None
     leeway_seconds: float = Field(default=5.0, ge=0, le=300)
     kube_timeout_seconds: float = Field(default=20.0, gt=0)
-    cancel_attempts: int = Field(default=50, ge=1, le=1000)
+    cancel_attempts: int = Field(default=5, ge=1, le=100)
     index_sync_seconds: float = Field(default=10.0, ge=0)
+    miss_wait_seconds: float = Field(default=0.5, ge=0, le=10)
+    token_cache_size: int = Field(default=10000, ge=0)
+    jwks_cache_seconds: float = Field(default=300.0, gt=0)
+    jwks_min_refetch_seconds: float = Field(default=10.0, ge=0)
+    jwks_timeout_seconds: float = Field(default=3.0, gt=0, le=60)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    allow_dev_issuer_in_cluster: bool = False
 
     @field_validator("namespaces", mode="before")
     @classmethod
@@ -88,5 +103,5 @@ class ShimSettings(BaseSettings):
         if self.dev_issuer_dir:
             from .devissuer import issuer_config
 
-            out.append(issuer_config(self.dev_issuer_dir))
+            out.append(issuer_config(self.dev_issuer_dir, self.allow_dev_issuer_in_cluster))
         return out

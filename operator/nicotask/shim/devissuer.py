@@ -5,6 +5,11 @@
 prints a token signed with `<run dir>/dev-issuer-key.pem` (created on first
 use). The shim trusts it when NICOTASK_SHIM_DEV_ISSUER_DIR points at the
 same folder (issuer "nicotask-dev", audience "nicotask").
+
+It is for the local environment only. Inside a pod (KUBERNETES_SERVICE_HOST
+set) the shim refuses to trust it unless NICOTASK_SHIM_ALLOW_DEV_ISSUER_IN_CLUSTER
+is true, logs a loud warning when it is, and never creates a key pair there:
+the keys must already exist (mounted), so nobody gets a signing key by accident.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import logging
 import os
 import sys
 import time
@@ -30,6 +36,16 @@ DEV_AUDIENCE = "nicotask"
 PRIVATE_KEY_FILE = "dev-issuer-key.pem"
 PUBLIC_KEY_FILE = "dev-issuer-pub.pem"
 
+log = logging.getLogger(__name__)
+
+
+class DevIssuerRefused(RuntimeError):
+    """The dev issuer was asked for where it must not run."""
+
+
+def in_pod() -> bool:
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+
 
 def default_key_dir() -> Path:
     return Path(os.environ.get("NICOTASK_RUN_DIR") or Path.cwd() / ".run" / "dev")
@@ -41,6 +57,11 @@ def ensure_keys(key_dir: Path | str) -> tuple[Path, Path]:
     private, public = key_dir / PRIVATE_KEY_FILE, key_dir / PUBLIC_KEY_FILE
     if private.exists() and public.exists():
         return private, public
+    if in_pod():
+        raise DevIssuerRefused(
+            f"refusing to create dev issuer signing keys in {key_dir} inside a pod "
+            "(KUBERNETES_SERVICE_HOST is set); the dev issuer is for the local environment"
+        )
     key_dir.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
     pem = key.private_bytes(
@@ -67,8 +88,29 @@ def _kid(public_pem: bytes) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(public_pem).digest()[:12]).decode().rstrip("=")
 
 
-def issuer_config(key_dir: Path | str) -> IssuerConfig:
-    """The issuer entry the shim should trust for tokens from this key folder."""
+def issuer_config(key_dir: Path | str, allow_in_cluster: bool = False) -> IssuerConfig:
+    """The issuer entry the shim should trust for tokens from this key folder.
+
+    In a pod: refused unless `allow_in_cluster`; then only an existing public key
+    is read (nothing is generated) and a warning is logged.
+    """
+    if in_pod():
+        if not allow_in_cluster:
+            raise DevIssuerRefused(
+                "the dev token issuer is enabled (NICOTASK_SHIM_DEV_ISSUER_DIR) inside a pod; "
+                "set NICOTASK_SHIM_ALLOW_DEV_ISSUER_IN_CLUSTER=true only if you really mean it"
+            )
+        public = Path(key_dir) / PUBLIC_KEY_FILE
+        if not public.exists():
+            raise DevIssuerRefused(f"dev issuer in a pod: no public key at {public}")
+        log.warning(
+            "!!! DEV TOKEN ISSUER TRUSTED INSIDE A POD (key %s): anyone holding its private key "
+            "can act as any org's provider admin; never do this in production !!!", public,
+        )
+        return IssuerConfig(
+            issuer=DEV_ISSUER, audience=DEV_AUDIENCE,
+            public_key_pem=public.read_text(), algorithms=["ES256"],
+        )
     _, public = ensure_keys(key_dir)
     return IssuerConfig(
         issuer=DEV_ISSUER,

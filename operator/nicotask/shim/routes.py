@@ -4,9 +4,10 @@
 400 task id -> 400 body / query -> 400 site id / unknown site -> 403 foreign
 site -> 404 task -> decision.
 
-Handlers read path, query and body themselves (no FastAPI parameter
-validation), so every message and its order is ours; the OpenAPI document is
-built separately in openapi.py.
+Handlers read path, query and body themselves (plain Starlette routes: no
+FastAPI parameter validation or dependency solving on the hot path), so every
+message and its order is ours; the OpenAPI document is built separately in
+openapi.py.
 """
 
 from __future__ import annotations
@@ -14,22 +15,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
-
-from nicotask import state
-from nicotask.views import task_view
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from . import auth, errors, orgs
 from .auth import Principal
-from .service import task_status
-from .store import escape_field_value
 
 PREFIX = "/v2/org/{org}/nico"
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 
-router = APIRouter(prefix=PREFIX)
 
 
 def _shim(request: Request) -> Any:
@@ -84,11 +81,16 @@ def _int(request: Request, name: str, default: int, low: int, high: int | None) 
     return value
 
 
+def _json(body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
 async def _cancel_site_id(request: Request) -> str:
-    raw = await request.body()
+    raw = await request.body()  # capped by limits.BodyLimit
     try:
-        body = json.loads(raw) if raw.strip() else None
-    except (ValueError, UnicodeDecodeError) as exc:
+        # orjson: strict UTF-8, and nesting deeper than 1024 is a parse error (not a 500)
+        body = orjson.loads(raw) if raw.strip() else None
+    except orjson.JSONDecodeError as exc:
         raise errors.APIError(400, errors.BAD_BODY) from exc
     if not isinstance(body, dict):
         raise errors.APIError(400, errors.BAD_BODY if raw.strip() else errors.BAD_CANCEL_REQUEST)
@@ -100,60 +102,54 @@ async def _cancel_site_id(request: Request) -> str:
     return site_id
 
 
-@router.post("/task/{id}/cancel", status_code=202)
-@router.post("/rack/task/{id}/cancel", status_code=202)
-async def cancel_task(request: Request, org: str, id: str) -> JSONResponse:
+async def cancel_task(request: Request) -> Response:
+    org, id = request.path_params["org"], request.path_params["id"]
     shim = _shim(request)
     principal = await _authenticate(request, org, admin=True)
-    providers = await orgs.provider_names(shim.store, org)
+    providers = await orgs.provider_names(shim.caches.providers, org)
     task_id = _task_id(id)
     site_id = await _cancel_site_id(request)
-    await orgs.check_site(shim.store, providers, site_id)
-    obj = await shim.service.cancel(task_id, site_id, principal.subject)
-    return JSONResponse(task_view(obj, include_report=True), status_code=202)
+    await orgs.check_site(shim.caches.sites, providers, site_id)
+    return _json(await shim.service.cancel(task_id, site_id, principal.subject), 202)
 
 
-@router.get("/task/{id}")
-@router.get("/rack/task/{id}")
-async def get_task(request: Request, org: str, id: str) -> JSONResponse:
+async def get_task(request: Request) -> Response:
+    org, id = request.path_params["org"], request.path_params["id"]
     shim = _shim(request)
     await _authenticate(request, org, admin=False)
-    providers = await orgs.provider_names(shim.store, org)
+    providers = await orgs.provider_names(shim.caches.providers, org)
     task_id = _task_id(id)
     site_id = _site_query(request)
-    await orgs.check_site(shim.store, providers, site_id)
-    obj = await shim.service.find(task_id, site_id)
-    return JSONResponse(task_view(obj, include_report=True))
+    await orgs.check_site(shim.caches.sites, providers, site_id)
+    return _json((await shim.service.find(task_id, site_id)).full)
 
 
-def _created_key(obj: dict[str, Any]) -> tuple[str, str]:
-    meta = obj.get("metadata") or {}
-    return (str(meta.get("creationTimestamp") or ""), str(meta.get("name") or ""))
-
-
-@router.get("/rack/{rackId}/task")
-async def list_rack_tasks(request: Request, org: str, rackId: str) -> JSONResponse:
+async def list_rack_tasks(request: Request) -> Response:
+    org, rack_id = request.path_params["org"], request.path_params["rackId"]
     shim = _shim(request)
     await _authenticate(request, org, admin=False)
-    providers = await orgs.provider_names(shim.store, org)
+    providers = await orgs.provider_names(shim.caches.providers, org)
     site_id = _site_query(request)
     active_only = _flag(request, "activeOnly")
     include_report = _flag(request, "includeReport")
     page_number = _int(request, "pageNumber", 1, 1, None)
     page_size = _int(request, "pageSize", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)
-    await orgs.check_site(shim.store, providers, site_id)
-    items = await shim.store.list_tasks(field_selector=f"spec.rackRef={escape_field_value(rackId)}")
-    items = [
-        i for i in items
-        if (i.get("spec") or {}).get("rackRef") == rackId
-        and str((i.get("spec") or {}).get("siteId", "")).lower() == site_id.lower()
-        and shim.store.serves((i.get("metadata") or {}).get("namespace"))
-    ]
+    await orgs.check_site(shim.caches.sites, providers, site_id)
+    items = shim.caches.tasks.of_rack(rack_id, site_id)
     if active_only:
-        items = [i for i in items if not state.is_terminal(task_status(i))]
-    items.sort(key=_created_key, reverse=True)  # newest first
+        items = [i for i in items if not i.finished]
+    items.sort(key=lambda r: r.created_key, reverse=True)  # newest first
     start = (page_number - 1) * page_size
     page = items[start : start + page_size]
-    body = [task_view(i, include_report=include_report) for i in page]
+    body = b"[" + b",".join(r.full if include_report else r.brief for r in page) + b"]"
     pagination = {"pageNumber": page_number, "pageSize": page_size, "total": len(items)}
-    return JSONResponse(body, headers={"X-Pagination": json.dumps(pagination)})
+    return _json(body, headers={"X-Pagination": json.dumps(pagination)})
+
+
+ROUTES = [
+    Route(f"{PREFIX}/task/{{id}}/cancel", cancel_task, methods=["POST"]),
+    Route(f"{PREFIX}/rack/task/{{id}}/cancel", cancel_task, methods=["POST"]),
+    Route(f"{PREFIX}/task/{{id}}", get_task, methods=["GET"]),
+    Route(f"{PREFIX}/rack/task/{{id}}", get_task, methods=["GET"]),
+    Route(f"{PREFIX}/rack/{{rackId}}/task", list_rack_tasks, methods=["GET"]),
+]

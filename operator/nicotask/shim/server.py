@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 import uvicorn
 
 from nicotask.settings import get_settings
 
-from .app import create_app
+from .app import create_app, verifier_of
 from .config import ShimSettings
+from .devissuer import DevIssuerRefused
 
 
 def shim_main(argv: list[str]) -> int:
@@ -35,16 +37,29 @@ def shim_main(argv: list[str]) -> int:
         settings.dev_issuer_dir = args.dev_issuer_dir
     if args.namespace:
         settings.namespaces = list(args.namespace)
-    if not settings.all_issuers():
+    logging.basicConfig(level=args.log_level.upper())
+    try:
+        issuers = settings.all_issuers()
+    except DevIssuerRefused as exc:
+        print(f"nicotask shim: {exc}", file=sys.stderr)
+        return 2
+    if not issuers:
         print("nicotask shim: no token issuer configured (NICOTASK_SHIM_ISSUERS, "
               "NICOTASK_SHIM_ISSUERS_FILE or --dev-issuer-dir); every request will get 401")
-    logging.basicConfig(level=args.log_level.upper())
-    app = create_app(settings, kubeconfig=args.kubeconfig or base.kubeconfig)
+    app = create_app(
+        settings, kubeconfig=args.kubeconfig or base.kubeconfig,
+        verifier=verifier_of(settings, issuers),
+    )
     uvicorn.run(
         app,
         host=args.host or settings.host or base.shim_host,
         port=args.port or settings.port or base.shim_port,
         log_level=args.log_level,
         proxy_headers=True,
+        # uvloop and httptools (pinned dependencies): most of a cached answer's cost
+        # is the event loop and HTTP parsing.
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
     )
     return 0

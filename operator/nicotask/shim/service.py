@@ -1,22 +1,30 @@
-"""What the routes do, in upstream's check order: find, decide on a fresh read, patch.
+"""Cancel and find, answered from the task cache; a fresh cancel is one PATCH.
 
-`decide_cancel` is pure; `cancel_task` runs read -> decide -> conditional
-merge patch, repeating on conflict, so any number of concurrent cancels of
-one task produce exactly one patch.
+`decide_cancel` is pure. A cancel decides on the cached task:
+- Terminated, or `spec.cancel` already true: 202 from the cache, no API call;
+- Succeeded / Failed: 400, no API call;
+- otherwise one merge patch of `spec.cancel: true` (and who asked) with the
+  cached `resourceVersion` as precondition, so a task deleted and re-created
+  under the same name is never patched. On 409 (the cached copy was stale)
+  the shim reads the task once and decides again; no sleeping.
+Concurrent cancels of one task in this process share one patch (single flight).
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 from typing import Any
 
 from nicotask import api, state
 from nicotask.kube import CANCEL_REQUESTED_BY, Conflict
 
 from . import errors
-from .index import TaskIndex
-from .store import Store
+from .cache import TaskCache, TaskRecord, record_of
+from .store import Gone, Store
+
+log = logging.getLogger(__name__)
 
 
 class CancelDecision(enum.Enum):
@@ -33,21 +41,20 @@ def task_status(obj: dict[str, Any]) -> api.TaskStatus:
         return api.TaskStatus.UNKNOWN
 
 
-def decide_cancel(obj: dict[str, Any]) -> CancelDecision:
-    status = task_status(obj)
+def decide_cancel(status: api.TaskStatus, cancel_requested: bool) -> CancelDecision:
     if status == api.TaskStatus.TERMINATED:
         return CancelDecision.UNCHANGED
     if state.is_terminal(status):
         return CancelDecision.FINISHED
-    if (obj.get("spec") or {}).get("cancel") is True:
+    if cancel_requested:
         return CancelDecision.UNCHANGED
     return CancelDecision.PATCH
 
 
-def cancel_patch(obj: dict[str, Any], requested_by: str) -> dict[str, Any]:
+def cancel_patch(resource_version: str, requested_by: str) -> dict[str, Any]:
     return {
         "metadata": {
-            "resourceVersion": obj["metadata"]["resourceVersion"],
+            "resourceVersion": resource_version,
             "annotations": {CANCEL_REQUESTED_BY: requested_by[:1024]},
         },
         "spec": {"cancel": True},
@@ -55,48 +62,70 @@ def cancel_patch(obj: dict[str, Any], requested_by: str) -> dict[str, Any]:
 
 
 class TaskService:
-    def __init__(self, store: Store, index: TaskIndex, cancel_attempts: int = 50) -> None:
+    def __init__(self, store: Store, tasks: TaskCache, cancel_attempts: int = 5) -> None:
         self.store = store
-        self.index = index
+        self.tasks = tasks
         self.cancel_attempts = cancel_attempts
         self.patches = 0
+        self._inflight: dict[str, asyncio.Task[bytes]] = {}
 
-    async def find(self, uid: str, site_id: str) -> dict[str, Any]:
-        """The task with metadata.uid == uid in site `site_id`, read fresh; else 404."""
-        uid = uid.lower()
-        entry = self.index.lookup(uid)
-        if entry is None:
-            await self.index.refresh()
-            entry = self.index.lookup(uid)
-        obj = None
-        if entry is not None and self.store.serves(entry.namespace):
-            obj = await self.store.get_task(entry.namespace, entry.name)
-            if obj is None or obj.get("metadata", {}).get("uid") != uid:
-                self.index.forget(uid, entry)
-                obj = None
-        if obj is None or (obj.get("spec") or {}).get("siteId", "").lower() != site_id.lower():
-            raise errors.APIError(404, errors.TASK_NOT_FOUND.format(id=uid))
-        return obj
+    async def find(self, uid: str, site_id: str) -> TaskRecord:
+        return await self.tasks.find(uid.lower(), site_id)
 
-    async def cancel(self, uid: str, site_id: str, requested_by: str) -> dict[str, Any]:
-        """Cancel on a fresh read; returns the last known object (202), or raises 400/404."""
-        for attempt in range(self.cancel_attempts):
-            obj = await self.find(uid, site_id)
-            decision = decide_cancel(obj)
-            if decision == CancelDecision.FINISHED:
-                raise errors.APIError(
-                    400, state.cannot_cancel_message(uid.lower(), task_status(obj))
-                )
-            if decision == CancelDecision.UNCHANGED:
-                return obj
-            meta = obj["metadata"]
+    async def cancel(self, uid: str, site_id: str, requested_by: str) -> bytes:
+        """The REST Task (JSON) to answer 202 with; raises 400/404/503."""
+        rec = await self.find(uid, site_id)
+        decision = decide_cancel(rec.status, rec.cancel)
+        if decision == CancelDecision.FINISHED:
+            raise errors.APIError(400, state.cannot_cancel_message(rec.uid, rec.status))
+        if decision == CancelDecision.UNCHANGED:
+            return rec.full
+        flight = self._inflight.get(rec.uid)
+        if flight is None:
+            flight = asyncio.create_task(self._patch(rec, requested_by))
+            self._inflight[rec.uid] = flight
+            flight.add_done_callback(lambda _: self._inflight.pop(rec.uid, None))
+        return await asyncio.shield(flight)
+
+    async def _patch(self, rec: TaskRecord, requested_by: str) -> bytes:
+        for _ in range(self.cancel_attempts):
             try:
-                patched = await self.store.patch_task(
-                    meta["namespace"], meta["name"], cancel_patch(obj, requested_by)
+                obj = await self.store.patch_task(
+                    rec.namespace, rec.name, cancel_patch(rec.resource_version, requested_by)
                 )
+            except Gone:
+                self.tasks.forget(rec.uid)
+                raise errors.APIError(404, errors.TASK_NOT_FOUND.format(id=rec.uid)) from None
             except Conflict:
-                await asyncio.sleep(min(0.01 * attempt, 0.2))
+                rec = await self._reread(rec)
+                decision = decide_cancel(rec.status, rec.cancel)
+                if decision == CancelDecision.FINISHED:
+                    raise errors.APIError(
+                        400, state.cannot_cancel_message(rec.uid, rec.status)
+                    ) from None
+                if decision == CancelDecision.UNCHANGED:
+                    return rec.full
                 continue
             self.patches += 1
-            return patched
+            return self._record(obj, rec.uid).full
         raise errors.Unavailable("the task kept changing while cancelling; retry")
+
+    async def _reread(self, rec: TaskRecord) -> TaskRecord:
+        """One fresh GET after a conflict; 404 when the task is gone or was re-created."""
+        obj = await self.store.get_task(rec.namespace, rec.name)
+        if obj is None or (obj.get("metadata") or {}).get("uid") != rec.uid:
+            self.tasks.forget(rec.uid)
+            raise errors.APIError(404, errors.TASK_NOT_FOUND.format(id=rec.uid))
+        return self._record(obj, rec.uid)
+
+    def _record(self, obj: dict[str, Any], uid: str) -> TaskRecord:
+        self.tasks.put(obj)
+        rec = self.tasks.lookup(uid)
+        rv = (obj.get("metadata") or {}).get("resourceVersion")
+        if rec is None or rv != rec.resource_version:
+            # The cache holds a newer copy, or this one does not parse: answer from this one.
+            fresh = record_of(obj)
+            if fresh is None:
+                raise errors.APIError(404, errors.TASK_NOT_FOUND.format(id=uid))
+            return fresh
+        return rec

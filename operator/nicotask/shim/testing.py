@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
+import uvloop
 from fastapi import FastAPI
 from kubernetes_asyncio import client
 
@@ -43,7 +44,17 @@ class ServerThread:
             timeout_graceful_shutdown=5,
         )
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="shim-server", daemon=True)
+        # the server loop, for run_coroutine_threadsafe from tests
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread = threading.Thread(target=self._run, name="shim-server", daemon=True)
+
+    def _run(self) -> None:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(self._serve())
+
+    async def _serve(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        await self.server.serve()
 
     def start(self, timeout: float = 30.0) -> ServerThread:
         self.thread.start()

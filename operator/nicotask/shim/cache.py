@@ -1,0 +1,277 @@
+"""The shim's watch-fed caches: NicoProviders, NicoSites and NicoTasks.
+
+Requests are answered from these caches; the only API call a request makes
+is the cancel's PATCH (and, on a conflict, one GET). Each cache is an
+Informer plus the secondary index its readers need:
+
+- providers: org -> provider names;
+- sites: siteId (lower case) -> the NicoSites claiming it and their providerRef
+  (two NicoSites of different providers claiming one siteId is logged and
+  refused by orgs.check_site, never resolved by a silent choice);
+- tasks: uid -> TaskRecord (what routes need, with the REST views already
+  encoded), rack -> uids. A task that does not parse as a NicoTask is left
+  out with a log line, so one bad object never breaks the others.
+
+Until a cache has listed once, readers get 503. A miss waits up to
+`miss_wait` seconds for the watch (a task created a moment ago), never LISTs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from kubernetes_asyncio import client
+from pydantic import ValidationError
+
+from nicotask import api
+from nicotask.kube import PROVIDERS, SITES, TASKS
+from nicotask.views import task_model
+
+from . import errors
+from .informer import Informer, Obj
+
+log = logging.getLogger(__name__)
+
+
+def _spec(obj: Obj | None) -> dict[str, Any]:
+    spec = (obj or {}).get("spec")
+    return spec if isinstance(spec, dict) else {}
+
+
+def _meta(obj: Obj | None) -> dict[str, Any]:
+    meta = (obj or {}).get("metadata")
+    return meta if isinstance(meta, dict) else {}
+
+
+class _Cache:
+    kind = ""
+
+    def __init__(self, informer: Informer, miss_wait: float) -> None:
+        self.informer = informer
+        self.miss_wait = miss_wait
+
+    def require_synced(self) -> None:
+        if not self.informer.synced.is_set():
+            raise errors.Unavailable(f"the cache of {self.kind} has not synced yet")
+
+
+# ---- providers ------------------------------------------------------------------
+
+
+class ProviderCache(_Cache):
+    kind = "NicoProviders"
+
+    def __init__(self, api_client: client.ApiClient, miss_wait: float) -> None:
+        self.by_org: dict[str, dict[str, str]] = defaultdict(dict)  # org -> uid -> name
+        super().__init__(Informer(api_client, PROVIDERS, on_change=self._changed), miss_wait)
+
+    def _changed(self, old: Obj | None, new: Obj | None) -> None:
+        if old is not None:
+            org = _spec(old).get("org")
+            if isinstance(org, str):
+                self.by_org[org].pop(_meta(old).get("uid", ""), None)
+                if not self.by_org[org]:
+                    del self.by_org[org]
+        if new is not None:
+            org, name = _spec(new).get("org"), _meta(new).get("name")
+            if isinstance(org, str) and isinstance(name, str):
+                self.by_org[org][_meta(new)["uid"]] = name
+
+    def names(self, org: str) -> set[str]:
+        found = self.by_org.get(org)
+        return set(found.values()) if found else set()
+
+    async def provider_names(self, org: str) -> set[str]:
+        self.require_synced()
+        return set(await self.informer.wait_until(lambda: self.names(org), self.miss_wait))
+
+
+# ---- sites ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SiteClaim:
+    name: str
+    provider_ref: str
+
+
+class SiteCache(_Cache):
+    kind = "NicoSites"
+
+    def __init__(self, api_client: client.ApiClient, miss_wait: float) -> None:
+        self.by_site: dict[str, dict[str, SiteClaim]] = defaultdict(dict)  # siteId -> uid -> claim
+        super().__init__(Informer(api_client, SITES, on_change=self._changed), miss_wait)
+
+    def _changed(self, old: Obj | None, new: Obj | None) -> None:
+        if old is not None:
+            site = _spec(old).get("siteId")
+            if isinstance(site, str):
+                key = site.lower()
+                self.by_site[key].pop(_meta(old).get("uid", ""), None)
+                if not self.by_site[key]:
+                    del self.by_site[key]
+        if new is not None:
+            site, ref, name = (
+                _spec(new).get("siteId"), _spec(new).get("providerRef"), _meta(new).get("name")
+            )
+            if isinstance(site, str) and isinstance(ref, str) and isinstance(name, str):
+                claims = self.by_site[site.lower()]
+                claims[_meta(new)["uid"]] = SiteClaim(name, ref)
+                if len({c.provider_ref for c in claims.values()}) > 1:
+                    log.error(
+                        "siteId %s is claimed by NicoSites of different providers (%s); "
+                        "the shim refuses every request for this site until one is removed",
+                        site, ", ".join(sorted(f"{c.name}->{c.provider_ref}"
+                                               for c in claims.values())),
+                    )
+
+    def claims(self, site_id: str) -> list[SiteClaim]:
+        found = self.by_site.get(site_id.lower())
+        return list(found.values()) if found else []
+
+    async def site_claims(self, site_id: str) -> list[SiteClaim]:
+        self.require_synced()
+        return list(await self.informer.wait_until(lambda: self.claims(site_id), self.miss_wait))
+
+
+# ---- tasks ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """What the routes need of one NicoTask, with its REST views encoded once."""
+
+    uid: str
+    namespace: str
+    name: str
+    resource_version: str
+    site_id: str  # lower case
+    rack_ref: str
+    cancel: bool
+    status: api.TaskStatus
+    created_key: tuple[str, str]  # (creationTimestamp, name): list order
+    full: bytes  # the REST Task with its report
+    brief: bytes  # without the report (lists)
+
+    @property
+    def finished(self) -> bool:
+        return self.status.finished
+
+
+def record_of(obj: Obj) -> TaskRecord | None:
+    """The record of a raw NicoTask, or None (with a log line) when it does not parse."""
+    meta, spec = _meta(obj), _spec(obj)
+    try:
+        model = task_model(obj, include_report=True)
+    except (ValidationError, ValueError, TypeError) as exc:
+        log.warning(
+            "skipping NicoTask %s/%s (uid %s): it does not parse: %s",
+            meta.get("namespace"), meta.get("name"), meta.get("uid"),
+            str(exc).replace("\n", "; ")[:500],
+        )
+        return None
+    full = model.wire()
+    brief = dict(full)
+    brief.pop("report", None)
+    return TaskRecord(
+        uid=str(meta["uid"]),
+        namespace=str(meta.get("namespace") or ""),
+        name=str(meta["name"]),
+        resource_version=str(meta.get("resourceVersion") or ""),
+        site_id=str(spec.get("siteId") or "").lower(),
+        rack_ref=str(spec.get("rackRef") or ""),
+        cancel=spec.get("cancel") is True,
+        status=model.status,
+        created_key=(str(meta.get("creationTimestamp") or ""), str(meta.get("name") or "")),
+        full=orjson.dumps(full),
+        brief=orjson.dumps(brief),
+    )
+
+
+class TaskCache(_Cache):
+    kind = "NicoTasks"
+
+    def __init__(
+        self, api_client: client.ApiClient, namespaces: list[str], miss_wait: float
+    ) -> None:
+        self.records: dict[str, TaskRecord] = {}
+        self.by_rack: dict[str, set[str]] = defaultdict(set)
+        self.namespaces = list(namespaces)
+        super().__init__(
+            Informer(api_client, TASKS, namespaces, on_change=self._changed), miss_wait
+        )
+
+    def _changed(self, old: Obj | None, new: Obj | None) -> None:
+        uid = _meta(new or old).get("uid", "")
+        before = self.records.pop(uid, None)
+        if before is not None:
+            self.by_rack[before.rack_ref].discard(uid)
+            if not self.by_rack[before.rack_ref]:
+                del self.by_rack[before.rack_ref]
+        if new is not None and (rec := record_of(new)) is not None:
+            self.records[uid] = rec
+            self.by_rack[rec.rack_ref].add(uid)
+
+    def serves(self, namespace: str | None) -> bool:
+        return not self.namespaces or namespace in self.namespaces
+
+    def lookup(self, uid: str) -> TaskRecord | None:
+        return self.records.get(uid)
+
+    def put(self, obj: Obj) -> TaskRecord | None:
+        """Take in a write's response (newer than the watch's copy, or ignored)."""
+        if not self.serves(_meta(obj).get("namespace")):
+            return None
+        self.informer.put(obj)
+        return self.records.get(str(_meta(obj).get("uid")))
+
+    def forget(self, uid: str) -> None:
+        self.informer.remove(uid)
+
+    async def find(self, uid: str, site_id: str) -> TaskRecord:
+        """The task `uid` of site `site_id`; 404 when the cache (after a short wait) has none."""
+        self.require_synced()
+        rec: TaskRecord | None = await self.informer.wait_until(
+            lambda: self.records.get(uid), self.miss_wait
+        )
+        if rec is None or rec.site_id != site_id.lower():
+            raise errors.APIError(404, errors.TASK_NOT_FOUND.format(id=uid))
+        return rec
+
+    def of_rack(self, rack: str, site_id: str) -> list[TaskRecord]:
+        self.require_synced()
+        site = site_id.lower()
+        recs = (self.records.get(uid) for uid in self.by_rack.get(rack, ()))
+        return [r for r in recs if r is not None and r.site_id == site]
+
+
+class Caches:
+    """The three caches, started and stopped together."""
+
+    def __init__(
+        self, api_client: client.ApiClient, namespaces: list[str], miss_wait: float
+    ) -> None:
+        self.providers = ProviderCache(api_client, miss_wait)
+        self.sites = SiteCache(api_client, miss_wait)
+        self.tasks = TaskCache(api_client, namespaces, miss_wait)
+        self.all: list[_Cache] = [self.providers, self.sites, self.tasks]
+
+    def start(self) -> None:
+        for c in self.all:
+            c.informer.start()
+
+    async def stop(self) -> None:
+        for c in self.all:
+            await c.informer.stop()
+
+    @property
+    def synced(self) -> bool:
+        return all(c.informer.synced.is_set() for c in self.all)
+
+    async def wait_synced(self, seconds: float) -> bool:
+        results = [await c.informer.wait_synced(seconds) for c in self.all]
+        return all(results)

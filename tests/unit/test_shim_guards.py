@@ -1,0 +1,143 @@
+"""Guards of the shim: the dev issuer in a pod, the body cap, unparsable tasks, the token LRU."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from nicotask.shim.auth import Principal, TokenCache
+from nicotask.shim.cache import TaskCache, record_of
+from nicotask.shim.config import ShimSettings
+from nicotask.shim.devissuer import (
+    PRIVATE_KEY_FILE,
+    PUBLIC_KEY_FILE,
+    DevIssuerRefused,
+    ensure_keys,
+    issuer_config,
+)
+from nicotask.shim.limits import BodyLimit
+
+UID = "0f8e8400-e29b-41d4-a716-446655440000"
+
+
+# ---- dev issuer (issue 11 item 8) ---------------------------------------------------------
+
+
+def test_dev_issuer_refused_in_a_pod_without_override(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    with pytest.raises(DevIssuerRefused, match="ALLOW_DEV_ISSUER_IN_CLUSTER"):
+        ShimSettings(dev_issuer_dir=tmp_path).all_issuers()
+    assert not (tmp_path / PRIVATE_KEY_FILE).exists()
+
+
+def test_dev_issuer_never_generates_keys_in_a_pod(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.setenv("NICOTASK_SHIM_ALLOW_DEV_ISSUER_IN_CLUSTER", "true")
+    settings = ShimSettings(dev_issuer_dir=tmp_path)
+    assert settings.allow_dev_issuer_in_cluster
+    with pytest.raises(DevIssuerRefused, match="no public key"):
+        settings.all_issuers()
+    with pytest.raises(DevIssuerRefused, match="refusing to create"):
+        ensure_keys(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_dev_issuer_with_override_and_mounted_key_warns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    ensure_keys(tmp_path)  # made outside the pod, then "mounted"
+    (tmp_path / PRIVATE_KEY_FILE).unlink()
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    with caplog.at_level(logging.WARNING):
+        cfg = issuer_config(tmp_path, allow_in_cluster=True)
+    assert cfg.public_key_pem == (tmp_path / PUBLIC_KEY_FILE).read_text()
+    assert "DEV TOKEN ISSUER TRUSTED INSIDE A POD" in caplog.text
+    assert not (tmp_path / PRIVATE_KEY_FILE).exists()
+
+
+def test_dev_issuer_outside_a_pod_creates_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    issuer_config(tmp_path)
+    assert (tmp_path / PRIVATE_KEY_FILE).stat().st_mode & 0o777 == 0o600
+
+
+# ---- body cap (issue 11 item 6) ------------------------------------------------------------
+
+
+async def test_declared_large_body_is_413_before_anything_runs() -> None:
+    reached = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        reached.append(scope)
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    limited = BodyLimit(app, max_bytes=1024)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(limited), base_url="http://s") as c:
+        r = await c.post("/x", content=b"x" * 1025)
+        assert r.status_code == 413
+        assert r.json() == {"source": "nico", "message":
+                            "Request body is too large (at most 1024 bytes)", "data": None}
+        r = await c.post("/x", content=b"x" * 1024)
+    assert len(reached) == 1  # only the body within the cap reached the app
+
+
+# ---- unparsable tasks are skipped (issue 11 item 9) -----------------------------------------
+
+
+def _task(uid: str, rule_id: str) -> dict[str, object]:
+    return {
+        "apiVersion": "nico.dev/v1alpha1", "kind": "NicoTask",
+        "metadata": {"name": f"t-{uid[:4]}", "namespace": "ns", "uid": uid,
+                     "resourceVersion": "5", "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {"siteId": "660e8400-e29b-41d4-a716-446655440000", "rackRef": "r",
+                 "operation": "PowerOn", "ruleId": rule_id},
+    }
+
+
+def test_unparsable_task_is_skipped_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        assert record_of(_task(UID, "660e8400e29b41d4a716446655440000")) is None
+    assert "does not parse" in caplog.text and UID in caplog.text
+    good = record_of(_task(UID, "660e8400-e29b-41d4-a716-446655440000"))
+    assert good is not None and good.site_id == "660e8400-e29b-41d4-a716-446655440000"
+
+
+async def test_task_cache_keeps_the_good_ones() -> None:
+    cache = TaskCache(api_client=None, namespaces=[], miss_wait=0)  # type: ignore[arg-type]
+    bad_uid = "1f8e8400-e29b-41d4-a716-446655440000"
+    cache.informer.put(_task(UID, "660e8400-e29b-41d4-a716-446655440000"))
+    cache.informer.put(_task(bad_uid, "not-a-uuid"))
+    assert cache.lookup(UID) is not None and cache.lookup(bad_uid) is None
+    assert [r.uid for r in cache.records.values()] == [UID]
+    # a good task that turns bad leaves the index, and comes back when fixed
+    broken = _task(UID, "zz")
+    broken["metadata"]["resourceVersion"] = "6"  # type: ignore[index]
+    cache.informer.put(broken)
+    assert cache.lookup(UID) is None and not cache.by_rack.get("r")
+    await cache.informer.custom.api_client.close()
+
+
+# ---- token cache ------------------------------------------------------------------------------
+
+
+def test_token_cache_is_a_bounded_lru_with_deadlines() -> None:
+    cache = TokenCache(2)
+    p = Principal("s")
+    cache.put("a", 4e9, p)
+    cache.put("b", 4e9, p)
+    assert cache.get("a") is p  # a is now the most recent
+    cache.put("c", 4e9, p)
+    assert cache.get("b") is None and cache.get("a") is p and cache.get("c") is p
+    cache.put("old", 1.0, p)  # deadline in the past
+    assert cache.get("old") is None
