@@ -1,7 +1,7 @@
 """The API: pydantic models are the only definition of every schema we serve.
 
 Two families live here:
-- the REST contract of seed/openapi.yaml (Task, TaskReportV1, NICoAPIError);
+- the REST contract of contract/openapi.yaml (Task, TaskReportV1, NICoAPIError);
 - the custom resources (NicoTask, NicoOperationRule, NicoRack, NicoProvider,
   NicoSite), from which crdgen.py generates crds/*.yaml.
 
@@ -205,7 +205,7 @@ class PowerState(enum.StrEnum):
 
 
 # --------------------------------------------------------------------------
-# REST contract (seed/openapi.yaml)
+# REST contract (contract/openapi.yaml)
 # --------------------------------------------------------------------------
 
 

@@ -40,7 +40,6 @@ from nicotask.shim.testing import (
     wait_for,
 )
 
-SEED = Path(__file__).resolve().parents[2].parent / "shared" / "seed" / "openapi.yaml"
 PATHS = ["task", "rack/task"]
 
 
