@@ -443,10 +443,6 @@ class NicoTaskStatus(Model):
         default=None, description="kopf's own progress bookkeeping (opaque)."
     )
 
-    @property
-    def finished_state(self) -> bool:
-        return self.status in FINISHED_STATUSES
-
 
 class NicoTask(Model):
     """A NICo rack task: run `operation` on the rack `rackRef`, as a Temporal workflow."""

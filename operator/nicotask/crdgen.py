@@ -182,8 +182,6 @@ KINDS: tuple[Kind, ...] = (
     ),
 )
 
-KINDS_BY_NAME = {k.kind: k for k in KINDS}
-
 
 # --------------------------------------------------------------------------
 # JSON schema -> structural OpenAPI v3 schema

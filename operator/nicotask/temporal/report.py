@@ -64,11 +64,6 @@ def _stage(report: TaskReportV1, number: int) -> TaskReportV1Stage:
     raise KeyError(f"report has no stage {number}")
 
 
-def stage_of(report: TaskReportV1, number: int) -> TaskReportV1Stage:
-    """The stage `number` of the report (KeyError if absent)."""
-    return _stage(report, number)
-
-
 def runnable_steps(report: TaskReportV1, number: int) -> list[int]:
     """Indices of the steps of a stage that have work to do (not skipped)."""
     return [
