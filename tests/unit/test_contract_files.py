@@ -79,3 +79,17 @@ def test_relative_links_resolve_inside_the_repository(path: Path) -> None:
         resolved = (path.parent / target.split("#")[0]).resolve()
         assert resolved.is_relative_to(REPO), f"{target} leaves the repository"
         assert resolved.exists(), f"{path.relative_to(REPO)}: broken link {target}"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in _markdown_files() if p.parent != CONTRACT or p.name == "README.md"],
+    ids=lambda p: str(p.relative_to(REPO)),
+)
+def test_nico_is_spelled_out_on_first_use(path: Path) -> None:
+    text = path.read_text()
+    first = text.find("NICo")
+    if first < 0:
+        return
+    near = " ".join(text[max(0, first - 120) : first + 120].split())
+    assert "NVIDIA Infra Controller" in near, f"first NICo of {path.name}: ...{near}..."
