@@ -3,7 +3,6 @@ but its finalizer (progress and diff-base live in status.kopf)."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
@@ -101,12 +100,10 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
         await controller.kube.api_client.close()
 
 
-def operator_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="nicotask operator")
-    parser.add_argument("--verbose", action="store_true")
-    args = parser.parse_args(argv)
+def operator_main(*, verbose: bool = False) -> int:
+    """`nicotask operator [--verbose]`: run kopf until it stops."""
     settings = get_settings()
-    configure_logging(settings.json_logs, args.verbose)
+    configure_logging(settings.json_logs, verbose)
     metrics = Metrics()
     start_http_server(settings.metrics_port, addr="0.0.0.0", registry=metrics.registry)
     memo = kopf.Memo(metrics=metrics)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
@@ -14,37 +13,31 @@ from .app import create_app
 from .config import ShimSettings
 
 
-def shim_main(argv: list[str]) -> int:
+def shim_main(
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    kubeconfig: str | None = None,
+    dev_issuer_dir: Path | None = None,
+    namespaces: list[str] | None = None,
+    log_level: str = "info",
+) -> int:
     base = get_settings()
-    p = argparse.ArgumentParser(prog="nicotask shim", description="Serve the NICo task REST API.")
-    p.add_argument("--host", default=None, help="listen address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=None, help="listen port (default 8088)")
-    p.add_argument("--kubeconfig", default=None, help="kubeconfig (default KUBECONFIG/in-cluster)")
-    p.add_argument(
-        "--dev-issuer-dir", type=Path, default=None,
-        help="also trust the dev token issuer whose keys are in this folder",
-    )
-    p.add_argument(
-        "--namespace", action="append", default=None,
-        help="namespace to serve (repeatable; default: all)",
-    )
-    p.add_argument("--log-level", default="info")
-    args = p.parse_args(argv)
     settings = ShimSettings()
-    if args.dev_issuer_dir:
-        settings.dev_issuer_dir = args.dev_issuer_dir
-    if args.namespace:
-        settings.namespaces = list(args.namespace)
+    if dev_issuer_dir:
+        settings.dev_issuer_dir = dev_issuer_dir
+    if namespaces:
+        settings.namespaces = list(namespaces)
     if not settings.all_issuers():
         print("nicotask shim: no token issuer configured (NICOTASK_SHIM_ISSUERS, "
               "NICOTASK_SHIM_ISSUERS_FILE or --dev-issuer-dir); every request will get 401")
-    logging.basicConfig(level=args.log_level.upper())
-    app = create_app(settings, kubeconfig=args.kubeconfig or base.kubeconfig)
+    logging.basicConfig(level=log_level.upper())
+    app = create_app(settings, kubeconfig=kubeconfig or base.kubeconfig)
     uvicorn.run(
         app,
-        host=args.host or settings.host or base.shim_host,
-        port=args.port or settings.port or base.shim_port,
-        log_level=args.log_level,
+        host=host or settings.host or base.shim_host,
+        port=port or settings.port or base.shim_port,
+        log_level=log_level,
         proxy_headers=True,
     )
     return 0
