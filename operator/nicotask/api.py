@@ -1,7 +1,7 @@
 """The API: pydantic models are the only definition of every schema we serve.
 
 Two families live here:
-- the REST contract of seed/openapi.yaml (Task, TaskReportV1, NICoAPIError);
+- the REST contract of contract/openapi.yaml (Task, TaskReportV1, NICoAPIError);
 - the custom resources (NicoTask, NicoOperationRule, NicoRack, NicoProvider,
   NicoSite), from which crdgen.py generates crds/*.yaml.
 
@@ -206,7 +206,7 @@ class PowerState(enum.StrEnum):
 
 
 # --------------------------------------------------------------------------
-# REST contract (seed/openapi.yaml)
+# REST contract (contract/openapi.yaml)
 # --------------------------------------------------------------------------
 
 
@@ -465,10 +465,6 @@ class NicoTaskStatus(Model):
     kopf: dict[str, Any] | None = Field(
         default=None, description="Bookkeeping of nicotask <= 0.1's operator (no longer written)."
     )
-
-    @property
-    def finished_state(self) -> bool:
-        return self.status in FINISHED_STATUSES
 
 
 class NicoTask(Model):

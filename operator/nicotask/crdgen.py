@@ -13,7 +13,6 @@ dropped), wraps them in one CRD per kind and writes them deterministically.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import difflib
 import os
@@ -181,8 +180,6 @@ KINDS: tuple[Kind, ...] = (
         selectable_fields=(".spec.siteId", ".spec.providerRef"),
     ),
 )
-
-KINDS_BY_NAME = {k.kind: k for k in KINDS}
 
 
 # --------------------------------------------------------------------------
@@ -616,37 +613,25 @@ def install_crds(kubeconfig: Path, timeout: float = 60.0) -> list[str]:
     return names
 
 
-def crds_main(argv: list[str]) -> int:
+def crds_main(
+    *,
+    check_only: bool = False,
+    crds_dir: Path = DEFAULT_CRDS_DIR,
+    docs: Path | None = DEFAULT_DOCS_FILE,
+    chart_dir: Path | None = None,
+    no_chart: bool = False,
+) -> int:
     """`nicotask crds [--check] [--dir DIR] [--chart-dir DIR|--no-chart] [--docs FILE|--no-docs]`.
 
-    The chart's copy (charts/nicotask/crds) is written and checked too when --dir is the
-    default or --chart-dir is given.
+    The chart's copy (charts/nicotask/crds) is written and checked too when `crds_dir` is
+    the default or `chart_dir` is given. Returns 1 when --check finds drift.
     """
-    parser = argparse.ArgumentParser(
-        prog="nicotask crds", description="Generate crds/*.yaml from the pydantic models."
-    )
-    parser.add_argument("--check", action="store_true", help="fail when files differ")
-    parser.add_argument("--dir", type=Path, default=DEFAULT_CRDS_DIR, help="CRD directory")
-    parser.add_argument(
-        "--docs", type=Path, default=DEFAULT_DOCS_FILE, help="Markdown file with the reference"
-    )
-    parser.add_argument("--no-docs", action="store_true", help="leave the docs alone")
-    parser.add_argument(
-        "--chart-dir",
-        type=Path,
-        default=None,
-        help="the Helm chart's CRD directory (default: charts/nicotask/crds with default --dir)",
-    )
-    parser.add_argument("--no-chart", action="store_true", help="leave the chart's CRDs alone")
-    args = parser.parse_args(argv)
-    docs = None if args.no_docs else args.docs
-    chart_dir: Path | None = args.chart_dir
-    if chart_dir is None and args.dir == DEFAULT_CRDS_DIR:
+    if chart_dir is None and crds_dir == DEFAULT_CRDS_DIR:
         chart_dir = DEFAULT_CHART_CRDS_DIR
-    if args.no_chart:
+    if no_chart:
         chart_dir = None
-    if args.check:
-        problems = check(args.dir, docs)
+    if check_only:
+        problems = check(crds_dir, docs)
         if chart_dir is not None:
             problems += check(chart_dir, None)
         if problems:
@@ -654,17 +639,13 @@ def crds_main(argv: list[str]) -> int:
             for line in problems:
                 print(line, file=sys.stderr)
             return 1
-        print(f"{args.dir}: up to date ({len(KINDS)} CRDs)")
+        print(f"{crds_dir}: up to date ({len(KINDS)} CRDs)")
         return 0
-    changed = write(args.dir, docs)
+    changed = write(crds_dir, docs)
     if chart_dir is not None:
         changed += write(chart_dir, None)
     for path in changed:
         print(f"wrote {path}")
     if not changed:
-        print(f"{args.dir}: up to date ({len(KINDS)} CRDs)")
+        print(f"{crds_dir}: up to date ({len(KINDS)} CRDs)")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(crds_main(sys.argv[1:]))

@@ -16,7 +16,6 @@ status than the one awaited; 2 usage error, task not found or API error.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import datetime as dt
@@ -24,7 +23,10 @@ import json
 import os
 import re
 import sys
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, NoReturn
+
+import click
 
 from nicotask import api
 
@@ -372,68 +374,132 @@ async def cmd_wait(
 # --------------------------------------------------------------------------
 
 
-def _common(default: Any) -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-n", "--namespace", default=default, help="namespace of the task")
-    common.add_argument("--kubeconfig", default=default, help="path to the kubeconfig file")
-    common.add_argument("--context", default=default, help="kubeconfig context to use")
-    return common
+@dataclass(frozen=True)
+class Invocation:
+    """One parsed command line: what to do, to which task, where."""
+
+    command: str  # cancel | report | wait
+    task: str
+    namespace: str | None = None
+    kubeconfig: str | None = None
+    context: str | None = None
+    output: str = "table"
+    for_: str = "finished"
+    timeout: str = "60s"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Global flags go before or after the subcommand (`kubectl nico -n ns report t`)."""
-    parser = argparse.ArgumentParser(
-        prog="kubectl nico",
-        description="Cancel, report and wait for NicoTasks (nico.dev/v1alpha1).",
-        parents=[_common(None)],
+def _common_options(f: Any) -> Any:
+    """-n/--kubeconfig/--context, accepted before and after the subcommand."""
+    for option in reversed(
+        [
+            click.option("-n", "--namespace", default=None, help="namespace of the task"),
+            click.option("--kubeconfig", default=None, help="path to the kubeconfig file"),
+            click.option("--context", default=None, help="kubeconfig context to use"),
+        ]
+    ):
+        f = option(f)
+    return f
+
+
+def _invoke(command: str, task: str, **kw: Any) -> NoReturn:
+    # A flag given after the subcommand wins over the same flag given before it.
+    before: dict[str, Any] = click.get_current_context().meta.get("kubectl_nico.flags", {})
+    flags = {k: kw.pop(k) or before.get(k) for k in ("namespace", "kubeconfig", "context")}
+    inv = Invocation(
+        command,
+        task,
+        namespace=flags["namespace"],
+        kubeconfig=flags["kubeconfig"],
+        context=flags["context"],
     )
-    # SUPPRESS: a subcommand's unset flag must not overwrite one given before it.
-    common = _common(argparse.SUPPRESS)
-    sub = parser.add_subparsers(dest="command", required=True)
-    cancel = sub.add_parser("cancel", parents=[common], help="set spec.cancel: true")
-    cancel.add_argument("task")
-    report = sub.add_parser("report", parents=[common], help="print the stages and steps")
-    report.add_argument("task")
-    report.add_argument("-o", "--output", choices=("table", "json"), default="table")
-    wait = sub.add_parser("wait", parents=[common], help="wait for a status")
-    wait.add_argument("task")
-    wait.add_argument(
-        "--for", dest="for_", default="finished",
-        help="finished (default) or a status: Pending, Waiting, Running, Succeeded, "
-        "Failed, Terminated",
-    )
-    wait.add_argument("--timeout", default="60s", help="e.g. 30s, 5m (default 60s)")
-    return parser
+    sys.exit(execute(replace(inv, **kw)))
 
 
-async def _run(args: argparse.Namespace) -> int:
+@click.group(
+    name="kubectl nico",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+@_common_options
+def plugin(namespace: str | None, kubeconfig: str | None, context: str | None) -> None:
+    """Cancel, report and wait for NicoTasks (nico.dev/v1alpha1)."""
+    flags = {"namespace": namespace, "kubeconfig": kubeconfig, "context": context}
+    click.get_current_context().meta["kubectl_nico.flags"] = flags
+
+
+@plugin.command()
+@click.argument("task")
+@_common_options
+def cancel(task: str, **flags: Any) -> None:
+    """Set spec.cancel: true."""
+    _invoke("cancel", task, **flags)
+
+
+@plugin.command()
+@click.argument("task")
+@_common_options
+@click.option(
+    "-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+def report(task: str, output: str, **flags: Any) -> None:
+    """Print the stages and steps."""
+    _invoke("report", task, output=output, **flags)
+
+
+@plugin.command()
+@click.argument("task")
+@_common_options
+@click.option(
+    "--for",
+    "for_",
+    default="finished",
+    help="finished (default) or a status: Pending, Waiting, Running, Succeeded, "
+    "Failed, Terminated",
+)
+@click.option("--timeout", default="60s", help="e.g. 30s, 5m (default 60s)")
+def wait(task: str, for_: str, timeout: str, **flags: Any) -> None:
+    """Wait for a status."""
+    _invoke("wait", task, for_=for_, timeout=timeout, **flags)
+
+
+async def _run(inv: Invocation) -> int:
     from kubernetes_asyncio import client
 
-    kubeconfig = _kubeconfig_path(args.kubeconfig)
-    namespace = args.namespace or current_namespace(kubeconfig, args.context)
-    wanted = normalize_for(args.for_) if args.command == "wait" else ""
-    timeout = parse_timeout(args.timeout) if args.command == "wait" else 0.0
-    api_client = await _client(kubeconfig, args.context)
+    kubeconfig = _kubeconfig_path(inv.kubeconfig)
+    namespace = inv.namespace or current_namespace(kubeconfig, inv.context)
+    wanted = normalize_for(inv.for_) if inv.command == "wait" else ""
+    timeout = parse_timeout(inv.timeout) if inv.command == "wait" else 0.0
+    api_client = await _client(kubeconfig, inv.context)
     try:
         custom = client.CustomObjectsApi(api_client)
-        if args.command == "cancel":
-            return await cmd_cancel(custom, namespace, args.task, await whoami(api_client))
-        if args.command == "report":
-            return await cmd_report(custom, namespace, args.task, args.output)
-        return await cmd_wait(custom, namespace, args.task, wanted, timeout)
+        if inv.command == "cancel":
+            return await cmd_cancel(custom, namespace, inv.task, await whoami(api_client))
+        if inv.command == "report":
+            return await cmd_report(custom, namespace, inv.task, inv.output)
+        return await cmd_wait(custom, namespace, inv.task, wanted, timeout)
     finally:
         await api_client.close()
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+def execute(inv: Invocation) -> int:
+    """Run one invocation; a PluginError is a clear message and exit code 2."""
     try:
-        return asyncio.run(_run(args))
+        return asyncio.run(_run(inv))
     except PluginError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The `kubectl-nico` console script; returns the exit code."""
+    try:
+        plugin.main(args=argv, prog_name="kubectl nico")
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    return 0
 
 
 if __name__ == "__main__":

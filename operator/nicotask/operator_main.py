@@ -6,7 +6,6 @@ Events, and deletions of finished tasks past their TTL.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from typing import Any
@@ -47,12 +46,10 @@ def configure_logging(json_logs: bool, verbose: bool = False) -> None:
     logging.getLogger("kubernetes_asyncio").setLevel(logging.WARNING)
 
 
-def operator_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="nicotask operator")
-    parser.add_argument("--verbose", action="store_true")
-    args = parser.parse_args(argv)
+def operator_main(*, verbose: bool = False) -> int:
+    """`nicotask operator [--verbose]`: run kopf until it stops."""
     settings = get_settings()
-    configure_logging(settings.json_logs, args.verbose)
+    configure_logging(settings.json_logs, verbose)
     metrics = Metrics()
     start_http_server(settings.metrics_port, addr="0.0.0.0", registry=metrics.registry)
     memo = kopf.Memo(metrics=metrics)

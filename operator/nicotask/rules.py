@@ -1,6 +1,6 @@
 """Rule resolution: which NicoOperationRule runs a task. Pure, no I/O.
 
-Order (UPSTREAM.md, "Operation rules"):
+Order (upstream NICo's, docs/upstream.md "Operation rules"):
 1. the ruleId pinned on the task (spec.ruleId);
 2. the rule the rack associates with the operation (rack spec.rules);
 3. the NicoOperationRule marked `default: true` for the operation (when two

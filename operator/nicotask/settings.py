@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -19,6 +19,8 @@ class Settings(BaseSettings):
     temporal_tls_ca_file: str | None = None
     temporal_tls_cert_file: str | None = None
     temporal_tls_key_file: str | None = None
+    # Temporal Cloud API key (sent as a bearer token; needs temporal_tls).
+    temporal_api_key: SecretStr | None = None
 
     # Kubernetes: KUBECONFIG (or in-cluster) is read by kube.new_api_client.
     kubeconfig: str | None = Field(default=None, validation_alias="KUBECONFIG")

@@ -1,4 +1,4 @@
-"""Views of a NicoTask: the REST Task JSON of seed/openapi.yaml.
+"""Views of a NicoTask: the REST Task JSON of contract/openapi.yaml.
 
 One function maps the custom resource (spec, status, metadata.uid) to the
 REST representation; the shim serves nothing else for a task.

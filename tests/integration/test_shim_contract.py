@@ -40,7 +40,6 @@ from nicotask.shim.testing import (
     wait_for,
 )
 
-SEED = Path(__file__).resolve().parents[1] / "contract" / "openapi.yaml"  # copy of the seed
 PATHS = ["task", "rack/task"]
 
 

@@ -11,6 +11,7 @@ import yaml
 
 from nicotask import crdgen
 from nicotask.api import API_VERSION, UUID_PATTERN
+from nicotask.cli import main as nicotask_cli
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -172,26 +173,26 @@ def test_check_detects_drift(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     out = tmp_path / "crds"
     docs = tmp_path / "resource.md"
     docs.write_text("# Resource\n\nintro\n")
-    assert crdgen.crds_main(["--check", "--dir", str(out), "--docs", str(docs)]) == 1
+    assert nicotask_cli(["crds", "--check", "--dir", str(out), "--docs", str(docs)]) == 1
     assert "missing:" in capsys.readouterr().err
-    assert crdgen.crds_main(["--dir", str(out), "--docs", str(docs)]) == 0
+    assert nicotask_cli(["crds", "--dir", str(out), "--docs", str(docs)]) == 0
     assert crdgen.DOCS_BEGIN in docs.read_text() and "intro" in docs.read_text()
     assert sorted(p.name for p in out.iterdir()) == sorted(k.filename for k in crdgen.KINDS)
-    assert crdgen.crds_main(["--check", "--dir", str(out), "--docs", str(docs)]) == 0
+    assert nicotask_cli(["crds", "--check", "--dir", str(out), "--docs", str(docs)]) == 0
     capsys.readouterr()
     # edit a CRD by hand: drift
     target = out / "nico.dev_nicotasks.yaml"
     target.write_text(target.read_text().replace("- nt\n", "- xx\n"))
     (out / "nico.dev_oldkinds.yaml").write_text("stale\n")
-    assert crdgen.crds_main(["--check", "--dir", str(out), "--docs", str(docs)]) == 1
+    assert nicotask_cli(["crds", "--check", "--dir", str(out), "--docs", str(docs)]) == 1
     err = capsys.readouterr().err
     assert "differs:" in err and "nico.dev_nicotasks.yaml" in err
     assert "-    - xx" in err and "+    - nt" in err
     assert "stale:" in err
     # the docs reference drifts too
-    assert crdgen.crds_main(["--dir", str(out), "--docs", str(docs)]) == 0
+    assert nicotask_cli(["crds", "--dir", str(out), "--docs", str(docs)]) == 0
     docs.write_text(docs.read_text().replace("| `spec.siteId`", "| `spec.site`"))
-    assert crdgen.crds_main(["--check", "--dir", str(out), "--docs", str(docs)]) == 1
+    assert nicotask_cli(["crds", "--check", "--dir", str(out), "--docs", str(docs)]) == 1
     assert "generated field reference" in capsys.readouterr().err
     assert not (out / "nico.dev_oldkinds.yaml").exists()
 

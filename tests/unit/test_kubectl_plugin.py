@@ -7,10 +7,9 @@ from typing import Any
 
 import pytest
 
-from nicotask import api, state
+from nicotask import api, kubectl_plugin, state
 from nicotask.kubectl_plugin import (
     PluginError,
-    build_parser,
     format_duration,
     normalize_for,
     parse_timeout,
@@ -162,12 +161,49 @@ def test_wait_verdict(current: str | None, wanted: str, verdict: bool | None) ->
     assert wait_verdict(task, wanted) is verdict
 
 
-def test_flags_before_or_after_the_subcommand() -> None:
-    parser = build_parser()
-    args = parser.parse_args(["-n", "ns1", "report", "t"])
-    assert (args.command, args.task, args.namespace) == ("report", "t", "ns1")
-    args = parser.parse_args(["wait", "t", "--namespace", "ns2", "--for=Terminated",
-                              "--timeout=5s"])
-    assert (args.namespace, args.for_, args.timeout) == ("ns2", "Terminated", "5s")
-    args = parser.parse_args(["cancel", "t"])
-    assert args.namespace is None
+@pytest.fixture
+def invocations(monkeypatch: pytest.MonkeyPatch) -> list[kubectl_plugin.Invocation]:
+    """Parse only: record what would run instead of calling the API server."""
+    seen: list[kubectl_plugin.Invocation] = []
+
+    def record(inv: kubectl_plugin.Invocation) -> int:
+        seen.append(inv)
+        return 0
+
+    monkeypatch.setattr(kubectl_plugin, "execute", record)
+    return seen
+
+
+def test_flags_before_or_after_the_subcommand(
+    invocations: list[kubectl_plugin.Invocation],
+) -> None:
+    main = kubectl_plugin.main
+    assert main(["-n", "ns1", "report", "t"]) == 0
+    assert main(["wait", "t", "--namespace", "ns2", "--for=Terminated", "--timeout=5s"]) == 0
+    assert main(["cancel", "t"]) == 0
+    assert main(["-n", "before", "--context", "c1", "cancel", "t", "-n", "after"]) == 0
+    first, second, third, fourth = invocations
+    assert (first.command, first.task, first.namespace) == ("report", "t", "ns1")
+    assert first.output == "table"
+    assert (second.namespace, second.for_, second.timeout) == ("ns2", "Terminated", "5s")
+    assert third.command == "cancel" and third.namespace is None
+    assert (fourth.namespace, fourth.context) == ("after", "c1")
+
+
+@pytest.mark.parametrize(
+    "argv", [[], ["bogus", "t"], ["report"], ["report", "t", "-o", "yaml"], ["cancel", "t", "--x"]]
+)
+def test_usage_errors_exit_two(
+    argv: list[str],
+    invocations: list[kubectl_plugin.Invocation],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert kubectl_plugin.main(argv) == 2
+    assert "Usage: kubectl nico" in capsys.readouterr().err
+    assert invocations == []
+
+
+def test_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    assert kubectl_plugin.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(c in out for c in ("cancel", "report", "wait"))

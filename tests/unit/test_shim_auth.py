@@ -13,6 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from nicotask.cli import main as nicotask_cli
 from nicotask.shim import errors
 from nicotask.shim.auth import Principal, Verifier, principal_of
 from nicotask.shim.config import IssuerConfig, ShimSettings
@@ -22,7 +23,6 @@ from nicotask.shim.devissuer import (
     issue_token,
     issuer_config,
     role_names,
-    token_main,
 )
 
 
@@ -160,7 +160,7 @@ async def test_dev_issuer_round_trip(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert claims["iss"] == DEV_ISSUER and claims["aud"] == DEV_AUDIENCE
     assert (tmp_path / "dev-issuer-key.pem").stat().st_mode & 0o077 == 0
     argv = ["--org", "acme", "--role", "PROVIDER_ADMIN", "--run-dir", str(tmp_path)]
-    assert token_main(argv) == 0
+    assert nicotask_cli(["dev", "token", *argv]) == 0
     printed = capsys.readouterr().out.strip()
     assert (await v.verify(printed)).is_provider_admin("acme")
     assert role_names("acme", ["X", "other:Y"]) == ["acme:X", "other:Y"]

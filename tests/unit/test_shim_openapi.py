@@ -1,4 +1,4 @@
-"""The served OpenAPI document matches seed/openapi.yaml for the cancel route."""
+"""The served OpenAPI document matches contract/openapi.yaml for the cancel route."""
 
 from __future__ import annotations
 
@@ -11,17 +11,15 @@ import yaml
 from nicotask.shim.app import create_app
 from nicotask.shim.config import ShimSettings
 
-SEED = Path(__file__).resolve().parents[1] / "contract" / "openapi.yaml"  # copy of the seed
+CONTRACT = Path(__file__).resolve().parents[2] / "contract" / "openapi.yaml"
 CANCEL = "/v2/org/{org}/nico/task/{id}/cancel"
 RACK_CANCEL = "/v2/org/{org}/nico/rack/task/{id}/cancel"
-EXTRA_CODES = {"401", "503"}  # the shim also answers these; the seed does not list them
+EXTRA_CODES = {"401", "503"}  # the shim also answers these; the contract does not list them
 
 
 @pytest.fixture(scope="module")
-def seed() -> dict[str, Any]:
-    if not SEED.exists():
-        pytest.skip(f"no seed at {SEED}")
-    return yaml.safe_load(SEED.read_text())
+def contract() -> dict[str, Any]:
+    return yaml.safe_load(CONTRACT.read_text())
 
 
 @pytest.fixture(scope="module")
@@ -68,35 +66,46 @@ def normalize(doc: dict[str, Any], node: dict[str, Any], seen: frozenset[str] = 
     return out
 
 
-def test_cancel_operation_matches_seed(seed: dict[str, Any], served: dict[str, Any]) -> None:
-    want = seed["paths"][CANCEL]["post"]
+def test_cancel_operation_matches_contract(
+    contract: dict[str, Any], served: dict[str, Any]
+) -> None:
+    want = contract["paths"][CANCEL]["post"]
     for path in (CANCEL, RACK_CANCEL):
         got = served["paths"][path]["post"]
+
         # parameters: names, places, required, types and formats
         def params(op: dict[str, Any]) -> list[tuple[Any, ...]]:
             return sorted(
-                (p["name"], p["in"], p["required"], p["schema"].get("type"),
-                 p["schema"].get("format"))
+                (
+                    p["name"],
+                    p["in"],
+                    p["required"],
+                    p["schema"].get("type"),
+                    p["schema"].get("format"),
+                )
                 for p in op["parameters"]
             )
+
         assert params(got) == params(want)
         # request body
         body = lambda op: op["requestBody"]["content"]["application/json"]["schema"]  # noqa: E731
-        assert normalize(served, body(got)) == normalize(seed, body(want))
-        # responses: every seed code, the same schema; extras only 401/503
+        assert normalize(served, body(got)) == normalize(contract, body(want))
+        # responses: every contract code, the same schema; extras only 401/503
         assert set(want["responses"]) <= set(got["responses"])
         assert set(got["responses"]) - set(want["responses"]) <= EXTRA_CODES
         for code, resp in want["responses"].items():
             w = resp["content"]["application/json"]["schema"]
             g = got["responses"][code]["content"]["application/json"]["schema"]
-            assert normalize(served, g) == normalize(seed, w), code
+            assert normalize(served, g) == normalize(contract, w), code
     assert served["paths"][CANCEL]["post"]["operationId"] == want["operationId"]
 
 
-def test_every_seed_component_schema_matches(seed: dict[str, Any], served: dict[str, Any]) -> None:
-    for name in seed["components"]["schemas"]:
+def test_every_contract_component_schema_matches(
+    contract: dict[str, Any], served: dict[str, Any]
+) -> None:
+    for name in contract["components"]["schemas"]:
         ref = {"$ref": f"#/components/schemas/{name}"}
-        assert normalize(served, ref) == normalize(seed, ref), name
+        assert normalize(served, ref) == normalize(contract, ref), name
     assert served["components"]["securitySchemes"]["JWTBearerToken"]["scheme"] == "bearer"
 
 

@@ -1,53 +1,17 @@
-"""`nicotask dev up | down | status | env`."""
+"""`nicotask dev up | build | down | status | env | token` (click)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+
+import click
 
 from .env import DevEnv, default_run_dir
 from .process import StartError
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="nicotask dev",
-        description="Local kube-apiserver + etcd, Temporal dev server and emulated Redfish BMCs.",
-    )
-    p.add_argument(
-        "--run-dir",
-        type=Path,
-        default=None,
-        help="run folder for state, logs and data (default: $NICOTASK_RUN_DIR or ./.run/dev)",
-    )
-    sub = p.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", help="start everything not yet running (harmless when up)")
-    up.add_argument(
-        "--systems",
-        type=Path,
-        default=None,
-        help="JSON file with the emulated Redfish systems "
-        '([{"name": "compute-0", "type": "compute"}, ...]; default: 10 systems)',
-    )
-    up.add_argument("--headless", action="store_true", help="no Temporal web UI")
-    up.add_argument(
-        "--with-system",
-        action="store_true",
-        help="also install the CRDs, start the operator, worker and shim, and apply samples/",
-    )
-    sub.add_parser("build", help="build (once, cached by version) etcd and kube-apiserver")
-    down = sub.add_parser("down", help="stop every process of the environment")
-    down.add_argument("--purge", action="store_true", help="also delete the run folder")
-    st = sub.add_parser("status", help="show what runs; exit 1 when not up")
-    st.add_argument("--json", action="store_true", help="print the state as JSON")
-    env = sub.add_parser("env", help='print export lines: eval "$(nicotask dev env)"')
-    for s in (up, down, st, env):
-        s.add_argument("--run-dir", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    return p
 
 
 def _load_systems(path: Path) -> list[dict[str, Any]]:
@@ -101,68 +65,143 @@ def export_lines(exports: dict[str, str]) -> str:
     return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in exports.items())
 
 
-def dev_main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
-    run_dir = args.run_dir or default_run_dir()
-    if args.command == "build":
-        from . import gobuild
+# `--run-dir` is accepted before the subcommand (`nicotask dev --run-dir D up`) and
+# after it (`nicotask dev up --run-dir D`, as the Makefile and the docs write it).
+RUN_DIR_HELP = "run folder for state, logs and data (default: $NICOTASK_RUN_DIR or ./.run/dev)"
+
+
+def _run_dir_option(f: Any) -> Any:
+    return click.option(
+        "--run-dir", type=click.Path(path_type=Path), default=None, help=RUN_DIR_HELP
+    )(f)
+
+
+def _run_dir(run_dir: Path | None) -> Path:
+    group_dir = click.get_current_context().find_root().meta.get("nicotask.dev.run_dir")
+    return run_dir or group_dir or default_run_dir()
+
+
+def _fail(what: str, exc: Exception) -> NoReturn:
+    click.echo(f"nicotask dev {what} failed: {exc}", err=True)
+    sys.exit(1)
+
+
+@click.group(
+    name="dev",
+    no_args_is_help=True,
+    help="Local kube-apiserver + etcd, Temporal dev server and emulated Redfish BMCs.",
+)
+@_run_dir_option
+def dev(run_dir: Path | None) -> None:
+    click.get_current_context().find_root().meta["nicotask.dev.run_dir"] = run_dir
+
+
+@dev.command(help="Start everything not yet running (harmless when up).")
+@_run_dir_option
+@click.option(
+    "--systems",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="JSON file with the emulated Redfish systems "
+    '([{"name": "compute-0", "type": "compute"}, ...]; default: 10 systems)',
+)
+@click.option("--headless", is_flag=True, help="no Temporal web UI")
+@click.option(
+    "--with-system",
+    is_flag=True,
+    help="also install the CRDs, start the operator, worker and shim, and apply samples/",
+)
+def up(run_dir: Path | None, systems: Path | None, headless: bool, with_system: bool) -> None:
+    run_dir = _run_dir(run_dir)
+    env = DevEnv(
+        run_dir,
+        redfish_systems=_load_systems(systems) if systems else None,
+        temporal_ui=not headless,
+    )
+    try:
+        env.up()
+    except (StartError, RuntimeError) as exc:
+        _fail("up", exc)
+    if with_system:
+        from .system import start_system, usage
 
         try:
-            gobuild.main()
-        except RuntimeError as exc:
-            print(f"nicotask dev build failed: {exc}", file=sys.stderr)
-            return 1
-        return 0
-    if args.command == "up":
-        systems = _load_systems(args.systems) if args.systems else None
-        env = DevEnv(run_dir, redfish_systems=systems, temporal_ui=not args.headless)
-        try:
-            env.up()
+            start_system(env)
         except (StartError, RuntimeError) as exc:
-            print(f"nicotask dev up failed: {exc}", file=sys.stderr)
-            return 1
-        if args.with_system:
-            from .system import start_system, usage
-
-            try:
-                start_system(env)
-            except (StartError, RuntimeError) as exc:
-                print(f"nicotask dev up failed: {exc}", file=sys.stderr)
-                return 1
-        print(describe(env.status()))
-        if args.with_system:
-            print(usage(env))
-        else:
-            print(f'\nUse it:  eval "$(nicotask dev env --run-dir {run_dir})"; kubectl get ns')
-        print(f"Stop it: nicotask dev down --run-dir {run_dir}   (or: make stop)")
-        return 0
-    env = DevEnv(run_dir)
-    if args.command == "down":
-        stopped = env.down(purge=args.purge)
-        print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
-        return 0
-    if args.command == "status":
-        status = env.status()
-        if args.json:
-            print(json.dumps(status, indent=2))
-        elif status.get("processes"):
-            print(describe(status))
-        else:
-            print(f"not up ({run_dir})")
-        return 0 if status["up"] else 1
-    if args.command == "env":
-        exports = env.exports()
-        if not exports:
-            print(f"nicotask dev env: nothing is up in {run_dir}", file=sys.stderr)
-            return 1
-        sys.stdout.write(export_lines(exports))
-        return 0
-    return 2
+            _fail("up", exc)
+    click.echo(describe(env.status()))
+    if with_system:
+        click.echo(usage(env))
+    else:
+        click.echo(f'\nUse it:  eval "$(nicotask dev env --run-dir {run_dir})"; kubectl get ns')
+    click.echo(f"Stop it: nicotask dev down --run-dir {run_dir}   (or: make stop)")
 
 
-def main() -> None:
-    sys.exit(dev_main(sys.argv[1:]))
+@dev.command(help="Build (once, cached by version) etcd and kube-apiserver.")
+def build() -> None:
+    from . import gobuild
+
+    try:
+        gobuild.main()
+    except RuntimeError as exc:
+        _fail("build", exc)
+
+
+@dev.command(help="Stop every process of the environment.")
+@_run_dir_option
+@click.option("--purge", is_flag=True, help="also delete the run folder")
+def down(run_dir: Path | None, purge: bool) -> None:
+    stopped = DevEnv(_run_dir(run_dir)).down(purge=purge)
+    click.echo(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
+
+
+@dev.command(help="Show what runs; exit 1 when not up.")
+@_run_dir_option
+@click.option("--json", "as_json", is_flag=True, help="print the state as JSON")
+def status(run_dir: Path | None, as_json: bool) -> None:
+    run_dir = _run_dir(run_dir)
+    state = DevEnv(run_dir).status()
+    if as_json:
+        click.echo(json.dumps(state, indent=2))
+    elif state.get("processes"):
+        click.echo(describe(state))
+    else:
+        click.echo(f"not up ({run_dir})")
+    sys.exit(0 if state["up"] else 1)
+
+
+@dev.command(help='Print export lines: eval "$(nicotask dev env)".')
+@_run_dir_option
+def env(run_dir: Path | None) -> None:
+    run_dir = _run_dir(run_dir)
+    exports = DevEnv(run_dir).exports()
+    if not exports:
+        click.echo(f"nicotask dev env: nothing is up in {run_dir}", err=True)
+        sys.exit(1)
+    click.echo(export_lines(exports), nl=False)
+
+
+@dev.command(help="Print a JWT from the local dev issuer (the shim of `make run` trusts it).")
+@click.option("--org", required=True, help="org name")
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    help="realm role, repeatable; bare names get the '<org>:' prefix (default: PROVIDER_ADMIN)",
+)
+@click.option("--sub", default="dev-user", show_default=True, help="subject")
+@click.option("--ttl", type=int, default=3600, show_default=True, help="lifetime in seconds")
+@click.option(
+    "--run-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="folder of the issuer's key pair (default: $NICOTASK_RUN_DIR or ./.run/dev)",
+)
+def token(org: str, roles: tuple[str, ...], sub: str, ttl: int, run_dir: Path | None) -> None:
+    from nicotask.shim.devissuer import token_main
+
+    token_main(org=org, roles=list(roles) or None, sub=sub, ttl=ttl, run_dir=_run_dir(run_dir))
 
 
 if __name__ == "__main__":
-    main()
+    dev()

@@ -134,9 +134,6 @@ class DevEnv:
         needed = [n for n in CORE if not _external_covers(n, external)]
         return all(n in recs and record_alive(recs[n]) for n in needed)
 
-    def is_up(self) -> bool:
-        return self._core_alive(self.load_state())
-
     # ---- processes ------------------------------------------------------
 
     def _spawn(

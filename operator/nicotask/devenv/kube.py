@@ -159,7 +159,3 @@ def etcd_ready(client_url: str) -> bool:
 
 def apiserver_ready(api_url: str, pki: Pki) -> bool:
     return http_ok(f"{api_url}/readyz", admin_ssl_context(pki))
-
-
-def apiserver_version(api_url: str, pki: Pki) -> str:
-    return str(get_json(f"{api_url}/version", admin_ssl_context(pki)).get("gitVersion", ""))

@@ -8,17 +8,6 @@ import socket
 LOOPBACK = "127.0.0.1"
 
 
-def port_is_free(port: int, host: str = LOOPBACK) -> bool:
-    """True when `port` can be bound on `host` right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
 def pick_ports(names: list[str], previous: dict[str, int] | None = None) -> dict[str, int]:
     """One distinct free port per name.
 

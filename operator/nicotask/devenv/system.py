@@ -22,6 +22,7 @@ from .process import log
 
 REPO = Path(__file__).resolve().parents[3]
 SAMPLES = REPO / "samples"
+SAMPLES_NAMESPACE = "default"
 KUBECTL = str(Path(sys.executable).parent / "kubectl")
 
 
@@ -146,7 +147,8 @@ def apply_samples(env: DevEnv) -> None:
     docs = sample_documents(redfish_url)
     # The task last: everything it references exists before the operator sees it.
     docs.sort(key=lambda d: d.get("kind") == "NicoTask")
-    kubectl(env, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
+    # The samples name no namespace: they go where they are applied.
+    kubectl(env, "apply", "-n", SAMPLES_NAMESPACE, "-f", "-", stdin=yaml.safe_dump_all(docs))
 
 
 def start_system(env: DevEnv, with_samples: bool = True) -> None:
@@ -165,8 +167,10 @@ def usage(env: DevEnv) -> str:
     run_dir = env.run_dir
     venv_bin = Path(sys.executable).parent
     return f"""
-The sample task `power-on-rack-1` (namespace default) is powering on rack-1's
-ten emulated BMCs (each power change takes the emulator 1-11 s).
+The sample task `power-on-rack-1` (namespace {SAMPLES_NAMESPACE}) is powering on rack-1's
+ten emulated BMCs: shelves, switches, then compute trays, each tier given the
+settle time a real rack needs (samples/rule-power-on.yaml), so it stays Running
+for about three minutes. Cancel it while it runs.
 
   export PATH={venv_bin}:$PATH
   eval "$(nicotask dev env --run-dir {run_dir})"
@@ -190,7 +194,10 @@ Read the final status and report:
   curl -s -H "Authorization: Bearer $TOKEN" \\
     "$NICOTASK_SHIM_URL/v2/org/acme/nico/task/$ID?siteId=660e8400-e29b-41d4-a716-446655440000"
 
-Start another: sed 's/name: power-on-rack-1/name: power-on-again/' samples/task-power-on.yaml \\
-                 | kubectl create -f -
+Start another (it runs as long, even with the BMCs already on; it waits while
+power-on-rack-1 still runs, since a rack runs one task at a time):
+  sed 's/name: power-on-rack-1/name: power-on-again/' {SAMPLES}/task-power-on.yaml \\
+    | kubectl create -f -
+  kubectl patch nicotask power-on-again --type merge -p '{{"spec":{{"cancel":true}}}}'
 Logs: {run_dir}/logs/{{operator,worker,shim,kube-apiserver,temporal,redfish}}.log
 """

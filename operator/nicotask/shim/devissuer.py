@@ -14,12 +14,10 @@ the keys must already exist (mounted), so nobody gets a signing key by accident.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import logging
 import os
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -154,28 +152,15 @@ def issue_token(
     )
 
 
-def token_main(argv: list[str]) -> int:
-    """`nicotask dev token --org ORG --role PROVIDER_ADMIN [--sub NAME] [--ttl S]`."""
-    p = argparse.ArgumentParser(
-        prog="nicotask dev token", description="Print a JWT from the local dev issuer."
-    )
-    p.add_argument("--org", required=True, help="org name")
-    p.add_argument(
-        "--role", action="append", default=None,
-        help="realm role, repeatable; bare names get the '<org>:' prefix "
-        "(default: PROVIDER_ADMIN)",
-    )
-    p.add_argument("--sub", default="dev-user", help="subject (default: dev-user)")
-    p.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
-    p.add_argument(
-        "--run-dir", type=Path, default=None,
-        help="folder of the issuer's key pair (default: $NICOTASK_RUN_DIR or ./.run/dev)",
-    )
-    args = p.parse_args(argv)
-    roles = args.role if args.role is not None else ["PROVIDER_ADMIN"]
-    print(issue_token(args.run_dir or default_key_dir(), args.org, roles, args.sub, args.ttl))
+def token_main(
+    *,
+    org: str,
+    roles: list[str] | None = None,
+    sub: str = "dev-user",
+    ttl: int = 3600,
+    run_dir: Path | None = None,
+) -> int:
+    """`nicotask dev token --org ORG --role PROVIDER_ADMIN [--sub NAME] [--ttl S]`: print a JWT."""
+    roles = roles if roles is not None else ["PROVIDER_ADMIN"]
+    print(issue_token(run_dir or default_key_dir(), org, roles, sub, ttl))
     return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(token_main(sys.argv[1:]))

@@ -1,13 +1,13 @@
-"""The served OpenAPI document: the seed's shape, generated from the pydantic models.
+"""The served OpenAPI document: the contract's shape, generated from the pydantic models.
 
 Component schemas come from `nicotask.api` (Task, TaskReportV1..., NICoAPIError)
-through `models_json_schema`, then are shaped like seed/openapi.yaml: the
+through `models_json_schema`, then are shaped like contract/openapi.yaml: the
 report status enum is named TaskReportV1Status, single-value literals become
-the seed's enum components (TaskReportV1Version, NiCoApiErrorSource),
+the contract's enum components (TaskReportV1Version, NiCoApiErrorSource),
 optional fields are plain types (only Task.ruleId is nullable), and the
-`required` lists are the seed's. Paths are written here: the cancel
-operation as in the seed (plus 401 and 503, which the shim also answers),
-and the routes the seed does not describe.
+`required` lists are the contract's. Paths are written here: the cancel
+operation as in the contract (plus 401 and 503, which the shim also answers),
+and the routes the contract does not describe.
 """
 
 from __future__ import annotations

@@ -35,12 +35,14 @@ def tls_config(settings: Settings) -> TLSConfig | bool:
 
 
 async def connect(settings: Settings, **kwargs: Any) -> Client:
-    """A Temporal client with the pydantic data converter (and TLS when configured)."""
+    """A Temporal client with the pydantic data converter (TLS and API key when configured)."""
+    api_key = settings.temporal_api_key
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         data_converter=pydantic_data_converter,
         tls=tls_config(settings),
+        api_key=api_key.get_secret_value() if api_key else None,
         **kwargs,
     )
 

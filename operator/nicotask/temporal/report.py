@@ -2,7 +2,7 @@
 
 Every function returns a new report and leaves its argument alone. Steps are
 addressed by (stage number, index within the stage), index as in
-`NicoOperationRuleSpec.stages()`. Semantics (UPSTREAM.md, "Operation rules"):
+`NicoOperationRuleSpec.stages()`. Semantics (docs/upstream.md, "Operation rules"):
 - a step whose component type has no targets is `skipped` from the start,
   without timestamps; a stage whose steps are all skipped is skipped too;
 - startedAt is set when a step or stage leaves pending, finishedAt when it
@@ -62,11 +62,6 @@ def _stage(report: TaskReportV1, number: int) -> TaskReportV1Stage:
         if stage.number == number:
             return stage
     raise KeyError(f"report has no stage {number}")
-
-
-def stage_of(report: TaskReportV1, number: int) -> TaskReportV1Stage:
-    """The stage `number` of the report (KeyError if absent)."""
-    return _stage(report, number)
 
 
 def runnable_steps(report: TaskReportV1, number: int) -> list[int]:

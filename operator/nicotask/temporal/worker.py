@@ -13,7 +13,6 @@ activities get `graceful_shutdown_timeout` to finish, then are cancelled.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
@@ -236,7 +235,13 @@ async def run_worker(settings: Settings, *, health_host: str = "0.0.0.0") -> int
         await api_client.close()
 
 
-def worker_main(argv: list[str], *, hard_exit: bool = True) -> int:
+def worker_main(
+    *,
+    task_queue: str | None = None,
+    health_port: int | None = None,
+    log_level: str = "INFO",
+    hard_exit: bool = True,
+) -> int:
     """`nicotask worker [--task-queue Q] [--health-port N] [--log-level L]`.
 
     With `hard_exit` (the CLI), the process ends with os._exit once the
@@ -244,23 +249,15 @@ def worker_main(argv: list[str], *, hard_exit: bool = True) -> int:
     interpreter's teardown ("PyGILState_Release ... must be current",
     temporalio/sdk-python#300), turning a clean SIGTERM into a crash.
     """
-    parser = argparse.ArgumentParser(
-        prog="nicotask worker",
-        description="Run the Temporal worker: NicoTaskWorkflow and its Redfish activities.",
-    )
-    parser.add_argument("--task-queue", default=None, help="override NICOTASK_TASK_QUEUE")
-    parser.add_argument("--health-port", type=int, default=None, help="override the health port")
-    parser.add_argument("--log-level", default="INFO")
-    args = parser.parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     settings = get_settings()
     updates: dict[str, object] = {}
-    if args.task_queue:
-        updates["task_queue"] = args.task_queue
-    if args.health_port is not None:
-        updates["worker_health_port"] = args.health_port
+    if task_queue:
+        updates["task_queue"] = task_queue
+    if health_port is not None:
+        updates["worker_health_port"] = health_port
     if updates:
         settings = settings.model_copy(update=updates)
     try:
