@@ -1,7 +1,8 @@
 """schemathesis run of the contract's OpenAPI (contract/openapi.yaml: the cancel
 operation) against the real shim: no 5xx, no response that breaks the schema.
-Then hypothesis-made bodies the schema never produces (any JSON value, deep nesting, raw bytes, oversized, odd content types) and odd
-tokens: always a NICoAPIError 4xx, never a 5xx."""
+Then hypothesis-made bodies the schema never produces (any JSON value, deep
+nesting, raw bytes, oversized, odd content types) and odd tokens: always a
+NICoAPIError 4xx, never a 5xx."""
 
 from __future__ import annotations
 
