@@ -156,7 +156,8 @@ def test_task_view_matches_contract(
     assert body["status"] == state.value
     assert body["description"] == "Power on rack-1"
     assert "ruleId" in body
-    assert body["created"] == "2025-06-01T10:00:00Z"
+    # Every time is served to the microsecond (one precision for all of them).
+    assert body["created"] == "2025-06-01T10:00:00.000000Z"
     has_report = "report" in cr["status"] and include_report
     assert ("report" in body) == has_report
     if has_report:
@@ -175,7 +176,7 @@ def test_no_status_yet(validator: jsonschema.Draft202012Validator) -> None:
         validator.validate(body)
         assert body["status"] == "Pending"
         assert body["ruleId"] is None
-        assert body["created"] == "2025-06-01T09:59:59Z"  # metadata.creationTimestamp
+        assert body["created"] == "2025-06-01T09:59:59.000000Z"  # metadata.creationTimestamp
         assert "report" not in body and "started" not in body and "finished" not in body
 
 
