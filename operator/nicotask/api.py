@@ -793,6 +793,13 @@ class NicoRackSpec(Model):
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise ValueError(f"spec.components: duplicate component ids {dupes}")
+        plain = [c.id for c in self.components if c.redfish.endpoint.startswith("http://")]
+        if plain and not self.tls.allow_insecure_http:
+            # Same rule as the CRD's CEL rule (one model, one meaning).
+            raise ValueError(
+                "spec.components: http:// BMC endpoints need spec.tls.allowInsecureHttp: true"
+                f" ({', '.join(plain[:5])})"
+            )
         ops = [r.operation.value for r in self.rules]
         dupes = sorted({o for o in ops if ops.count(o) > 1})
         if dupes:

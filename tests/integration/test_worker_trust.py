@@ -278,3 +278,51 @@ async def test_namespace_not_served_is_refused(
         " is not served by this worker"
     )
     assert kube.secret_reads == []
+
+
+async def test_rack_endpoint_on_loopback_is_refused_by_default(
+    devenv: Any, kube_api: Any, namespace: str, crds: None, pclient: Client
+) -> None:
+    """SSRF: a rack aimed at the worker's loopback gets nothing, not even a connection."""
+    await make_secret(kube_api, namespace, "bmc", labelled=True)
+    kube = SpyKube(kube_api)
+    async with Listener() as listener:
+        await kube.custom.create_namespaced_custom_object(
+            api.GROUP, api.VERSION, namespace, RACKS,
+            {
+                "apiVersion": api.API_VERSION, "kind": "NicoRack", "metadata": {"name": "rack-1"},
+                "spec": {
+                    "siteId": SITE, "credentials": {"name": "bmc"},
+                    "tls": {"allowInsecureHttp": True},
+                    "components": [{"id": "compute-0", "type": "Compute",
+                                    "redfish": {"endpoint": listener.url, "systemId": "s"}}],
+                },
+            },
+        )  # fmt: skip
+        task = await kube.custom.create_namespaced_custom_object(
+            api.GROUP, api.VERSION, namespace, TASKS,
+            {
+                "apiVersion": api.API_VERSION, "kind": "NicoTask", "metadata": {"name": "t"},
+                "spec": {"siteId": SITE, "rackRef": "rack-1", "operation": "PowerOn"},
+            },
+        )  # fmt: skip
+        uid = task["metadata"]["uid"]
+        queue = f"test-trust-{uuid.uuid4().hex[:8]}"
+        # The default policy: what a worker in a cluster gets without settings.
+        async with build_worker(pclient, kube, task_queue=queue):
+            handle = await pclient.start_workflow(
+                WORKFLOW_NAME,
+                forged_input(TaskRef(namespace=namespace, name="t", uid=uid), "x", "bmc"),
+                id=uid,
+                task_queue=queue,
+                result_type=WorkflowOutcome,
+            )
+            outcome = await asyncio.wait_for(handle.result(), timeout=60)
+        assert listener.connections == 0
+        url = listener.url
+    assert outcome.status == TaskStatus.FAILED
+    assert outcome.message == (
+        f"Compute compute-0: component compute-0: BMC endpoint {url} refused:"
+        " 127.0.0.1 is a loopback address (not allowed for BMCs)"
+    )
+    assert kube.secret_reads == []  # refused before the credentials were read

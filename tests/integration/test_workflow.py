@@ -753,7 +753,8 @@ async def test_progress_writes_are_coalesced(pclient: Client) -> None:
     span = (events[-1].event_time.ToDatetime() - events[0].event_time.ToDatetime()).total_seconds()
     assert 2 <= len(times) <= int(span) + 3, (len(times), span)
     assert len(times) < 20
-    # The store got the final report, with the highest sequence.
+    # The store got the final report, with the highest sequence, which the outcome carries.
     assert h.store.reports[-1] == outcome.report
+    assert h.store.task.status.report_sequence == outcome.report_sequence
     sequences = [st.report_sequence for st in h.store.statuses]
     assert sequences == sorted(sequences)

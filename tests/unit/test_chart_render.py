@@ -257,7 +257,9 @@ def test_worker_hardening_defaults(helm: Path) -> None:
 
 
 def test_worker_hardening_all_features(helm: Path) -> None:
-    docs = render(helm, "-f", str(ALL_FEATURES))
+    docs = render(
+        helm, "-f", str(ALL_FEATURES), "--set", "networkPolicy.temporal.ingress.enabled=true"
+    )
     worker = container_of(by_kind(docs, "Deployment")["rel-nicotask-worker"])
     env = {e["name"]: e.get("value") for e in worker["env"]}
     assert env["NICOTASK_NAMESPACES"] == '["site-a","site-b"]'

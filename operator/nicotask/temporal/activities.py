@@ -215,6 +215,14 @@ class TaskActivities:
     async def publish_progress(self, update: ProgressUpdate) -> bool:
         """Write status Running and the report; False when superseded or already finished."""
         ref = update.task
+        served = self.targets.namespaces
+        if served and ref.namespace not in served:
+            raise ApplicationError(
+                f"nicotask {ref.namespace}/{ref.name}: namespace {ref.namespace}"
+                " is not served by this worker",
+                type=ERR_REFUSED,
+                non_retryable=True,
+            )
         if ref.uid != activity.info().workflow_id:
             raise ApplicationError(
                 f"nicotask {ref.namespace}/{ref.name}: the input's uid {ref.uid} is not"

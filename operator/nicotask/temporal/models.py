@@ -72,6 +72,9 @@ class WorkflowOutcome(TemporalModel):
     report: TaskReportV1
     started: dt.datetime | None = None
     finished: dt.datetime | None = None
+    # The final report's version (status.reportSequence): a terminal write that
+    # carries it can never be refused as older than the last progress write.
+    report_sequence: int | None = None
 
 
 class ProgressUpdate(TemporalModel):

@@ -208,6 +208,7 @@ class NicoTaskWorkflow:
                 report=self._report,
                 started=self._started,
                 finished=finished,
+                report_sequence=self._version,
             )
         return WorkflowOutcome(
             status=TaskStatus.FAILED,
@@ -215,6 +216,7 @@ class NicoTaskWorkflow:
             report=self._report,
             started=self._started,
             finished=finished,
+            report_sequence=self._version,
         )
 
     def _deadline(self, inp: WorkflowInput) -> datetime:
