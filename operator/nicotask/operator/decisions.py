@@ -176,9 +176,13 @@ def outcome_status(observed: Observed, *, cancel_ignored: bool = False) -> Decid
         report = state.close_report(report, message if status != TaskStatus.SUCCEEDED else "", now)
 
         def stamp(s: NicoTaskStatus) -> None:
-            if observed.outcome is not None:
-                s.started = s.started or observed.outcome.started
-                s.finished = observed.outcome.finished or s.finished
+            outcome = observed.outcome
+            if outcome is not None:
+                s.started = s.started or outcome.started
+                s.finished = outcome.finished or s.finished
+                if outcome.report_sequence is not None:
+                    # The final report is the newest: its version, never a lower one.
+                    s.report_sequence = max(s.report_sequence or 0, outcome.report_sequence)
             if cancel_ignored:
                 s.conditions = _cancel_ignored_conditions(task, s)
 
