@@ -8,7 +8,7 @@ import urllib.request
 from pathlib import Path
 
 import httpx
-from e2e_support import SITE_ID, Cluster, new_rule_id, rack, sleep_rule, task
+from e2e_support import SITE_ID, Cluster, new_rule_id, rack, sleep_rule, stage_statuses, task
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from nicotask.devenv import system
@@ -43,7 +43,10 @@ async def test_fifty_concurrent_rest_cancels_make_one_terminate(
     await cluster.create("nicoracks", rack("rack-1", env.redfish_url, env.redfish_systems[:1]))
     created = await cluster.create("nicotasks", task("t1", "rack-1", rule_id))
     uid = created["metadata"]["uid"]
-    await cluster.wait_status("t1", "Running")
+    # Progress writes are coalesced (about one a second): wait for the stage to show running.
+    await cluster.wait_task(
+        "t1", lambda t: stage_statuses(t)[:1] == ["running"], 30, "stage 1 running"
+    )
     before = _terminates(env)
 
     token = issue_token(env.run_dir, "acme", ["acme:PROVIDER_ADMIN"], subject="alice")
