@@ -121,7 +121,7 @@ def start_shim(env: DevEnv, **extra: str) -> str:
         "shim",
         [sys.executable, "-m", "nicotask", "shim"],
         env=environ,
-        ready_check=_http_ok(f"{url}/healthz"),
+        ready_check=_http_ok(f"{url}/readyz"),  # its caches have synced
         url=url,
     )
     env.update_state(shim_url=rec.url)

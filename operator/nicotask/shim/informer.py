@@ -31,6 +31,7 @@ from nicotask import api
 log = logging.getLogger(__name__)
 
 WATCH_TIMEOUT_SECONDS = 290
+MIN_RELIST_SECONDS = 1.0  # never LIST a scope more often than this, whatever the watch does
 Obj = dict[str, Any]
 OnChange = Callable[[Obj | None, Obj | None], None]
 
@@ -243,8 +244,12 @@ class Informer:
     async def _run(self, scope: str | None) -> None:
         delay = 0.2
         name = f"{self.plural} ({scope or 'all namespaces'})"
+        loop = asyncio.get_running_loop()
+        last_list = -MIN_RELIST_SECONDS
         while True:
             try:
+                await asyncio.sleep(max(0.0, last_list + MIN_RELIST_SECONDS - loop.time()))
+                last_list = loop.time()
                 rv = await self._list(scope)
                 delay = 0.2
                 while True:

@@ -67,6 +67,7 @@ class TaskService:
         self.tasks = tasks
         self.cancel_attempts = cancel_attempts
         self.patches = 0
+        self.conflicts = 0
         self._inflight: dict[str, asyncio.Task[bytes]] = {}
 
     async def find(self, uid: str, site_id: str) -> TaskRecord:
@@ -97,6 +98,8 @@ class TaskService:
                 self.tasks.forget(rec.uid)
                 raise errors.APIError(404, errors.TASK_NOT_FOUND.format(id=rec.uid)) from None
             except Conflict:
+                self.conflicts += 1
+                log.info("cancel %s: the cached copy was stale (409); reading it again", rec.uid)
                 rec = await self._reread(rec)
                 decision = decide_cancel(rec.status, rec.cancel)
                 if decision == CancelDecision.FINISHED:
