@@ -53,7 +53,10 @@ def _phase_list(text: str) -> tuple[str, ...]:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--tasks", type=int, default=None, help="N Running tasks (default 200, <= 1000)")
-    p.add_argument("--rss-tasks", type=int, default=None, help="M NicoTasks (default 10000)")
+    p.add_argument(
+        "--rss-tasks", type=int, default=None,
+        help="M NicoTasks for the RSS figure (default 10000; 0: the live operator)",
+    )
     p.add_argument("--shim-cancels", type=int, default=None, help="K shim cancels (default 100)")
     p.add_argument(
         "--phases", type=_phase_list, default=PHASES,
@@ -70,7 +73,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--steady-cancel-seconds", type=float, default=20.0, help="steady cancels for (20 s)"
     )
     p.add_argument("--run-dir", default=None, help="run folder (default: a temporary folder)")
-    p.add_argument("--quick", action="store_true", help="tasks 50, rss-tasks 1000, shim 30")
+    p.add_argument(
+        "--quick", action="store_true", help="tasks 50, rss-tasks 1000, shim 30, steady 20 s"
+    )
     p.add_argument("--keep-run-dir", action="store_true", help="keep the temporary run folder")
     args = p.parse_args(argv)
     quick = args.quick
