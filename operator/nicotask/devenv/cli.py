@@ -39,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also install the CRDs, start the operator, worker and shim, and apply samples/",
     )
+    up.add_argument(
+        "--with-node",
+        action="store_true",
+        help="also run a real node (kube-controller-manager, kube-scheduler, containerd, "
+        "kubelet; root only) with the nicotask image imported; see docs/deploy.md",
+    )
     sub.add_parser("build", help="build (once, cached by version) etcd and kube-apiserver")
     down = sub.add_parser("down", help="stop every process of the environment")
     down.add_argument("--purge", action="store_true", help="also delete the run folder")
@@ -94,6 +100,9 @@ def describe(status: dict[str, Any]) -> str:
         )
     if status.get("shim_url"):
         lines.append(f"REST shim:        {status['shim_url']}")
+    if status.get("node"):
+        node = status["node"]
+        lines.append(f"Node:             {node['name']} {node['ip']}, pods in {node['pod_cidr']}")
     return "\n".join(lines)
 
 
@@ -115,9 +124,14 @@ def dev_main(argv: list[str]) -> int:
         return 0
     if args.command == "up":
         systems = _load_systems(args.systems) if args.systems else None
-        env = DevEnv(run_dir, redfish_systems=systems, temporal_ui=not args.headless)
+        env = DevEnv(run_dir, redfish_systems=systems, temporal_ui=not args.headless,
+                     with_node=args.with_node)
         try:
             env.up()
+            if args.with_node:
+                from . import image, node
+
+                node.start_node(env, images=(image.build(),))
         except (StartError, RuntimeError) as exc:
             print(f"nicotask dev up failed: {exc}", file=sys.stderr)
             return 1
