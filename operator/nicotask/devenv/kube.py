@@ -48,7 +48,9 @@ def apiserver_argv(
     certificate for the kubelet (logs, exec, port-forward)."""
     if with_node:
         extra = [f"--kubelet-client-certificate={pki.admin_cert}",
-                 f"--kubelet-client-key={pki.admin_key}"]
+                 f"--kubelet-client-key={pki.admin_key}",
+                 # the node's name does not resolve; its InternalIP is the bridge address
+                 "--kubelet-preferred-address-types=InternalIP"]
     else:
         # no kube-controller-manager: nothing would create `default` ServiceAccounts
         extra = ["--disable-admission-plugins=ServiceAccount"]

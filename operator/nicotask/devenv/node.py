@@ -126,6 +126,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 [{cri}]
   sandbox_image = "{sandbox_image}"
   enable_selinux = false
+  # The sandbox's oom_score_adj of -998 is refused here (no CAP_SYS_RESOURCE): clamp it.
+  restrict_oom_score_adj = true
 [{cri}.containerd]
   snapshotter = "overlayfs"
   default_runtime_name = "runc"
@@ -199,6 +201,7 @@ def kubelet_config(paths: NodePaths, pki: Pki, port: int, healthz_port: int) -> 
         "cgroupsPerQOS": False,
         "enforceNodeAllocatable": [],
         "staticPodPath": "",
+        "podLogsDir": str(paths.dir / "pod-logs"),
         "shutdownGracePeriod": "0s",
     }
 
@@ -314,34 +317,12 @@ def start_node(env: DevEnv, images: tuple[str, ...] = ()) -> dict[str, Any]:
     if os.geteuid() != 0:
         raise RuntimeError("a node needs root (containerd, kubelet, a bridge and NAT rules)")
     ensure_packages()
-    build_all()
+    gobuild.ensure_built(kubelet())
     paths = NodePaths(env.run_dir)
     pki = ensure_pki(env.run_dir / "pki")
     admin_kubeconfig = Path(state["kubeconfig"])
     api_port = state["ports"]["apiserver"]
     p = ports.pick_ports(["kubelet", "kubelet_healthz", "scheduler", "controller_manager"])
-
-    ccm, sched = (gobuild.ensure_built(b) for b in control_plane_binaries())
-    env.start_process(
-        "kube-controller-manager",
-        [str(ccm), f"--kubeconfig={admin_kubeconfig}", "--leader-elect=false",
-         "--bind-address=127.0.0.1", f"--secure-port={p['controller_manager']}",
-         f"--service-account-private-key-file={pki.sa_key}", f"--root-ca-file={pki.ca_cert}",
-         f"--cluster-signing-cert-file={pki.ca_cert}",
-         f"--cluster-signing-key-file={pki.ca_key}",
-         "--use-service-account-credentials=false", "--v=1"],
-        ready_check=lambda: kube.http_ok(f"https://127.0.0.1:{p['controller_manager']}/healthz",
-                                         _insecure()),
-        timeout=60,
-    )
-    env.start_process(
-        "kube-scheduler",
-        [str(sched), f"--kubeconfig={admin_kubeconfig}", "--leader-elect=false",
-         "--bind-address=127.0.0.1", f"--secure-port={p['scheduler']}", "--v=1"],
-        ready_check=lambda: kube.http_ok(f"https://127.0.0.1:{p['scheduler']}/healthz",
-                                         _insecure()),
-        timeout=60,
-    )
 
     setup_network(api_port)
     for d in (paths.dir, paths.state, paths.cni_conf_dir, paths.cni_ipam_dir,
@@ -368,6 +349,30 @@ def start_node(env: DevEnv, images: tuple[str, ...] = ()) -> dict[str, Any]:
         ready_check=lambda: _node_ready(admin_kubeconfig),
         timeout=120,
     )
+    # The kubelet registers on its own; the controllers and the scheduler make Deployments
+    # into pods on it.
+    ccm, sched = (gobuild.ensure_built(b) for b in control_plane_binaries())
+    env.start_process(
+        "kube-controller-manager",
+        [str(ccm), f"--kubeconfig={admin_kubeconfig}", "--leader-elect=false",
+         "--bind-address=127.0.0.1", f"--secure-port={p['controller_manager']}",
+         f"--service-account-private-key-file={pki.sa_key}", f"--root-ca-file={pki.ca_cert}",
+         f"--cluster-signing-cert-file={pki.ca_cert}",
+         f"--cluster-signing-key-file={pki.ca_key}",
+         "--use-service-account-credentials=false", "--v=1"],
+        ready_check=lambda: kube.http_ok(f"https://127.0.0.1:{p['controller_manager']}/healthz",
+                                         _insecure()),
+        timeout=60,
+    )
+    env.start_process(
+        "kube-scheduler",
+        [str(sched), f"--kubeconfig={admin_kubeconfig}", "--leader-elect=false",
+         "--bind-address=127.0.0.1", f"--secure-port={p['scheduler']}", "--v=1"],
+        ready_check=lambda: kube.http_ok(f"https://127.0.0.1:{p['scheduler']}/healthz",
+                                         _insecure()),
+        timeout=60,
+    )
+
     env.update_state(node={"name": NODE_NAME, "ip": NODE_IP, "pod_cidr": POD_CIDR,
                            "containerd_socket": str(paths.socket)})
     log(f"node {NODE_NAME} Ready ({NODE_IP}, pods in {POD_CIDR})")
