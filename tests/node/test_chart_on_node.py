@@ -167,8 +167,8 @@ def rule(name: str, power_on: bool, sleep_seconds: int) -> dict[str, Any]:
     if power_on:
         steps.append({"componentType": "Compute", "stage": 1, "timeoutSeconds": 120,
                       "action": {"type": "PowerControl", "power": "On", "expectedState": "On"}})
+    # Default retries: a worker replaced by `helm upgrade` hands the sleep to the new one.
     steps.append({"componentType": "Compute", "stage": len(steps) + 1, "timeoutSeconds": 900,
-                  "retry": {"maxAttempts": 1},
                   "action": {"type": "Sleep", "durationSeconds": sleep_seconds}})
     return {"apiVersion": API, "kind": "NicoOperationRule",
             "metadata": {"name": name, "namespace": TASKS_NS},
