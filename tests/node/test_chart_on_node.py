@@ -129,6 +129,10 @@ def node_values(node_env: DevEnvHandle, image_tag: str, tmp: Path) -> Path:
         "operator": {"reconcileIntervalSeconds": 5, "resources": small},
         "worker": {"replicas": 1, "resources": small},
         "shim": {"replicas": 1, "resources": small, "issuers": [issuer]},
+        # No cluster DNS on this node: kopf addresses the API server by this name.
+        "hostAliases": [{"ip": node.KUBERNETES_SERVICE_IP,
+                         "hostnames": ["kubernetes.default.svc",
+                                       "kubernetes.default.svc.cluster.local"]}],
     }
     path = tmp / "values.yaml"
     path.write_text(yaml.safe_dump(values))
