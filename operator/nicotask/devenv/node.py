@@ -228,6 +228,32 @@ def _bridge_exists() -> bool:
     return _sh("ip", "link", "show", BRIDGE, check=False).returncode == 0
 
 
+OWNER_FILE = Path("/run/nicotask/node-owner")
+
+
+def claim_node(run_dir: Path) -> None:
+    """One node per machine (fixed bridge and subnet): refuse while another run folder's
+    kubelet lives; take over what a dead one left behind."""
+    from .process import ProcessRecord, record_alive
+
+    if OWNER_FILE.exists():
+        owner = Path(OWNER_FILE.read_text().strip())
+        if owner != run_dir:
+            try:
+                procs = json.loads((owner / "state.json").read_text()).get("processes", [])
+            except (OSError, ValueError):
+                procs = []
+            if any(p["name"] == "kubelet" and record_alive(ProcessRecord.from_json(p))
+                   for p in procs):
+                raise RuntimeError(
+                    f"a node already runs for {owner}; stop it first: "
+                    f"nicotask dev down --run-dir {owner}"
+                )
+            teardown_node(owner)
+    OWNER_FILE.parent.mkdir(parents=True, exist_ok=True)
+    OWNER_FILE.write_text(f"{run_dir}\n")
+
+
 def setup_network(api_port: int) -> None:
     """The bridge (node address and pod gateway) and the NAT rules into loopback."""
     if _bridge_exists():
@@ -324,6 +350,7 @@ def start_node(env: DevEnv, images: tuple[str, ...] = ()) -> dict[str, Any]:
     api_port = state["ports"]["apiserver"]
     p = ports.pick_ports(["kubelet", "kubelet_healthz", "scheduler", "controller_manager"])
 
+    claim_node(env.run_dir)
     setup_network(api_port)
     for d in (paths.dir, paths.state, paths.cni_conf_dir, paths.cni_ipam_dir,
               paths.kubelet_dir, paths.images):
@@ -414,6 +441,9 @@ def teardown_node(run_dir: Path) -> None:
         _sh("umount", "-l", target, check=False)
     teardown_network()
     shutil.rmtree(paths.state, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        if Path(OWNER_FILE.read_text().strip()) == run_dir:
+            OWNER_FILE.unlink()
 
 
 def main_cli(argv: list[str]) -> int:
