@@ -7,14 +7,22 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # ---- build: a wheel of nicotask, installed with its dependencies into /opt/nicotask
 FROM ${PYTHON_IMAGE} AS build
+# A package index mirror, if the build host uses one (empty: PyPI).
+ARG PIP_INDEX_URL=
+ARG PIP_EXTRA_INDEX_URL=
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator ./operator
-RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
+# Runtime dependencies only (no [dev] extras). An optional build secret `pip-cert`
+# is the CA bundle of a TLS-intercepting mirror or proxy (hack/build-image.sh passes the host's).
+RUN --mount=type=secret,id=pip-cert,required=false \
+    if [ -s /run/secrets/pip-cert ]; then export PIP_CERT=/run/secrets/pip-cert; fi \
+ && python -m pip wheel --no-deps --wheel-dir /wheels . \
  && python -m venv /opt/nicotask \
  && /opt/nicotask/bin/pip install /wheels/*.whl \
+ && /opt/nicotask/bin/pip uninstall -y -q pip setuptools \
  && /opt/nicotask/bin/python -m compileall -q /opt/nicotask
 
 # ---- runtime: the same Python, the venv, no build tools, non-root

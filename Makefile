@@ -10,7 +10,7 @@ RUN_DIR ?= $(CURDIR)/.run/dev
 PYTEST_ARGS ?=
 
 # Go binaries (kube-apiserver, etcd, helm) are cached in ~/.cache/nicotask, keyed by version.
-.PHONY: help venv binaries helm docs-values lint typecheck crds crds-check unit integration test run stop status bench kind-e2e clean
+.PHONY: help venv binaries helm docs-values lint typecheck crds crds-check unit integration test run stop status bench kind-e2e image node-binaries node-e2e clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -63,6 +63,15 @@ status: $(STAMP) ## Show what is running
 
 bench: $(STAMP) binaries ## Benchmarks: print figures and write bench/results/latest.json
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+image: $(STAMP) ## Build the image with podman (cached by content; installs podman/runc/mmdebstrap as root)
+	PYTHON=$(BIN)/python bash hack/build-image.sh
+
+node-binaries: $(STAMP) ## Build (once, cached) kubelet, kube-scheduler and kube-controller-manager
+	$(BIN)/python -m nicotask.devenv.node --build
+
+node-e2e: $(STAMP) binaries helm image node-binaries ## The chart's pods on a real kubelet node (containerd, CNI): install, cancel, upgrade, uninstall
+	$(BIN)/pytest tests/node -q $(PYTEST_ARGS)
 
 kind-e2e: ## (needs Docker) kind cluster, image, helm install, e2e tests
 	bash hack/kind-e2e.sh

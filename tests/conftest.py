@@ -7,7 +7,7 @@ here, so integration and e2e tests share one environment per session:
   kube_api         session: kubernetes_asyncio ApiClient (admin)
   namespace        function: a fresh namespace name
   temporal_client  session: temporalio Client
-Every test is marked by its folder: unit, integration or e2e.
+Every test is marked by its folder: unit, integration, e2e or node.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from nicotask.devenv.testing import devenv, kube_api, namespace, temporal_client
 __all__ = ["devenv", "kube_api", "namespace", "temporal_client"]
 
 _TESTS = Path(__file__).parent
-_KINDS = ("unit", "integration", "e2e")
+_KINDS = ("unit", "integration", "e2e", "node")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

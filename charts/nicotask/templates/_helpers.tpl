@@ -111,6 +111,13 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "nicotask.podCommon" -}}
 {{- $values := index .ctx.Values .component -}}
 serviceAccountName: {{ include "nicotask.serviceAccountName" . }}
+# No Docker-link variables: the Service `nicotask-shim` would inject
+# NICOTASK_SHIM_PORT=tcp://... into every pod, which is a nicotask setting.
+enableServiceLinks: false
+{{- with .ctx.Values.hostAliases }}
+hostAliases:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 securityContext:
   {{- toYaml .ctx.Values.podSecurityContext | nindent 2 }}
 {{- with .ctx.Values.imagePullSecrets }}

@@ -58,6 +58,9 @@ def describe(status: dict[str, Any]) -> str:
         )
     if status.get("shim_url"):
         lines.append(f"REST shim:        {status['shim_url']}")
+    if status.get("node"):
+        node = status["node"]
+        lines.append(f"Node:             {node['name']} {node['ip']}, pods in {node['pod_cidr']}")
     return "\n".join(lines)
 
 
@@ -111,15 +114,32 @@ def dev(run_dir: Path | None) -> None:
     is_flag=True,
     help="also install the CRDs, start the operator, worker and shim, and apply samples/",
 )
-def up(run_dir: Path | None, systems: Path | None, headless: bool, with_system: bool) -> None:
+@click.option(
+    "--with-node",
+    is_flag=True,
+    help="also run a real node (kube-controller-manager, kube-scheduler, containerd, "
+    "kubelet; root only) with the nicotask image imported; see docs/deploy.md",
+)
+def up(
+    run_dir: Path | None,
+    systems: Path | None,
+    headless: bool,
+    with_system: bool,
+    with_node: bool,
+) -> None:
     run_dir = _run_dir(run_dir)
     env = DevEnv(
         run_dir,
         redfish_systems=_load_systems(systems) if systems else None,
         temporal_ui=not headless,
+        with_node=with_node,
     )
     try:
         env.up()
+        if with_node:
+            from . import image, node
+
+            node.start_node(env, images=(image.build(),))
     except (StartError, RuntimeError) as exc:
         _fail("up", exc)
     if with_system:

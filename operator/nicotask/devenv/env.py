@@ -70,8 +70,11 @@ class DevEnv:
         redfish_systems: list[dict[str, Any]] | None = None,
         temporal_ui: bool = True,
         environ: dict[str, str] | None = None,
+        with_node: bool = False,
     ) -> None:
         self.run_dir = Path(run_dir).resolve()
+        # A node (node.py) comes after `up`: here only the API server flags it needs.
+        self.with_node = with_node
         self.redfish_systems = redfish_systems
         self.temporal_ui = temporal_ui
         self.environ: dict[str, str] = dict(os.environ if environ is None else environ)
@@ -326,6 +329,7 @@ class DevEnv:
             "external": external,
             "ports": {**old.get("ports", {}), **chosen},
             "processes": [],
+            "with_node": self.with_node,
         }
 
     def _start_all(self, state: dict[str, Any]) -> None:
@@ -395,7 +399,8 @@ class DevEnv:
             kubeconfig = kube.write_kubeconfig(self.run_dir / "kubeconfig", api_url, pki)
             state["api_url"] = api_url
             state["kubeconfig"] = str(kubeconfig)
-            argv = kube.apiserver_argv(api_bin, pki, p["apiserver"], etcd_url, host)
+            argv = kube.apiserver_argv(api_bin, pki, p["apiserver"], etcd_url, host,
+                                       with_node=self.with_node)
             proc, rec = self._spawn(state, "kube-apiserver", argv, url=api_url)
             waits.append((proc, rec, lambda: kube.apiserver_ready(api_url, pki), 90.0))
 
@@ -423,6 +428,10 @@ class DevEnv:
         with self._lock():
             state = self.load_state()
             stopped = self._stop_all(state) if state else []
+            if state.get("with_node"):
+                from .node import teardown_node
+
+                teardown_node(self.run_dir)
         if purge and self.run_dir.exists():
             shutil.rmtree(self.run_dir, ignore_errors=True)
             log(f"removed {self.run_dir}")

@@ -53,7 +53,12 @@ def _staging_version(kube_version: str) -> str:
 
 
 def kube_apiserver() -> GoBinary:
-    v = KUBERNETES_VERSION
+    return kubernetes_binary("kube-apiserver")
+
+
+def kubernetes_binary(name: str, version: str = KUBERNETES_VERSION) -> GoBinary:
+    """One command of k8s.io/kubernetes (cmd/<name>) with upstream's version stamps."""
+    v = version
     major, minor = v.lstrip("v").split(".")[:2]
     flags: list[str] = []
     for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
@@ -66,10 +71,10 @@ def kube_apiserver() -> GoBinary:
             f"-X {pkg}.buildDate=1970-01-01T00:00:00Z",
         ]
     return GoBinary(
-        name="kube-apiserver",
+        name=name,
         module="k8s.io/kubernetes",
         version=v,
-        package="k8s.io/kubernetes/cmd/kube-apiserver",
+        package=f"k8s.io/kubernetes/cmd/{name}",
         ldflags=tuple(flags),
     )
 

@@ -40,8 +40,20 @@ def etcd_argv(
 
 
 def apiserver_argv(
-    binary: Path, pki: Pki, port: int, etcd_url: str, host: str = "127.0.0.1"
+    binary: Path, pki: Pki, port: int, etcd_url: str, host: str = "127.0.0.1",
+    with_node: bool = False,
 ) -> list[str]:
+    """With a node (devenv/node.py), kube-controller-manager runs, so ServiceAccount
+    admission (token volumes) can stay on, and the API server needs a client
+    certificate for the kubelet (logs, exec, port-forward)."""
+    if with_node:
+        extra = [f"--kubelet-client-certificate={pki.admin_cert}",
+                 f"--kubelet-client-key={pki.admin_key}",
+                 # the node's name does not resolve; its InternalIP is the bridge address
+                 "--kubelet-preferred-address-types=InternalIP"]
+    else:
+        # no kube-controller-manager: nothing would create `default` ServiceAccounts
+        extra = ["--disable-admission-plugins=ServiceAccount"]
     return [
         str(binary),
         f"--etcd-servers={etcd_url}",
@@ -56,8 +68,7 @@ def apiserver_argv(
         f"--service-account-key-file={pki.sa_pub}",
         f"--service-account-signing-key-file={pki.sa_key}",
         f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
-        # no kube-controller-manager: nothing would create `default` ServiceAccounts
-        "--disable-admission-plugins=ServiceAccount",
+        *extra,
         # the `kubernetes` Endpoints may not hold a loopback address
         "--endpoint-reconciler-type=none",
         "--allow-privileged=true",

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Build the nicotask image with podman (cached by content) and print its tag.
+# Installs podman, runc and mmdebstrap with apt-get when missing (as root).
+# Usage: hack/build-image.sh [--force]      (or: make image)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+[ -x "$PY" ] || PY=python3
+PYTHONPATH=operator${PYTHONPATH:+:$PYTHONPATH} exec "$PY" -m nicotask.devenv.image "$@"

@@ -1,0 +1,285 @@
+"""The Helm chart's pods on a real kubelet node, with the image built from the Dockerfile.
+
+In order (one release, module scope): install -> the three Deployments Ready;
+a NicoTask powers on an emulated BMC and is cancelled through the in-cluster
+shim; `helm upgrade` rolls every pod while a task runs, and that task is then
+cancelled through the new shim pod; tasks deleted, `helm uninstall`: nothing
+is left, nothing hangs on a finalizer.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from nicotask.crdgen import kubectl_binary
+from nicotask.devenv import node
+from nicotask.devenv.helm import ensure_helm
+from nicotask.devenv.testing import DevEnvHandle
+from nicotask.shim.devissuer import issue_token, issuer_config
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "nicotask"
+SAMPLES = REPO / "samples"
+RELEASE = "nicotask"
+SYSTEM_NS = "nicotask-system"
+TASKS_NS = "racks"
+SITE_ID = "660e8400-e29b-41d4-a716-446655440000"
+API = "nico.dev/v1alpha1"
+COMPONENTS = ("operator", "worker", "shim")
+
+
+class Kube:
+    def __init__(self, env: DevEnvHandle, home: Path) -> None:
+        self.kubeconfig = str(env.kubeconfig)
+        self.kubectl_bin = kubectl_binary()
+        self.helm_bin = str(ensure_helm())
+        self.env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "KUBECONFIG": self.kubeconfig,
+                    "HELM_CACHE_HOME": str(home / "cache"),
+                    "HELM_CONFIG_HOME": str(home / "config"),
+                    "HELM_DATA_HOME": str(home / "data")}
+
+    def run(self, argv: list[str], stdin: str | None = None, timeout: float = 240) -> str:
+        proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, env=self.env,
+                              timeout=timeout, check=False)
+        assert proc.returncode == 0, f"{' '.join(argv[:4])}: {proc.stdout}{proc.stderr}"
+        return proc.stdout
+
+    def kubectl(self, *args: str, stdin: str | None = None, timeout: float = 240) -> str:
+        return self.run([self.kubectl_bin, "--kubeconfig", self.kubeconfig, *args], stdin,
+                        timeout)
+
+    def helm(self, *args: str) -> str:
+        return self.run([self.helm_bin, "--kubeconfig", self.kubeconfig, *args], timeout=400)
+
+    def apply(self, *docs: dict[str, Any]) -> None:
+        self.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
+
+    def get(self, *args: str) -> Any:
+        return json.loads(self.kubectl("get", *args, "-o", "json"))
+
+    def pods(self, component: str) -> list[dict[str, Any]]:
+        items = self.get("pods", "-n", SYSTEM_NS, "-l",
+                         f"app.kubernetes.io/component={component}")["items"]
+        return [p for p in items if not p["metadata"].get("deletionTimestamp")]
+
+    def task(self, name: str) -> dict[str, Any]:
+        return dict(self.get("nicotask", name, "-n", TASKS_NS))
+
+    def diagnostics(self) -> str:
+        out = []
+        for args in (("get", "pods", "-A", "-o", "wide"), ("describe", "pods", "-n", SYSTEM_NS)):
+            proc = subprocess.run([self.kubectl_bin, "--kubeconfig", self.kubeconfig, *args],
+                                  capture_output=True, text=True, env=self.env, check=False)
+            out.append(proc.stdout[-6000:] + proc.stderr[-2000:])
+        for component in COMPONENTS:
+            proc = subprocess.run(
+                [self.kubectl_bin, "--kubeconfig", self.kubeconfig, "logs", "-n", SYSTEM_NS,
+                 f"deploy/{RELEASE}-{component}", "--tail=30"],
+                capture_output=True, text=True, env=self.env, check=False)
+            out.append(f"--- {component}\n{proc.stdout[-4000:]}{proc.stderr[-1000:]}")
+        return "\n".join(out)
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 120.0) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(1)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+
+
+def status_of(task: dict[str, Any]) -> str:
+    return str(task.get("status", {}).get("status", ""))
+
+
+def stages(task: dict[str, Any]) -> list[str]:
+    report = task.get("status", {}).get("report") or {}
+    return [s.get("status", "") for s in report.get("stages", [])]
+
+
+@pytest.fixture(scope="module")
+def kube(node_env: DevEnvHandle, tmp_path_factory: pytest.TempPathFactory) -> Kube:
+    return Kube(node_env, tmp_path_factory.mktemp("helm-home"))
+
+
+def node_values(node_env: DevEnvHandle, image_tag: str, tmp: Path) -> Path:
+    """Values for this node: the local image (never pulled), Temporal through the bridge,
+    one replica each, and the dev token issuer trusted by the shim."""
+    temporal_port = node_env.temporal_address.rsplit(":", 1)[1]
+    repository, tag = image_tag.rsplit(":", 1)
+    issuer = issuer_config(node_env.run_dir).model_dump(mode="json", exclude_none=True)
+    small = {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}}
+    values = {
+        "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
+        "temporal": {"address": f"{node.NODE_IP}:{temporal_port}"},
+        "operator": {"reconcileIntervalSeconds": 5, "resources": small},
+        "worker": {"replicas": 1, "resources": small},
+        "shim": {"replicas": 1, "resources": small, "issuers": [issuer]},
+        # No cluster DNS on this node: kopf addresses the API server by this name.
+        "hostAliases": [{"ip": node.KUBERNETES_SERVICE_IP,
+                         "hostnames": ["kubernetes.default.svc",
+                                       "kubernetes.default.svc.cluster.local"]}],
+    }
+    path = tmp / "values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+@pytest.fixture(scope="module")
+def release(kube: Kube, node_env: DevEnvHandle, image_tag: str,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    values = node_values(node_env, image_tag, tmp_path_factory.mktemp("values"))
+    try:
+        kube.helm("install", RELEASE, str(CHART), "-n", SYSTEM_NS, "--create-namespace",
+                  "-f", str(values), "--wait", "--timeout", "5m")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{kube.diagnostics()}") from None
+    kube.kubectl("create", "namespace", TASKS_NS)
+    kube.kubectl("apply", "-f", str(SAMPLES / "provider.yaml"), "-f", str(SAMPLES / "site.yaml"))
+    kube.kubectl("create", "secret", "generic", "bmc-credentials", "-n", TASKS_NS,
+                 f"--from-literal=username={node_env.redfish_user}",
+                 f"--from-literal=password={node_env.redfish_password}")
+    redfish_port = node_env.redfish_url.rsplit(":", 1)[1]
+    compute = next(s for s in node_env.redfish_systems if s["type"] == "compute")
+    kube.apply({
+        "apiVersion": API, "kind": "NicoRack",
+        "metadata": {"name": "rack-1", "namespace": TASKS_NS},
+        "spec": {"siteId": SITE_ID, "credentials": {"name": "bmc-credentials"},
+                 "components": [{"id": compute["name"], "type": "Compute",
+                                 "redfish": {"endpoint": f"http://{node.NODE_IP}:{redfish_port}",
+                                             "systemId": compute["id"]}}]},
+    })
+    yield values
+
+
+def rule(name: str, power_on: bool, sleep_seconds: int) -> dict[str, Any]:
+    steps: list[dict[str, Any]] = []
+    if power_on:
+        steps.append({"componentType": "Compute", "stage": 1, "timeoutSeconds": 120,
+                      "action": {"type": "PowerControl", "power": "On", "expectedState": "On"}})
+    # Default retries: a worker replaced by `helm upgrade` hands the sleep to the new one.
+    steps.append({"componentType": "Compute", "stage": len(steps) + 1, "timeoutSeconds": 900,
+                  "action": {"type": "Sleep", "durationSeconds": sleep_seconds}})
+    return {"apiVersion": API, "kind": "NicoOperationRule",
+            "metadata": {"name": name, "namespace": TASKS_NS},
+            "spec": {"ruleId": str(uuid.uuid4()), "operation": "PowerOn", "steps": steps}}
+
+
+def start_task(kube: Kube, name: str, rule_doc: dict[str, Any]) -> str:
+    kube.apply(rule_doc)
+    kube.apply({"apiVersion": API, "kind": "NicoTask",
+                "metadata": {"name": name, "namespace": TASKS_NS},
+                "spec": {"siteId": SITE_ID, "rackRef": "rack-1", "operation": "PowerOn",
+                         "ruleId": rule_doc["spec"]["ruleId"]}})
+    return str(kube.task(name)["metadata"]["uid"])
+
+
+def cancel_through_shim(kube: Kube, env: DevEnvHandle, uid: str) -> dict[str, Any]:
+    """POST the NICo cancel to the shim pod (the Service's endpoint) from the host."""
+    (pod,) = kube.pods("shim")
+    ip = pod["status"]["podIP"]
+    slices = kube.get("endpointslices", "-n", SYSTEM_NS, "-l",
+                      f"kubernetes.io/service-name={RELEASE}-shim")["items"]
+    assert ip in {a for s in slices for e in s.get("endpoints") or [] for a in e["addresses"]}
+    token = issue_token(env.run_dir, "acme", ["acme:PROVIDER_ADMIN"], subject="alice")
+    answer = httpx.post(f"http://{ip}:8088/v2/org/acme/nico/task/{uid}/cancel",
+                        json={"siteId": SITE_ID}, headers={"Authorization": f"Bearer {token}"},
+                        timeout=30)
+    assert answer.status_code == 202, answer.text
+    return dict(answer.json())
+
+
+def test_pods_run_as_installed(kube: Kube, release: Path, image_tag: str) -> None:
+    for component in COMPONENTS:
+        (pod,) = kube.pods(component)
+        assert pod["spec"]["nodeName"] == node.NODE_NAME
+        (container,) = pod["spec"]["containers"]
+        assert container["image"] == image_tag
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        (cstatus,) = pod["status"]["containerStatuses"]
+        assert cstatus["ready"] is True and cstatus["restartCount"] == 0, cstatus
+        # In-cluster config: the ServiceAccount token the kubelet projected.
+        assert any(v.get("projected") for v in pod["spec"]["volumes"])
+
+
+def test_task_on_bmc_cancelled_through_shim(kube: Kube, release: Path,
+                                            node_env: DevEnvHandle) -> None:
+    uid = start_task(kube, "power-on", rule("power-then-wait", True, 600))
+    # Stage 1 really powered the emulated BMC on (the worker pod -> bridge -> sushy).
+    running = wait_for("stage 1 done", lambda: (
+        (t := kube.task("power-on")) and stages(t)[:1] == ["completed"] and t), timeout=180)
+    assert status_of(running) == "Running"
+    compute = next(s for s in node_env.redfish_systems if s["type"] == "compute")
+    bmc = httpx.get(compute["url"], auth=(node_env.redfish_user, node_env.redfish_password))
+    assert bmc.json()["PowerState"] == "On"
+
+    body = cancel_through_shim(kube, node_env, uid)
+    assert body["id"] == uid
+    done = wait_for("Terminated", lambda: (
+        (t := kube.task("power-on")) and status_of(t) in ("Terminated", "Failed", "Succeeded")
+        and t), timeout=90)
+    assert status_of(done) == "Terminated", done["status"]
+    assert done["status"]["cancelRequestedBy"] == "alice"
+    assert stages(done) == ["completed", "failed"]
+
+
+def test_upgrade_rolls_pods_while_a_task_runs(kube: Kube, release: Path,
+                                              node_env: DevEnvHandle) -> None:
+    uid = start_task(kube, "long-wait", rule("wait-long", False, 900))
+    wait_for("Running", lambda: status_of(kube.task("long-wait")) == "Running", timeout=120)
+    before = {c: {p["metadata"]["uid"] for p in kube.pods(c)} for c in COMPONENTS}
+
+    # jsonLogs is in every component's environment: all three Deployments roll.
+    try:
+        kube.helm("upgrade", RELEASE, str(CHART), "-n", SYSTEM_NS, "-f", str(release),
+                  "--set", "jsonLogs=false", "--wait", "--timeout", "5m")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{kube.diagnostics()}") from None
+    def rolled(component: str) -> bool:
+        pods = kube.pods(component)
+        return (len(pods) == 1 and pods[0]["metadata"]["uid"] not in before[component]
+                and bool(pods[0]["status"].get("containerStatuses", [{}])[0].get("ready")))
+
+    for component in COMPONENTS:
+        wait_for(f"{component} rolled", functools.partial(rolled, component))
+        env = kube.pods(component)[0]["spec"]["containers"][0]["env"]
+        assert {"name": "NICOTASK_JSON_LOGS", "value": "false"} in env
+    assert status_of(kube.task("long-wait")) == "Running"
+
+    cancel_through_shim(kube, node_env, uid)
+    done = wait_for("Terminated", lambda: (
+        (t := kube.task("long-wait")) and status_of(t) in ("Terminated", "Failed", "Succeeded")
+        and t), timeout=90)
+    assert status_of(done) == "Terminated", done["status"]
+    assert stages(done) == ["failed"]
+
+
+def test_uninstall_in_documented_order_leaves_nothing(kube: Kube, release: Path) -> None:
+    # 1. NicoTasks first, while the operator still runs and removes its finalizer.
+    kube.kubectl("delete", "nicotasks", "--all", "-n", TASKS_NS, "--wait", "--timeout=60s")
+    # 2. The release.
+    kube.helm("uninstall", RELEASE, "-n", SYSTEM_NS, "--wait", "--timeout", "3m")
+    wait_for("release pods gone", lambda: not kube.get("pods", "-n", SYSTEM_NS)["items"],
+             timeout=120)
+    for kind in ("deployments", "replicasets", "services", "serviceaccounts"):
+        left = [i["metadata"]["name"] for i in kube.get(kind, "-n", SYSTEM_NS)["items"]
+                if i["metadata"]["name"] != "default"]
+        assert left == [], (kind, left)
+    # 3. Namespaces delete cleanly: nothing in them waits on a finalizer.
+    kube.kubectl("delete", "namespace", TASKS_NS, SYSTEM_NS, "--wait", "--timeout=90s")
+    stuck = [t["metadata"]["name"] for t in kube.get("nicotasks", "-A")["items"]]
+    assert stuck == []

@@ -1,0 +1,38 @@
+"""The image built from the Dockerfile (make image): non-root, read-only, runtime only."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from nicotask.devenv.image import PODMAN_RUN_FLAGS
+
+
+def run(tag: str, *args: str, entrypoint: str | None = None) -> str:
+    argv = ["podman", "run", "--rm", *PODMAN_RUN_FLAGS, "--read-only", "--network", "none"]
+    argv += ["--entrypoint", entrypoint] if entrypoint else []
+    proc = subprocess.run([*argv, tag, *args], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+@pytest.mark.parametrize("command", ["operator", "worker", "shim"])
+def test_each_command_starts_read_only(image_tag: str, command: str) -> None:
+    assert run(image_tag, command, "--help").startswith(f"usage: nicotask {command}")
+
+
+def test_runs_as_non_root_with_runtime_only(image_tag: str) -> None:
+    assert run(image_tag, "-u", entrypoint="id").strip() == "10001"
+    probe = (
+        "import importlib.util as u, pathlib, sys;"
+        "print(sorted(m for m in ('pytest', 'ruff', 'mypy', 'sushy_tools', 'schemathesis', 'pip')"
+        " if u.find_spec(m)));"
+        "site = next(pathlib.Path('/opt/nicotask/lib').glob('python*/site-packages'));"
+        "print(sorted(str(p) for p in [*site.glob('tests'), *site.glob('nicotask/**/test_*.py'),"
+        " *site.glob('bench')]))"
+    )
+    dev_modules, test_code = run(image_tag, "-c", probe, entrypoint="python").splitlines()
+    assert dev_modules == "[]"
+    assert test_code == "[]"
