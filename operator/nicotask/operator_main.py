@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 from typing import Any
 
@@ -16,37 +15,13 @@ from temporalio.client import Client
 from nicotask import handlers
 from nicotask.kube import Kube, new_api_client
 from nicotask.lifecycle import Controller
+from nicotask.logs import configure_logging
 from nicotask.metrics import Metrics
 from nicotask.settings import Settings, get_settings
 from nicotask.temporal.client import connect
+from nicotask.temporal.metrics import health_check, probe_reachability
 
 log = logging.getLogger("nicotask.operator")
-
-
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        body: dict[str, Any] = {
-            "time": self.formatTime(record),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            body["exc"] = self.formatException(record.exc_info)
-        return json.dumps(body)
-
-
-def configure_logging(json_logs: bool, verbose: bool = False) -> None:
-    handler = logging.StreamHandler()
-    if json_logs:
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    logging.getLogger("kopf.objects").setLevel(logging.WARNING if not verbose else logging.DEBUG)
-    logging.getLogger("kubernetes_asyncio").setLevel(logging.WARNING)
 
 
 def temporal_factory(settings: Settings) -> Any:
@@ -61,6 +36,13 @@ def temporal_factory(settings: Settings) -> Any:
             return holder["client"]
 
     return get
+
+
+async def probe_operator_reachability(settings: Settings, metrics: Metrics) -> None:
+    client = await connect(settings, lazy=True)
+    await probe_reachability(
+        health_check(client), lambda ok: metrics.temporal_reachable.set(int(ok))
+    )
 
 
 @kopf.on.startup()
@@ -80,6 +62,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     else:
         settings.peering.standalone = True
     kube = Kube(await new_api_client())
+    # nicotask_temporal_reachable, kept by a health check loop (cancelled at cleanup).
+    memo["probe"] = asyncio.create_task(probe_operator_reachability(ours, memo["metrics"]))
     memo["controller"] = Controller(
         kube=kube,
         temporal=temporal_factory(ours),
@@ -96,6 +80,8 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
+    if memo.get("probe") is not None:
+        memo["probe"].cancel()
     controller: Controller | None = memo.get("controller")
     if controller is not None:
         await controller.kube.api_client.close()

@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     worker_max_concurrent_activities: int = 1000
     worker_max_concurrent_workflows: int = 200
     worker_health_port: int = 8081
+    # Prometheus /metrics (Temporal SDK and nicotask_worker_*); 0 turns it off.
+    worker_metrics_port: int = 9091
 
     # Shim
     shim_host: str = "127.0.0.1"

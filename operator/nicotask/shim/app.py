@@ -17,7 +17,7 @@ from kubernetes_asyncio import client
 
 from nicotask import kube
 
-from . import errors, routes
+from . import errors, metrics, routes
 from .auth import Verifier
 from .config import ShimSettings
 from .index import TaskIndex
@@ -79,6 +79,7 @@ def create_app(
         redoc_url=None,
     )
     errors.install(app)
+    metrics.install(app)  # request metrics by route template and GET /metrics
     app.include_router(routes.router)
 
     @app.get("/healthz", include_in_schema=False)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
 import uvicorn
 
+from nicotask.logs import configure_logging, uvicorn_log_config
 from nicotask.settings import get_settings
 
 from .app import create_app
@@ -38,7 +38,7 @@ def shim_main(argv: list[str]) -> int:
     if not settings.all_issuers():
         print("nicotask shim: no token issuer configured (NICOTASK_SHIM_ISSUERS, "
               "NICOTASK_SHIM_ISSUERS_FILE or --dev-issuer-dir); every request will get 401")
-    logging.basicConfig(level=args.log_level.upper())
+    configure_logging(base.json_logs, level=args.log_level)
     app = create_app(settings, kubeconfig=args.kubeconfig or base.kubeconfig)
     uvicorn.run(
         app,
@@ -46,5 +46,6 @@ def shim_main(argv: list[str]) -> int:
         port=args.port or settings.port or base.shim_port,
         log_level=args.log_level,
         proxy_headers=True,
+        log_config=uvicorn_log_config(),
     )
     return 0

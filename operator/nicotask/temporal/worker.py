@@ -16,13 +16,14 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import Interceptor, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from nicotask.logs import configure_logging
 from nicotask.redfish import RedfishDriverFactory, default_driver_factory
 from nicotask.settings import Settings, get_settings
 from nicotask.temporal.activities import TaskActivities, TaskStore
@@ -44,6 +45,7 @@ def build_worker(
     max_concurrent_workflow_tasks: int | None = None,
     graceful_shutdown_timeout: timedelta = GRACEFUL_SHUTDOWN,
     activities: TaskActivities | None = None,
+    interceptors: Sequence[Interceptor] = (),
 ) -> Worker:
     """A Worker for NicoTaskWorkflow; the client must use the pydantic data converter."""
     acts = activities or TaskActivities(kube, redfish)
@@ -58,6 +60,7 @@ def build_worker(
         max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
         default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
         graceful_shutdown_timeout=graceful_shutdown_timeout,
+        interceptors=interceptors,
     )
 
 
@@ -115,15 +118,22 @@ async def serve_health(
 
 async def run_worker(settings: Settings, *, health_host: str = "0.0.0.0") -> int:
     from nicotask.kube import Kube, new_api_client
+    from nicotask.temporal import metrics
     from nicotask.temporal.client import connect
 
     api_client = await new_api_client(settings.kubeconfig)
     try:
-        client = await connect(settings)
+        runtime = metrics.worker_runtime(settings)
+        meters = metrics.WorkerMetrics.of(runtime)
+        client = await connect(settings, **({"runtime": runtime} if runtime else {}))
+        probe = asyncio.create_task(metrics.probe_reachability(
+            metrics.health_check(client), lambda ok: meters.temporal_reachable.set(int(ok))))
         worker = build_worker(
             client,
             Kube(api_client),
             task_queue=settings.task_queue,
+            redfish=metrics.metered_factory(default_driver_factory, meters),
+            interceptors=[metrics.TaskActivityInterceptor(meters)],
             max_concurrent_activities=settings.worker_max_concurrent_activities,
             max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflows,
         )
@@ -155,6 +165,7 @@ async def run_worker(settings: Settings, *, health_host: str = "0.0.0.0") -> int
         except Exception:
             log.exception("worker stopped with an error")
             rc = 1
+        probe.cancel()
         health.close()
         await health.wait_closed()
         return rc
@@ -178,10 +189,8 @@ def worker_main(argv: list[str], *, hard_exit: bool = True) -> int:
     parser.add_argument("--health-port", type=int, default=None, help="override the health port")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     settings = get_settings()
+    configure_logging(settings.json_logs, level=args.log_level)
     updates: dict[str, object] = {}
     if args.task_queue:
         updates["task_queue"] = args.task_queue

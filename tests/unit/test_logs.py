@@ -1,0 +1,88 @@
+"""nicotask.logs: JSON and text lines, and the task's namespace/name/uid on lines about a task."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from nicotask import logs
+
+
+@pytest.fixture
+def capture() -> Iterator[io.StringIO]:
+    """The root handler as configure_logging(json_logs=True) builds it, into a buffer."""
+    root = logging.getLogger()
+    saved, level = root.handlers[:], root.level
+    logs.configure_logging(json_logs=True)
+    buf = io.StringIO()
+    root.handlers[0].setStream(buf)  # type: ignore[attr-defined]
+    yield buf
+    root.handlers[:] = saved
+    root.setLevel(level)
+
+
+def lines(buf: io.StringIO) -> list[dict[str, str]]:
+    return [json.loads(line) for line in buf.getvalue().splitlines()]
+
+
+def test_plain_line_has_no_task_fields(capture: io.StringIO) -> None:
+    logging.getLogger("nicotask.x").info("hello %s", "world")
+    (line,) = lines(capture)
+    assert line["message"] == "hello world" and line["level"] == "INFO"
+    assert line["logger"] == "nicotask.x"
+    assert "uid" not in line and "namespace" not in line
+
+
+def test_task_logger_names_the_task(capture: io.StringIO) -> None:
+    log = logs.task_logger(logging.getLogger("nicotask.lifecycle"), "ns1", "t1", "u-1")
+    log.warning("retrying")
+    (line,) = lines(capture)
+    assert (line["namespace"], line["name"], line["uid"]) == ("ns1", "t1", "u-1")
+    assert line["logger"] == "nicotask.lifecycle"
+
+
+async def test_task_context_follows_awaits_and_threads(capture: io.StringIO) -> None:
+    log = logging.getLogger("nicotask.worker")
+
+    def in_thread() -> None:
+        log.info("from a thread")
+
+    with logs.task_context("ns2", "t2", "u-2"):
+        await asyncio.sleep(0)
+        log.info("in the activity")
+        await asyncio.to_thread(in_thread)
+    log.info("after")
+    got = lines(capture)
+    assert [(g.get("uid"), g["message"]) for g in got] == [
+        ("u-2", "in the activity"), ("u-2", "from a thread"), (None, "after")
+    ]
+    assert got[0]["namespace"] == "ns2" and got[0]["name"] == "t2"
+
+
+def test_kopf_object_logger_fields(capture: io.StringIO) -> None:
+    """kopf's per-object lines (extra k8s_ref) name their task too."""
+    ref = {"kind": "NicoTask", "namespace": "ns3", "name": "t3", "uid": "u-3"}
+    logging.getLogger("kopf.objects").warning("handler failed", extra={"k8s_ref": ref})
+    (line,) = lines(capture)
+    assert (line["namespace"], line["name"], line["uid"]) == ("ns3", "t3", "u-3")
+
+
+def test_text_format_appends_the_task() -> None:
+    record = logging.LogRecord("nicotask.x", logging.INFO, __file__, 1, "step done", (), None)
+    with logs.task_context("ns4", "t4", "u-4"):
+        logs.TaskFieldsFilter().filter(record)
+    assert logs.TextFormatter().format(record).endswith("step done [ns4/t4 uid=u-4]")
+
+
+def test_exception_in_json(capture: io.StringIO) -> None:
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logging.getLogger("nicotask.x").exception("failed")
+    (line,) = lines(capture)
+    assert "ValueError: boom" in line["exc"]
