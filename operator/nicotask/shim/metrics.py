@@ -4,8 +4,8 @@
   nicotask_shim_request_duration_seconds{method, route}       their latency
   nicotask_shim_requests_in_flight                            requests being served
 
-`route` is the route's template (`/v2/org/{org}/nico/task/{taskId}/cancel`),
-never the raw path, so task ids do not become label values; requests no route
+`route` is the route's template (`/v2/org/{org}/nico/task/{id}/cancel`), never
+the raw path, so task ids do not become label values; requests no route
 matched count as `route="(unmatched)"`. Each app has its own registry (tests
 build many apps in one process). /metrics needs no token, like /healthz.
 """
