@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -73,9 +76,27 @@ class Metrics:
 
     def observe_task(self, uid: str, status: TaskStatus | None) -> None:
         """Keep the per-status gauge true from the stream of task events (None: deleted)."""
+        if status is None:
+            self._cancel_pending_since.pop(uid, None)
         previous = self._status_by_uid.pop(uid, None)
         if previous is not None:
             self.tasks.labels(status=previous.value).dec()
         if status is not None:
             self._status_by_uid[uid] = status
             self.tasks.labels(status=status.value).inc()
+
+
+def cancel_pending_since(obj: Mapping[str, Any]) -> float | None:
+    """For observe_cancel_pending, from a raw NicoTask: the Unix time of its cancel request
+    while the task is not finished (the cancel is not carried out yet), else None.
+
+    To wire in the task event handler: `metrics.observe_cancel_pending(uid,
+    cancel_pending_since(obj))` (and observe_task(uid, None) on DELETED drops it)."""
+    status = obj.get("status") or {}
+    requested = status.get("cancelRequestedAt")
+    if not requested or status.get("status") in {s.value for s in TaskStatus if s.finished}:
+        return None
+    try:
+        return datetime.fromisoformat(str(requested).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None

@@ -86,3 +86,26 @@ def test_exception_in_json(capture: io.StringIO) -> None:
         logging.getLogger("nicotask.x").exception("failed")
     (line,) = lines(capture)
     assert "ValueError: boom" in line["exc"]
+
+
+def test_lines_logged_inside_a_kopf_handler_name_its_task(capture: io.StringIO) -> None:
+    """The operator's lifecycle code logs with a module logger; inside a kopf handler the
+    filter finds the object through kopf's cause contextvar (no change to the handlers)."""
+    import types
+
+    import kopf
+    from kopf._core.actions.execution import cause_var
+    from kopf._core.actions.loggers import ObjectLogger
+
+    body = kopf.Body({"apiVersion": "nico.dev/v1alpha1", "kind": "NicoTask",
+                      "metadata": {"namespace": "ns5", "name": "t5", "uid": "u-5"}})
+    cause = types.SimpleNamespace(logger=ObjectLogger(body=body, settings=kopf.OperatorSettings()))
+    token = cause_var.set(cause)  # type: ignore[arg-type]
+    try:
+        logging.getLogger("nicotask.lifecycle").warning("task retrying")
+    finally:
+        cause_var.reset(token)
+    logging.getLogger("nicotask.lifecycle").warning("outside")
+    first, second = lines(capture)
+    assert (first["namespace"], first["name"], first["uid"]) == ("ns5", "t5", "u-5")
+    assert "uid" not in second
