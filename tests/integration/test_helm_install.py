@@ -187,7 +187,9 @@ def test_install_namespaced_with_peering(
         cluster.helm(
             "install", name, str(CHART), "-n", namespace,
             "-f", str(CHART / "ci" / "all-features-values.yaml"),
-            "--set", "serviceMonitor.enabled=false",  # no Prometheus Operator CRDs here
+            # No Prometheus Operator CRDs here.
+            "--set", "serviceMonitor.enabled=false", "--set", "podMonitor.enabled=false",
+            "--set", "prometheusRule.enabled=false",
             "--set-json", f"watchNamespaces={list(watched)!r}".replace("'", '"'),
         )
         release.append((name, namespace))

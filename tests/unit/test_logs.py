@@ -6,7 +6,11 @@ import asyncio
 import io
 import json
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -109,3 +113,20 @@ def test_lines_logged_inside_a_kopf_handler_name_its_task(capture: io.StringIO) 
     first, second = lines(capture)
     assert (first["namespace"], first["name"], first["uid"]) == ("ns5", "t5", "u-5")
     assert "uid" not in second
+
+
+def test_shim_process_logs_json(tmp_path: Path) -> None:
+    """`nicotask shim` with NICOTASK_JSON_LOGS: uvicorn's lines and ours are JSON (here the
+    startup fails on an empty kubeconfig, which is logged and ends the process)."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("{}\n")
+    env = {**os.environ, "NICOTASK_JSON_LOGS": "true", "KUBECONFIG": str(kubeconfig)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "nicotask", "shim", "--port", "0"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )
+    logged = [line for line in (proc.stdout + proc.stderr).splitlines()
+              if line and not line.startswith("nicotask shim: no token issuer")]
+    parsed = [json.loads(line) for line in logged]
+    assert {p["logger"] for p in parsed} >= {"uvicorn.error"}
+    assert any(p["message"] == "Application startup failed. Exiting." for p in parsed)
