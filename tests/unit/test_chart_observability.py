@@ -238,3 +238,64 @@ def test_healthcheck(server: str, capsys: pytest.CaptureFixture[str]) -> None:
         "no nicotask_ or temporal_ metric in the answer")
     assert healthcheck.main([f"{server}/healthz", f"{server}/metrics"]) == 0
     assert "ok   " in capsys.readouterr().out
+
+
+ALERT_TESTS = """
+rule_files: [{rules}]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'nicotask_temporal_reachable{{namespace="nt", pod="worker-1"}}'
+        values: '1 1 0x10'
+      - series: 'nicotask_cancel_pending_oldest_seconds{{namespace="nt", pod="op-0"}}'
+        values: '0 0 400x10'
+      - series: 'nicotask_shim_requests_total{{namespace="nt", pod="shim-0", status="202"}}'
+        values: '0+10x30'
+      - series: 'nicotask_shim_requests_total{{namespace="nt", pod="shim-0", status="500"}}'
+        values: '0+5x30'
+      - series: 'nicotask_worker_bmc_requests_total{{namespace="nt", pod="w", outcome="ok"}}'
+        values: '0+100x30'
+    alert_rule_test:
+      - eval_time: 4m
+        alertname: NicoTaskTemporalUnreachable
+        exp_alerts: []
+      - eval_time: 8m
+        alertname: NicoTaskTemporalUnreachable
+        exp_alerts:
+          - exp_labels: {{severity: critical, namespace: nt, pod: worker-1}}
+            exp_annotations:
+              summary: worker-1 cannot reach Temporal
+              description: >-
+                The Temporal frontend has not answered health checks from nt/worker-1
+                for 5 minutes: no task starts, progresses or is cancelled
+                (cancels stay CancelPending).
+      - eval_time: 5m
+        alertname: NicoTaskCancelPendingTooLong
+        exp_alerts:
+          - exp_labels: {{severity: warning, namespace: nt}}
+            exp_annotations:
+              summary: A NicoTask cancel has been pending for 6m 40s
+              description: >-
+                The operator could not terminate a task's workflow yet (see the task's CancelPending
+                condition); usually Temporal is unreachable.
+      - eval_time: 25m
+        alertname: NicoTaskShimServerErrors
+        exp_alerts:
+          - exp_labels: {{severity: critical, namespace: nt}}
+            exp_annotations:
+              summary: 33.33% of NICo REST requests get a 5xx
+      - eval_time: 25m
+        alertname: NicoTaskBmcErrors
+        exp_alerts: []
+"""
+
+
+def test_alerts_fire_on_the_series_they_are_about(tmp_path: Path) -> None:
+    """`promtool test rules`: the alerts fire (with their labels and text) when they should,
+    and not before their `for:` or on healthy series."""
+    tests = tmp_path / "alerts_test.yaml"
+    tests.write_text(ALERT_TESTS.format(rules=json.dumps(str(monitoring.ALERTS))))
+    proc = promtool.test_rules(tests)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SUCCESS" in proc.stdout

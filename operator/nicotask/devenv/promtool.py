@@ -78,6 +78,16 @@ def check_rules(*files: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+def test_rules(test_file: Path) -> subprocess.CompletedProcess[str]:
+    """`promtool test rules FILE`: alert unit tests (input series, expected alerts)."""
+    return subprocess.run(
+        [str(ensure_promtool()), "test", "rules", str(test_file)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
 def main() -> None:
     print(ensure_promtool())
 
