@@ -9,8 +9,8 @@ STAMP := $(VENV)/.installed-stamp
 RUN_DIR ?= $(CURDIR)/.run/dev
 PYTEST_ARGS ?=
 
-# Go binaries (kube-apiserver, etcd, helm) are cached in ~/.cache/nicotask, keyed by version.
-.PHONY: help venv binaries helm docs-values lint typecheck crds crds-check unit integration test run stop status bench kind-e2e image node-binaries node-e2e clean
+# Go binaries (kube-apiserver, etcd, helm, promtool) are cached in ~/.cache/nicotask, keyed by version.
+.PHONY: help venv binaries helm promtool docs-values lint typecheck crds crds-check unit integration test run stop status bench kind-e2e image node-binaries node-e2e clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ binaries: $(STAMP) ## Build (once, cached in ~/.cache/nicotask) etcd and kube-ap
 helm: $(STAMP) ## Build (once, cached in ~/.cache/nicotask) the pinned helm from the Go module proxy
 	$(BIN)/python -m nicotask.devenv.helm
 
+promtool: $(STAMP) ## Build (once, cached in ~/.cache/nicotask) the pinned promtool from the Go module proxy
+	$(BIN)/python -m nicotask.devenv.promtool
+
 docs-values: $(STAMP) ## Regenerate the configuration table in docs/deploy.md from values.yaml
 	$(BIN)/python -m nicotask.devenv.helm --write-docs docs/deploy.md
 
@@ -44,7 +47,7 @@ crds: $(STAMP) ## Regenerate crds/*.yaml and the chart's CRDs from the models
 crds-check: $(STAMP) ## Fail when crds/ drifted from the models
 	$(BIN)/nicotask crds --check
 
-unit: $(STAMP) helm ## Unit tests (no servers; helm renders the chart)
+unit: $(STAMP) helm promtool ## Unit tests (no servers; helm renders the chart, promtool checks the alerts)
 	$(BIN)/pytest tests/unit -q $(PYTEST_ARGS)
 
 integration: $(STAMP) binaries helm ## Integration and e2e tests on a real local control plane, Temporal and BMC emulators

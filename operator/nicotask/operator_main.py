@@ -6,44 +6,17 @@ Events, and deletions of finished tasks past their TTL.
 
 from __future__ import annotations
 
-import json
 import logging
-from typing import Any
 
 import kopf
 from prometheus_client import start_http_server
 
+from nicotask.logs import configure_logging
 from nicotask.metrics import Metrics
 from nicotask.operator import handlers
 from nicotask.settings import get_settings
 
 log = logging.getLogger("nicotask.operator")
-
-
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        body: dict[str, Any] = {
-            "time": self.formatTime(record),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            body["exc"] = self.formatException(record.exc_info)
-        return json.dumps(body)
-
-
-def configure_logging(json_logs: bool, verbose: bool = False) -> None:
-    handler = logging.StreamHandler()
-    if json_logs:
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    logging.getLogger("kopf.objects").setLevel(logging.WARNING if not verbose else logging.DEBUG)
-    logging.getLogger("kubernetes_asyncio").setLevel(logging.WARNING)
 
 
 def operator_main(*, verbose: bool = False) -> int:

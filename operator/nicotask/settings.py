@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     worker_bmc_networks: list[str] = Field(default_factory=list)
     # How long the worker reuses a NicoTask, NicoRack or Secret it read (per object).
     worker_cache_seconds: float = Field(default=5.0, ge=0)
+    # Prometheus /metrics (Temporal SDK and nicotask_worker_*); 0 turns it off.
+    worker_metrics_port: int = 9091
 
     # Shim
     shim_host: str = "127.0.0.1"

@@ -190,7 +190,9 @@ def test_install_namespaced_with_peering(
         cluster.helm(
             "install", name, str(CHART), "-n", namespace,
             "-f", str(CHART / "ci" / "all-features-values.yaml"),
-            "--set", "serviceMonitor.enabled=false",  # no Prometheus Operator CRDs here
+            # No Prometheus Operator CRDs here.
+            "--set", "serviceMonitor.enabled=false", "--set", "podMonitor.enabled=false",
+            "--set", "prometheusRule.enabled=false",
             "--set-json", f"watchNamespaces={list(watched)!r}".replace("'", '"'),
         )
         release.append((name, namespace))
@@ -217,3 +219,36 @@ def test_install_namespaced_with_peering(
     finally:
         for ns in watched:
             cluster.kubectl("delete", "namespace", ns, "--wait=false")
+
+
+def test_editor_and_viewer_roles_for_people(
+    cluster: Cluster, namespace: str, release: list[tuple[str, str]]
+) -> None:
+    """People bound to <fullname>-editor create and cancel NicoTasks; -viewer only reads.
+    (Aggregation into admin/edit/view needs kube-controller-manager, which this control
+    plane does not run: the aggregation labels are checked by the render tests.)"""
+    name = f"nt-{secrets.token_hex(3)}"
+    cluster.helm("install", name, str(CHART), "-n", namespace,
+                 "--set", "temporal.address=temporal.example:7233")
+    release.append((name, namespace))
+    for role, user in (("editor", "alice"), ("viewer", "bob")):
+        got = cluster.kubectl("create", "rolebinding", f"{name}-{user}", "-n", namespace,
+                              f"--clusterrole={name}-nicotask-{role}", f"--user={user}")
+        assert got.returncode == 0, got.stderr
+    for verb in ("create", "get", "list", "watch", "patch", "delete"):
+        assert cluster.can_i("alice", verb, TASKS, namespace)
+    for verb in ("get", "list", "watch"):
+        for resource in (TASKS, "nicoracks.nico.dev", "nicooperationrules.nico.dev"):
+            assert cluster.can_i("bob", verb, resource, namespace)
+            assert cluster.can_i("alice", verb, resource, namespace)
+    assert cluster.can_i("bob", "get", TASKS, namespace, subresource="status")
+    # Nothing more: no writes for the viewer, no status/rack/rule writes or secrets for the
+    # editor, nothing outside the namespace of the binding.
+    for verb in ("create", "patch", "update", "delete"):
+        assert not cluster.can_i("bob", verb, TASKS, namespace)
+    assert not cluster.can_i("alice", "patch", TASKS, namespace, subresource="status")
+    assert not cluster.can_i("alice", "patch", "nicoracks.nico.dev", namespace)
+    assert not cluster.can_i("alice", "create", "nicooperationrules.nico.dev", namespace)
+    for who in ("alice", "bob"):
+        assert not cluster.can_i(who, "get", "secrets", namespace)
+        assert not cluster.can_i(who, "get", TASKS, "default")

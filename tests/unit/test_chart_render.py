@@ -19,7 +19,8 @@ CHART = REPO / "charts" / "nicotask"
 ALL_FEATURES = CHART / "ci" / "all-features-values.yaml"
 KUBE_VERSION = "1.37.0"
 # Kinds whose schemas are CRDs the validator does not ship; checked by hand below.
-CUSTOM_KINDS = {"ServiceMonitor", "ClusterKopfPeering", "KopfPeering"}
+CUSTOM_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule", "ClusterKopfPeering",
+                "KopfPeering"}
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,7 @@ def test_chart_crds_are_the_generated_ones() -> None:
 def test_defaults(helm: Path) -> None:
     docs = render(helm)
     kinds = {d["kind"] for d in docs}
-    assert "ServiceMonitor" not in kinds
+    assert not kinds & {"ServiceMonitor", "PodMonitor", "PrometheusRule", "ConfigMap"}
     assert "ClusterKopfPeering" not in kinds
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     deployments = by_kind(docs, "Deployment")
@@ -161,17 +162,22 @@ def test_all_features(helm: Path) -> None:
     assert shim_env["NICOTASK_SHIM_ISSUERS_FILE"] == "/etc/nicotask/issuers/issuers.json"
     assert '"issuer":"https://issuer.example.com/"' in shim_env["NICOTASK_SHIM_ISSUERS"]
     assert by_kind(docs, "Service")["rel-nicotask-shim"]["spec"]["type"] == "LoadBalancer"
-    # ServiceMonitor, checked by hand (its schema is the Prometheus Operator's CRD).
-    (monitor,) = by_kind(docs, "ServiceMonitor").values()
-    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
-    assert monitor["metadata"]["labels"]["release"] == "prometheus"
-    metrics_svc = by_kind(docs, "Service")["rel-nicotask-operator-metrics"]
-    selector = monitor["spec"]["selector"]["matchLabels"]
-    assert all(metrics_svc["metadata"]["labels"][k] == v for k, v in selector.items())
-    (endpoint,) = monitor["spec"]["endpoints"]
-    assert endpoint == {"port": "metrics", "path": "/metrics", "interval": "15s"}
-    assert any(p["name"] == "metrics" for p in metrics_svc["spec"]["ports"])
-    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["nicotask-system"]}
+    # ServiceMonitors, checked by hand (their schema is the Prometheus Operator's CRD): one per
+    # component, each selecting exactly its component's Service and a port that Service has.
+    monitors = by_kind(docs, "ServiceMonitor")
+    assert set(monitors) == {f"rel-nicotask-{c}" for c in ("operator", "worker", "shim")}
+    services = by_kind(docs, "Service")
+    for name, monitor in monitors.items():
+        assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+        assert monitor["metadata"]["labels"]["release"] == "prometheus"
+        assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["nicotask-system"]}
+        selector = monitor["spec"]["selector"]["matchLabels"]
+        (svc,) = [s for s in services.values()
+                  if all(s["metadata"]["labels"].get(k) == v for k, v in selector.items())]
+        (endpoint,) = monitor["spec"]["endpoints"]
+        assert endpoint["path"] == "/metrics" and endpoint["interval"] == "15s"
+        assert endpoint["port"] in {p["name"] for p in svc["spec"]["ports"]}, name
+    assert {m["spec"]["endpoints"][0]["port"] for m in monitors.values()} == {"metrics", "http"}
 
 
 def test_peering_on_with_replicas_cluster_wide(helm: Path) -> None:

@@ -93,14 +93,23 @@ def start_operator(env: DevEnv, name: str = "operator", **extra: str) -> None:
 
 
 def start_worker(env: DevEnv, name: str = "worker", **extra: str) -> None:
-    health = ports.pick_ports(["health"])["health"]
-    environ = system_environ(env, {"NICOTASK_WORKER_HEALTH_PORT": str(health), **extra})
+    chosen = ports.pick_ports(["health", "metrics"])
+    health, metrics = chosen["health"], chosen["metrics"]
+    environ = system_environ(
+        env,
+        {
+            "NICOTASK_WORKER_HEALTH_PORT": str(health),
+            "NICOTASK_WORKER_METRICS_PORT": str(metrics),
+            **extra,
+        },
+    )
     env.start_process(
         name,
         [sys.executable, "-m", "nicotask", "worker"],
         env=environ,
         ready_check=_http_ok(f"http://127.0.0.1:{health}/healthz"),
         url=f"http://127.0.0.1:{health}/healthz",
+        extra={"health_port": health, "metrics_port": metrics},
     )
 
 

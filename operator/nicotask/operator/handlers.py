@@ -22,12 +22,14 @@ from pydantic import BaseModel, ValidationError
 
 from nicotask import api
 from nicotask.kube import Kube, new_api_client
+from nicotask.metrics import cancel_pending_since
 from nicotask.operator.controller import Controller
 from nicotask.operator.decisions import LEGACY_FINALIZER
 from nicotask.operator.finished_cancels import watch_finished_cancels
 from nicotask.operator.follower import Follower
 from nicotask.operator.temporal_client import temporal_factory
 from nicotask.settings import get_settings
+from nicotask.temporal.metrics import health_check, probe_reachability
 
 TASKS = (api.GROUP, api.VERSION, "nicotasks")
 RACKS = (api.GROUP, api.VERSION, "nicoracks")
@@ -90,7 +92,9 @@ def task_event(
     task = controller.view.get(uid) if kind != "DELETED" else parse(api.NicoTask, body, logger)
     if task is None:
         return
-    controller.metrics.observe_task(uid, None if kind == "DELETED" else task.status.status)
+    deleted = kind == "DELETED"
+    controller.metrics.observe_task(uid, None if deleted else task.status.status)
+    controller.metrics.observe_cancel_pending(uid, None if deleted else cancel_pending_since(body))
     controller.observe_event(kind, task)
 
 
@@ -137,6 +141,7 @@ async def configure(
     memo["background"] = [
         asyncio.create_task(follower.run(), name="follower"),
         asyncio.create_task(_retention(controller), name="retention"),
+        asyncio.create_task(_reachability(controller), name="temporal-reachability"),
         asyncio.create_task(
             watch_finished_cancels(
                 kube, ours.namespaces, ours.site_selector, controller.observe_finished_cancel
@@ -155,6 +160,14 @@ async def _retention(controller: Controller) -> None:
     except Exception:
         log.exception("start-up sweep of finished tasks failed")
     await controller.retention.run()
+
+
+async def _reachability(controller: Controller) -> None:
+    """nicotask_temporal_reachable, from Temporal's health check every 15 s."""
+    client = await controller.temporal()
+    await probe_reachability(
+        health_check(client), lambda ok: controller.metrics.temporal_reachable.set(int(ok))
+    )
 
 
 @kopf.on.login()

@@ -20,7 +20,7 @@ from kubernetes_asyncio import client
 
 from nicotask import kube
 
-from . import errors, routes
+from . import errors, metrics, routes
 from .auth import JwksSettings, Verifier
 from .cache import Caches
 from .config import IssuerConfig, ShimSettings
@@ -105,6 +105,7 @@ def create_app(
     errors.install(app)
     app.router.routes.extend(routes.ROUTES)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    metrics.install(app)  # request metrics by route template and GET /metrics
 
     def _synced(shim: Shim) -> dict[str, bool]:
         c = shim.caches

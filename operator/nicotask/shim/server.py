@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
 import uvicorn
 
+from nicotask.logs import configure_logging, uvicorn_log_config
 from nicotask.settings import get_settings
 
 from .app import create_app, verifier_of
@@ -30,7 +30,7 @@ def shim_main(
         settings.dev_issuer_dir = dev_issuer_dir
     if namespaces:
         settings.namespaces = list(namespaces)
-    logging.basicConfig(level=log_level.upper())
+    configure_logging(base.json_logs, level=log_level)
     try:
         issuers = settings.all_issuers()
     except DevIssuerRefused as exc:
@@ -54,5 +54,6 @@ def shim_main(
         loop="uvloop",
         http="httptools",
         access_log=False,
+        log_config=uvicorn_log_config(),
     )
     return 0

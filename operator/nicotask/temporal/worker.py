@@ -19,15 +19,16 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import Interceptor, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from nicotask.bmc_policy import EndpointPolicy
-from nicotask.redfish import RedfishDriverFactory
+from nicotask.logs import configure_logging
+from nicotask.redfish import RedfishDriverFactory, driver_factory
 from nicotask.settings import Settings, get_settings
 from nicotask.temporal.activities import TaskActivities, TaskStore
 from nicotask.temporal.liveness import TemporalLiveness
@@ -98,6 +99,7 @@ def build_worker(
     cache_seconds: float = 5.0,
     graceful_shutdown_timeout: timedelta = GRACEFUL_SHUTDOWN,
     activities: TaskActivities | None = None,
+    interceptors: Sequence[Interceptor] = (),
 ) -> NicoTaskWorkers:
     """The workers for NicoTaskWorkflow; the client must use the pydantic data converter.
 
@@ -119,6 +121,7 @@ def build_worker(
         max_concurrent_activities=max_concurrent_activities,
         max_concurrent_workflow_tasks=max_concurrent_workflow_tasks,
         graceful_shutdown_timeout=graceful_shutdown_timeout,
+        interceptors=interceptors,
     )
     progress = Worker(
         client,
@@ -184,16 +187,27 @@ async def serve_health(
 
 async def run_worker(settings: Settings, *, health_host: str = "0.0.0.0") -> int:
     from nicotask.kube import Kube, new_api_client
+    from nicotask.temporal import metrics
     from nicotask.temporal.client import connect
 
     api_client = await new_api_client(settings.kubeconfig)
     try:
-        client = await connect(settings)
+        runtime = metrics.worker_runtime(settings)
+        meters = metrics.WorkerMetrics.of(runtime)
+        client = await connect(settings, **({"runtime": runtime} if runtime else {}))
+        probe = asyncio.create_task(
+            metrics.probe_reachability(
+                metrics.health_check(client), lambda ok: meters.temporal_reachable.set(int(ok))
+            )
+        )
+        policy = EndpointPolicy.from_cidrs(settings.worker_bmc_networks)
         worker = build_worker(
             client,
             Kube(api_client),
             task_queue=settings.task_queue,
-            bmc_policy=EndpointPolicy.from_cidrs(settings.worker_bmc_networks),
+            redfish=metrics.metered_factory(driver_factory(policy), meters),
+            interceptors=[metrics.TaskActivityInterceptor(meters)],
+            bmc_policy=policy,
             namespaces=settings.namespaces,
             max_concurrent_activities=settings.worker_max_concurrent_activities,
             max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflows,
@@ -228,6 +242,7 @@ async def run_worker(settings: Settings, *, health_host: str = "0.0.0.0") -> int
         except Exception:
             log.exception("worker stopped with an error")
             rc = 1
+        probe.cancel()
         health.close()
         await health.wait_closed()
         return rc
@@ -249,10 +264,8 @@ def worker_main(
     interpreter's teardown ("PyGILState_Release ... must be current",
     temporalio/sdk-python#300), turning a clean SIGTERM into a crash.
     """
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     settings = get_settings()
+    configure_logging(settings.json_logs, level=log_level)
     updates: dict[str, object] = {}
     if task_queue:
         updates["task_queue"] = task_queue
