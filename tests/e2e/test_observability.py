@@ -100,7 +100,9 @@ async def test_chart_metrics_exist_and_logs_name_the_task(
     assert used - served == set(), f"not in any /metrics: {sorted(used - served)}"
 
     # What each process says about the two tasks.
-    assert any(lb == {"status": "Succeeded"} and v >= 1 for lb, v in operator["nicotask_tasks"])
+    # Finished tasks are counted by finished_total (the gauge counts live tasks only).
+    finished = operator["nicotask_finished_total"]
+    assert any(lb == {"status": "Succeeded"} and v >= 1 for lb, v in finished)
     assert operator["nicotask_cancel_latency_seconds_count"][0][1] >= 1
     assert operator["nicotask_temporal_reachable"] == [({}, 1.0)]
     bmc = {(lb["action"], lb["outcome"]) for lb, v in worker["nicotask_worker_bmc_requests_total"]}
