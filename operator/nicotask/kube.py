@@ -94,18 +94,11 @@ class Kube:
             raise
         return dict(obj)
 
-    async def list_objects(
-        self,
-        plural: str,
-        namespace: str | None = None,
-        field_selector: str | None = None,
-        label_selector: str | None = None,
-    ) -> list[dict[str, Any]]:
-        kwargs: dict[str, Any] = {}
-        if field_selector:
-            kwargs["field_selector"] = field_selector
-        if label_selector:
-            kwargs["label_selector"] = label_selector
+    async def _list_page(
+        self, plural: str, namespace: str | None, **params: Any
+    ) -> dict[str, Any]:
+        """One LIST call (cluster-wide when `namespace` is None); empty params are dropped."""
+        kwargs = {k: v for k, v in params.items() if v}
         if namespace is None:
             result = await self.custom.list_cluster_custom_object(
                 api.GROUP, api.VERSION, plural, **kwargs
@@ -114,6 +107,18 @@ class Kube:
             result = await self.custom.list_namespaced_custom_object(
                 api.GROUP, api.VERSION, namespace, plural, **kwargs
             )
+        return dict(result)
+
+    async def list_objects(
+        self,
+        plural: str,
+        namespace: str | None = None,
+        field_selector: str | None = None,
+        label_selector: str | None = None,
+    ) -> list[dict[str, Any]]:
+        result = await self._list_page(
+            plural, namespace, field_selector=field_selector, label_selector=label_selector
+        )
         return list(result.get("items", []))
 
     async def get_task(self, namespace: str, name: str) -> api.NicoTask:
@@ -234,21 +239,14 @@ class Kube:
         for namespace in list[str | None](namespaces) or [None]:
             token: str | None = None
             while True:
-                kwargs: dict[str, Any] = {"limit": page}
-                if token:
-                    kwargs["_continue"] = token
-                if field_selector:
-                    kwargs["field_selector"] = field_selector
-                if label_selector:
-                    kwargs["label_selector"] = label_selector
-                if namespace is None:
-                    result = await self.custom.list_cluster_custom_object(
-                        api.GROUP, api.VERSION, plural, **kwargs
-                    )
-                else:
-                    result = await self.custom.list_namespaced_custom_object(
-                        api.GROUP, api.VERSION, namespace, plural, **kwargs
-                    )
+                result = await self._list_page(
+                    plural,
+                    namespace,
+                    limit=page,
+                    _continue=token,
+                    field_selector=field_selector,
+                    label_selector=label_selector,
+                )
                 for item in result.get("items", []):
                     yield item
                 token = (result.get("metadata") or {}).get("continue")

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -207,3 +208,51 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def go_install_cached(
+    name: str,
+    package: str,
+    version: str,
+    path: Path,
+    ldflags: Callable[[str, dict[str, str]], str] = lambda go, env: "-s -w",
+) -> Path:
+    """`go install package@version` once into `path` (a static, trimmed binary); cached after.
+
+    `ldflags(go, env)` may consult the module (helm stamps its version and k8s version).
+    """
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.parent / "gobin.partial"
+    staging.mkdir(exist_ok=True)
+    env = {
+        **os.environ,
+        "GOBIN": str(staging),
+        "CGO_ENABLED": "0",
+        "GOTOOLCHAIN": "local",
+        "GOFLAGS": "-trimpath",
+    }
+    print(
+        f"[nicotask build] {name} {version}: go install {package} (first time only)",
+        file=sys.stderr,
+        flush=True,
+    )
+    started = time.monotonic()
+    go = go_command()
+    proc = subprocess.run(
+        [go, "install", "-ldflags", ldflags(go, env), f"{package}@{version}"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"go install {package}@{version} failed:\n{proc.stderr[-4000:]}")
+    (staging / Path(package).name).rename(path)
+    staging.rmdir()
+    print(
+        f"[nicotask build] {name}: built in {time.monotonic() - started:.0f}s -> {path}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return path

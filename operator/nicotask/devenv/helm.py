@@ -13,10 +13,9 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from nicotask.devenv.gobuild import cache_root, go_command
+from nicotask.devenv.gobuild import cache_root, go_install_cached
 
 HELM_VERSION = "v3.22.0"
 HELM_PACKAGE = "helm.sh/helm/v3/cmd/helm"
@@ -52,44 +51,10 @@ def ensure_helm(version: str = HELM_VERSION) -> Path:
     override = os.environ.get("NICOTASK_HELM")
     if override:
         return Path(override)
-    path = helm_path(version)
-    if path.exists():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.parent / "gobin.partial"
-    staging.mkdir(exist_ok=True)
-    env = {
-        **os.environ,
-        "GOBIN": str(staging),
-        "CGO_ENABLED": "0",
-        "GOTOOLCHAIN": "local",
-        "GOFLAGS": "-trimpath",
-    }
-    print(
-        f"[nicotask build] helm {version}: go install {HELM_PACKAGE} (first time only)",
-        file=sys.stderr,
-        flush=True,
-    )
-    started = time.monotonic()
-    go = go_command()
-    proc = subprocess.run(
-        [go, "install", "-ldflags", _ldflags(go, version, env), f"{HELM_PACKAGE}@{version}"],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"go install {HELM_PACKAGE}@{version} failed:\n{proc.stderr[-4000:]}")
-    (staging / "helm").rename(path)
-    staging.rmdir()
-    print(
-        f"[nicotask build] helm: built in {time.monotonic() - started:.0f}s -> {path}",
-        file=sys.stderr,
-        flush=True,
-    )
-    return path
+    def ldflags(go: str, env: dict[str, str]) -> str:
+        return _ldflags(go, version, env)
 
-
+    return go_install_cached("helm", HELM_PACKAGE, version, helm_path(version), ldflags)
 
 
 # --------------------------------------------------------------------------

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-import time
 from pathlib import Path
 
-from nicotask.devenv.gobuild import cache_root, go_command
+from nicotask.devenv.gobuild import cache_root, go_install_cached
 
 # Prometheus publishes its Go module as v0.<3-digit minor>.<patch> (v0.316.0 = Prometheus 3.16.0).
 PROMTOOL_VERSION = "v0.316.0"
@@ -29,43 +27,7 @@ def ensure_promtool(version: str = PROMTOOL_VERSION) -> Path:
     override = os.environ.get("NICOTASK_PROMTOOL")
     if override:
         return Path(override)
-    path = promtool_path(version)
-    if path.exists():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.parent / "gobin.partial"
-    staging.mkdir(exist_ok=True)
-    env = {
-        **os.environ,
-        "GOBIN": str(staging),
-        "CGO_ENABLED": "0",
-        "GOTOOLCHAIN": "local",
-        "GOFLAGS": "-trimpath",
-    }
-    print(
-        f"[nicotask build] promtool {version}: go install {PROMTOOL_PACKAGE} (first time only)",
-        file=sys.stderr,
-        flush=True,
-    )
-    started = time.monotonic()
-    proc = subprocess.run(
-        [go_command(), "install", "-ldflags", "-s -w", f"{PROMTOOL_PACKAGE}@{version}"],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"go install {PROMTOOL_PACKAGE}@{version} failed:\n{proc.stderr[-4000:]}"
-        )
-    (staging / "promtool").rename(path)
-    staging.rmdir()
-    print(
-        f"[nicotask build] promtool: built in {time.monotonic() - started:.0f}s -> {path}",
-        file=sys.stderr,
-        flush=True,
-    )
-    return path
+    return go_install_cached("promtool", PROMTOOL_PACKAGE, version, promtool_path(version))
 
 
 def check_rules(*files: Path) -> subprocess.CompletedProcess[str]:
