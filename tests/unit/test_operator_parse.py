@@ -16,7 +16,13 @@ RULE = {
     "spec": {
         "ruleId": "123e4567-e89b-12d3-a456-426614174000",
         "operation": "PowerOn",
-        "steps": [{"componentType": "Compute", "stage": 1, "action": {"type": "Sleep", "durationSeconds": 1}}],
+        "steps": [
+            {
+                "componentType": "Compute",
+                "stage": 1,
+                "action": {"type": "Sleep", "durationSeconds": 1},
+            }
+        ],
     },
 }
 
