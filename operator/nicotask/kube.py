@@ -141,22 +141,6 @@ class Kube:
 
     # ---- writes ------------------------------------------------------------
 
-    async def merge_patch_task(
-        self, namespace: str, name: str, patch: dict[str, Any]
-    ) -> dict[str, Any]:
-        """Merge-patch a NicoTask. A metadata.resourceVersion in the patch is a precondition."""
-        try:
-            obj = await self.custom.patch_namespaced_custom_object(  # type: ignore[call-arg]
-                api.GROUP, api.VERSION, namespace, TASKS, name, patch, _content_type=MERGE_PATCH
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                raise NotFound(f"nicotask {namespace}/{name}") from exc
-            if exc.status == 409:
-                raise Conflict(str(exc.reason)) from exc
-            raise
-        return dict(obj)
-
     async def replace_task_status(
         self, task: api.NicoTask, status: api.NicoTaskStatus
     ) -> api.NicoTask:

@@ -198,15 +198,6 @@ def close_report(report: TaskReportV1 | None, error: str, now: dt.datetime) -> T
     return out
 
 
-def report_is_final(report: TaskReportV1 | None) -> bool:
-    """The workflow has written its last report: a stage failed, or none is left to run."""
-    if report is None or not report.stages:
-        return False
-    if any(s.status == ReportStatus.FAILED for s in report.stages):
-        return True
-    return all(s.status in (ReportStatus.COMPLETED, ReportStatus.SKIPPED) for s in report.stages)
-
-
 # --------------------------------------------------------------------------
 # One active task per rack
 # --------------------------------------------------------------------------

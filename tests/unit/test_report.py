@@ -17,7 +17,6 @@ from nicotask.api import (
     TaskReportV1,
     report_matches_rule,
 )
-from nicotask.state import report_is_final
 from nicotask.temporal import report as rep
 
 T = [dt.datetime(2026, 1, 1, 0, 0, i, tzinfo=dt.UTC) for i in range(30)]
@@ -122,7 +121,7 @@ def test_happy_path_timestamps() -> None:
         r = rep.complete_step(r, number, 0, T[t + 1])
         r = rep.complete_stage(r, number, T[t + 1])
     assert statuses(r) == [(C, [C, C]), (C, [C]), (C, [C])]
-    assert rep.is_finished(r) and report_is_final(r)
+    assert rep.is_finished(r)
     assert r.error is None
 
 
@@ -150,7 +149,7 @@ def test_fail_fast() -> None:
     assert [s.status for s in later] == [P, P]
     assert all(s.started_at is None for s in later)
     assert r.error == "NVSwitch nv-0: BMC unreachable"
-    assert rep.is_finished(r) and report_is_final(r)
+    assert rep.is_finished(r)
 
 
 def test_fail_fast_keeps_completed_siblings_and_first_error() -> None:

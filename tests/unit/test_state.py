@@ -134,13 +134,6 @@ def test_close_report_keeps_first_error() -> None:
     assert closed is not None and closed.error == "first failure"
 
 
-def test_report_is_final() -> None:
-    assert not state.report_is_final(_report())
-    assert not state.report_is_final(None)
-    finished = state.close_report(_report(), "x", T0)
-    assert state.report_is_final(finished)
-
-
 def _entry(name: str, minute: int, status: S = S.PENDING, wf: bool = False) -> state.QueueEntry:
     return state.QueueEntry(
         uid=f"uid-{name}",

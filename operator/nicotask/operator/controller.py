@@ -26,7 +26,7 @@ from temporalio.client import Client
 
 from nicotask import api, state
 from nicotask.api import NicoTask, TaskStatus
-from nicotask.kube import Kube, NotFound
+from nicotask.kube import RACKS, RULES, Kube, NotFound
 from nicotask.metrics import Metrics
 from nicotask.operator import decisions
 from nicotask.operator.decisions import Action, Decide
@@ -169,7 +169,7 @@ class Controller:
             return rack
         # Not indexed (yet): the rack may have been created a moment ago.
         try:
-            return api.NicoRack.model_validate(await self.kube.get("nicoracks", name, namespace))
+            return api.NicoRack.model_validate(await self.kube.get(RACKS, name, namespace))
         except (NotFound, ValidationError):
             return None
 
@@ -181,7 +181,7 @@ class Controller:
         except RuleNotFound:
             # The index may lag a rule created a moment ago: read them once.
             fresh = []
-            for raw in await self.kube.list_objects("nicooperationrules", ns):
+            for raw in await self.kube.list_objects(RULES, ns):
                 try:
                     fresh.append(api.NicoOperationRule.model_validate(raw))
                 except ValidationError:

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from nicotask import api
 from nicotask.api import NicoTask, TaskStatus
-from nicotask.kube import Kube
+from nicotask.kube import TASKS, Kube
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +59,10 @@ async def _watch(
     args: tuple[Any, ...] = (api.GROUP, api.VERSION)
     if namespace is None:
         lister: Any = custom.list_cluster_custom_object
-        args = (*args, "nicotasks")
+        args = (*args, TASKS)
     else:
         lister = custom.list_namespaced_custom_object
-        args = (*args, namespace, "nicotasks")
+        args = (*args, namespace, TASKS)
     selectors: dict[str, str] = {"field_selector": selector}
     if shard:
         selectors["label_selector"] = shard

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import kopf
 from pydantic import BaseModel, ValidationError
 
-from nicotask import api
+from nicotask import api, kube
 from nicotask.kube import Kube, new_api_client
 from nicotask.metrics import cancel_pending_since
 from nicotask.operator.controller import Controller
@@ -31,9 +31,9 @@ from nicotask.operator.temporal_client import temporal_factory
 from nicotask.settings import get_settings
 from nicotask.temporal.metrics import health_check, probe_reachability
 
-TASKS = (api.GROUP, api.VERSION, "nicotasks")
-RACKS = (api.GROUP, api.VERSION, "nicoracks")
-RULES = (api.GROUP, api.VERSION, "nicooperationrules")
+TASKS = (api.GROUP, api.VERSION, kube.TASKS)
+RACKS = (api.GROUP, api.VERSION, kube.RACKS)
+RULES = (api.GROUP, api.VERSION, kube.RULES)
 LIVE_ONLY = ",".join(f"status.status!={s.value}" for s in sorted(api.FINISHED_STATUSES))
 
 log = logging.getLogger(__name__)
@@ -124,9 +124,11 @@ async def configure(
     else:
         settings.peering.standalone = True
 
-    kube = Kube(await new_api_client())
+    kube_client = Kube(await new_api_client())
     temporal = temporal_factory(ours)
-    controller = Controller(kube=kube, temporal=temporal, settings=ours, metrics=memo["metrics"])
+    controller = Controller(
+        kube=kube_client, temporal=temporal, settings=ours, metrics=memo["metrics"]
+    )
     controller.view.bind(task_by_uid, task_by_rack)
     controller.racks, controller.rules = rack_by_name, rules_by_namespace
     follower = Follower(
@@ -144,7 +146,7 @@ async def configure(
         asyncio.create_task(_reachability(controller), name="temporal-reachability"),
         asyncio.create_task(
             watch_finished_cancels(
-                kube, ours.namespaces, ours.site_selector, controller.observe_finished_cancel
+                kube_client, ours.namespaces, ours.site_selector, controller.observe_finished_cancel
             ),
             name="finished-cancels",
         ),

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from nicotask import api
 from nicotask.api import NicoTask
-from nicotask.kube import Kube
+from nicotask.kube import TASKS, Kube
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class Retention:
         """At start-up: schedule every finished task; drop finalizers of nicotask <= 0.1."""
         for status in api.FINISHED_STATUSES:
             selector = f"status.status={status.value}"
-            async for raw in self.kube.iter_objects("nicotasks", namespaces, selector, shard):
+            async for raw in self.kube.iter_objects(TASKS, namespaces, selector, shard):
                 try:
                     task = NicoTask.model_validate(raw)
                 except ValidationError:
