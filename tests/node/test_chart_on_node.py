@@ -153,12 +153,17 @@ def release(kube: Kube, node_env: DevEnvHandle, image_tag: str,
     kube.kubectl("create", "secret", "generic", "bmc-credentials", "-n", TASKS_NS,
                  f"--from-literal=username={node_env.redfish_user}",
                  f"--from-literal=password={node_env.redfish_password}")
+    # Only labelled Secrets are BMC credentials (docs/security.md).
+    kube.kubectl("label", "secret", "bmc-credentials", "-n", TASKS_NS,
+                 "nico.dev/bmc-credentials=true")
     redfish_port = node_env.redfish_url.rsplit(":", 1)[1]
     compute = next(s for s in node_env.redfish_systems if s["type"] == "compute")
     kube.apply({
         "apiVersion": API, "kind": "NicoRack",
         "metadata": {"name": "rack-1", "namespace": TASKS_NS},
         "spec": {"siteId": SITE_ID, "credentials": {"name": "bmc-credentials"},
+                 # The emulator speaks plain HTTP: an explicit opt-in on the rack.
+                 "tls": {"allowInsecureHttp": True},
                  "components": [{"id": compute["name"], "type": "Compute",
                                  "redfish": {"endpoint": f"http://{node.NODE_IP}:{redfish_port}",
                                              "systemId": compute["id"]}}]},

@@ -20,7 +20,7 @@ def run(tag: str, *args: str, entrypoint: str | None = None) -> str:
 
 @pytest.mark.parametrize("command", ["operator", "worker", "shim"])
 def test_each_command_starts_read_only(image_tag: str, command: str) -> None:
-    assert run(image_tag, command, "--help").startswith(f"usage: nicotask {command}")
+    assert run(image_tag, command, "--help").lower().startswith(f"usage: nicotask {command}")
 
 
 def test_runs_as_non_root_with_runtime_only(image_tag: str) -> None:
