@@ -124,21 +124,6 @@ class Kube:
     async def get_task(self, namespace: str, name: str) -> api.NicoTask:
         return api.NicoTask.model_validate(await self.get(TASKS, name, namespace))
 
-    async def tasks_on_rack(self, namespace: str, rack: str) -> list[api.NicoTask]:
-        items = await self.list_objects(TASKS, namespace, field_selector=f"spec.rackRef={rack}")
-        return [api.NicoTask.model_validate(i) for i in items]
-
-    async def read_secret(self, namespace: str, name: str) -> dict[str, str]:
-        import base64
-
-        try:
-            secret = await self.core.read_namespaced_secret(name, namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                raise NotFound(f"secret {namespace}/{name}") from exc
-            raise
-        return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
-
     # ---- writes ------------------------------------------------------------
 
     async def replace_task_status(

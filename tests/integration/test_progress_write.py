@@ -15,12 +15,11 @@ import datetime as dt
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from kubernetes_asyncio import client as k8s
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from nicotask import api, crdgen
+from nicotask import api
 from nicotask.api import ReportStatus, TaskReportV1, TaskReportV1Stage, TaskReportV1Step, TaskStatus
 from nicotask.kube import TASKS, Kube, Refused
 from nicotask.state import with_status
@@ -30,11 +29,6 @@ from nicotask.temporal.models import ProgressUpdate, TaskRef
 SITE = "660e8400-e29b-41d4-a716-446655440000"
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def crds(devenv: Any) -> None:
-    await asyncio.to_thread(crdgen.install_crds, devenv.kubeconfig)
 
 
 class Calls:

@@ -16,18 +16,15 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 import sushy
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import watch as k8s_watch
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
-from nicotask import api, crdgen
+from nicotask import api
 from nicotask.api import NicoRack, NicoTask, Operation, ReportStatus, TaskStatus
 from nicotask.bmc_policy import EndpointPolicy
 from nicotask.kube import RACKS, TASKS, Kube
@@ -43,20 +40,6 @@ LOOPBACK_OK = EndpointPolicy.from_cidrs(["127.0.0.0/8"])
 TYPES = {"compute": "Compute", "nvswitch": "NVSwitch", "powershelf": "PowerShelf"}
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def crds(devenv: Any) -> None:
-    await asyncio.to_thread(crdgen.install_crds, devenv.kubeconfig)
-
-
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def pclient(devenv: Any) -> AsyncIterator[Client]:
-    yield await Client.connect(
-        devenv.temporal_address,
-        namespace=devenv.temporal_namespace,
-        data_converter=pydantic_data_converter,
-    )
 
 
 # ---- helpers -------------------------------------------------------------

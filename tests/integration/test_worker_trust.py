@@ -15,16 +15,13 @@ from __future__ import annotations
 import asyncio
 import secrets
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from kubernetes_asyncio import client as k8s
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
-from nicotask import api, crdgen
+from nicotask import api
 from nicotask.api import (
     ActionType,
     ComponentType,
@@ -52,20 +49,6 @@ SITE = "660e8400-e29b-41d4-a716-446655440000"
 LOOPBACK_OK = EndpointPolicy.from_cidrs(["127.0.0.0/8"])
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def crds(devenv: Any) -> None:
-    await asyncio.to_thread(crdgen.install_crds, devenv.kubeconfig)
-
-
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def pclient(devenv: Any) -> AsyncIterator[Client]:
-    yield await Client.connect(
-        devenv.temporal_address,
-        namespace=devenv.temporal_namespace,
-        data_converter=pydantic_data_converter,
-    )
 
 
 class SpyKube(Kube):

@@ -16,11 +16,10 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
@@ -366,15 +365,6 @@ class Harness:
         await replayer.replay_workflow(await handle.fetch_history())
         return outcome
 
-
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def pclient(devenv: Any) -> AsyncIterator[Client]:
-    client = await Client.connect(
-        devenv.temporal_address,
-        namespace=devenv.temporal_namespace,
-        data_converter=pydantic_data_converter,
-    )
-    yield client
 
 
 def stage_statuses(report: TaskReportV1) -> list[str]:
