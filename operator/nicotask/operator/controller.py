@@ -32,7 +32,7 @@ from nicotask.operator import decisions
 from nicotask.operator.decisions import Action, Decide
 from nicotask.operator.events import EventPoster
 from nicotask.operator.retention import Retention
-from nicotask.operator.view import TaskView
+from nicotask.operator.view import TaskView, newest
 from nicotask.operator.workqueue import Retry, WorkQueue
 from nicotask.rules import RuleNotFound, resolve_rule
 from nicotask.settings import Settings
@@ -99,7 +99,9 @@ class Controller:
         if "deleted" in hints and uid in self._deleted:
             await self._deleted_task(self._deleted.pop(uid))
             return
-        task = self.view.get(uid) or self._finished_cancels.pop(uid, None)
+        # A finished task's cancel arrives on its own watch, while the view may
+        # still hold our older terminal write: decide from the newer copy.
+        task = newest(self.view.get(uid), self._finished_cancels.pop(uid, None))
         if task is None:
             return
         now = api.utcnow()

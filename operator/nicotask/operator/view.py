@@ -22,6 +22,12 @@ def _rv(task: NicoTask) -> int:
         return 0
 
 
+def newest(*copies: NicoTask | None) -> NicoTask | None:
+    """The copy with the highest resourceVersion (None when there is none)."""
+    present = [c for c in copies if c is not None]
+    return max(present, key=_rv) if present else None
+
+
 def _first(store: Any) -> Any:
     for value in store:
         return value

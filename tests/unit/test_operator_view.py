@@ -1,0 +1,78 @@
+"""The operator's TaskView and the copy a reconcile decides from."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nicotask.api import NicoTask, TaskStatus
+from nicotask.metrics import Metrics
+from nicotask.operator.controller import Controller
+from nicotask.operator.view import TaskView, newest
+from nicotask.settings import Settings
+
+UID = "22222222-2222-2222-2222-222222222222"
+
+
+def _task(rv: int, status: TaskStatus, *, cancel: bool = False) -> NicoTask:
+    return NicoTask.model_validate(
+        {
+            "metadata": {
+                "name": "t1",
+                "namespace": "ns",
+                "uid": UID,
+                "generation": 2 if cancel else 1,
+                "resourceVersion": str(rv),
+                "creationTimestamp": "2026-01-01T00:00:00Z",
+            },
+            "spec": {
+                "siteId": "660e8400-e29b-41d4-a716-446655440000",
+                "rackRef": "rack-1",
+                "operation": "PowerOn",
+                "cancel": cancel,
+            },
+            "status": {"status": status.value},
+        }
+    )
+
+
+def test_newest_picks_the_highest_resource_version() -> None:
+    old, new = _task(10, TaskStatus.RUNNING), _task(11, TaskStatus.SUCCEEDED)
+    assert newest(old, new) is new
+    assert newest(new, old) is new
+    assert newest(None, old) is old
+    assert newest(None, None) is None
+
+
+def test_view_prefers_a_newer_own_write_until_the_index_catches_up() -> None:
+    view = TaskView()
+    by_uid: dict[str, Any] = {UID: [_task(10, TaskStatus.PENDING)]}
+    view.bind(by_uid, {("ns", "rack-1"): [UID]})
+    written = _task(11, TaskStatus.RUNNING)
+    view.remember(written)
+    assert view.get(UID) is written
+    by_uid[UID] = [_task(12, TaskStatus.RUNNING)]
+    assert view.get(UID) is by_uid[UID][0]
+    view.prune()
+    by_uid.clear()
+    assert view.get(UID) is None
+
+
+async def test_cancel_of_a_finished_task_is_answered_despite_a_stale_own_write() -> None:
+    """The watch dropped the task (finished) before our terminal write was remembered;
+    the later cancel, seen by the finished-cancels watch, must still be answered."""
+    controller = Controller(
+        kube=None,  # type: ignore[arg-type]  # the handler below is the only kube user
+        temporal=None,  # type: ignore[arg-type]
+        settings=Settings(),
+        metrics=Metrics(),
+    )
+    controller.view.remember(_task(20, TaskStatus.SUCCEEDED))  # stale: no cancel
+    answered: list[NicoTask] = []
+
+    async def cancel_ignored(task: NicoTask) -> None:
+        answered.append(task)
+
+    controller._cancel_ignored = cancel_ignored  # type: ignore[method-assign]
+    controller.observe_finished_cancel(_task(21, TaskStatus.SUCCEEDED, cancel=True))
+    await controller.reconcile(UID, frozenset())
+    assert [t.metadata.resource_version for t in answered] == ["21"]
