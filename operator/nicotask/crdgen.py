@@ -1,10 +1,11 @@
 """Models -> CustomResourceDefinitions (crds/*.yaml) and the field reference.
 
-The pydantic models in `nicotask.api` are the only definition of the API. This
-module turns their JSON schema into structural OpenAPI v3 schemas that the
-Kubernetes API server accepts (every $ref inlined, `X | None` made an optional
-X, JSON-Schema-2020 forms rewritten to OpenAPI v3.0, pydantic-only keys
-dropped), wraps them in one CRD per kind and writes them deterministically.
+The pydantic models in `nicotask.api` (one module per kind, each with its CRD
+metadata) are the only definition of the API. This module turns their JSON
+schema into structural OpenAPI v3 schemas that the Kubernetes API server
+accepts (every $ref inlined, `X | None` made an optional X, JSON-Schema-2020
+forms rewritten to OpenAPI v3.0, pydantic-only keys dropped), wraps them in
+one CRD per kind and writes them deterministically.
 
     nicotask crds            write crds/*.yaml, charts/nicotask/crds/*.yaml and the
                              reference in docs/resource.md
@@ -20,12 +21,10 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel
 
 from . import api
 
@@ -66,120 +65,10 @@ _KEPT_KEYS = {
 }
 
 
-@dataclass(frozen=True)
-class Kind:
-    """How one model becomes one CRD."""
-
-    model: type[BaseModel]
-    plural: str
-    short_names: tuple[str, ...]
-    namespaced: bool
-    columns: tuple[dict[str, Any], ...]
-    selectable_fields: tuple[str, ...] = ()
-    status_subresource: bool = False
-    extra_categories: tuple[str, ...] = field(default_factory=tuple)
-
-    @property
-    def kind(self) -> str:
-        return self.model.__name__
-
-    @property
-    def singular(self) -> str:
-        return self.kind.lower()
-
-    @property
-    def crd_name(self) -> str:
-        return f"{self.plural}.{api.GROUP}"
-
-    @property
-    def filename(self) -> str:
-        return f"{api.GROUP}_{self.plural}.yaml"
-
-
-def _col(name: str, path: str, type_: str = "string", priority: int = 0, **kw: Any) -> dict:
-    out: dict[str, Any] = {"name": name, "type": type_, "jsonPath": path}
-    if priority:
-        out["priority"] = priority
-    out.update(kw)
-    return out
-
-
-_AGE = _col("Age", ".metadata.creationTimestamp", "date")
-
-KINDS: tuple[Kind, ...] = (
-    Kind(
-        model=api.NicoTask,
-        plural="nicotasks",
-        short_names=("nt", "ntask"),
-        namespaced=True,
-        status_subresource=True,
-        columns=(
-            _col("Status", ".status.status"),
-            _col("Operation", ".spec.operation"),
-            _col("Rack", ".spec.rackRef"),
-            _col("Site", ".spec.siteId"),
-            _col("Message", ".status.message"),
-            _AGE,
-            _col("Rule", ".status.ruleId", priority=1),
-            _col("Cancel", ".spec.cancel", "boolean", priority=1),
-            _col("Finished", ".status.finished", "date", priority=1),
-        ),
-        selectable_fields=(".spec.rackRef", ".spec.siteId", ".spec.cancel", ".status.status"),
-    ),
-    Kind(
-        model=api.NicoOperationRule,
-        plural="nicooperationrules",
-        short_names=("nrule", "nrules"),
-        namespaced=True,
-        columns=(
-            _col("Operation", ".spec.operation"),
-            _col("Default", ".spec.default", "boolean"),
-            _col("Rule ID", ".spec.ruleId"),
-            _AGE,
-            _col("Description", ".spec.description", priority=1),
-        ),
-        selectable_fields=(".spec.operation", ".spec.ruleId"),
-    ),
-    Kind(
-        model=api.NicoRack,
-        plural="nicoracks",
-        short_names=("nrack", "nracks"),
-        namespaced=True,
-        columns=(
-            _col("Site", ".spec.siteId"),
-            _col("Credentials", ".spec.credentials.name"),
-            _AGE,
-            _col("Description", ".spec.description", priority=1),
-        ),
-        selectable_fields=(".spec.siteId",),
-    ),
-    Kind(
-        model=api.NicoProvider,
-        plural="nicoproviders",
-        short_names=("nprov", "nprovs"),
-        namespaced=False,
-        columns=(
-            _col("Org", ".spec.org"),
-            _col("Provider ID", ".spec.providerId"),
-            _col("Display Name", ".spec.displayName"),
-            _AGE,
-        ),
-        selectable_fields=(".spec.org",),
-    ),
-    Kind(
-        model=api.NicoSite,
-        plural="nicosites",
-        short_names=("nsite", "nsites"),
-        namespaced=False,
-        columns=(
-            _col("Site ID", ".spec.siteId"),
-            _col("Provider", ".spec.providerRef"),
-            _col("Display Name", ".spec.displayName"),
-            _AGE,
-        ),
-        selectable_fields=(".spec.siteId", ".spec.providerRef"),
-    ),
-)
+# Each kind's CRD metadata (plural, short names, scope, columns, selectable fields)
+# lives next to its model in nicotask/api/<kind>.py; api.KINDS lists them in order.
+Kind = api.CustomResource
+KINDS = api.KINDS
 
 
 # --------------------------------------------------------------------------

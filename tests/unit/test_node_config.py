@@ -31,7 +31,7 @@ def test_image_tag_follows_the_build_inputs_only(tmp_path: Path) -> None:
     (tree / "tests").mkdir()
     (tree / "tests" / "test_x.py").write_text("x = 1\n")  # not in the image: same tag
     assert image.content_tag(tree, base="b") == tag
-    (tree / "operator" / "nicotask" / "api.py").write_text("# changed\n")
+    (tree / "operator" / "nicotask" / "api" / "task.py").write_text("# changed\n")
     assert image.content_tag(tree, base="b") != tag
     assert image.content_tag(copy_inputs(tmp_path / "again"), base="other") != tag
 

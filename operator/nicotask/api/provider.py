@@ -1,0 +1,57 @@
+"""NicoProvider: an org's Infrastructure Provider (cluster-scoped), and its CRD metadata."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import ConfigDict, Field
+
+from .common import (
+    AGE_COLUMN,
+    API_VERSION,
+    CustomResource,
+    Model,
+    ObjectMeta,
+    Uuid,
+    column,
+    immutable,
+)
+
+PROVIDERS = "nicoproviders"
+
+
+class NicoProviderSpec(Model):
+    """An Infrastructure Provider and the org that owns it."""
+
+    org: str = Field(min_length=1, max_length=256, description="Org that owns the provider.")
+    provider_id: Uuid = Field(
+        description="UUID of the provider. Immutable.",
+        json_schema_extra=immutable("spec.providerId"),
+    )
+    display_name: str = Field(default="", max_length=256, description="Human-readable name.")
+
+
+class NicoProvider(Model):
+    """An org's Infrastructure Provider (cluster-scoped)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    api_version: Literal["nico.dev/v1alpha1"] = API_VERSION
+    kind: Literal["NicoProvider"] = "NicoProvider"
+    metadata: ObjectMeta
+    spec: NicoProviderSpec
+
+
+PROVIDER_RESOURCE = CustomResource(
+    model=NicoProvider,
+    plural=PROVIDERS,
+    short_names=("nprov", "nprovs"),
+    namespaced=False,
+    columns=(
+        column("Org", ".spec.org"),
+        column("Provider ID", ".spec.providerId"),
+        column("Display Name", ".spec.displayName"),
+        AGE_COLUMN,
+    ),
+    selectable_fields=(".spec.org",),
+)
