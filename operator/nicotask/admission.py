@@ -25,7 +25,7 @@ from typing import Any
 from . import api
 
 POLICY_NAME = "nicotask-cancel-requested-by"
-ANNOTATION = f"{api.GROUP}/cancel-requested-by"
+ANNOTATION = api.CANCEL_REQUESTED_BY
 CHART_SHIM_USER = "system:serviceaccount:nicotask:nicotask-shim"  # deploy/rbac/shim.yaml
 
 
@@ -70,7 +70,7 @@ def policy(delegates: list[str]) -> list[dict[str, Any]]:
                         "apiGroups": [api.GROUP],
                         "apiVersions": ["*"],
                         "operations": ["CREATE", "UPDATE"],
-                        "resources": ["nicotasks"],
+                        "resources": [api.TASKS],
                     }],
                 },
                 "variables": [*VARIABLES, delegates_variable(delegates)],

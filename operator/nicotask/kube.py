@@ -1,4 +1,17 @@
-"""Thin async Kubernetes access: get, patch, and the one conditional status writer.
+"""The one Kubernetes adapter: client, error mapping, get/list/watch/patch, status writes.
+
+Every component (operator, worker, shim, kubectl plugin, dev environment)
+reaches the API server through this module:
+
+- `new_api_client`: in-cluster config or a kubeconfig (and `kubeconfig_namespace`,
+  `kubeconfig_server` for what a kubeconfig says);
+- one mapping of API errors: 404 `NotFound`, 409 `Conflict`, 410 `Expired` (a
+  watch's resourceVersion is too old), 422 `Refused`; other statuses stay
+  `ApiException`. `api_errors` maps a client call's exception, `raise_for_status`
+  a raw response's status;
+- `Kube`: generic get/list/watch/patch of the custom resources, the raw
+  (orjson-parsed, `_preload_content=False`) variants the shim's hot path and
+  caches use, and the task-specific writes.
 
 Every status write in nicotask goes through `update_task_status`: it reads
 the object, lets a pure function decide the new status, refuses any move out
@@ -8,40 +21,198 @@ means somebody else wrote in between, so it reads again and decides again.
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import functools
+import json
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from kubernetes_asyncio import client, config
+import orjson
+import yaml
+from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from nicotask import api, state
+from nicotask.api import CANCEL_REQUESTED_BY, PROVIDERS, RACKS, RULES, SITES, TASKS
 
 log = logging.getLogger(__name__)
 
-TASKS = "nicotasks"
-RULES = "nicooperationrules"
-RACKS = "nicoracks"
-PROVIDERS = "nicoproviders"
-SITES = "nicosites"
+__all__ = [
+    "CANCEL_REQUESTED_BY",
+    "JSON_PATCH",
+    "MERGE_PATCH",
+    "PROVIDERS",
+    "RACKS",
+    "RULES",
+    "SITES",
+    "TASKS",
+    "ApiException",
+    "Conflict",
+    "Expired",
+    "Kube",
+    "KubeError",
+    "NotFound",
+    "Refused",
+    "SecretData",
+    "api_errors",
+    "api_message",
+    "kubeconfig_namespace",
+    "kubeconfig_server",
+    "mapped_error",
+    "new_api_client",
+    "raise_for_status",
+    "read_json",
+]
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
-CANCEL_REQUESTED_BY = f"{api.GROUP}/cancel-requested-by"
 
 
-class NotFound(Exception):
-    """The object does not exist (any more)."""
+# --------------------------------------------------------------------------
+# Errors: one mapping of API statuses
+# --------------------------------------------------------------------------
 
 
-class Conflict(Exception):
-    """The object changed under us more often than we were willing to retry."""
+class KubeError(Exception):
+    """An API error with a meaning of its own (the subclasses); `status` is its HTTP status."""
+
+    status: int
 
 
-class Refused(Exception):
+class NotFound(KubeError):
+    """The object does not exist (any more): 404."""
+
+    status = 404
+
+
+class Conflict(KubeError):
+    """The object changed under us (409), or more often than we were willing to retry."""
+
+    status = 409
+
+
+class Expired(KubeError):
+    """The resourceVersion of a list or watch is too old (410 Gone): list again."""
+
+    status = 410
+
+
+class Refused(KubeError):
     """The API server refused the write as invalid (422), e.g. by a CEL rule."""
+
+    status = 422
+
+
+def api_message(exc: ApiException) -> str:
+    """The API server's `message` from an error body, else the reason."""
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
+    except (ValueError, AttributeError):
+        return str(exc.reason)
+
+
+def mapped_error(
+    status: int | None, reason: str | None, what: str, message: str | None = None
+) -> Exception:
+    """The exception for an API status: NotFound, Conflict, Expired, Refused or ApiException."""
+    if status == 404:
+        return NotFound(what)
+    if status == 409:
+        return Conflict(reason or "conflict")
+    if status == 410:
+        return Expired(reason or "Gone")
+    if status == 422:
+        return Refused(message or reason or "invalid")
+    return ApiException(status=status, reason=reason)
+
+
+@contextlib.contextmanager
+def api_errors(what: str) -> Iterator[None]:
+    """Map the ApiException of a client call (other statuses are re-raised as they are)."""
+    try:
+        yield
+    except ApiException as exc:
+        err = mapped_error(exc.status, exc.reason, what, api_message(exc))
+        if isinstance(err, KubeError):
+            raise err from exc
+        raise
+
+
+def raise_for_status(status: int, reason: str | None, what: str) -> None:
+    """Raise the mapped error for a raw response's non-2xx status."""
+    if not 200 <= status <= 299:
+        raise mapped_error(status, reason, what)
+
+
+async def read_json(resp: Any, what: str) -> dict[str, Any]:
+    """The JSON body of a raw response, parsed with orjson; the response is released."""
+    try:
+        data = await resp.read()
+    finally:
+        resp.release()
+    raise_for_status(resp.status, resp.reason, what)
+    out = orjson.loads(data)
+    if not isinstance(out, dict):
+        raise ApiException(status=resp.status, reason="unexpected body")
+    return out
+
+
+# --------------------------------------------------------------------------
+# Client and kubeconfig
+# --------------------------------------------------------------------------
+
+
+async def new_api_client(
+    kubeconfig: str | None = None, *, context: str | None = None, persist_config: bool = True
+) -> client.ApiClient:
+    """In-cluster config when running in a pod, else the kubeconfig (KUBECONFIG or default)."""
+    if kubeconfig is None and context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_incluster_config()
+        return client.ApiClient()
+    return await config.new_client_from_config(
+        config_file=kubeconfig or os.environ.get("KUBECONFIG"),
+        context=context,
+        persist_config=persist_config,
+    )
+
+
+def _kubeconfig_context(path: str | Path, context: str | None) -> tuple[dict[str, Any], Any]:
+    """The kubeconfig and the entry of `context` (else of its current context)."""
+    cfg = yaml.safe_load(Path(path).expanduser().read_text()) or {}
+    contexts = cfg.get("contexts") or []
+    active = next((c for c in contexts if c.get("name") == cfg.get("current-context")), None)
+    chosen = next((c for c in contexts if c.get("name") == context), active) if context else active
+    return cfg, chosen
+
+
+def kubeconfig_namespace(kubeconfig: str | Path, context: str | None = None) -> str:
+    """The namespace of the context (else the current one), `default` when unset or unknown."""
+    try:
+        _, chosen = _kubeconfig_context(kubeconfig, context)
+        return str(((chosen or {}).get("context") or {}).get("namespace") or "default")
+    except Exception:
+        return "default"
+
+
+def kubeconfig_server(kubeconfig: str | Path) -> str:
+    """The server URL of the current context (best effort, '' if unknown)."""
+    try:
+        cfg, chosen = _kubeconfig_context(kubeconfig, None)
+        ctx = chosen["context"]
+        cluster = next(c["cluster"] for c in cfg.get("clusters", []) if c["name"] == ctx["cluster"])
+        return str(cluster.get("server", ""))
+    except (OSError, StopIteration, KeyError, TypeError, AttributeError, yaml.YAMLError):
+        return ""
+
+
+# --------------------------------------------------------------------------
+# The adapter
+# --------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -52,14 +223,8 @@ class SecretData:
     data: dict[str, str]
 
 
-async def new_api_client(kubeconfig: str | None = None) -> client.ApiClient:
-    """In-cluster config when running in a pod, else the kubeconfig (KUBECONFIG or default)."""
-    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        config.load_incluster_config()
-        return client.ApiClient()
-    return await config.new_client_from_config(
-        config_file=kubeconfig or os.environ.get("KUBECONFIG")
-    )
+def _what(plural: str, name: str, namespace: str | None) -> str:
+    return f"{plural} {namespace or ''}/{name}"
 
 
 @dataclass
@@ -68,18 +233,18 @@ class Kube:
 
     api_client: client.ApiClient
 
-    @property
+    @functools.cached_property
     def custom(self) -> client.CustomObjectsApi:
         return client.CustomObjectsApi(self.api_client)
 
-    @property
+    @functools.cached_property
     def core(self) -> client.CoreV1Api:
         return client.CoreV1Api(self.api_client)
 
-    # ---- reads -------------------------------------------------------------
+    # ---- generic reads -------------------------------------------------------
 
     async def get(self, plural: str, name: str, namespace: str | None = None) -> dict[str, Any]:
-        try:
+        with api_errors(_what(plural, name, namespace)):
             if namespace is None:
                 obj = await self.custom.get_cluster_custom_object(
                     api.GROUP, api.VERSION, plural, name
@@ -88,26 +253,44 @@ class Kube:
                 obj = await self.custom.get_namespaced_custom_object(
                     api.GROUP, api.VERSION, namespace, plural, name
                 )
-        except ApiException as exc:
-            if exc.status == 404:
-                raise NotFound(f"{plural} {namespace or ''}/{name}") from exc
-            raise
         return dict(obj)
 
-    async def _list_page(
-        self, plural: str, namespace: str | None, **params: Any
-    ) -> dict[str, Any]:
+    async def get_raw(self, plural: str, name: str, namespace: str) -> dict[str, Any]:
+        """GET parsed with orjson (the client's own JSON handling is the slow part)."""
+        resp = await self.custom.get_namespaced_custom_object(
+            api.GROUP, api.VERSION, namespace, plural, name, _preload_content=False
+        )
+        return await read_json(resp, _what(plural, name, namespace))
+
+    def _lister(self, plural: str, namespace: str | None) -> tuple[Any, tuple[Any, ...]]:
+        """The LIST call and its positional arguments (cluster-wide when `namespace` is None)."""
+        if namespace is None:
+            return self.custom.list_cluster_custom_object, (api.GROUP, api.VERSION, plural)
+        return (
+            self.custom.list_namespaced_custom_object,
+            (api.GROUP, api.VERSION, namespace, plural),
+        )
+
+    async def list_page(self, plural: str, namespace: str | None, **params: Any) -> dict[str, Any]:
         """One LIST call (cluster-wide when `namespace` is None); empty params are dropped."""
         kwargs = {k: v for k, v in params.items() if v}
-        if namespace is None:
-            result = await self.custom.list_cluster_custom_object(
-                api.GROUP, api.VERSION, plural, **kwargs
-            )
-        else:
-            result = await self.custom.list_namespaced_custom_object(
-                api.GROUP, api.VERSION, namespace, plural, **kwargs
-            )
+        lister, args = self._lister(plural, namespace)
+        with api_errors(f"{plural} in {namespace or 'all namespaces'}"):
+            result = await lister(*args, **kwargs)
         return dict(result)
+
+    async def list_raw(self, plural: str, namespace: str | None, **params: Any) -> Any:
+        """A LIST or WATCH as the raw aiohttp response, its status checked (mapped errors).
+
+        The caller reads (or streams) the body and releases the response.
+        """
+        lister, args = self._lister(plural, namespace)
+        resp = await lister(*args, _preload_content=False, **params)
+        if not 200 <= resp.status <= 299:
+            status, reason = resp.status, resp.reason
+            resp.release()
+            raise_for_status(status, reason, f"{plural} in {namespace or 'all namespaces'}")
+        return resp
 
     async def list_objects(
         self,
@@ -116,15 +299,127 @@ class Kube:
         field_selector: str | None = None,
         label_selector: str | None = None,
     ) -> list[dict[str, Any]]:
-        result = await self._list_page(
+        result = await self.list_page(
             plural, namespace, field_selector=field_selector, label_selector=label_selector
         )
         return list(result.get("items", []))
 
+    async def iter_objects(
+        self,
+        plural: str,
+        namespaces: list[str],
+        field_selector: str | None = None,
+        label_selector: str | None = None,
+        page: int = 500,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every object (in `namespaces`, or cluster-wide when empty), listed in pages."""
+        for namespace in list[str | None](namespaces) or [None]:
+            token: str | None = None
+            while True:
+                result = await self.list_page(
+                    plural,
+                    namespace,
+                    limit=page,
+                    _continue=token,
+                    field_selector=field_selector,
+                    label_selector=label_selector,
+                )
+                for item in result.get("items", []):
+                    yield item
+                token = (result.get("metadata") or {}).get("continue")
+                if not token:
+                    break
+
+    async def watch(
+        self,
+        plural: str,
+        namespace: str | None,
+        resource_version: str,
+        timeout_seconds: int,
+        **selectors: Any,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The events of one WATCH from `resource_version`; 410 raises Expired."""
+        lister, args = self._lister(plural, namespace)
+        kwargs = {k: v for k, v in selectors.items() if v}
+        with api_errors(f"watch of {plural} in {namespace or 'all namespaces'}"):
+            async with watch.Watch() as stream:
+                async for event in stream.stream(
+                    lister,
+                    *args,
+                    **kwargs,
+                    resource_version=resource_version,
+                    timeout_seconds=timeout_seconds,
+                ):
+                    yield event
+
+    # ---- generic writes --------------------------------------------------------
+
+    async def patch(
+        self,
+        plural: str,
+        name: str,
+        body: Any,
+        namespace: str,
+        content_type: str = MERGE_PATCH,
+    ) -> dict[str, Any]:
+        with api_errors(_what(plural, name, namespace)):
+            obj = await self.custom.patch_namespaced_custom_object(  # type: ignore[call-arg]
+                api.GROUP, api.VERSION, namespace, plural, name, body, _content_type=content_type
+            )
+        return dict(obj)
+
+    async def patch_raw(
+        self,
+        plural: str,
+        name: str,
+        body: Any,
+        namespace: str,
+        content_type: str = MERGE_PATCH,
+    ) -> dict[str, Any]:
+        """`patch`, the response parsed with orjson (the shim's cancel)."""
+        resp = await self.custom.patch_namespaced_custom_object(  # type: ignore[call-arg]
+            api.GROUP, api.VERSION, namespace, plural, name, body,
+            _content_type=content_type, _preload_content=False,
+        )
+        return await read_json(resp, _what(plural, name, namespace))
+
+    async def patch_status(
+        self,
+        plural: str,
+        name: str,
+        body: Any,
+        namespace: str,
+        content_type: str = MERGE_PATCH,
+    ) -> dict[str, Any]:
+        with api_errors(_what(plural, name, namespace)):
+            obj = await self.custom.patch_namespaced_custom_object_status(  # type: ignore[call-arg]
+                api.GROUP, api.VERSION, namespace, plural, name, body, _content_type=content_type
+            )
+        return dict(obj)
+
+    async def replace_status(
+        self, plural: str, name: str, body: dict[str, Any], namespace: str
+    ) -> dict[str, Any]:
+        with api_errors(_what(plural, name, namespace)):
+            obj = await self.custom.replace_namespaced_custom_object_status(
+                api.GROUP, api.VERSION, namespace, plural, name, body
+            )
+        return dict(obj)
+
+    async def delete(
+        self, plural: str, name: str, namespace: str, uid: str | None = None
+    ) -> None:
+        """Delete an object; with `uid`, only if it is still that object (else Conflict)."""
+        options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
+        with api_errors(_what(plural, name, namespace)):
+            await self.custom.delete_namespaced_custom_object(
+                api.GROUP, api.VERSION, namespace, plural, name, body=options
+            )
+
+    # ---- NicoTasks -------------------------------------------------------------
+
     async def get_task(self, namespace: str, name: str) -> api.NicoTask:
         return api.NicoTask.model_validate(await self.get(TASKS, name, namespace))
-
-    # ---- writes ------------------------------------------------------------
 
     async def replace_task_status(
         self, task: api.NicoTask, status: api.NicoTaskStatus
@@ -132,7 +427,7 @@ class Kube:
         """Write the status subresource, conditional on the resourceVersion we read."""
         body = {
             "apiVersion": api.API_VERSION,
-            "kind": "NicoTask",
+            "kind": api.TASK_RESOURCE.kind,
             "metadata": {
                 "name": task.metadata.name,
                 "namespace": task.metadata.namespace,
@@ -141,21 +436,9 @@ class Kube:
             "spec": task.spec.wire(),
             "status": status.wire(),
         }
-        try:
-            obj = await self.custom.replace_namespaced_custom_object_status(
-                api.GROUP,
-                api.VERSION,
-                task.metadata.namespace or "",
-                TASKS,
-                task.metadata.name,
-                body,
-            )
-        except ApiException as exc:
-            if exc.status == 409:
-                raise Conflict(str(exc.reason)) from exc
-            if exc.status == 404:
-                raise NotFound(f"nicotask {task.metadata.namespace}/{task.metadata.name}") from exc
-            raise
+        obj = await self.replace_status(
+            TASKS, task.metadata.name, body, task.metadata.namespace or ""
+        )
         return api.NicoTask.model_validate(obj)
 
     async def update_task_status(
@@ -196,32 +479,6 @@ class Kube:
                 continue  # somebody wrote in between: read the newer copy, decide again
         raise Conflict(f"nicotask {namespace}/{name}: status write kept conflicting")
 
-    async def iter_objects(
-        self,
-        plural: str,
-        namespaces: list[str],
-        field_selector: str | None = None,
-        label_selector: str | None = None,
-        page: int = 500,
-    ) -> AsyncIterator[dict[str, Any]]:
-        """Every object (in `namespaces`, or cluster-wide when empty), listed in pages."""
-        for namespace in list[str | None](namespaces) or [None]:
-            token: str | None = None
-            while True:
-                result = await self._list_page(
-                    plural,
-                    namespace,
-                    limit=page,
-                    _continue=token,
-                    field_selector=field_selector,
-                    label_selector=label_selector,
-                )
-                for item in result.get("items", []):
-                    yield item
-                token = (result.get("metadata") or {}).get("continue")
-                if not token:
-                    break
-
     async def remove_finalizer(self, task: api.NicoTask, finalizer: str) -> api.NicoTask | None:
         """Drop one finalizer (a JSON patch that tests it is still where we saw it)."""
         finalizers = task.metadata.finalizers
@@ -233,32 +490,17 @@ class Kube:
             {"op": "remove", "path": f"/metadata/finalizers/{index}"},
         ]
         try:
-            obj = await self.custom.patch_namespaced_custom_object(  # type: ignore[call-arg]
-                api.GROUP,
-                api.VERSION,
-                task.metadata.namespace or "",
-                TASKS,
-                task.metadata.name,
-                patch,
-                _content_type="application/json-patch+json",
+            obj = await self.patch(
+                TASKS, task.metadata.name, patch, task.metadata.namespace or "", JSON_PATCH
             )
-        except ApiException as exc:
-            if exc.status in (404, 409, 422):
-                return None  # gone, or changed: the next event brings the new copy
-            raise
+        except (NotFound, Conflict, Refused):
+            return None  # gone, or changed: the next event brings the new copy
         return api.NicoTask.model_validate(obj)
 
     async def delete_task(self, namespace: str, name: str, uid: str) -> None:
         """Delete a NicoTask, only if it is still the object with `uid`."""
-        options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
-        try:
-            await self.custom.delete_namespaced_custom_object(
-                api.GROUP, api.VERSION, namespace, TASKS, name, body=options
-            )
-        except ApiException as exc:
-            if exc.status in (404, 409):
-                return
-            raise
+        with contextlib.suppress(NotFound, Conflict):
+            await self.delete(TASKS, name, namespace, uid)
 
     async def create_event(
         self,
@@ -277,7 +519,7 @@ class Kube:
             ),
             involved_object=client.V1ObjectReference(
                 api_version=api.API_VERSION,
-                kind="NicoTask",
+                kind=api.TASK_RESOURCE.kind,
                 name=task.metadata.name,
                 namespace=task.metadata.namespace,
                 uid=task.metadata.uid,
@@ -303,14 +545,8 @@ class Kube:
 
     async def read_secret_data(self, namespace: str, name: str) -> SecretData:
         """A Secret with its labels (the worker checks the BMC-credentials label)."""
-        import base64
-
-        try:
+        with api_errors(f"secret {namespace}/{name}"):
             secret = await self.core.read_namespaced_secret(name, namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                raise NotFound(f"secret {namespace}/{name}") from exc
-            raise
         data = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
         return SecretData(labels=dict(secret.metadata.labels or {}), data=data)
 
@@ -324,25 +560,5 @@ class Kube:
         CRD's CEL rules refuse what they forbid. Refused (422) carries the
         API server's message: a failed test, a missing path, or a rule.
         """
-        try:
-            obj = await self.custom.patch_namespaced_custom_object_status(  # type: ignore[call-arg]
-                api.GROUP, api.VERSION, namespace, TASKS, name, ops, _content_type=JSON_PATCH
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                raise NotFound(f"nicotask {namespace}/{name}") from exc
-            if exc.status == 409:
-                raise Conflict(str(exc.reason)) from exc
-            if exc.status == 422:
-                raise Refused(_api_message(exc)) from exc
-            raise
+        obj = await self.patch_status(TASKS, name, ops, namespace, JSON_PATCH)
         return api.NicoTask.model_validate(obj)
-
-
-def _api_message(exc: ApiException) -> str:
-    import json
-
-    try:
-        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
-    except (ValueError, AttributeError):
-        return str(exc.reason)

@@ -17,21 +17,22 @@ status than the one awaited; 2 usage error, task not found or API error.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import json
 import os
 import re
 import sys
 from dataclasses import dataclass, replace
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from nicotask import api
+from nicotask.api import CANCEL_REQUESTED_BY, TASKS
+from nicotask.api import FINISHED_STATUS_VALUES as FINISHED
 
-TASKS = "nicotasks"
-FINISHED = ("Succeeded", "Failed", "Terminated")
+if TYPE_CHECKING:
+    from nicotask.kube import Kube
+
 STATUSES = ("Pending", "Waiting", "Running", *FINISHED)
 
 
@@ -244,55 +245,45 @@ def _kubeconfig_path(explicit: str | None) -> str:
 
 
 def current_namespace(kubeconfig: str, context: str | None) -> str:
-    from kubernetes_asyncio import config
+    from nicotask.kube import kubeconfig_namespace
 
-    try:
-        contexts, active = config.list_kube_config_contexts(kubeconfig)
-    except Exception:
-        return "default"
-    chosen = active
-    if context:
-        chosen = next((c for c in contexts if c.get("name") == context), active)
-    return ((chosen or {}).get("context") or {}).get("namespace") or "default"
+    return kubeconfig_namespace(kubeconfig, context)
 
 
 async def _client(kubeconfig: str, context: str | None) -> Any:
-    from kubernetes_asyncio import config
+    from nicotask.kube import new_api_client
 
     try:
-        return await config.new_client_from_config(
-            config_file=kubeconfig, context=context, persist_config=False
-        )
+        return await new_api_client(kubeconfig, context=context, persist_config=False)
     except Exception as exc:
         raise PluginError(f"cannot load kubeconfig {kubeconfig}: {exc}") from exc
 
 
-def _api_error(exc: Any, namespace: str, name: str) -> PluginError:
-    if getattr(exc, "status", None) == 404:
+def _api_error(exc: Exception, namespace: str, name: str) -> PluginError:
+    from nicotask.kube import ApiException, NotFound, api_message
+
+    if isinstance(exc, NotFound):
         return PluginError(f'nicotask "{name}" not found in namespace "{namespace}"')
-    reason = getattr(exc, "reason", "") or ""
-    body = getattr(exc, "body", "") or ""
-    with contextlib.suppress(TypeError, ValueError, AttributeError):
-        body = json.loads(body).get("message", body)
-    return PluginError(f"{getattr(exc, 'status', '')} {reason}: {body}".strip())
+    cause = exc.__cause__ if isinstance(exc.__cause__, ApiException) else exc
+    if isinstance(cause, ApiException):
+        return PluginError(f"{cause.status} {cause.reason or ''}: {api_message(cause)}".strip())
+    return PluginError(str(exc))
 
 
-async def _get(custom: Any, namespace: str, name: str) -> dict[str, Any]:
-    from kubernetes_asyncio.client import ApiException
+async def _get(kube: Kube, namespace: str, name: str) -> dict[str, Any]:
+    from nicotask.kube import ApiException, KubeError
 
     try:
-        obj: dict[str, Any] = await custom.get_namespaced_custom_object(
-            api.GROUP, api.VERSION, namespace, TASKS, name
-        )
-        return obj
-    except ApiException as exc:
+        return await kube.get(TASKS, name, namespace)
+    except (ApiException, KubeError) as exc:
         raise _api_error(exc, namespace, name) from exc
 
 
 async def whoami(api_client: Any) -> str | None:
     """The caller's username as the API server sees it (SelfSubjectReview), or None."""
     from kubernetes_asyncio import client
-    from kubernetes_asyncio.client import ApiException
+
+    from nicotask.kube import ApiException
 
     try:
         review = await client.AuthenticationV1Api(api_client).create_self_subject_review(
@@ -308,33 +299,30 @@ def cancel_body(requested_by: str | None) -> dict[str, Any]:
     """spec.cancel, plus who asked: the caller itself (the admission policy allows no other)."""
     body: dict[str, Any] = {"spec": {"cancel": True}}
     if requested_by:
-        body["metadata"] = {"annotations": {f"{api.GROUP}/cancel-requested-by": requested_by}}
+        body["metadata"] = {"annotations": {CANCEL_REQUESTED_BY: requested_by}}
     return body
 
 
 async def cmd_cancel(
-    custom: Any, namespace: str, name: str, requested_by: str | None = None
+    kube: Kube, namespace: str, name: str, requested_by: str | None = None
 ) -> int:
-    from kubernetes_asyncio.client import ApiException
+    from nicotask.kube import ApiException, KubeError
 
-    task = await _get(custom, namespace, name)
+    task = await _get(kube, namespace, name)
     if (task.get("spec") or {}).get("cancel"):
         print(f"nicotask.nico.dev/{name} cancel already requested "
               f"(status: {(task.get('status') or {}).get('status', '-')})")
         return 0
     try:
-        await custom.patch_namespaced_custom_object(
-            api.GROUP, api.VERSION, namespace, TASKS, name, cancel_body(requested_by),
-            _content_type="application/merge-patch+json",
-        )
-    except ApiException as exc:
+        await kube.patch(TASKS, name, cancel_body(requested_by), namespace)
+    except (ApiException, KubeError) as exc:
         raise _api_error(exc, namespace, name) from exc
     print(f"nicotask.nico.dev/{name} cancel requested")
     return 0
 
 
-async def cmd_report(custom: Any, namespace: str, name: str, output: str) -> int:
-    task = await _get(custom, namespace, name)
+async def cmd_report(kube: Kube, namespace: str, name: str, output: str) -> int:
+    task = await _get(kube, namespace, name)
     if output == "json":
         print(json.dumps((task.get("status") or {}).get("report") or {}, indent=2))
     else:
@@ -343,12 +331,12 @@ async def cmd_report(custom: Any, namespace: str, name: str, output: str) -> int
 
 
 async def cmd_wait(
-    custom: Any, namespace: str, name: str, wanted: str, timeout: float, interval: float = 0.5
+    kube: Kube, namespace: str, name: str, wanted: str, timeout: float, interval: float = 0.5
 ) -> int:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        task = await _get(custom, namespace, name)
+        task = await _get(kube, namespace, name)
         verdict = wait_verdict(task, wanted)
         current = (task.get("status") or {}).get("status") or "(none)"
         if verdict is True:
@@ -463,7 +451,7 @@ def wait(task: str, for_: str, timeout: str, **flags: Any) -> None:
 
 
 async def _run(inv: Invocation) -> int:
-    from kubernetes_asyncio import client
+    from nicotask.kube import Kube
 
     kubeconfig = _kubeconfig_path(inv.kubeconfig)
     namespace = inv.namespace or current_namespace(kubeconfig, inv.context)
@@ -471,12 +459,12 @@ async def _run(inv: Invocation) -> int:
     timeout = parse_timeout(inv.timeout) if inv.command == "wait" else 0.0
     api_client = await _client(kubeconfig, inv.context)
     try:
-        custom = client.CustomObjectsApi(api_client)
+        kube = Kube(api_client)
         if inv.command == "cancel":
-            return await cmd_cancel(custom, namespace, inv.task, await whoami(api_client))
+            return await cmd_cancel(kube, namespace, inv.task, await whoami(api_client))
         if inv.command == "report":
-            return await cmd_report(custom, namespace, inv.task, inv.output)
-        return await cmd_wait(custom, namespace, inv.task, wanted, timeout)
+            return await cmd_report(kube, namespace, inv.task, inv.output)
+        return await cmd_wait(kube, namespace, inv.task, wanted, timeout)
     finally:
         await api_client.close()
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from nicotask.api import TaskStatus
+from nicotask.api import FINISHED_STATUS_VALUES, TaskStatus
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -94,7 +94,7 @@ def cancel_pending_since(obj: Mapping[str, Any]) -> float | None:
     cancel_pending_since(obj))` (and observe_task(uid, None) on DELETED drops it)."""
     status = obj.get("status") or {}
     requested = status.get("cancelRequestedAt")
-    if not requested or status.get("status") in {s.value for s in TaskStatus if s.finished}:
+    if not requested or status.get("status") in FINISHED_STATUS_VALUES:
         return None
     try:
         return datetime.fromisoformat(str(requested).replace("Z", "+00:00")).timestamp()

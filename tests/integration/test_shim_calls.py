@@ -62,7 +62,7 @@ class Calls:
 
     def __init__(self, server: ServerThread) -> None:
         self.seen: list[tuple[str, str]] = []
-        rest = server.shim.store.custom.api_client.rest_client
+        rest = server.shim.store.kube.api_client.rest_client
         self._rest, self._orig = rest, rest.request
 
         async def counting(method: str, url: str, query_params: Any = None, *a: Any,

@@ -125,7 +125,6 @@ async def test_task_cache_keeps_the_good_ones() -> None:
     broken["metadata"]["resourceVersion"] = "6"  # type: ignore[index]
     cache.informer.put(broken)
     assert cache.lookup(UID) is None and not cache.by_rack.get("r")
-    await cache.informer.custom.api_client.close()
 
 
 # ---- token cache ------------------------------------------------------------------------------

@@ -94,6 +94,8 @@ from .site import (
     NicoSiteSpec,
 )
 from .task import (
+    CANCEL_REQUESTED_BY,
+    CANCEL_REQUESTED_SELECTOR,
     LIVE_FIELD_SELECTOR,
     TASK_RESOURCE,
     TASKS,
@@ -101,6 +103,7 @@ from .task import (
     NicoTask,
     NicoTaskSpec,
     NicoTaskStatus,
+    status_selector,
 )
 
 # Every custom resource kind, in the order of the generated files and the field reference.
@@ -116,6 +119,8 @@ __all__ = [
     "AGE_COLUMN",
     "API_VERSION",
     "BMC_CREDENTIALS_LABEL",
+    "CANCEL_REQUESTED_BY",
+    "CANCEL_REQUESTED_SELECTOR",
     "COMPONENT_TYPE_ALIASES",
     "COMPONENT_TYPE_SPELLINGS",
     "DNS_LABEL_PATTERN",
@@ -185,6 +190,7 @@ __all__ = [
     "immutable",
     "list_map",
     "report_matches_rule",
+    "status_selector",
     "truncate_utf8",
     "utcnow",
 ]

@@ -12,6 +12,7 @@ from .common import (
     DNS_LABEL_PATTERN,
     FINISHED_STATUS_VALUES,
     FINISHED_STATUSES,
+    GROUP,
     Condition,
     CustomResource,
     Model,
@@ -28,10 +29,19 @@ from .common import (
 from .rest import TaskReportV1
 
 TASKS = "nicotasks"
+# Who asked for a cancel (an admission policy keeps it honest: admission.py).
+CANCEL_REQUESTED_BY = f"{GROUP}/cancel-requested-by"
 
 TERMINAL_STATUS_CEL = "[" + ", ".join(f"'{s}'" for s in FINISHED_STATUS_VALUES) + "]"
-# A field selector for the tasks that have not finished (status.status is selectable).
+# Field selectors on the selectable fields (TASK_RESOURCE.selectable_fields).
+CANCEL_REQUESTED_SELECTOR = "spec.cancel=true"
+# The tasks that have not finished.
 LIVE_FIELD_SELECTOR = ",".join(f"status.status!={s.value}" for s in sorted(FINISHED_STATUSES))
+
+
+def status_selector(status: TaskStatus) -> str:
+    """The field selector of the tasks in `status`."""
+    return f"status.status={status.value}"
 
 
 class NicoTaskSpec(Model):

@@ -1,4 +1,7 @@
-"""etcd and kube-apiserver: command lines, kubeconfig, readiness probes."""
+"""etcd and kube-apiserver: command lines, kubeconfig, readiness probes.
+
+Reading a kubeconfig and talking to the API server are nicotask.kube's (the one adapter).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from nicotask.kube import kubeconfig_server
 
 from .pki import ADMIN_USER, Pki
 
@@ -132,14 +137,7 @@ def write_kubeconfig(path: Path, server: str, pki: Pki) -> Path:
 
 def server_from_kubeconfig(path: Path) -> str:
     """The server URL of the current context (best effort, '' if unknown)."""
-    try:
-        cfg = yaml.safe_load(path.read_text()) or {}
-        ctx_name = cfg.get("current-context")
-        ctx = next(c["context"] for c in cfg.get("contexts", []) if c["name"] == ctx_name)
-        cluster = next(c["cluster"] for c in cfg.get("clusters", []) if c["name"] == ctx["cluster"])
-        return str(cluster.get("server", ""))
-    except (OSError, StopIteration, KeyError, TypeError, AttributeError, yaml.YAMLError):
-        return ""
+    return kubeconfig_server(path)
 
 
 def admin_ssl_context(pki: Pki) -> ssl.SSLContext:

@@ -12,6 +12,7 @@ test runs skip the startup: `NICOTASK_TEST_RUN_DIR=.run/test pytest ...`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
@@ -87,9 +88,9 @@ def devenv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevEnvHandle]:
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def kube_api(devenv: DevEnvHandle) -> AsyncIterator[Any]:
     """A kubernetes_asyncio ApiClient with the environment's admin kubeconfig."""
-    from kubernetes_asyncio import config
+    from nicotask.kube import new_api_client
 
-    client = await config.new_client_from_config(config_file=str(devenv.kubeconfig))
+    client = await new_api_client(str(devenv.kubeconfig))
     try:
         yield client
     finally:
@@ -105,17 +106,16 @@ async def namespace(kube_api: Any) -> AsyncIterator[str]:
     """
     from kubernetes_asyncio import client
 
+    from nicotask.kube import NotFound, api_errors
+
     name = f"t-{secrets.token_hex(4)}"
     core = client.CoreV1Api(kube_api)
     await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     try:
         yield name
     finally:
-        try:
+        with contextlib.suppress(NotFound), api_errors(f"namespace {name}"):
             await core.delete_namespace(name)
-        except client.ApiException as exc:
-            if exc.status != 404:
-                raise
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

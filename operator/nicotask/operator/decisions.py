@@ -18,7 +18,7 @@ from nicotask.temporal.control import Observed
 
 Decide = Callable[[NicoTask], NicoTaskStatus | None]
 
-CANCEL_REQUESTED_BY = f"{api.GROUP}/cancel-requested-by"
+CANCEL_REQUESTED_BY = api.CANCEL_REQUESTED_BY
 LEGACY_FINALIZER = f"{api.GROUP}/finalizer"
 
 # Hints a reconcile can carry (see Controller.reconcile).

@@ -15,13 +15,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from kubernetes_asyncio import watch
-from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from nicotask import api
-from nicotask.api import NicoTask, TaskStatus
-from nicotask.kube import TASKS, Kube
+from nicotask.api import CANCEL_REQUESTED_SELECTOR, TASKS, NicoTask, TaskStatus, status_selector
+from nicotask.kube import Expired, Kube
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +33,10 @@ async def watch_finished_cancels(
 ) -> None:
     """Run the watches (one per served namespace and status; `shard`: a label selector)."""
     watches = [
-        _watch(kube, namespace, f"spec.cancel=true,status.status={status.value}", shard, on_task)
+        _watch(
+            kube, namespace, f"{CANCEL_REQUESTED_SELECTOR},{status_selector(status)}", shard,
+            on_task,
+        )
         for namespace in list[str | None](namespaces) or [None]
         for status in (TaskStatus.SUCCEEDED, TaskStatus.FAILED)
     ]
@@ -55,46 +55,26 @@ async def _watch(
     shard: str | None,
     on_task: Callable[[NicoTask], None],
 ) -> None:
-    custom = kube.custom
-    args: tuple[Any, ...] = (api.GROUP, api.VERSION)
-    if namespace is None:
-        lister: Any = custom.list_cluster_custom_object
-        args = (*args, TASKS)
-    else:
-        lister = custom.list_namespaced_custom_object
-        args = (*args, namespace, TASKS)
-    selectors: dict[str, str] = {"field_selector": selector}
-    if shard:
-        selectors["label_selector"] = shard
+    selectors: dict[str, str | None] = {"field_selector": selector, "label_selector": shard}
     version: str | None = None
     while True:
         try:
             if version is None:
-                listed = await lister(*args, **selectors)
+                listed = await kube.list_page(TASKS, namespace, **selectors)
                 for raw in listed.get("items", []):
                     _deliver(raw, on_task)
                 version = listed["metadata"]["resourceVersion"]
-            async with watch.Watch() as stream:
-                async for event in stream.stream(
-                    lister,
-                    *args,
-                    **selectors,
-                    resource_version=version,
-                    timeout_seconds=WATCH_TIMEOUT,
-                ):
-                    raw = event["object"]
-                    if isinstance(raw, dict):
-                        version = raw.get("metadata", {}).get("resourceVersion", version)
-                        if event["type"] in ("ADDED", "MODIFIED"):
-                            _deliver(raw, on_task)
+            async for event in kube.watch(TASKS, namespace, version, WATCH_TIMEOUT, **selectors):
+                raw = event["object"]
+                if isinstance(raw, dict):
+                    version = raw.get("metadata", {}).get("resourceVersion", version)
+                    if event["type"] in ("ADDED", "MODIFIED"):
+                        _deliver(raw, on_task)
         except asyncio.CancelledError:
             raise
-        except ApiException as exc:
-            if exc.status == 410:
-                version = None  # too old: list again
-                continue
-            log.warning("watch of cancelled finished tasks (%s): %s", selector, exc.reason)
-            await asyncio.sleep(5)
+        except Expired:
+            version = None  # too old: list again
+            continue
         except Exception as exc:
             log.warning("watch of cancelled finished tasks (%s): %s", selector, exc)
             await asyncio.sleep(5)

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import kopf
 from pydantic import BaseModel, ValidationError
 
-from nicotask import api, kube
+from nicotask import api
 from nicotask.kube import Kube, new_api_client
 from nicotask.metrics import cancel_pending_since
 from nicotask.operator.controller import Controller
@@ -31,10 +31,10 @@ from nicotask.operator.temporal_client import temporal_factory
 from nicotask.settings import get_settings
 from nicotask.temporal.metrics import health_check, probe_reachability
 
-TASKS = (api.GROUP, api.VERSION, kube.TASKS)
-RACKS = (api.GROUP, api.VERSION, kube.RACKS)
-RULES = (api.GROUP, api.VERSION, kube.RULES)
-LIVE_ONLY = ",".join(f"status.status!={s.value}" for s in sorted(api.FINISHED_STATUSES))
+TASKS = (api.GROUP, api.VERSION, api.TASKS)
+RACKS = (api.GROUP, api.VERSION, api.RACKS)
+RULES = (api.GROUP, api.VERSION, api.RULES)
+LIVE_ONLY = api.LIVE_FIELD_SELECTOR
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)

@@ -17,8 +17,8 @@ import logging
 from pydantic import ValidationError
 
 from nicotask import api
-from nicotask.api import NicoTask
-from nicotask.kube import TASKS, Kube
+from nicotask.api import TASKS, NicoTask
+from nicotask.kube import Kube
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class Retention:
     ) -> None:
         """At start-up: schedule every finished task; drop finalizers of nicotask <= 0.1."""
         for status in api.FINISHED_STATUSES:
-            selector = f"status.status={status.value}"
+            selector = api.status_selector(status)
             async for raw in self.kube.iter_objects(TASKS, namespaces, selector, shard):
                 try:
                     task = NicoTask.model_validate(raw)

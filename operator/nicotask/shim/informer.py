@@ -24,9 +24,8 @@ from typing import Any
 
 import orjson
 from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 
-from nicotask import api
+from nicotask.kube import ApiException, Expired, Kube
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +33,6 @@ WATCH_TIMEOUT_SECONDS = 290
 MIN_RELIST_SECONDS = 1.0  # never LIST a scope more often than this, whatever the watch does
 Obj = dict[str, Any]
 OnChange = Callable[[Obj | None, Obj | None], None]
-
-
-class _Gone(Exception):
-    """The watch's resourceVersion is too old: list again."""
 
 
 def rv_int(obj: Obj | None) -> int | None:
@@ -74,7 +69,7 @@ class Informer:
         namespaces: list[str] | None = None,
         on_change: OnChange | None = None,
     ) -> None:
-        self.custom = client.CustomObjectsApi(api_client)
+        self.kube = Kube(api_client)
         self.plural = plural
         self.scopes: list[str | None] = list(namespaces or []) or [None]
         self.on_change = on_change or (lambda old, new: None)
@@ -160,21 +155,7 @@ class Informer:
 
     async def _request(self, scope: str | None, **kwargs: Any) -> Any:
         """The raw aiohttp response (bodies are parsed with orjson, lines split by us)."""
-        if scope is None:
-            resp = await self.custom.list_cluster_custom_object(
-                api.GROUP, api.VERSION, self.plural, _preload_content=False, **kwargs
-            )
-        else:
-            resp = await self.custom.list_namespaced_custom_object(
-                api.GROUP, api.VERSION, scope, self.plural, _preload_content=False, **kwargs
-            )
-        if not 200 <= resp.status <= 299:
-            status, reason = resp.status, resp.reason
-            resp.release()
-            if status == 410:
-                raise _Gone()
-            raise ApiException(status=status, reason=reason)
-        return resp
+        return await self.kube.list_raw(self.plural, scope, **kwargs)
 
     async def _list(self, scope: str | None) -> str:
         resp = await self._request(scope)
@@ -227,7 +208,7 @@ class Informer:
         kind, obj = event.get("type"), event.get("object") or {}
         if kind == "ERROR":
             if obj.get("code") == 410:
-                raise _Gone()
+                raise Expired(str(obj.get("message") or "Gone"))
             raise RuntimeError(f"watch error: {obj.get('message')}")
         rv = str((obj.get("metadata") or {}).get("resourceVersion") or rv)
         if kind == "BOOKMARK":
@@ -256,7 +237,7 @@ class Informer:
                     rv = await self._watch(scope, rv)
             except asyncio.CancelledError:
                 raise
-            except _Gone:
+            except Expired:
                 log.info("cache of %s: resourceVersion gone, listing again", name)
             except ApiException as exc:
                 if exc.status != 410:

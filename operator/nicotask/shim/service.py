@@ -18,11 +18,11 @@ import logging
 from typing import Any
 
 from nicotask import api, state
-from nicotask.kube import CANCEL_REQUESTED_BY, Conflict
+from nicotask.kube import CANCEL_REQUESTED_BY, Conflict, NotFound
 
 from . import errors
 from .cache import TaskCache, TaskRecord, record_of
-from .store import Gone, Store
+from .store import Store
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class TaskService:
                 obj = await self.store.patch_task(
                     rec.namespace, rec.name, cancel_patch(rec.resource_version, requested_by)
                 )
-            except Gone:
+            except NotFound:
                 self.tasks.forget(rec.uid)
                 raise errors.APIError(404, errors.TASK_NOT_FOUND.format(id=rec.uid)) from None
             except Conflict:

@@ -170,7 +170,7 @@ async def make_task(
                           "created": now, "updated": now}
     if status != "Pending" and status != "Waiting":
         st["started"] = now
-    if status in ("Succeeded", "Failed", "Terminated"):
+    if status in api.FINISHED_STATUS_VALUES:
         st["finished"] = now
     if report is not None:
         st["report"] = report
