@@ -361,9 +361,17 @@ class Kube:
         body: Any,
         namespace: str,
         content_type: str = MERGE_PATCH,
+        *,
+        status: bool = False,
     ) -> dict[str, Any]:
+        """A merge (or JSON) patch of the object, or with `status` of its status subresource."""
+        call = (
+            self.custom.patch_namespaced_custom_object_status
+            if status
+            else self.custom.patch_namespaced_custom_object
+        )
         with api_errors(_what(plural, name, namespace)):
-            obj = await self.custom.patch_namespaced_custom_object(  # type: ignore[call-arg]
+            obj = await call(  # type: ignore[call-arg]
                 api.GROUP, api.VERSION, namespace, plural, name, body, _content_type=content_type
             )
         return dict(obj)
@@ -382,20 +390,6 @@ class Kube:
             _content_type=content_type, _preload_content=False,
         )
         return await read_json(resp, _what(plural, name, namespace))
-
-    async def patch_status(
-        self,
-        plural: str,
-        name: str,
-        body: Any,
-        namespace: str,
-        content_type: str = MERGE_PATCH,
-    ) -> dict[str, Any]:
-        with api_errors(_what(plural, name, namespace)):
-            obj = await self.custom.patch_namespaced_custom_object_status(  # type: ignore[call-arg]
-                api.GROUP, api.VERSION, namespace, plural, name, body, _content_type=content_type
-            )
-        return dict(obj)
 
     async def replace_status(
         self, plural: str, name: str, body: dict[str, Any], namespace: str
@@ -560,5 +554,5 @@ class Kube:
         CRD's CEL rules refuse what they forbid. Refused (422) carries the
         API server's message: a failed test, a missing path, or a rule.
         """
-        obj = await self.patch_status(TASKS, name, ops, namespace, JSON_PATCH)
+        obj = await self.patch(TASKS, name, ops, namespace, JSON_PATCH, status=True)
         return api.NicoTask.model_validate(obj)

@@ -236,6 +236,18 @@ class Condition(Model):
     observed_generation: int | None = Field(default=None, ge=0)
 
 
+class Resource(Model):
+    """Base of the custom resource models: apiVersion, kind and metadata; a subclass
+    narrows `kind` to its name and adds spec (and status). Unknown top-level fields
+    are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    api_version: Literal["nico.dev/v1alpha1"] = API_VERSION
+    kind: str
+    metadata: ObjectMeta
+
+
 # --------------------------------------------------------------------------
 # CRD metadata (each kind module declares one, next to its model)
 # --------------------------------------------------------------------------

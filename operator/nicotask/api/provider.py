@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import Field
 
 from .common import (
     AGE_COLUMN,
-    API_VERSION,
     CustomResource,
     Model,
-    ObjectMeta,
+    Resource,
     Uuid,
     column,
     immutable,
@@ -31,14 +30,10 @@ class NicoProviderSpec(Model):
     display_name: str = Field(default="", max_length=256, description="Human-readable name.")
 
 
-class NicoProvider(Model):
+class NicoProvider(Resource):
     """An org's Infrastructure Provider (cluster-scoped)."""
 
-    model_config = ConfigDict(extra="ignore")
-
-    api_version: Literal["nico.dev/v1alpha1"] = API_VERSION
     kind: Literal["NicoProvider"] = "NicoProvider"
-    metadata: ObjectMeta
     spec: NicoProviderSpec
 
 

@@ -8,13 +8,12 @@ from pydantic import ConfigDict, Field, model_validator
 
 from .common import (
     AGE_COLUMN,
-    API_VERSION,
     GROUP,
     ComponentTypeField,
     CustomResource,
     Model,
-    ObjectMeta,
     Operation,
+    Resource,
     Uuid,
     cel,
     column,
@@ -148,14 +147,10 @@ class NicoRackSpec(Model):
         return self
 
 
-class NicoRack(Model):
+class NicoRack(Resource):
     """A rack: its site, its components and how to reach their BMCs."""
 
-    model_config = ConfigDict(extra="ignore")
-
-    api_version: Literal["nico.dev/v1alpha1"] = API_VERSION
     kind: Literal["NicoRack"] = "NicoRack"
-    metadata: ObjectMeta
     spec: NicoRackSpec
 
 

@@ -8,16 +8,15 @@ from pydantic import ConfigDict, Field, model_validator
 
 from .common import (
     AGE_COLUMN,
-    API_VERSION,
     ActionType,
     ComponentType,
     ComponentTypeField,
     CustomResource,
     Model,
-    ObjectMeta,
     Operation,
     PowerAction,
     PowerState,
+    Resource,
     Uuid,
     canonical_component_type,
     cel,
@@ -216,14 +215,10 @@ def report_matches_rule(report: TaskReportV1, rule: NicoOperationRuleSpec) -> li
     return problems
 
 
-class NicoOperationRule(Model):
+class NicoOperationRule(Resource):
     """A rule ("Flow" upstream): the stages and steps that implement one operation."""
 
-    model_config = ConfigDict(extra="ignore")
-
-    api_version: Literal["nico.dev/v1alpha1"] = API_VERSION
     kind: Literal["NicoOperationRule"] = "NicoOperationRule"
-    metadata: ObjectMeta
     spec: NicoOperationRuleSpec
 
 

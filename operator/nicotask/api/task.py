@@ -8,7 +8,6 @@ from pydantic import ConfigDict, Field
 
 from .common import (
     AGE_COLUMN,
-    API_VERSION,
     DNS_LABEL_PATTERN,
     FINISHED_STATUS_VALUES,
     FINISHED_STATUSES,
@@ -16,8 +15,8 @@ from .common import (
     Condition,
     CustomResource,
     Model,
-    ObjectMeta,
     Operation,
+    Resource,
     TaskStatus,
     Timestamp,
     Uuid,
@@ -173,14 +172,10 @@ class NicoTaskStatus(Model):
     )
 
 
-class NicoTask(Model):
+class NicoTask(Resource):
     """A NICo rack task: run `operation` on the rack `rackRef`, as a Temporal workflow."""
 
-    model_config = ConfigDict(extra="ignore")
-
-    api_version: Literal["nico.dev/v1alpha1"] = API_VERSION
     kind: Literal["NicoTask"] = "NicoTask"
-    metadata: ObjectMeta
     spec: NicoTaskSpec
     status: NicoTaskStatus = Field(default_factory=NicoTaskStatus)
 
