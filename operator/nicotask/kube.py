@@ -243,24 +243,22 @@ class Kube:
 
     # ---- generic reads -------------------------------------------------------
 
-    async def get(self, plural: str, name: str, namespace: str | None = None) -> dict[str, Any]:
-        with api_errors(_what(plural, name, namespace)):
-            if namespace is None:
-                obj = await self.custom.get_cluster_custom_object(
-                    api.GROUP, api.VERSION, plural, name
-                )
-            else:
-                obj = await self.custom.get_namespaced_custom_object(
-                    api.GROUP, api.VERSION, namespace, plural, name
-                )
+    async def get(
+        self, plural: str, name: str, namespace: str | None = None, *, raw: bool = False
+    ) -> dict[str, Any]:
+        """One object (cluster-scoped when `namespace` is None); with `raw`, parsed with orjson."""
+        if namespace is None:
+            call: Any = self.custom.get_cluster_custom_object
+            args: tuple[str, ...] = (api.GROUP, api.VERSION, plural, name)
+        else:
+            call = self.custom.get_namespaced_custom_object
+            args = (api.GROUP, api.VERSION, namespace, plural, name)
+        what = _what(plural, name, namespace)
+        if raw:
+            return await read_json(await call(*args, _preload_content=False), what)
+        with api_errors(what):
+            obj = await call(*args)
         return dict(obj)
-
-    async def get_raw(self, plural: str, name: str, namespace: str) -> dict[str, Any]:
-        """GET parsed with orjson (the client's own JSON handling is the slow part)."""
-        resp = await self.custom.get_namespaced_custom_object(
-            api.GROUP, api.VERSION, namespace, plural, name, _preload_content=False
-        )
-        return await read_json(resp, _what(plural, name, namespace))
 
     def _lister(self, plural: str, namespace: str | None) -> tuple[Any, tuple[Any, ...]]:
         """The LIST call and its positional arguments (cluster-wide when `namespace` is None)."""
@@ -363,33 +361,26 @@ class Kube:
         content_type: str = MERGE_PATCH,
         *,
         status: bool = False,
+        raw: bool = False,
     ) -> dict[str, Any]:
-        """A merge (or JSON) patch of the object, or with `status` of its status subresource."""
-        call = (
+        """A merge (or JSON) patch of the object, or with `status` of its status subresource.
+
+        With `raw`, the response is parsed with orjson (the shim's cancel: the client's own
+        JSON handling is the slow part of a call).
+        """
+        call: Any = (
             self.custom.patch_namespaced_custom_object_status
             if status
             else self.custom.patch_namespaced_custom_object
         )
-        with api_errors(_what(plural, name, namespace)):
-            obj = await call(  # type: ignore[call-arg]
-                api.GROUP, api.VERSION, namespace, plural, name, body, _content_type=content_type
-            )
+        args = (api.GROUP, api.VERSION, namespace, plural, name, body)
+        what = _what(plural, name, namespace)
+        if raw:
+            resp = await call(*args, _content_type=content_type, _preload_content=False)
+            return await read_json(resp, what)
+        with api_errors(what):
+            obj = await call(*args, _content_type=content_type)
         return dict(obj)
-
-    async def patch_raw(
-        self,
-        plural: str,
-        name: str,
-        body: Any,
-        namespace: str,
-        content_type: str = MERGE_PATCH,
-    ) -> dict[str, Any]:
-        """`patch`, the response parsed with orjson (the shim's cancel)."""
-        resp = await self.custom.patch_namespaced_custom_object(  # type: ignore[call-arg]
-            api.GROUP, api.VERSION, namespace, plural, name, body,
-            _content_type=content_type, _preload_content=False,
-        )
-        return await read_json(resp, _what(plural, name, namespace))
 
     async def replace_status(
         self, plural: str, name: str, body: dict[str, Any], namespace: str

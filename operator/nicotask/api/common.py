@@ -64,6 +64,7 @@ Timestamp = Annotated[
     Field(json_schema_extra={"format": "date-time"}),
 ]
 ErrorText = Annotated[str, AfterValidator(truncate_utf8)]
+DisplayName = Annotated[str, Field(max_length=256, description="Human-readable name.")]
 Uuid = Annotated[
     str, Field(pattern=UUID_PATTERN, max_length=36, json_schema_extra={"format": "uuid"})
 ]

@@ -9,6 +9,7 @@ from pydantic import Field
 from .common import (
     AGE_COLUMN,
     CustomResource,
+    DisplayName,
     Model,
     Resource,
     Uuid,
@@ -27,7 +28,7 @@ class NicoProviderSpec(Model):
         description="UUID of the provider. Immutable.",
         json_schema_extra=immutable("spec.providerId"),
     )
-    display_name: str = Field(default="", max_length=256, description="Human-readable name.")
+    display_name: DisplayName = ""
 
 
 class NicoProvider(Resource):

@@ -9,6 +9,7 @@ from pydantic import Field
 from .common import (
     AGE_COLUMN,
     CustomResource,
+    DisplayName,
     Model,
     Resource,
     Uuid,
@@ -27,7 +28,7 @@ class NicoSiteSpec(Model):
         json_schema_extra=immutable("spec.siteId"),
     )
     provider_ref: str = Field(min_length=1, max_length=253, description="NicoProvider name.")
-    display_name: str = Field(default="", max_length=256, description="Human-readable name.")
+    display_name: DisplayName = ""
 
 
 class NicoSite(Resource):
