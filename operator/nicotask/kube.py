@@ -352,6 +352,22 @@ class Kube:
 
     # ---- generic writes --------------------------------------------------------
 
+    async def create(
+        self, plural: str, body: dict[str, Any], namespace: str | None = None
+    ) -> dict[str, Any]:
+        """Create an object (cluster-scoped when `namespace` is None); 409 raises Conflict."""
+        what = _what(plural, str((body.get("metadata") or {}).get("name", "")), namespace)
+        with api_errors(what):
+            if namespace is None:
+                obj = await self.custom.create_cluster_custom_object(
+                    api.GROUP, api.VERSION, plural, body
+                )
+            else:
+                obj = await self.custom.create_namespaced_custom_object(
+                    api.GROUP, api.VERSION, namespace, plural, body
+                )
+        return dict(obj)
+
     async def patch(
         self,
         plural: str,

@@ -17,29 +17,37 @@ from pathlib import Path
 from typing import Any
 
 import pytest_asyncio
-import yaml
-from kubernetes_asyncio import client, config
-from kubernetes_asyncio.client.exceptions import ApiException
+from integration_support import (
+    SITE,
+    create_service_account,
+    create_task,
+    read_task,
+    service_account_token,
+    token_kubeconfig,
+)
+from kubernetes_asyncio import client
 
 from nicotask import admission, api
-from nicotask.crdgen import install_crds
 from nicotask.devenv.pki import ADMIN_USER
 from nicotask.devenv.testing import DevEnvHandle
-from nicotask.kube import CANCEL_REQUESTED_BY, MERGE_PATCH, TASKS
+from nicotask.kube import (
+    CANCEL_REQUESTED_BY,
+    MERGE_PATCH,
+    TASKS,
+    ApiException,
+    KubeError,
+    new_api_client,
+)
 from nicotask.shim.testing import make_task
-
-SITE = "660e8400-e29b-41d4-a716-446655440000"
 
 
 async def _service_account(kube_api: Any, namespace: str, name: str) -> str:
     """A ServiceAccount that may get/patch/create NicoTasks in `namespace`; its token."""
-    core, rbac = client.CoreV1Api(kube_api), client.RbacAuthorizationV1Api(kube_api)
-    await core.create_namespaced_service_account(
-        namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=name))
-    )
+    rbac = client.RbacAuthorizationV1Api(kube_api)
+    await create_service_account(kube_api, namespace, name)
     await rbac.create_namespaced_role(namespace, {  # type: ignore[arg-type]
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": name},
-        "rules": [{"apiGroups": [api.GROUP], "resources": ["nicotasks"],
+        "rules": [{"apiGroups": [api.GROUP], "resources": [TASKS],
                    "verbs": ["get", "patch", "create", "update"]}],
     })
     await rbac.create_namespaced_role_binding(namespace, {  # type: ignore[arg-type]
@@ -48,36 +56,16 @@ async def _service_account(kube_api: Any, namespace: str, name: str) -> str:
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
     })
-    tr = await core.create_namespaced_service_account_token(
-        name, namespace, client.AuthenticationV1TokenRequest(
-            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)),
-    )
-    return str(tr.status.token)
-
-
-def _kubeconfig(admin_kubeconfig: Path, token: str, out: Path) -> str:
-    cfg = yaml.safe_load(admin_kubeconfig.read_text())
-    ctx = next(c for c in cfg["contexts"] if c["name"] == cfg["current-context"])["context"]
-    cluster = next(c for c in cfg["clusters"] if c["name"] == ctx["cluster"])
-    out.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
-        "clusters": [{**cluster, "name": "c"}],
-        "users": [{"name": "sa", "user": {"token": token}}],
-        "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa"}}],
-    }))
-    return str(out)
+    return await service_account_token(kube_api, namespace, name)
 
 
 async def _client_for(admin_kubeconfig: Path, token: str, out: Path) -> client.ApiClient:
-    return await config.new_client_from_config(
-        config_file=_kubeconfig(admin_kubeconfig, token, out)
-    )
+    return await new_api_client(str(token_kubeconfig(admin_kubeconfig, token, out)))
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def policy(devenv: DevEnvHandle, namespace: str) -> AsyncIterator[str]:
+async def policy(devenv: DevEnvHandle, namespace: str, crds: None) -> AsyncIterator[str]:
     """The policy with the dev environment's delegates plus this test's delegate SA."""
-    await asyncio.to_thread(install_crds, devenv.kubeconfig)
     delegate = f"system:serviceaccount:{namespace}:delegate"
     await asyncio.to_thread(
         admission.install_policy, devenv.kubeconfig,
@@ -133,18 +121,14 @@ async def test_only_delegates_record_someone_else(
         assert await _patch(user, namespace, t1, _by("alice", True)) in (403, 422)
         assert await _patch(user, namespace, t1, _by(policy)) in (403, 422)
         # ... nor at creation
-        forged = {
-            "apiVersion": api.API_VERSION, "kind": "NicoTask",
-            "metadata": {"name": "forged", "annotations": {CANCEL_REQUESTED_BY: "alice"}},
-            "spec": {"siteId": SITE, "rackRef": "rack-1", "operation": "PowerOn"},
-        }
         try:
-            await user.create_namespaced_custom_object(
-                api.GROUP, api.VERSION, namespace, TASKS, forged
+            await create_task(
+                user_api, namespace, "forged",
+                metadata={"annotations": {CANCEL_REQUESTED_BY: "alice"}},
             )
             raise AssertionError("a forged annotation was accepted at creation")
-        except ApiException as exc:
-            assert exc.status in (403, 422), exc.body
+        except (ApiException, KubeError) as exc:
+            assert exc.status in (403, 422), exc
         # but may cancel, recording themselves (as kubectl nico cancel does) or nobody
         assert await _patch(user, namespace, t1, _by(user_name, True)) == 200
         assert await _patch(user, namespace, t2, {"spec": {"cancel": True}}) == 200
@@ -154,9 +138,7 @@ async def test_only_delegates_record_someone_else(
         assert await _patch(user, namespace, t3, {"metadata": {"labels": {"x": "y"}}}) == 200
         # and may not be replaced by yet another name
         assert await _patch(user, namespace, t3, _by("mallory")) in (403, 422)
-        got = await client.CustomObjectsApi(kube_api).get_namespaced_custom_object(
-            api.GROUP, api.VERSION, namespace, TASKS, t3
-        )
+        got = await read_task(kube_api, namespace, t3)
         assert got["metadata"]["annotations"][CANCEL_REQUESTED_BY] == "alice@example.com"
         # the admin (the local shim's identity) is a delegate in the local environment
         admin = client.CustomObjectsApi(kube_api)

@@ -22,23 +22,19 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+from integration_support import admin_auth, cached, read_task, serve_shim
 from kubernetes_asyncio import client
 
 from nicotask import api
-from nicotask.crdgen import install_crds
 from nicotask.devenv.testing import DevEnvHandle
-from nicotask.kube import CANCEL_REQUESTED_BY, SITES, TASKS
+from nicotask.kube import CANCEL_REQUESTED_BY, SITES, TASKS, Kube
 from nicotask.shim import errors
-from nicotask.shim.app import create_app
 from nicotask.shim.cache import record_of
-from nicotask.shim.config import ShimSettings
-from nicotask.shim.devissuer import issue_token
 from nicotask.shim.testing import ServerThread, World, create_site, make_task, make_world, wait_for
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def world(kube_api: Any, devenv: DevEnvHandle) -> World:
-    await asyncio.to_thread(install_crds, devenv.kubeconfig)
+async def world(kube_api: Any, crds: None) -> World:
     return await make_world(kube_api)
 
 
@@ -49,12 +45,8 @@ def key_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(devenv: DevEnvHandle, world: World, key_dir: Path) -> Iterator[ServerThread]:
-    s = ServerThread(create_app(ShimSettings(dev_issuer_dir=key_dir),
-                                kubeconfig=str(devenv.kubeconfig))).start()
-    try:
+    with serve_shim(devenv.kubeconfig, key_dir) as s:
         yield s
-    finally:
-        s.stop()
 
 
 class Calls:
@@ -92,25 +84,6 @@ async def http(server: ServerThread) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
-def _auth(key_dir: Path, org: str, sub: str = "alice") -> dict[str, str]:
-    return {"Authorization": f"Bearer {issue_token(key_dir, org, ['PROVIDER_ADMIN'], sub)}"}
-
-
-async def _cached(server: ServerThread, uid: str, rv: str | None = None) -> None:
-    """Wait until the shim's cache holds the task (at `rv` when given)."""
-    tasks = server.shim.caches.tasks
-    assert await wait_for(
-        lambda: (r := tasks.lookup(uid)) is not None and (rv is None or r.resource_version == rv),
-        10,
-    )
-
-
-async def _read(kube_api: Any, namespace: str, name: str) -> dict[str, Any]:
-    return dict(await client.CustomObjectsApi(kube_api).get_namespaced_custom_object(
-        api.GROUP, api.VERSION, namespace, TASKS, name
-    ))
-
-
 async def test_fresh_cancel_is_one_patch_and_repeats_are_free(
     server: ServerThread, http: httpx.AsyncClient, kube_api: Any, namespace: str,
     world: World, key_dir: Path,
@@ -120,10 +93,8 @@ async def test_fresh_cancel_is_one_patch_and_repeats_are_free(
     done = await make_task(kube_api, namespace, site, "Succeeded", rack="rack-calls")
     gone = await make_task(kube_api, namespace, site, "Terminated", rack="rack-calls")
     uid = task["metadata"]["uid"]
-    await _cached(server, uid, task["metadata"]["resourceVersion"])
-    await _cached(server, done["metadata"]["uid"], done["metadata"]["resourceVersion"])
-    await _cached(server, gone["metadata"]["uid"], gone["metadata"]["resourceVersion"])
-    headers = _auth(key_dir, org)
+    await cached(server, task, done, gone)
+    headers = admin_auth(key_dir, org)
     await http.get(f"/v2/org/{org}/nico/task/{uid}", params={"siteId": site}, headers=headers)
 
     with counted(server) as calls:
@@ -133,7 +104,7 @@ async def test_fresh_cancel_is_one_patch_and_repeats_are_free(
     assert calls.seen == [
         ("PATCH", f"nico.dev/v1alpha1/namespaces/{namespace}/nicotasks/{task['metadata']['name']}")
     ]
-    after = await _read(kube_api, namespace, task["metadata"]["name"])
+    after = await read_task(kube_api, namespace, task["metadata"]["name"])
     assert after["spec"]["cancel"] is True
     assert after["metadata"]["annotations"][CANCEL_REQUESTED_BY] == "alice"
 
@@ -159,27 +130,24 @@ async def test_fresh_cancel_is_one_patch_and_repeats_are_free(
                             headers=headers)
         assert r.status_code == 404, r.text
     assert calls.seen == []
-    assert (await _read(kube_api, namespace, task["metadata"]["name"]))["metadata"][
+    assert (await read_task(kube_api, namespace, task["metadata"]["name"]))["metadata"][
         "resourceVersion"] == after["metadata"]["resourceVersion"]
 
 
 async def test_recreated_task_is_never_patched_from_a_stale_entry(
     server: ServerThread, kube_api: Any, namespace: str, world: World,
 ) -> None:
-    custom = client.CustomObjectsApi(kube_api)
     old = await make_task(kube_api, namespace, world.site_a, "Running", name="same-name")
     stale = record_of(old)
     assert stale is not None
-    await custom.delete_namespaced_custom_object(
-        api.GROUP, api.VERSION, namespace, TASKS, "same-name"
-    )
+    await Kube(kube_api).delete(TASKS, "same-name", namespace)
     new = await make_task(kube_api, namespace, world.site_a, "Running", name="same-name")
     service = server.shim.service
     future = asyncio.run_coroutine_threadsafe(service._patch(stale, "mallory"), server.loop)
     with pytest.raises(errors.APIError) as exc:
         await asyncio.wrap_future(future)
     assert exc.value.status == 404
-    now = await _read(kube_api, namespace, "same-name")
+    now = await read_task(kube_api, namespace, "same-name")
     assert now["metadata"]["uid"] == new["metadata"]["uid"]
     assert not now["spec"].get("cancel")
     assert CANCEL_REQUESTED_BY not in (now["metadata"].get("annotations") or {})
@@ -191,10 +159,10 @@ async def test_stale_entry_of_the_same_task_costs_one_read_then_patches(
     task = await make_task(kube_api, namespace, world.site_a, "Pending")
     stale = record_of(task)
     assert stale is not None
-    obj = await _read(kube_api, namespace, task["metadata"]["name"])
+    obj = await read_task(kube_api, namespace, task["metadata"]["name"])
     obj["status"]["status"] = "Running"
-    await client.CustomObjectsApi(kube_api).replace_namespaced_custom_object_status(
-        api.GROUP, api.VERSION, namespace, TASKS, task["metadata"]["name"], obj
+    await Kube(kube_api).replace_status(
+        TASKS, task["metadata"]["name"], obj, namespace
     )  # the stale record's resourceVersion is now outdated
     with counted(server) as calls:
         future = asyncio.run_coroutine_threadsafe(
@@ -203,7 +171,7 @@ async def test_stale_entry_of_the_same_task_costs_one_read_then_patches(
         body = await asyncio.wrap_future(future)
     assert [m for m, _ in calls.seen] == ["PATCH", "GET", "PATCH"]
     assert b'"status":"Running"' in body
-    after = await _read(kube_api, namespace, task["metadata"]["name"])
+    after = await read_task(kube_api, namespace, task["metadata"]["name"])
     assert after["spec"]["cancel"] is True
     assert after["metadata"]["annotations"][CANCEL_REQUESTED_BY] == "bob"
 
@@ -215,7 +183,7 @@ async def test_second_site_with_same_site_id_refuses_instead_of_202(
     """The attack: beta creates a NicoSite claiming acme's siteId with beta's provider."""
     task = await make_task(kube_api, namespace, world.site_a2, "Running")
     uid = task["metadata"]["uid"]
-    await _cached(server, uid)
+    await cached(server, task, versions=False)
     custom = client.CustomObjectsApi(kube_api)
     evil = f"evil-{secrets.token_hex(3)}"
     assert world.beta.provider
@@ -225,20 +193,23 @@ async def test_second_site_with_same_site_id_refuses_instead_of_202(
         assert await wait_for(lambda: len(sites.claims(world.site_a2)) == 2, 10)
         for org in (world.beta.name, world.acme.name):
             r = await http.post(f"/v2/org/{org}/nico/task/{uid}/cancel",
-                                json={"siteId": world.site_a2}, headers=_auth(key_dir, org))
+                                json={"siteId": world.site_a2}, headers=admin_auth(key_dir, org))
             assert r.status_code == 403, r.text
             assert r.json()["message"] == errors.AMBIGUOUS_SITE
             r = await http.get(f"/v2/org/{org}/nico/task/{uid}",
                                params={"siteId": world.site_a2.upper()},
-                               headers=_auth(key_dir, org))
+                               headers=admin_auth(key_dir, org))
             assert r.status_code == 403, r.text
-        assert not (await _read(kube_api, namespace, task["metadata"]["name"]))["spec"].get(
+        assert not (await read_task(kube_api, namespace, task["metadata"]["name"]))["spec"].get(
             "cancel")
     finally:
-        await custom.delete_cluster_custom_object(api.GROUP, api.VERSION, SITES, evil)
+        await Kube(kube_api).custom.delete_cluster_custom_object(
+            api.GROUP, api.VERSION, SITES, evil
+        )
     assert await wait_for(lambda: len(sites.claims(world.site_a2)) == 1, 10)
     r = await http.post(f"/v2/org/{world.acme.name}/nico/task/{uid}/cancel",
-                        json={"siteId": world.site_a2}, headers=_auth(key_dir, world.acme.name))
+                        json={"siteId": world.site_a2},
+                        headers=admin_auth(key_dir, world.acme.name))
     assert r.status_code == 202, r.text
 
 
@@ -249,9 +220,9 @@ async def test_bad_bodies_are_4xx(
     org, site = world.acme.name, world.site_a
     task = await make_task(kube_api, namespace, site, "Running")
     uid = task["metadata"]["uid"]
-    await _cached(server, uid)
+    await cached(server, task, versions=False)
     url = f"/v2/org/{org}/nico/task/{uid}/cancel"
-    headers = {**_auth(key_dir, org), "Content-Type": "application/json"}
+    headers = {**admin_auth(key_dir, org), "Content-Type": "application/json"}
     big = b'{"siteId": "' + site.encode() + b'", "pad": "' + b"x" * (10 << 20) + b'"}'
     r = await http.post(url, content=big, headers=headers)
     assert r.status_code == 413 and r.json()["source"] == "nico", r.text
@@ -270,4 +241,5 @@ async def test_bad_bodies_are_4xx(
     r = await http.post(url, json={"siteId": site},
                         headers={"Authorization": f"Bearer {deep_token}"})
     assert r.status_code == 401, r.text
-    assert not (await _read(kube_api, namespace, task["metadata"]["name"]))["spec"].get("cancel")
+    after = await read_task(kube_api, namespace, task["metadata"]["name"])
+    assert not after["spec"].get("cancel")

@@ -20,12 +20,10 @@ import httpx
 import jwt
 import pytest
 import pytest_asyncio
-from kubernetes_asyncio import client
+from integration_support import bearer, cached, read_task, serve_shim
 
-from nicotask import api
-from nicotask.crdgen import install_crds
 from nicotask.devenv.testing import DevEnvHandle
-from nicotask.kube import CANCEL_REQUESTED_BY, TASKS
+from nicotask.kube import CANCEL_REQUESTED_BY, TASKS, Kube
 from nicotask.shim import errors
 from nicotask.shim.app import create_app
 from nicotask.shim.config import ShimSettings
@@ -47,11 +45,6 @@ PATHS = ["task", "rack/task"]
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def crds(devenv: DevEnvHandle) -> None:
-    await asyncio.to_thread(install_crds, devenv.kubeconfig)
-
-
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def world(kube_api: Any, crds: None) -> World:
     return await make_world(kube_api)
 
@@ -63,12 +56,8 @@ def key_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def shim_server(devenv: DevEnvHandle, crds: None, key_dir: Path) -> Iterator[ServerThread]:
-    settings = ShimSettings(dev_issuer_dir=key_dir)
-    server = ServerThread(create_app(settings, kubeconfig=str(devenv.kubeconfig))).start()
-    try:
+    with serve_shim(devenv.kubeconfig, key_dir) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -79,10 +68,6 @@ async def http(shim_server: ServerThread) -> AsyncIterator[httpx.AsyncClient]:
 
 def token(key_dir: Path, org: str, roles: list[str] | None = None, **kw: Any) -> str:
     return issue_token(key_dir, org, ["PROVIDER_ADMIN"] if roles is None else roles, **kw)
-
-
-def bearer(tok: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {tok}"}
 
 
 async def cancel(
@@ -105,22 +90,8 @@ def assert_error(r: httpx.Response, status: int, message: str) -> None:
     assert body["message"] == message, body
 
 
-async def cached(server: ServerThread, *tasks: dict[str, Any]) -> None:
-    """Wait until the shim's watch-fed cache has these versions (reads are served from it)."""
-    records = server.shim.caches.tasks
-    for task in tasks:
-        uid, rv = task["metadata"]["uid"], task["metadata"]["resourceVersion"]
-        assert await wait_for(
-            lambda uid=uid, rv=rv: (r := records.lookup(uid)) is not None
-            and r.resource_version == rv, 10
-        )
-
-
 async def read(kube_api: Any, obj: dict[str, Any]) -> dict[str, Any]:
-    meta = obj["metadata"]
-    return dict(await client.CustomObjectsApi(kube_api).get_namespaced_custom_object(
-        api.GROUP, api.VERSION, meta["namespace"], TASKS, meta["name"]
-    ))
+    return await read_task(kube_api, obj["metadata"]["namespace"], obj["metadata"]["name"])
 
 
 # ---- 202 ------------------------------------------------------------------------
@@ -328,7 +299,6 @@ async def test_50_concurrent_cancels_patch_once(
     task = await make_task(kube_api, namespace, world.site_a, "Running")
     uid, name = task["metadata"]["uid"], task["metadata"]["name"]
     rv0 = task["metadata"]["resourceVersion"]
-    custom = client.CustomObjectsApi(kube_api)
     patches_before = shim_server.shim.service.patches
     tokens = [token(key_dir, world.acme.name, subject=f"user-{i}") for i in range(50)]
     results = await asyncio.gather(*(
@@ -340,9 +310,9 @@ async def test_50_concurrent_cancels_patch_once(
     # every MODIFIED event since creation: exactly one (each request has its own subject,
     # so a second patch would show as a second modification)
     events = []
-    resp = await custom.list_namespaced_custom_object(
-        api.GROUP, api.VERSION, namespace, TASKS, watch=True, resource_version=rv0,
-        field_selector=f"metadata.name={name}", timeout_seconds=2, _preload_content=False,
+    resp = await Kube(kube_api).list_raw(
+        TASKS, namespace, watch=True, resource_version=rv0,
+        field_selector=f"metadata.name={name}", timeout_seconds=2,
     )
     while line := await resp.content.readline():
         events.append(json.loads(line))
@@ -434,21 +404,15 @@ async def test_index_follows_watch_and_survives_restart(
     assert await wait_for(lambda: index.lookup(uid) is not None, 10)
     assert index.lookup(uid).name == task["metadata"]["name"]
     # a brand-new shim (a restart) finds tasks created before it started
-    settings = ShimSettings(dev_issuer_dir=key_dir)
-    fresh = ServerThread(create_app(settings, kubeconfig=str(devenv.kubeconfig))).start()
-    try:
+    with serve_shim(devenv.kubeconfig, key_dir) as fresh:
         assert fresh.shim.index.lookup(uid) is not None
         async with httpx.AsyncClient(base_url=fresh.url) as c:
             r = await c.get(f"/v2/org/{world.acme.name}/nico/task/{uid}",
                             params={"siteId": world.site_a},
                             headers=bearer(token(key_dir, world.acme.name)))
             assert r.status_code == 200, r.text
-    finally:
-        fresh.stop()
     # deleted tasks leave the index
-    await client.CustomObjectsApi(kube_api).delete_namespaced_custom_object(
-        api.GROUP, api.VERSION, namespace, TASKS, task["metadata"]["name"]
-    )
+    await Kube(kube_api).delete(TASKS, task["metadata"]["name"], namespace)
     assert await wait_for(lambda: index.lookup(uid) is None, 10)
 
 

@@ -3,7 +3,6 @@ its ServiceAccount can do nothing else."""
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import ssl
 from collections.abc import AsyncIterator
@@ -13,16 +12,20 @@ from typing import Any
 import httpx
 import pytest_asyncio
 import yaml
+from integration_support import (
+    admin_auth,
+    create_service_account,
+    read_task,
+    serve_shim,
+    service_account_token,
+    token_kubeconfig,
+)
 from kubernetes_asyncio import client
 
 from nicotask import api
-from nicotask.crdgen import install_crds
 from nicotask.devenv.testing import DevEnvHandle
 from nicotask.kube import TASKS
-from nicotask.shim.app import create_app
-from nicotask.shim.config import ShimSettings
-from nicotask.shim.devissuer import issue_token
-from nicotask.shim.testing import ServerThread, make_task, make_world
+from nicotask.shim.testing import make_task, make_world
 
 RBAC = Path(__file__).resolve().parents[2] / "deploy" / "rbac" / "shim.yaml"
 
@@ -40,53 +43,31 @@ def test_rbac_file_grants_only_what_the_shim_needs() -> None:
     grants = {(g, r, v) for rule in rules for g in rule["apiGroups"]
               for r in rule["resources"] for v in rule["verbs"]}
     assert grants == {
-        ("nico.dev", "nicotasks", v) for v in ("get", "list", "watch", "patch")
+        (api.GROUP, TASKS, v) for v in ("get", "list", "watch", "patch")
     } | {
-        ("nico.dev", r, v) for r in ("nicoproviders", "nicosites") for v in ("get", "list", "watch")
+        (api.GROUP, r, v) for r in (api.PROVIDERS, api.SITES) for v in ("get", "list", "watch")
     }
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def sa_token(kube_api: Any, namespace: str, devenv: DevEnvHandle) -> AsyncIterator[str]:
-    await asyncio.to_thread(install_crds, devenv.kubeconfig)
+async def sa_token(kube_api: Any, namespace: str, crds: None) -> AsyncIterator[str]:
     rbac = client.RbacAuthorizationV1Api(kube_api)
-    core = client.CoreV1Api(kube_api)
     name = f"nicotask-shim-{secrets.token_hex(3)}"
     role = cluster_role()
     role["metadata"] = {"name": name}
     await rbac.create_cluster_role(role)  # type: ignore[arg-type]
-    await core.create_namespaced_service_account(
-        namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="shim"))
-    )
+    await create_service_account(kube_api, namespace, "shim")
     await rbac.create_cluster_role_binding({  # type: ignore[arg-type]
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
         "metadata": {"name": name},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
         "subjects": [{"kind": "ServiceAccount", "name": "shim", "namespace": namespace}],
     })
-    tr = await core.create_namespaced_service_account_token(
-        "shim", namespace,
-        client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(
-            audiences=[], expiration_seconds=3600)),
-    )
     try:
-        yield tr.status.token
+        yield await service_account_token(kube_api, namespace, "shim")
     finally:
         await rbac.delete_cluster_role_binding(name)
         await rbac.delete_cluster_role(name)
-
-
-def sa_kubeconfig(admin: Path, token: str, out: Path) -> Path:
-    cfg = yaml.safe_load(admin.read_text())
-    ctx = next(c for c in cfg["contexts"] if c["name"] == cfg["current-context"])["context"]
-    cluster = next(c for c in cfg["clusters"] if c["name"] == ctx["cluster"])
-    out.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
-        "clusters": [{**cluster, "name": "c"}],
-        "users": [{"name": "sa", "user": {"token": token}}],
-        "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa"}}],
-    }))
-    return out
 
 
 async def test_shim_works_with_least_privilege_and_nothing_more(
@@ -95,15 +76,11 @@ async def test_shim_works_with_least_privilege_and_nothing_more(
     world = await make_world(kube_api)
     task = await make_task(kube_api, namespace, world.site_a, "Running")
     uid = task["metadata"]["uid"]
-    kubeconfig = sa_kubeconfig(devenv.kubeconfig, sa_token, tmp_path / "sa.kubeconfig")
+    kubeconfig = token_kubeconfig(devenv.kubeconfig, sa_token, tmp_path / "sa.kubeconfig")
     key_dir = tmp_path / "issuer"
-    server = ServerThread(
-        create_app(ShimSettings(dev_issuer_dir=key_dir), kubeconfig=str(kubeconfig))
-    ).start()
-    try:
+    with serve_shim(kubeconfig, key_dir) as server:
         assert server.shim.caches.synced  # list + watch of providers, sites, tasks allowed
-        tok = issue_token(key_dir, world.acme.name, ["PROVIDER_ADMIN"])
-        headers = {"Authorization": f"Bearer {tok}"}
+        headers = admin_auth(key_dir, world.acme.name)
         async with httpx.AsyncClient(base_url=server.url, headers=headers) as http:
             base = f"/v2/org/{world.acme.name}/nico"
             r = await http.get(f"{base}/task/{uid}", params={"siteId": world.site_a})
@@ -114,11 +91,7 @@ async def test_shim_works_with_least_privilege_and_nothing_more(
             assert r.status_code == 202, r.text
             r = await http.get("/readyz")
             assert r.status_code == 200 and r.json()["ready"] is True, r.text
-    finally:
-        server.stop()
-    got = await client.CustomObjectsApi(kube_api).get_namespaced_custom_object(
-        api.GROUP, api.VERSION, namespace, TASKS, task["metadata"]["name"]
-    )
+    got = await read_task(kube_api, namespace, task["metadata"]["name"])
     assert got["spec"]["cancel"] is True
 
     # the ServiceAccount itself: everything else is forbidden
@@ -129,9 +102,8 @@ async def test_shim_works_with_least_privilege_and_nothing_more(
     verify = ssl.create_default_context(cafile=cfg.ssl_ca_cert)
     async with httpx.AsyncClient(base_url=cfg.host, verify=verify, headers=sa) as k:
         denied = [
-            await k.post(tasks, json={
-                "apiVersion": api.API_VERSION, "kind": "NicoTask", "metadata": {"name": "evil"},
-                "spec": {"siteId": world.site_a, "rackRef": "r", "operation": "PowerOn"}}),
+            await k.post(tasks, json=api.TASK_RESOURCE.manifest(
+                "evil", {"siteId": world.site_a, "rackRef": "r", "operation": "PowerOn"})),
             await k.delete(f"{tasks}/{name}"),
             await k.patch(f"{tasks}/{name}/status", json={"status": {"status": "Succeeded"}},
                           headers={"Content-Type": "application/merge-patch+json"}),
@@ -159,12 +131,12 @@ async def test_shim_works_with_least_privilege_and_nothing_more(
             return bool(r.json()["status"]["allowed"])
 
         for verb in ("get", "list", "watch", "patch"):
-            assert await allowed(verb, "nicotasks")
+            assert await allowed(verb, TASKS)
         for verb in ("create", "delete", "update", "deletecollection"):
-            assert not await allowed(verb, "nicotasks")
-        assert not await allowed("patch", "nicotasks", "status")
-        assert not await allowed("update", "nicotasks", "status")
+            assert not await allowed(verb, TASKS)
+        assert not await allowed("patch", TASKS, "status")
+        assert not await allowed("update", TASKS, "status")
         assert not await allowed("get", "secrets", group="")
         assert not await allowed("get", "configmaps", group="")
-        assert not await allowed("patch", "nicosites")
-        assert not await allowed("get", "nicooperationrules")
+        assert not await allowed("patch", api.SITES)
+        assert not await allowed("get", api.RULES)

@@ -6,7 +6,6 @@ NICoAPIError 4xx, never a 5xx."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,13 +17,11 @@ import pytest_asyncio
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from integration_support import serve_shim
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from nicotask.crdgen import install_crds
 from nicotask.devenv.testing import DevEnvHandle
-from nicotask.shim.app import create_app
-from nicotask.shim.config import ShimSettings
 from nicotask.shim.devissuer import issue_token
 from nicotask.shim.testing import SAMPLE_REPORT, ServerThread, World, make_task, make_world
 
@@ -33,8 +30,7 @@ CHECKS = [not_a_server_error, response_schema_conformance]
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def st_world(devenv: DevEnvHandle, kube_api: Any) -> World:
-    await asyncio.to_thread(install_crds, devenv.kubeconfig)
+async def st_world(kube_api: Any, crds: None) -> World:
     return await make_world(kube_api)
 
 
@@ -43,13 +39,8 @@ def st_server(
     devenv: DevEnvHandle, st_world: World, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[ServerThread, Path]]:
     key_dir = tmp_path_factory.mktemp("st-issuer")
-    server = ServerThread(
-        create_app(ShimSettings(dev_issuer_dir=key_dir), kubeconfig=str(devenv.kubeconfig))
-    ).start()
-    try:
+    with serve_shim(devenv.kubeconfig, key_dir) as server:
         yield server, key_dir
-    finally:
-        server.stop()
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -286,6 +286,15 @@ class CustomResource:
     def filename(self) -> str:
         return f"{GROUP}_{self.plural}.yaml"
 
+    def manifest(self, name: str, spec: dict[str, Any], **metadata: Any) -> dict[str, Any]:
+        """A new object of this kind as the API server takes it (apiVersion, kind, metadata)."""
+        return {
+            "apiVersion": API_VERSION,
+            "kind": self.kind,
+            "metadata": {"name": name, **metadata},
+            "spec": spec,
+        }
+
 
 def column(name: str, path: str, type_: str = "string", priority: int = 0, **kw: Any) -> dict:
     """One additionalPrinterColumns entry."""
