@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from integration_support import create_task, read_task
 
 from nicotask import api, crdgen, state
 from nicotask.devenv.testing import argocd_health
+from nicotask.kube import Kube
 
 BIN = Path(sys.executable).parent
 PLUGIN = BIN / "kubectl-nico"
-SITE = "660e8400-e29b-41d4-a716-446655440000"
 RULE = "770e8400-e29b-41d4-a716-446655440001"
 
 
@@ -42,40 +43,13 @@ async def run(devenv: Any, *args: str, via_kubectl: bool = False) -> tuple[int, 
     return proc.returncode, out.decode(), err.decode()
 
 
-async def create_task(kube_api: Any, namespace: str, name: str) -> api.NicoTask:
-    from kubernetes_asyncio import client
-
-    custom = client.CustomObjectsApi(kube_api)
-    obj = await custom.create_namespaced_custom_object(
-        api.GROUP,
-        api.VERSION,
-        namespace,
-        "nicotasks",
-        {
-            "apiVersion": api.API_VERSION,
-            "kind": "NicoTask",
-            "metadata": {"name": name},
-            "spec": {
-                "siteId": SITE,
-                "rackRef": "rack-1",
-                "operation": "PowerOn",
-                "description": "Power on rack-1",
-            },
-        },
-    )
-    return api.NicoTask.model_validate(obj)
-
-
 async def write_status(
     kube_api: Any, task: api.NicoTask, status: api.NicoTaskStatus
 ) -> api.NicoTask:
-    from kubernetes_asyncio import client
-
-    custom = client.CustomObjectsApi(kube_api)
     body = task.model_dump(mode="json", by_alias=True, exclude_none=True)
     body["status"] = status.wire()
-    obj = await custom.replace_namespaced_custom_object_status(
-        api.GROUP, api.VERSION, task.metadata.namespace, "nicotasks", task.metadata.name, body
+    obj = await Kube(kube_api).replace_status(
+        api.TASKS, task.metadata.name, body, task.metadata.namespace or ""
     )
     return api.NicoTask.model_validate(obj)
 
@@ -123,7 +97,9 @@ def report(now: dt.datetime) -> api.TaskReportV1:
 
 
 async def test_report_cancel_wait(devenv: Any, kube_api: Any, namespace: str, crds: None) -> None:
-    task = await create_task(kube_api, namespace, "power-on-rack-1")
+    task = await create_task(
+        kube_api, namespace, "power-on-rack-1", description="Power on rack-1"
+    )
     start = dt.datetime(2025, 6, 1, 10, 0, 0, tzinfo=dt.UTC)
     running = state.with_status(
         task, api.TaskStatus.RUNNING, "Running", now=start, report=report(start)
@@ -161,12 +137,7 @@ async def test_report_cancel_wait(devenv: Any, kube_api: Any, namespace: str, cr
     rc, out, err = await run(devenv, "cancel", "power-on-rack-1", "-n", namespace)
     assert rc == 0, err
     assert "cancel requested" in out
-    from kubernetes_asyncio import client
-
-    custom = client.CustomObjectsApi(kube_api)
-    obj = await custom.get_namespaced_custom_object(
-        api.GROUP, api.VERSION, namespace, "nicotasks", "power-on-rack-1"
-    )
+    obj = await read_task(kube_api, namespace, "power-on-rack-1")
     assert obj["spec"]["cancel"] is True
     # who cancelled: the caller, as the API server knows it (SelfSubjectReview)
     from nicotask.devenv.pki import ADMIN_USER
@@ -202,9 +173,7 @@ async def test_report_cancel_wait(devenv: Any, kube_api: Any, namespace: str, cr
     rc, _, _ = await run(devenv, "wait", "power-on-rack-1", "-n", namespace)
     assert rc == 0
 
-    obj = await custom.get_namespaced_custom_object(
-        api.GROUP, api.VERSION, namespace, "nicotasks", "power-on-rack-1"
-    )
+    obj = await read_task(kube_api, namespace, "power-on-rack-1")
     assert argocd_health(obj) == ("Healthy", "Terminated: Cancelled by user (test)")
     rc, out, _ = await run(devenv, "report", "power-on-rack-1", "-n", namespace)
     assert "Status:     Terminated" in out

@@ -15,6 +15,7 @@ import datetime as dt
 from typing import Any
 
 import pytest
+from integration_support import create_task
 from kubernetes_asyncio import client as k8s
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
@@ -25,8 +26,6 @@ from nicotask.kube import TASKS, Kube, Refused
 from nicotask.state import with_status
 from nicotask.temporal.activities import TaskActivities
 from nicotask.temporal.models import ProgressUpdate, TaskRef
-
-SITE = "660e8400-e29b-41d4-a716-446655440000"
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -55,17 +54,6 @@ def report(status: ReportStatus) -> TaskReportV1:
     return TaskReportV1(stages=[TaskReportV1Stage(number=1, status=status, steps=[step])])
 
 
-async def create_task(kube: Kube, namespace: str, name: str) -> dict[str, Any]:
-    obj = await kube.custom.create_namespaced_custom_object(
-        api.GROUP, api.VERSION, namespace, TASKS,
-        {
-            "apiVersion": api.API_VERSION, "kind": "NicoTask", "metadata": {"name": name},
-            "spec": {"siteId": SITE, "rackRef": "rack-1", "operation": "PowerOn"},
-        },
-    )  # fmt: skip
-    return dict(obj)
-
-
 def publish(acts: TaskActivities, update: ProgressUpdate) -> Any:
     env = ActivityEnvironment()
     env.info = dataclasses.replace(env.info, workflow_id=update.task.uid)
@@ -81,7 +69,7 @@ async def test_progress_write_is_one_patch_and_never_goes_backwards(
     await kube.update_task_status(
         namespace, "t", lambda t: with_status(t, TaskStatus.PENDING, "Pending")
     )
-    ref = TaskRef(namespace=namespace, name="t", uid=obj["metadata"]["uid"])
+    ref = TaskRef(namespace=namespace, name="t", uid=obj.metadata.uid or "")
     acts = TaskActivities(kube)
     started = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
@@ -136,9 +124,7 @@ async def test_progress_write_leaves_a_recreated_namesake_alone(
 ) -> None:
     kube = Kube(kube_api)
     old = await create_task(kube, namespace, "again")
-    await kube.custom.delete_namespaced_custom_object(
-        api.GROUP, api.VERSION, namespace, TASKS, "again"
-    )
+    await kube.delete(TASKS, "again", namespace)
     for _ in range(50):  # no finalizer here (no operator): gone at once, but be patient
         try:
             await kube.get_task(namespace, "again")
@@ -146,7 +132,7 @@ async def test_progress_write_leaves_a_recreated_namesake_alone(
             break
         await asyncio.sleep(0.1)
     await create_task(kube, namespace, "again")
-    ref = TaskRef(namespace=namespace, name="again", uid=old["metadata"]["uid"])
+    ref = TaskRef(namespace=namespace, name="again", uid=old.metadata.uid or "")
     update = ProgressUpdate(task=ref, report=report(ReportStatus.RUNNING), sequence=1)
     with pytest.raises(ApplicationError, match="is gone"):
         await publish(TaskActivities(kube), update)
@@ -169,7 +155,7 @@ async def test_progress_write_on_a_task_without_status(
     """No status to patch yet (nobody wrote one): the whole status is written once."""
     kube = Kube(kube_api)
     obj = await create_task(kube, namespace, "bare")
-    ref = TaskRef(namespace=namespace, name="bare", uid=obj["metadata"]["uid"])
+    ref = TaskRef(namespace=namespace, name="bare", uid=obj.metadata.uid or "")
     update = ProgressUpdate(task=ref, report=report(ReportStatus.PENDING), sequence=2)
     assert await publish(TaskActivities(kube), update) is True
     stored = await kube.get_task(namespace, "bare")

@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 import sushy
+from integration_support import component as support_component
+from integration_support import create_rack, create_task
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import watch as k8s_watch
 from temporalio.client import Client
@@ -27,14 +29,13 @@ from temporalio.client import Client
 from nicotask import api
 from nicotask.api import NicoRack, NicoTask, Operation, ReportStatus, TaskStatus
 from nicotask.bmc_policy import EndpointPolicy
-from nicotask.kube import RACKS, TASKS, Kube
+from nicotask.kube import TASKS, Kube
 from nicotask.rules import builtin_rule
 from nicotask.state import with_status
 from nicotask.temporal.client import start_task_workflow
 from nicotask.temporal.models import WorkflowOutcome, build_workflow_input
 from nicotask.temporal.worker import build_worker
 
-SITE = "660e8400-e29b-41d4-a716-446655440000"
 # The emulator listens on loopback, which the worker refuses unless told otherwise.
 LOOPBACK_OK = EndpointPolicy.from_cidrs(["127.0.0.0/8"])
 TYPES = {"compute": "Compute", "nvswitch": "NVSwitch", "powershelf": "PowerShelf"}
@@ -94,43 +95,12 @@ async def make_secret(
 
 
 def component(system: dict[str, Any], endpoint: str, secret: str | None = None) -> dict[str, Any]:
-    redfish: dict[str, Any] = {"endpoint": endpoint, "systemId": system["id"]}
-    if secret:
-        redfish["credentials"] = {"name": secret}
-    return {"id": system["name"], "type": TYPES[system["type"]], "redfish": redfish}
-
-
-async def make_rack(
-    kube: Kube, namespace: str, name: str, components: list[dict[str, Any]], secret: str = "bmc"
-) -> NicoRack:
-    body = {
-        "apiVersion": api.API_VERSION,
-        "kind": "NicoRack",
-        "metadata": {"name": name},
-        "spec": {
-            "siteId": SITE,
-            "credentials": {"name": secret},
-            "tls": {"allowInsecureHttp": True},  # the emulator speaks http
-            "components": components,
-        },
-    }
-    obj = await kube.custom.create_namespaced_custom_object(
-        api.GROUP, api.VERSION, namespace, RACKS, body
-    )
-    return NicoRack.model_validate(obj)
+    return support_component(system["name"], endpoint, system["id"], TYPES[system["type"]], secret)
 
 
 async def make_task(kube: Kube, namespace: str, rack: str, operation: Operation) -> NicoTask:
-    body = {
-        "apiVersion": api.API_VERSION,
-        "kind": "NicoTask",
-        "metadata": {"name": f"{operation.value.lower()}-{uuid.uuid4().hex[:6]}"},
-        "spec": {"siteId": SITE, "rackRef": rack, "operation": operation.value},
-    }
-    obj = await kube.custom.create_namespaced_custom_object(
-        api.GROUP, api.VERSION, namespace, TASKS, body
-    )
-    return NicoTask.model_validate(obj)
+    name = f"{operation.value.lower()}-{uuid.uuid4().hex[:6]}"
+    return await create_task(kube, namespace, name, rack, operation.value)
 
 
 class Watcher:
@@ -254,7 +224,7 @@ async def test_power_on_then_off_a_whole_rack(
     await force_all(devenv, "Off")
     kube = Kube(kube_api)
     await make_secret(kube_api, namespace, "bmc", devenv.redfish_user, devenv.redfish_password)
-    rack = await make_rack(
+    rack = await create_rack(
         kube, namespace, "rack-1", [component(s, devenv.redfish_url) for s in systems]
     )
 
@@ -322,7 +292,7 @@ async def test_unreachable_bmc_fails_fast(
         + [component(s, dead) for s in switches]
         + [component(s, devenv.redfish_url) for s in computes]
     )
-    rack = await make_rack(kube, namespace, "rack-dead", components)
+    rack = await create_rack(kube, namespace, "rack-dead", components)
     task = await make_task(kube, namespace, "rack-dead", Operation.POWER_ON)
     outcome, watcher = await run_task(pclient, kube, task, rack, Operation.POWER_ON)
 
@@ -354,7 +324,7 @@ async def test_wrong_password_fails_without_retries(
     kube = Kube(kube_api)
     await make_secret(kube_api, namespace, "bmc-wrong", devenv.redfish_user, "not-the-password")
     components = [component(s, devenv.redfish_url) for s in devenv.redfish_systems]
-    rack = await make_rack(kube, namespace, "rack-auth", components, secret="bmc-wrong")
+    rack = await create_rack(kube, namespace, "rack-auth", components, secret="bmc-wrong")
     task = await make_task(kube, namespace, "rack-auth", Operation.POWER_ON)
     t0 = time.monotonic()
     outcome, _ = await run_task(pclient, kube, task, rack, Operation.POWER_ON)

@@ -18,6 +18,7 @@ import uuid
 from typing import Any
 
 import pytest
+from integration_support import component, create_rack, create_task
 from kubernetes_asyncio import client as k8s
 from temporalio.client import Client
 
@@ -35,7 +36,7 @@ from nicotask.api import (
     TaskStatus,
 )
 from nicotask.bmc_policy import EndpointPolicy
-from nicotask.kube import RACKS, TASKS, Kube, SecretData
+from nicotask.kube import Kube, SecretData
 from nicotask.temporal.models import (
     WORKFLOW_NAME,
     ComponentTarget,
@@ -45,7 +46,6 @@ from nicotask.temporal.models import (
 )
 from nicotask.temporal.worker import build_worker
 
-SITE = "660e8400-e29b-41d4-a716-446655440000"
 LOOPBACK_OK = EndpointPolicy.from_cidrs(["127.0.0.0/8"])
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -151,26 +151,12 @@ async def test_forged_workflow_input_sends_no_secret_anywhere(
     # Our own namespace: a real task on a real rack whose Secret is NOT labelled.
     await make_secret(kube_api, namespace, "rack-secret", labelled=False)
     kube = SpyKube(kube_api)
-    await kube.custom.create_namespaced_custom_object(
-        api.GROUP, api.VERSION, namespace, RACKS,
-        {
-            "apiVersion": api.API_VERSION, "kind": "NicoRack", "metadata": {"name": "rack-1"},
-            "spec": {
-                "siteId": SITE, "credentials": {"name": "rack-secret"},
-                "tls": {"allowInsecureHttp": True},
-                "components": [{"id": "compute-0", "type": "Compute",
-                                "redfish": {"endpoint": "http://127.0.0.1:1", "systemId": "s"}}],
-            },
-        },
-    )  # fmt: skip
-    task = await kube.custom.create_namespaced_custom_object(
-        api.GROUP, api.VERSION, namespace, TASKS,
-        {
-            "apiVersion": api.API_VERSION, "kind": "NicoTask", "metadata": {"name": "task-1"},
-            "spec": {"siteId": SITE, "rackRef": "rack-1", "operation": "PowerOn"},
-        },
-    )  # fmt: skip
-    uid = task["metadata"]["uid"]
+    await create_rack(
+        kube, namespace, "rack-1", [component("compute-0", "http://127.0.0.1:1", "s")],
+        secret="rack-secret",
+    )
+    task = await create_task(kube, namespace, "task-1")
+    uid = task.metadata.uid or ""
     queue = f"test-trust-{uuid.uuid4().hex[:8]}"
 
     async def run(workflow_id: str, inp: WorkflowInput) -> WorkflowOutcome:
@@ -270,26 +256,11 @@ async def test_rack_endpoint_on_loopback_is_refused_by_default(
     await make_secret(kube_api, namespace, "bmc", labelled=True)
     kube = SpyKube(kube_api)
     async with Listener() as listener:
-        await kube.custom.create_namespaced_custom_object(
-            api.GROUP, api.VERSION, namespace, RACKS,
-            {
-                "apiVersion": api.API_VERSION, "kind": "NicoRack", "metadata": {"name": "rack-1"},
-                "spec": {
-                    "siteId": SITE, "credentials": {"name": "bmc"},
-                    "tls": {"allowInsecureHttp": True},
-                    "components": [{"id": "compute-0", "type": "Compute",
-                                    "redfish": {"endpoint": listener.url, "systemId": "s"}}],
-                },
-            },
-        )  # fmt: skip
-        task = await kube.custom.create_namespaced_custom_object(
-            api.GROUP, api.VERSION, namespace, TASKS,
-            {
-                "apiVersion": api.API_VERSION, "kind": "NicoTask", "metadata": {"name": "t"},
-                "spec": {"siteId": SITE, "rackRef": "rack-1", "operation": "PowerOn"},
-            },
-        )  # fmt: skip
-        uid = task["metadata"]["uid"]
+        await create_rack(
+            kube, namespace, "rack-1", [component("compute-0", listener.url, "s")]
+        )
+        task = await create_task(kube, namespace, "t")
+        uid = task.metadata.uid or ""
         queue = f"test-trust-{uuid.uuid4().hex[:8]}"
         # The default policy: what a worker in a cluster gets without settings.
         async with build_worker(pclient, kube, task_queue=queue):
