@@ -21,32 +21,20 @@ from typing import Any
 
 import httpx
 import pytest
-import pytest_asyncio
-from integration_support import admin_auth, cached, read_task, serve_shim
+from integration_support import admin_auth, cached, read_task
 from kubernetes_asyncio import client
 
 from nicotask import api
-from nicotask.devenv.testing import DevEnvHandle
 from nicotask.kube import CANCEL_REQUESTED_BY, SITES, TASKS, Kube
 from nicotask.shim import errors
 from nicotask.shim.cache import record_of
-from nicotask.shim.testing import ServerThread, World, create_site, make_task, make_world, wait_for
+from nicotask.shim.testing import ServerThread, World, create_site, make_task, wait_for
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def world(kube_api: Any, crds: None) -> World:
-    return await make_world(kube_api)
-
-
-@pytest.fixture(scope="module")
-def key_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("issuer")
-
-
-@pytest.fixture(scope="module")
-def server(devenv: DevEnvHandle, world: World, key_dir: Path) -> Iterator[ServerThread]:
-    with serve_shim(devenv.kubeconfig, key_dir) as s:
-        yield s
+@pytest.fixture
+def server(shim_server: ServerThread) -> ServerThread:
+    """The shared shim (conftest); its ApiClient's requests are counted per test."""
+    return shim_server
 
 
 class Calls:
@@ -76,12 +64,6 @@ def counted(server: ServerThread) -> Iterator[Calls]:
         yield calls
     finally:
         calls.close()
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def http(server: ServerThread) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server.url, timeout=30) as c:
-        yield c
 
 
 async def test_fresh_cancel_is_one_patch_and_repeats_are_free(

@@ -12,14 +12,12 @@ import hashlib
 import hmac
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import jwt
 import pytest
-import pytest_asyncio
 from integration_support import bearer, cached, read_task, serve_shim
 
 from nicotask.devenv.testing import DevEnvHandle
@@ -34,7 +32,6 @@ from nicotask.shim.testing import (
     World,
     free_port,
     make_task,
-    make_world,
     wait_for,
 )
 
@@ -42,28 +39,6 @@ PATHS = ["task", "rack/task"]
 
 
 # ---- fixtures -----------------------------------------------------------------
-
-
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def world(kube_api: Any, crds: None) -> World:
-    return await make_world(kube_api)
-
-
-@pytest.fixture(scope="session")
-def key_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("dev-issuer")
-
-
-@pytest.fixture(scope="session")
-def shim_server(devenv: DevEnvHandle, crds: None, key_dir: Path) -> Iterator[ServerThread]:
-    with serve_shim(devenv.kubeconfig, key_dir) as server:
-        yield server
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def http(shim_server: ServerThread) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=shim_server.url, timeout=30) as c:
-        yield c
 
 
 def token(key_dir: Path, org: str, roles: list[str] | None = None, **kw: Any) -> str:
