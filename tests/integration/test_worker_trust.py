@@ -159,56 +159,43 @@ async def test_forged_workflow_input_sends_no_secret_anywhere(
     uid = task.metadata.uid or ""
     queue = f"test-trust-{uuid.uuid4().hex[:8]}"
 
-    async def run(workflow_id: str, inp: WorkflowInput) -> WorkflowOutcome:
+    async def refused(
+        workflow_id: str, ref: TaskRef, endpoint: str, message: str
+    ) -> WorkflowOutcome:
+        """A forged input for `ref` (the victim's Secret, our listener) fails with `message`."""
         handle = await pclient.start_workflow(
-            WORKFLOW_NAME, inp, id=workflow_id, task_queue=queue, result_type=WorkflowOutcome
+            WORKFLOW_NAME, forged_input(ref, endpoint, "victim-db"), id=workflow_id,
+            task_queue=queue, result_type=WorkflowOutcome,
         )
-        return await asyncio.wait_for(handle.result(), timeout=60)
+        outcome = await asyncio.wait_for(handle.result(), timeout=60)
+        assert outcome.status == TaskStatus.FAILED
+        assert outcome.message == message
+        return outcome
 
     async with Listener() as listener:
         async with build_worker(pclient, kube, task_queue=queue, bmc_policy=LOOPBACK_OK):
             # 1. A task that does not exist, in the victim's namespace.
             wid = str(uuid.uuid4())
-            outcome = await run(
-                wid,
-                forged_input(
-                    TaskRef(namespace=victim, name="no-such-task", uid=wid),
-                    listener.url,
-                    "victim-db",
-                ),
-            )
-            assert outcome.status == TaskStatus.FAILED
-            assert outcome.message == (
-                f"Compute compute-0: nicotask {victim}/no-such-task does not exist (any more)"
+            await refused(
+                wid, TaskRef(namespace=victim, name="no-such-task", uid=wid), listener.url,
+                f"Compute compute-0: nicotask {victim}/no-such-task does not exist (any more)",
             )
 
             # 2. A real task, but the workflow is not that task's (its id is not the uid).
             wid = str(uuid.uuid4())
-            outcome = await run(
-                wid,
-                forged_input(
-                    TaskRef(namespace=namespace, name="task-1", uid=wid), listener.url, "victim-db"
-                ),
-            )
-            assert outcome.status == TaskStatus.FAILED
-            assert outcome.message == (
+            await refused(
+                wid, TaskRef(namespace=namespace, name="task-1", uid=wid), listener.url,
                 f"Compute compute-0: nicotask {namespace}/task-1 has uid {uid},"
-                f" not this workflow's id {wid}"
+                f" not this workflow's id {wid}",
             )
 
             # 3. The real task's own workflow id: the endpoint and the Secret come from
             #    the stored rack, whose Secret is not labelled for BMC use: refused.
-            outcome = await run(
-                uid,
-                forged_input(
-                    TaskRef(namespace=namespace, name="task-1", uid=uid), listener.url, "victim-db"
-                ),
-            )
-            assert outcome.status == TaskStatus.FAILED
-            assert outcome.message == (
+            outcome = await refused(
+                uid, TaskRef(namespace=namespace, name="task-1", uid=uid), listener.url,
                 f"Compute compute-0: secret {namespace}/rack-secret is not labelled"
                 f" {api.BMC_CREDENTIALS_LABEL}=true: refusing to use it for the BMC"
-                " credentials of component compute-0"
+                " credentials of component compute-0",
             )
         await asyncio.sleep(0.2)
         assert listener.connections == 0
