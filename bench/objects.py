@@ -19,32 +19,25 @@ SLEEP_SECONDS = 3600.0
 
 def provider() -> dict[str, Any]:
     """The NicoProvider of org acme (cluster-scoped), as samples/provider.yaml."""
-    return {
-        "apiVersion": api.API_VERSION,
-        "kind": "NicoProvider",
-        "metadata": {"name": ORG},
-        "spec": {"org": ORG, "providerId": PROVIDER_ID, "displayName": "ACME (bench)"},
-    }
+    return api.PROVIDER_RESOURCE.manifest(
+        ORG, {"org": ORG, "providerId": PROVIDER_ID, "displayName": "ACME (bench)"}
+    )
 
 
 def site() -> dict[str, Any]:
     """The NicoSite the bench's tasks belong to (cluster-scoped), as samples/site.yaml."""
-    return {
-        "apiVersion": api.API_VERSION,
-        "kind": "NicoSite",
-        "metadata": {"name": "acme-site-1"},
-        "spec": {"siteId": SITE_ID, "providerRef": ORG, "displayName": "ACME site 1 (bench)"},
-    }
+    return api.SITE_RESOURCE.manifest(
+        "acme-site-1",
+        {"siteId": SITE_ID, "providerRef": ORG, "displayName": "ACME site 1 (bench)"},
+    )
 
 
 def sleep_rule(seconds: float = SLEEP_SECONDS) -> dict[str, Any]:
     """A PowerOn rule with one Compute step in stage 1 that sleeps `seconds` (no BMC calls)."""
     timeout = max(120.0, seconds * 2)
-    return {
-        "apiVersion": api.API_VERSION,
-        "kind": "NicoOperationRule",
-        "metadata": {"name": "bench-sleep"},
-        "spec": {
+    return api.RULE_RESOURCE.manifest(
+        "bench-sleep",
+        {
             "ruleId": RULE_ID,
             "operation": "PowerOn",
             "default": False,
@@ -59,16 +52,14 @@ def sleep_rule(seconds: float = SLEEP_SECONDS) -> dict[str, Any]:
                 }
             ],
         },
-    }
+    )
 
 
 def rack(name: str, redfish_url: str, system: dict[str, Any]) -> dict[str, Any]:
     """A rack with one Compute component (one emulated system)."""
-    return {
-        "apiVersion": api.API_VERSION,
-        "kind": "NicoRack",
-        "metadata": {"name": name},
-        "spec": {
+    return api.RACK_RESOURCE.manifest(
+        name,
+        {
             "siteId": SITE_ID,
             "credentials": {"name": SECRET},
             "tls": {"allowInsecureHttp": True},  # the emulator speaks http
@@ -80,7 +71,7 @@ def rack(name: str, redfish_url: str, system: dict[str, Any]) -> dict[str, Any]:
                 }
             ],
         },
-    }
+    )
 
 
 def task(
@@ -92,12 +83,7 @@ def task(
         spec["ruleId"] = rule_id
     if cancel:
         spec["cancel"] = True
-    return {
-        "apiVersion": api.API_VERSION,
-        "kind": "NicoTask",
-        "metadata": {"name": name, "labels": {PHASE_LABEL: phase}},
-        "spec": spec,
-    }
+    return api.TASK_RESOURCE.manifest(name, spec, labels={PHASE_LABEL: phase})
 
 
 def rack_name(i: int) -> str:

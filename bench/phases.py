@@ -21,6 +21,7 @@ import httpx
 from kubernetes_asyncio import client, config
 from temporalio.client import Client
 
+from nicotask import api
 from nicotask.api import BMC_CREDENTIALS_LABEL
 from nicotask.shim.devissuer import issue_token
 
@@ -153,9 +154,9 @@ class Phases:
     async def close(self) -> None:
         if self.watch is not None:
             await self.watch.stop()
-        for api in (self.api, self.watch_api):
-            if api is not None:
-                await api.close()
+        for ac in (self.api, self.watch_api):
+            if ac is not None:
+                await ac.close()
 
     async def _create(self, plural: str, body: dict[str, Any], namespaced: bool = True) -> None:
         self.own_api += 1
@@ -173,7 +174,7 @@ class Phases:
     async def _create_task(self, body: dict[str, Any]) -> None:
         self.own_api += 1
         await self.custom.create_namespaced_custom_object(
-            o.GROUP, o.VERSION, o.NAMESPACE, "nicotasks", body
+            o.GROUP, o.VERSION, o.NAMESPACE, api.TASKS, body
         )
 
     async def _patch_task(self, name: str, patch: dict[str, Any]) -> None:
@@ -183,7 +184,7 @@ class Phases:
             o.GROUP,
             o.VERSION,
             o.NAMESPACE,
-            "nicotasks",
+            api.TASKS,
             name,
             patch,
             _content_type="application/merge-patch+json",
@@ -216,15 +217,15 @@ class Phases:
                     },
                 ),
             )
-        await self._create("nicoproviders", o.provider(), namespaced=False)
-        await self._create("nicosites", o.site(), namespaced=False)
-        await self._create("nicooperationrules", o.sleep_rule())
+        await self._create(api.PROVIDERS, o.provider(), namespaced=False)
+        await self._create(api.SITES, o.site(), namespaced=False)
+        await self._create(api.RULES, o.sleep_rule())
         system = self.benv.redfish_system
         url = self.benv.redfish_url
         racks = [o.rack(o.rack_name(i), url, system) for i in range(self.cfg.racks)]
         racks.append(o.rack(SPARE_RACK, url, system))
         progress(f"setup: creating {len(racks)} racks")
-        errors = await bounded(racks, lambda r: self._create("nicoracks", r), 50, "racks")
+        errors = await bounded(racks, lambda r: self._create(api.RACKS, r), 50, "racks")
         if errors:
             raise RuntimeError(f"creating racks: {_first_error(errors)}")
         self.watch = TaskWatch(self.watch_api or self.api)
@@ -271,7 +272,7 @@ class Phases:
             t = time.perf_counter()
             self.own_api += 1
             await self.custom.get_namespaced_custom_object(
-                o.GROUP, o.VERSION, o.NAMESPACE, "nicotasks", SPARE_TASK
+                o.GROUP, o.VERSION, o.NAMESPACE, api.TASKS, SPARE_TASK
             )
             if i >= FLOOR_WARMUP:
                 get_s.append(time.perf_counter() - t)
@@ -335,6 +336,19 @@ class Phases:
         )
         return [nm for nm in names if self.tw.seen_at(nm, "Running") is not None]
 
+    async def _arrivals(
+        self, names: list[str], status: str, sent: dict[str, float], before: calls.Scrape, n: int
+    ) -> tuple[list[float], float | None, dict[str, Any]]:
+        """Each task's latency from its send to `status` seen, the wall time from the first
+        send to the last arrival, and the calls per task of the window (once they settle)."""
+        lat = _latency(self.tw, names, status, sent)
+        wall = None
+        if names and sent:
+            last = max(self.tw.seen_at(nm, status) or 0.0 for nm in names)
+            wall = round(last - min(sent.values()), 3)
+        await asyncio.sleep(CALLS_SETTLE_S)
+        return lat, wall, calls.per_task(before, await self.scrape(), len(names) or n)
+
     async def start(self) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
         """Create N tasks (the bench's concurrency) and time each from its create to Running
         seen; the API-server and Temporal calls of the window per task."""
@@ -352,13 +366,7 @@ class Phases:
         running = await self._wait_running("start", names, deadline)
         if len(running) < n:
             self.errors.append(f"start: {len(running)} of {n} Running within {timeout:.0f}s")
-        lat = _latency(self.tw, running, "Running", sent)
-        total = None
-        if running and sent:
-            last = max(self.tw.seen_at(nm, "Running") or 0.0 for nm in running)
-            total = round(last - min(sent.values()), 3)
-        await asyncio.sleep(CALLS_SETTLE_S)
-        per_start = calls.per_task(before, await self.scrape(), len(running) or n)
+        lat, total, per_start = await self._arrivals(running, "Running", sent, before, n)
         result = {
             "tasks": n,
             "running": len(running),
@@ -545,13 +553,7 @@ class Phases:
                 f"cancel: {len(done)} of {n} Terminated within {timeout:.0f}s"
                 f" ({len(other)} ended otherwise, e.g. {example})"
             )
-        lat = _latency(self.tw, done, "Terminated", sent)
-        wall = None
-        if done and sent:
-            last = max(self.tw.seen_at(nm, "Terminated") or 0.0 for nm in done)
-            wall = round(last - min(sent.values()), 3)
-        await asyncio.sleep(CALLS_SETTLE_S)
-        per_cancel = calls.per_task(before, await self.scrape(), len(done) or n)
+        lat, wall, per_cancel = await self._arrivals(done, "Terminated", sent, before, n)
         summary = summarize(lat, 1000)
         result = {
             "tasks": n,
@@ -710,7 +712,7 @@ class Phases:
             o.GROUP,
             o.VERSION,
             o.NAMESPACE,
-            "nicotasks",
+            api.TASKS,
             name,
             {"status": {"status": "Terminated", "message": "Cancelled by user"}},
             _content_type="application/merge-patch+json",

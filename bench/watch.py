@@ -10,9 +10,11 @@ from typing import Any
 
 from kubernetes_asyncio import client, watch
 
+from nicotask import api
+
 from .objects import GROUP, NAMESPACE, VERSION
 
-TERMINAL = ("Succeeded", "Failed", "Terminated")
+TERMINAL = api.FINISHED_STATUS_VALUES
 
 
 class TaskWatch:
@@ -85,7 +87,7 @@ class TaskWatch:
     async def _list(self) -> str:
         self.requests += 1
         resp = await self.custom.list_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, "nicotasks", _request_timeout=120
+            GROUP, VERSION, self.namespace, api.TASKS, _request_timeout=120
         )
         now = time.monotonic()
         for obj in resp.get("items", []):
@@ -107,7 +109,7 @@ class TaskWatch:
                         GROUP,
                         VERSION,
                         self.namespace,
-                        "nicotasks",
+                        api.TASKS,
                         resource_version=rv,
                         allow_watch_bookmarks=True,
                         timeout_seconds=240,

@@ -11,10 +11,10 @@ from typing import Any
 from kubernetes_asyncio import client
 
 from nicotask import api
+from nicotask.kube import Kube, NotFound
 
 SITE_ID = "660e8400-e29b-41d4-a716-446655440000"
 OTHER_SITE_ID = "770e8400-e29b-41d4-a716-446655440000"
-GROUP, VERSION = api.GROUP, api.VERSION
 
 # The e2e operator's settings: fast reconcile, short queue timeout, small queue.
 OPERATOR_SETTINGS = {
@@ -39,23 +39,19 @@ def sleep_rule(
                 "action": {"type": "Sleep", "durationSeconds": secs},
             }
         )
-    return {
-        "apiVersion": api.API_VERSION,
-        "kind": "NicoOperationRule",
-        "metadata": {"name": f"rule-{rule_id[:8]}"},
-        "spec": {"ruleId": rule_id, "operation": operation, "default": default, "steps": steps},
-    }
+    return api.RULE_RESOURCE.manifest(
+        f"rule-{rule_id[:8]}",
+        {"ruleId": rule_id, "operation": operation, "default": default, "steps": steps},
+    )
 
 
 def rack(
     name: str, redfish_url: str, systems: list[dict[str, Any]], site: str = SITE_ID
 ) -> dict[str, Any]:
     kinds = {"compute": "Compute", "nvswitch": "NVSwitch", "powershelf": "PowerShelf"}
-    return {
-        "apiVersion": api.API_VERSION,
-        "kind": "NicoRack",
-        "metadata": {"name": name},
-        "spec": {
+    return api.RACK_RESOURCE.manifest(
+        name,
+        {
             "siteId": site,
             "credentials": {"name": "bmc-credentials"},
             "tls": {"allowInsecureHttp": True},  # the emulator speaks http
@@ -68,16 +64,13 @@ def rack(
                 for s in systems
             ],
         },
-    }
+    )
 
 
 def task(name: str, rack_name: str, rule_id: str | None = None, **spec: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "apiVersion": api.API_VERSION,
-        "kind": "NicoTask",
-        "metadata": {"name": name},
-        "spec": {"siteId": SITE_ID, "rackRef": rack_name, "operation": "PowerOn", **spec},
-    }
+    body = api.TASK_RESOURCE.manifest(
+        name, {"siteId": SITE_ID, "rackRef": rack_name, "operation": "PowerOn", **spec}
+    )
     if rule_id:
         body["spec"]["ruleId"] = rule_id
     return body
@@ -91,15 +84,19 @@ class Cluster:
     """The few API calls the system tests make, on the admin client."""
 
     def __init__(self, api_client: client.ApiClient, namespace: str) -> None:
-        self.custom = client.CustomObjectsApi(api_client)
-        self.core = client.CoreV1Api(api_client)
+        self.kube = Kube(api_client)
+        self.core = self.kube.core
         self.ns = namespace
 
     async def create(self, plural: str, body: dict[str, Any]) -> dict[str, Any]:
-        obj = await self.custom.create_namespaced_custom_object(
-            GROUP, VERSION, self.ns, plural, body
-        )
-        return dict(obj)
+        return await self.kube.create(plural, body, self.ns)
+
+    async def sleeping_task(self, env: Any, name: str = "t1") -> dict[str, Any]:
+        """Task `name` on rack-1 (the first emulated system) with a rule that sleeps 120 s."""
+        rule_id = new_rule_id()
+        await self.create(api.RULES, sleep_rule(rule_id, [120]))
+        await self.create(api.RACKS, rack("rack-1", env.redfish_url, env.redfish_systems[:1]))
+        return await self.create(api.TASKS, task(name, "rack-1", rule_id))
 
     async def bmc_secret(self, user: str, password: str) -> None:
         await self.core.create_namespaced_secret(
@@ -113,31 +110,16 @@ class Cluster:
         )
 
     async def get_task(self, name: str) -> dict[str, Any]:
-        return dict(
-            await self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, self.ns, "nicotasks", name
-            )
-        )
+        return await self.kube.get(api.TASKS, name, self.ns)
 
     async def patch_task(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        obj = await self.custom.patch_namespaced_custom_object(
-            GROUP,
-            VERSION,
-            self.ns,
-            "nicotasks",
-            name,
-            patch,
-            _content_type="application/merge-patch+json",
-        )
-        return dict(obj)
+        return await self.kube.patch(api.TASKS, name, patch, self.ns)
 
     async def cancel(self, name: str) -> dict[str, Any]:
         return await self.patch_task(name, {"spec": {"cancel": True}})
 
     async def delete_task(self, name: str) -> None:
-        await self.custom.delete_namespaced_custom_object(
-            GROUP, VERSION, self.ns, "nicotasks", name
-        )
+        await self.kube.delete(api.TASKS, name, self.ns)
 
     async def events(self, name: str) -> list[client.CoreV1Event]:
         result = await self.core.list_namespaced_event(
@@ -166,9 +148,8 @@ class Cluster:
         while time.monotonic() < deadline:
             try:
                 last = await self.get_task(name)
-            except client.ApiException as exc:
-                if exc.status != 404:
-                    raise
+            except NotFound:
+                pass
             else:
                 if predicate(last):
                     return last

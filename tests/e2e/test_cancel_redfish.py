@@ -40,7 +40,7 @@ async def test_cancel_mid_stage_stops_bmc_requests(
     log = Path(env.env.record("redfish").log)
     rule_id = new_rule_id()
     await cluster.create(
-        "nicooperationrules",
+        api.RULES,
         {
             "apiVersion": api.API_VERSION,
             "kind": "NicoOperationRule",
@@ -69,10 +69,10 @@ async def test_cancel_mid_stage_stops_bmc_requests(
             },
         },
     )
-    await cluster.create("nicoracks", rack("rack-1", env.redfish_url, computes))
+    await cluster.create(api.RACKS, rack("rack-1", env.redfish_url, computes))
     await _power(env, ids, "ForceOff", "Off")  # a known start: every tray off
     before = _resets(log, ids)
-    await cluster.create("nicotasks", task("power-on", "rack-1", rule_id, operation="PowerOn"))
+    await cluster.create(api.TASKS, task("power-on", "rack-1", rule_id, operation="PowerOn"))
     # Wait until the stage is running and the first BMC request went out.
     await cluster.wait_task(
         "power-on", lambda t: stage_statuses(t) == ["running"], 60, "stage running"

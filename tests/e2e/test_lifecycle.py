@@ -27,16 +27,17 @@ from e2e_support import (
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
+from nicotask import api
 from nicotask.devenv import system
 from nicotask.devenv.testing import DevEnvHandle, argocd_health
 
-TERMINAL = ("Succeeded", "Failed", "Terminated")
+TERMINAL = api.FINISHED_STATUS_VALUES
 
 
 async def _setup(cluster: Cluster, env: DevEnvHandle, seconds: list[float]) -> str:
     rule_id = new_rule_id()
-    await cluster.create("nicooperationrules", sleep_rule(rule_id, seconds))
-    await cluster.create("nicoracks", rack("rack-1", env.redfish_url, env.redfish_systems[:2]))
+    await cluster.create(api.RULES, sleep_rule(rule_id, seconds))
+    await cluster.create(api.RACKS, rack("rack-1", env.redfish_url, env.redfish_systems[:2]))
     return rule_id
 
 
@@ -68,7 +69,7 @@ async def test_full_lifecycle_to_succeeded(
 ) -> None:
     rule_id = await _setup(cluster, nicotask_system, [0.5, 0.5])
     created = await cluster.create(
-        "nicotasks", task("t1", "rack-1", rule_id, description="two stages")
+        api.TASKS, task("t1", "rack-1", rule_id, description="two stages")
     )
     uid = created["metadata"]["uid"]
 
@@ -105,7 +106,7 @@ async def test_cancel_while_running_mid_stage(
     cluster: Cluster, nicotask_system: DevEnvHandle, temporal_client: Client
 ) -> None:
     rule_id = await _setup(cluster, nicotask_system, [0.2, 60, 0.2])
-    created = await cluster.create("nicotasks", task("t1", "rack-1", rule_id))
+    created = await cluster.create(api.TASKS, task("t1", "rack-1", rule_id))
     uid = created["metadata"]["uid"]
     await cluster.wait_task(
         "t1", lambda t: stage_statuses(t)[1:2] == ["running"], 60, "stage 2 running"
@@ -138,7 +139,7 @@ async def test_cancel_before_the_workflow_starts(
     cluster: Cluster, nicotask_system: DevEnvHandle, temporal_client: Client
 ) -> None:
     rule_id = await _setup(cluster, nicotask_system, [0.2])
-    created = await cluster.create("nicotasks", task("t1", "rack-1", rule_id, cancel=True))
+    created = await cluster.create(api.TASKS, task("t1", "rack-1", rule_id, cancel=True))
     done = await cluster.wait_status("t1", *TERMINAL, timeout=30)
     assert done["status"]["status"] == "Terminated"
     assert done["status"]["message"] == "Cancelled by user"
@@ -152,15 +153,15 @@ async def test_queue_cancel_waiting_then_promotion_and_limit(
     cluster: Cluster, nicotask_system: DevEnvHandle, temporal_client: Client
 ) -> None:
     rule_id = await _setup(cluster, nicotask_system, [60])
-    await cluster.create("nicotasks", task("first", "rack-1", rule_id))
+    await cluster.create(api.TASKS, task("first", "rack-1", rule_id))
     await cluster.wait_status("first", "Running")
-    second = await cluster.create("nicotasks", task("second", "rack-1", rule_id))
+    second = await cluster.create(api.TASKS, task("second", "rack-1", rule_id))
     waiting = await cluster.wait_status("second", "Waiting")
     assert waiting["status"]["message"] == "Queued: waiting for rack to become available"
-    third = await cluster.create("nicotasks", task("third", "rack-1", rule_id))
+    third = await cluster.create(api.TASKS, task("third", "rack-1", rule_id))
     await cluster.wait_status("third", "Waiting")
     # Queue limit is 2 in these tests: a fourth is refused.
-    await cluster.create("nicotasks", task("fourth", "rack-1", rule_id))
+    await cluster.create(api.TASKS, task("fourth", "rack-1", rule_id))
     refused = await cluster.wait_status("fourth", "Failed")
     assert refused["status"]["message"] == "rack rack-1 already has a conflicting task"
 
@@ -182,9 +183,9 @@ async def test_queue_cancel_waiting_then_promotion_and_limit(
 
 async def test_waiting_task_expires(cluster: Cluster, nicotask_system: DevEnvHandle) -> None:
     rule_id = await _setup(cluster, nicotask_system, [120])
-    await cluster.create("nicotasks", task("holder", "rack-1", rule_id))
+    await cluster.create(api.TASKS, task("holder", "rack-1", rule_id))
     await cluster.wait_status("holder", "Running")
-    await cluster.create("nicotasks", task("late", "rack-1", rule_id))
+    await cluster.create(api.TASKS, task("late", "rack-1", rule_id))
     await cluster.wait_status("late", "Waiting")
     expired = await cluster.wait_status("late", *TERMINAL, timeout=45)
     assert expired["status"]["status"] == "Terminated"
@@ -197,7 +198,7 @@ async def test_cancel_twice_terminates_once(
     cluster: Cluster, nicotask_system: DevEnvHandle
 ) -> None:
     rule_id = await _setup(cluster, nicotask_system, [60])
-    await cluster.create("nicotasks", task("t1", "rack-1", rule_id))
+    await cluster.create(api.TASKS, task("t1", "rack-1", rule_id))
     await cluster.wait_status("t1", "Running")
     await asyncio.gather(cluster.cancel("t1"), cluster.cancel("t1"))
     await cluster.cancel("t1")
@@ -215,7 +216,7 @@ async def test_cancel_after_success_is_ignored(
     cluster: Cluster, nicotask_system: DevEnvHandle
 ) -> None:
     rule_id = await _setup(cluster, nicotask_system, [0.2])
-    await cluster.create("nicotasks", task("t1", "rack-1", rule_id))
+    await cluster.create(api.TASKS, task("t1", "rack-1", rule_id))
     done = await cluster.wait_status("t1", "Succeeded")
     await cluster.cancel("t1")
     ignored = await cluster.wait_task(
@@ -239,7 +240,7 @@ async def test_cancel_racing_completion_agrees_with_temporal(
     rng = random.Random(7)
     for i in range(8):
         name = f"race-{i}"
-        created = await cluster.create("nicotasks", task(name, "rack-1", rule_id))
+        created = await cluster.create(api.TASKS, task(name, "rack-1", rule_id))
         await cluster.wait_status(name, "Running", "Succeeded")
         await asyncio.sleep(rng.uniform(0.2, 1.0))
         await cluster.cancel(name)
@@ -262,15 +263,15 @@ async def test_cancel_racing_completion_agrees_with_temporal(
 async def test_bad_references_fail_with_a_clear_message(
     cluster: Cluster, nicotask_system: DevEnvHandle
 ) -> None:
-    await cluster.create("nicotasks", task("no-rack", "missing-rack"))
+    await cluster.create(api.TASKS, task("no-rack", "missing-rack"))
     failed = await cluster.wait_status("no-rack", "Failed")
     assert (
         failed["status"]["message"] == f"NicoRack missing-rack not found in namespace {cluster.ns}"
     )
 
-    await cluster.create("nicoracks", rack("rack-1", nicotask_system.redfish_url, []))
+    await cluster.create(api.RACKS, rack("rack-1", nicotask_system.redfish_url, []))
     pinned = "123e4567-e89b-12d3-a456-426614174000"
-    await cluster.create("nicotasks", task("no-rule", "rack-1", pinned))
+    await cluster.create(api.TASKS, task("no-rule", "rack-1", pinned))
     failed = await cluster.wait_status("no-rule", "Failed")
     assert pinned in failed["status"]["message"]
     assert (condition(failed, "Stalled") or {}).get("status") == "True"
@@ -280,7 +281,7 @@ async def test_delete_running_task_terminates_its_workflow(
     cluster: Cluster, nicotask_system: DevEnvHandle, temporal_client: Client
 ) -> None:
     rule_id = await _setup(cluster, nicotask_system, [60])
-    created = await cluster.create("nicotasks", task("t1", "rack-1", rule_id))
+    created = await cluster.create(api.TASKS, task("t1", "rack-1", rule_id))
     await cluster.wait_status("t1", "Running")
     await cluster.delete_task("t1")
     for _ in range(100):
@@ -306,7 +307,7 @@ async def test_drift_terminated_outside_nicotask_and_task_timeout(
     cluster: Cluster, nicotask_system: DevEnvHandle, temporal_client: Client
 ) -> None:
     rule_id = await _setup(cluster, nicotask_system, [120])
-    created = await cluster.create("nicotasks", task("outside", "rack-1", rule_id))
+    created = await cluster.create(api.TASKS, task("outside", "rack-1", rule_id))
     await cluster.wait_status("outside", "Running")
     # Someone terminates the workflow with the Temporal CLI, not through nicotask.
     await temporal_client.get_workflow_handle(created["metadata"]["uid"]).terminate(
@@ -322,8 +323,8 @@ async def test_drift_terminated_outside_nicotask_and_task_timeout(
     body = sleep_rule(short, [120])
     body["metadata"]["name"] = "short-timeout"
     body["spec"]["workflowTimeoutSeconds"] = 20
-    await cluster.create("nicooperationrules", body)
-    await cluster.create("nicotasks", task("slow", "rack-1", short))
+    await cluster.create(api.RULES, body)
+    await cluster.create(api.TASKS, task("slow", "rack-1", short))
     failed = await cluster.wait_status("slow", *TERMINAL, timeout=60)
     assert failed["status"]["status"] == "Failed"
     assert "timed out" in failed["status"]["message"]
@@ -334,9 +335,9 @@ async def test_finished_task_is_deleted_after_its_ttl(
     cluster: Cluster, nicotask_system: DevEnvHandle
 ) -> None:
     rule_id = await _setup(cluster, nicotask_system, [0.2])
-    await cluster.create("nicotasks", task("keep", "rack-1", rule_id))
+    await cluster.create(api.TASKS, task("keep", "rack-1", rule_id))
     await cluster.wait_status("keep", "Succeeded")
-    await cluster.create("nicotasks", task("short", "rack-1", rule_id, ttlSecondsAfterFinished=1))
+    await cluster.create(api.TASKS, task("short", "rack-1", rule_id, ttlSecondsAfterFinished=1))
     await cluster.wait_status("short", "Succeeded")
     for _ in range(100):
         try:
@@ -354,7 +355,7 @@ async def test_task_deleted_while_the_operator_is_down_has_its_workflow_stopped(
     cluster: Cluster, nicotask_system: DevEnvHandle, temporal_client: Client
 ) -> None:
     rule_id = await _setup(cluster, nicotask_system, [120])
-    created = await cluster.create("nicotasks", task("t1", "rack-1", rule_id))
+    created = await cluster.create(api.TASKS, task("t1", "rack-1", rule_id))
     await cluster.wait_status("t1", "Running")
     env = nicotask_system.env
     env.kill_process("operator")
@@ -380,7 +381,7 @@ async def test_legacy_finalizer_is_removed_and_delete_is_not_blocked(
     rule_id = await _setup(cluster, nicotask_system, [0.2])
     body = task("old", "rack-1", rule_id)
     body["metadata"]["finalizers"] = ["nico.dev/finalizer"]  # as nicotask 0.1 left them
-    await cluster.create("nicotasks", body)
+    await cluster.create(api.TASKS, body)
     await cluster.wait_status("old", "Succeeded")
     cleaned = await cluster.wait_task(
         "old", lambda t: not t["metadata"].get("finalizers"), 20, "legacy finalizer removed"

@@ -17,7 +17,7 @@ from nicotask.devenv import system
 from nicotask.devenv.testing import DevEnvHandle
 
 REPO = Path(__file__).resolve().parents[2]
-FINISHED = ("Terminated", "Succeeded", "Failed")
+FINISHED = api.FINISHED_STATUS_VALUES
 
 
 def _printed_block(text: str, first: str, last: str) -> str:
@@ -57,7 +57,7 @@ async def _wait_status(custom: client.CustomObjectsApi, name: str, *wanted: str)
     obj: dict = {}
     for _ in range(300):
         obj = await custom.get_namespaced_custom_object(
-            api.GROUP, api.VERSION, system.SAMPLES_NAMESPACE, "nicotasks", name
+            api.GROUP, api.VERSION, system.SAMPLES_NAMESPACE, api.TASKS, name
         )
         if status_of(obj) in (*wanted, *FINISHED):
             break

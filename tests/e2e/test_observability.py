@@ -41,20 +41,15 @@ def json_lines(path: str) -> list[dict[str, Any]]:
 
 
 def cycle_rule(rule_id: str) -> dict[str, Any]:
-    return {
-        "apiVersion": api.API_VERSION,
-        "kind": "NicoOperationRule",
-        "metadata": {"name": "obs-cycle"},
-        "spec": {
-            "ruleId": rule_id,
-            "operation": "PowerCycle",
-            "steps": [{
-                "componentType": "Compute", "stage": 1, "timeoutSeconds": 60,
-                "retry": {"maxAttempts": 1},
-                "action": {"type": "PowerControl", "power": "PowerCycle"},
-            }],
-        },
-    }
+    return api.RULE_RESOURCE.manifest("obs-cycle", {
+        "ruleId": rule_id,
+        "operation": "PowerCycle",
+        "steps": [{
+            "componentType": "Compute", "stage": 1, "timeoutSeconds": 60,
+            "retry": {"maxAttempts": 1},
+            "action": {"type": "PowerControl", "power": "PowerCycle"},
+        }],
+    })
 
 
 async def test_chart_metrics_exist_and_logs_name_the_task(
@@ -65,20 +60,20 @@ async def test_chart_metrics_exist_and_logs_name_the_task(
     for sample in ("provider.yaml", "site.yaml"):
         system.kubectl(env.env, "apply", "-f", str(SAMPLES / sample))
     computes = [s for s in env.redfish_systems if s["type"] == "compute"][:1]
-    await cluster.create("nicoracks", rack("obs-rack", env.redfish_url, computes))
+    await cluster.create(api.RACKS, rack("obs-rack", env.redfish_url, computes))
 
     # A Redfish step (BMC requests, a step duration) that finishes ...
     cycle_id = new_rule_id()
-    await cluster.create("nicooperationrules", cycle_rule(cycle_id))
+    await cluster.create(api.RULES, cycle_rule(cycle_id))
     cycled = await cluster.create(
-        "nicotasks", task("obs-cycle", "obs-rack", cycle_id, operation="PowerCycle"))
+        api.TASKS, task("obs-cycle", "obs-rack", cycle_id, operation="PowerCycle"))
     done = await cluster.wait_status("obs-cycle", "Succeeded", "Failed", timeout=90)
     assert done["status"]["status"] == "Succeeded", done["status"]
 
     # ... and a task cancelled through the shim (cancel latency, terminate RPC, shim requests).
     sleep_id = new_rule_id()
-    await cluster.create("nicooperationrules", sleep_rule(sleep_id, [120]))
-    created = await cluster.create("nicotasks", task("obs-sleep", "obs-rack", sleep_id))
+    await cluster.create(api.RULES, sleep_rule(sleep_id, [120]))
+    created = await cluster.create(api.TASKS, task("obs-sleep", "obs-rack", sleep_id))
     uid = created["metadata"]["uid"]
     await cluster.wait_status("obs-sleep", "Running")
     token = issue_token(env.run_dir, "acme", ["acme:PROVIDER_ADMIN"], subject="obs")

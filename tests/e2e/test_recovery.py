@@ -8,10 +8,6 @@ from e2e_support import (
     OPERATOR_SETTINGS,
     Cluster,
     condition,
-    new_rule_id,
-    rack,
-    sleep_rule,
-    task,
 )
 from temporalio.client import Client, WorkflowExecutionStatus
 
@@ -21,10 +17,7 @@ from nicotask.state import CANCELLED_BY_USER
 
 
 async def _running_task(cluster: Cluster, env: DevEnvHandle, name: str = "t1") -> str:
-    rule_id = new_rule_id()
-    await cluster.create("nicooperationrules", sleep_rule(rule_id, [120]))
-    await cluster.create("nicoracks", rack("rack-1", env.redfish_url, env.redfish_systems[:1]))
-    created = await cluster.create("nicotasks", task(name, "rack-1", rule_id))
+    created = await cluster.sleeping_task(env, name)
     await cluster.wait_status(name, "Running")
     return str(created["metadata"]["uid"])
 

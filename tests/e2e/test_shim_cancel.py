@@ -8,7 +8,7 @@ import urllib.request
 from pathlib import Path
 
 import httpx
-from e2e_support import SITE_ID, Cluster, new_rule_id, rack, sleep_rule, stage_statuses, task
+from e2e_support import SITE_ID, Cluster, stage_statuses
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from nicotask.devenv import system
@@ -38,10 +38,7 @@ async def test_fifty_concurrent_rest_cancels_make_one_terminate(
     shim_url = system.start_shim(env.env)
     for sample in ("provider.yaml", "site.yaml"):
         system.kubectl(env.env, "apply", "-f", str(SAMPLES / sample))
-    rule_id = new_rule_id()
-    await cluster.create("nicooperationrules", sleep_rule(rule_id, [120]))
-    await cluster.create("nicoracks", rack("rack-1", env.redfish_url, env.redfish_systems[:1]))
-    created = await cluster.create("nicotasks", task("t1", "rack-1", rule_id))
+    created = await cluster.sleeping_task(env)
     uid = created["metadata"]["uid"]
     # Progress writes are coalesced (about one a second): wait for the stage to show running.
     await cluster.wait_task(
