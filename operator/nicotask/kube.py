@@ -411,7 +411,8 @@ class Kube:
         self, plural: str, name: str, namespace: str, uid: str | None = None
     ) -> None:
         """Delete an object; with `uid`, only if it is still that object (else Conflict)."""
-        options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
+        preconditions = client.V1Preconditions(uid=uid) if uid else None
+        options = client.V1DeleteOptions(preconditions=preconditions)
         with api_errors(_what(plural, name, namespace)):
             await self.custom.delete_namespaced_custom_object(
                 api.GROUP, api.VERSION, namespace, plural, name, body=options

@@ -1,0 +1,88 @@
+"""The one Kubernetes adapter: its error mapping and kubeconfig reading (no server)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nicotask import api, kube
+from nicotask.kube import (
+    ApiException,
+    Conflict,
+    Expired,
+    NotFound,
+    Refused,
+    api_errors,
+    kubeconfig_namespace,
+    kubeconfig_server,
+    mapped_error,
+    raise_for_status,
+)
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [(404, NotFound), (409, Conflict), (410, Expired), (422, Refused), (500, ApiException)],
+)
+def test_one_mapping_of_api_statuses(status: int, kind: type[Exception]) -> None:
+    err = mapped_error(status, "Reason", "nicotasks ns/t")
+    assert type(err) is kind
+    if isinstance(err, kube.KubeError):
+        assert err.status == status
+    with pytest.raises(kind):
+        raise_for_status(status, "Reason", "nicotasks ns/t")
+    raise_for_status(200, "OK", "nicotasks ns/t")
+
+
+def test_api_errors_maps_a_client_exception_and_keeps_the_server_message() -> None:
+    exc = ApiException(status=422, reason="Unprocessable Entity")
+    exc.body = json.dumps({"message": "status.status is terminal"})
+    with pytest.raises(Refused, match=r"status\.status is terminal") as info, api_errors("x"):
+        raise exc
+    assert info.value.__cause__ is exc
+    # unmapped statuses pass through unchanged
+    with pytest.raises(ApiException), api_errors("x"):
+        raise ApiException(status=403, reason="Forbidden")
+
+
+def _kubeconfig(path: Path) -> Path:
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "a",
+        "clusters": [{"name": "ca", "cluster": {"server": "https://a:6443"}},
+                     {"name": "cb", "cluster": {"server": "https://b:6443"}}],
+        "users": [{"name": "u", "user": {"token": "x"}}],
+        "contexts": [{"name": "a", "context": {"cluster": "ca", "user": "u", "namespace": "n1"}},
+                     {"name": "b", "context": {"cluster": "cb", "user": "u"}}],
+    }))  # fmt: skip
+    return path
+
+
+def test_kubeconfig_namespace_and_server(tmp_path: Path) -> None:
+    path = _kubeconfig(tmp_path / "config")
+    assert kubeconfig_namespace(path) == "n1"
+    assert kubeconfig_namespace(path, "b") == "default"
+    assert kubeconfig_namespace(path, "no-such-context") == "n1"  # the current one
+    assert kubeconfig_namespace(tmp_path / "missing") == "default"
+    assert kubeconfig_server(path) == "https://a:6443"
+    assert kubeconfig_server(tmp_path / "missing") == ""
+
+
+def test_plurals_kinds_and_finished_statuses_are_defined_once() -> None:
+    assert [k.plural for k in api.KINDS] == [
+        api.TASKS, api.RULES, api.RACKS, api.PROVIDERS, api.SITES
+    ]
+    assert kube.TASKS is api.TASKS and kube.CANCEL_REQUESTED_BY is api.CANCEL_REQUESTED_BY
+    assert api.FINISHED_STATUS_VALUES == ("Succeeded", "Failed", "Terminated")
+    assert set(api.FINISHED_STATUS_VALUES) == {s.value for s in api.FINISHED_STATUSES}
+    assert api.TERMINAL_STATUS_CEL == "['Succeeded', 'Failed', 'Terminated']"
+    assert api.LIVE_FIELD_SELECTOR == (
+        "status.status!=Failed,status.status!=Succeeded,status.status!=Terminated"
+    )
+    body = api.TASK_RESOURCE.manifest("t", {"cancel": True}, labels={"a": "b"})
+    assert body == {
+        "apiVersion": api.API_VERSION, "kind": "NicoTask",
+        "metadata": {"name": "t", "labels": {"a": "b"}}, "spec": {"cancel": True},
+    }  # fmt: skip
