@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from nicotask.devenv.image import PODMAN_RUN_FLAGS
+from nicotask_dev.devenv.image import PODMAN_RUN_FLAGS
 
 
 def run(tag: str, *args: str, entrypoint: str | None = None) -> str:
