@@ -22,7 +22,7 @@ from kubernetes_asyncio import client, config
 from temporalio.client import Client
 
 from nicotask.api import BMC_CREDENTIALS_LABEL
-from nicotask.shim.devissuer import issue_token
+from nicotask_dev.shim.devissuer import issue_token
 
 from . import calls, rawtemporal
 from . import objects as o

@@ -27,8 +27,8 @@ from e2e_support import (
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from nicotask.devenv import system
-from nicotask.devenv.testing import DevEnvHandle, argocd_health
+from nicotask_dev.devenv import system
+from nicotask_dev.devenv.testing import DevEnvHandle, argocd_health
 
 TERMINAL = ("Succeeded", "Failed", "Terminated")
 

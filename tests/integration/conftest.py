@@ -1,7 +1,7 @@
 """Integration tests: real kube-apiserver + etcd, Temporal dev server, sushy-tools.
 
 The fixtures (devenv, kube_api, namespace, temporal_client) come from
-tests/conftest.py (nicotask.devenv.testing), which also marks every test
+tests/conftest.py (nicotask_dev.devenv.testing), which also marks every test
 here `integration`. Set NICOTASK_TEST_RUN_DIR to reuse a running environment.
 The shared `crds` and `pclient` fixtures are below.
 """
@@ -15,7 +15,7 @@ import pytest_asyncio
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from nicotask import crdgen
+from nicotask_dev import crdgen
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from nicotask import api, crdgen, state
-from nicotask.devenv.testing import argocd_health
+from nicotask import api, state
+from nicotask_dev import crdgen
+from nicotask_dev.devenv.testing import argocd_health
 
 BIN = Path(sys.executable).parent
 PLUGIN = BIN / "kubectl-nico"
@@ -169,7 +170,7 @@ async def test_report_cancel_wait(devenv: Any, kube_api: Any, namespace: str, cr
     )
     assert obj["spec"]["cancel"] is True
     # who cancelled: the caller, as the API server knows it (SelfSubjectReview)
-    from nicotask.devenv.pki import ADMIN_USER
+    from nicotask_dev.devenv.pki import ADMIN_USER
 
     assert obj["metadata"]["annotations"]["nico.dev/cancel-requested-by"] == ADMIN_USER
     assert obj["status"]["status"] == "Running"  # only spec changed

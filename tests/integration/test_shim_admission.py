@@ -21,12 +21,13 @@ import yaml
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from nicotask import admission, api
-from nicotask.crdgen import install_crds
-from nicotask.devenv.pki import ADMIN_USER
-from nicotask.devenv.testing import DevEnvHandle
+from nicotask import api
 from nicotask.kube import CANCEL_REQUESTED_BY, MERGE_PATCH, TASKS
-from nicotask.shim.testing import make_task
+from nicotask_dev import admission
+from nicotask_dev.crdgen import install_crds
+from nicotask_dev.devenv.pki import ADMIN_USER
+from nicotask_dev.devenv.testing import DevEnvHandle
+from nicotask_dev.shim.testing import make_task
 
 SITE = "660e8400-e29b-41d4-a716-446655440000"
 

@@ -25,15 +25,22 @@ import pytest_asyncio
 from kubernetes_asyncio import client
 
 from nicotask import api
-from nicotask.crdgen import install_crds
-from nicotask.devenv.testing import DevEnvHandle
 from nicotask.kube import CANCEL_REQUESTED_BY, SITES, TASKS
 from nicotask.shim import errors
 from nicotask.shim.app import create_app
 from nicotask.shim.cache import record_of
-from nicotask.shim.config import ShimSettings
-from nicotask.shim.devissuer import issue_token
-from nicotask.shim.testing import ServerThread, World, create_site, make_task, make_world, wait_for
+from nicotask_dev.crdgen import install_crds
+from nicotask_dev.devenv.testing import DevEnvHandle
+from nicotask_dev.shim.devissuer import issue_token
+from nicotask_dev.shim.testing import (
+    ServerThread,
+    World,
+    create_site,
+    dev_issuer_settings,
+    make_task,
+    make_world,
+    wait_for,
+)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -49,7 +56,7 @@ def key_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(devenv: DevEnvHandle, world: World, key_dir: Path) -> Iterator[ServerThread]:
-    s = ServerThread(create_app(ShimSettings(dev_issuer_dir=key_dir),
+    s = ServerThread(create_app(dev_issuer_settings(key_dir),
                                 kubeconfig=str(devenv.kubeconfig))).start()
     try:
         yield s

@@ -23,17 +23,17 @@ import pytest_asyncio
 from kubernetes_asyncio import client
 
 from nicotask import api
-from nicotask.crdgen import install_crds
-from nicotask.devenv.testing import DevEnvHandle
 from nicotask.kube import CANCEL_REQUESTED_BY, TASKS
 from nicotask.shim import errors
 from nicotask.shim.app import create_app
-from nicotask.shim.config import ShimSettings
-from nicotask.shim.devissuer import PUBLIC_KEY_FILE, issue_token
-from nicotask.shim.testing import (
+from nicotask_dev.crdgen import install_crds
+from nicotask_dev.devenv.testing import DevEnvHandle
+from nicotask_dev.shim.devissuer import PUBLIC_KEY_FILE, issue_token
+from nicotask_dev.shim.testing import (
     SAMPLE_REPORT,
     ServerThread,
     World,
+    dev_issuer_settings,
     free_port,
     make_task,
     make_world,
@@ -63,7 +63,7 @@ def key_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def shim_server(devenv: DevEnvHandle, crds: None, key_dir: Path) -> Iterator[ServerThread]:
-    settings = ShimSettings(dev_issuer_dir=key_dir)
+    settings = dev_issuer_settings(key_dir)
     server = ServerThread(create_app(settings, kubeconfig=str(devenv.kubeconfig))).start()
     try:
         yield server
@@ -434,7 +434,7 @@ async def test_index_follows_watch_and_survives_restart(
     assert await wait_for(lambda: index.lookup(uid) is not None, 10)
     assert index.lookup(uid).name == task["metadata"]["name"]
     # a brand-new shim (a restart) finds tasks created before it started
-    settings = ShimSettings(dev_issuer_dir=key_dir)
+    settings = dev_issuer_settings(key_dir)
     fresh = ServerThread(create_app(settings, kubeconfig=str(devenv.kubeconfig))).start()
     try:
         assert fresh.shim.index.lookup(uid) is not None
@@ -467,7 +467,7 @@ async def test_kubernetes_unreachable_is_503(
         "users": [{"name": "dead", "user": {"token": "x"}}],
         "contexts": [{"name": "dead", "context": {"cluster": "dead", "user": "dead"}}],
     }))
-    settings = ShimSettings(dev_issuer_dir=key_dir, index_sync_seconds=0.5, kube_timeout_seconds=5)
+    settings = dev_issuer_settings(key_dir, index_sync_seconds=0.5, kube_timeout_seconds=5)
     server = ServerThread(create_app(settings, kubeconfig=str(kubeconfig))).start()
     try:
         async with httpx.AsyncClient(base_url=server.url) as c:

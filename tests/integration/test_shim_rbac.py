@@ -16,13 +16,12 @@ import yaml
 from kubernetes_asyncio import client
 
 from nicotask import api
-from nicotask.crdgen import install_crds
-from nicotask.devenv.testing import DevEnvHandle
 from nicotask.kube import TASKS
 from nicotask.shim.app import create_app
-from nicotask.shim.config import ShimSettings
-from nicotask.shim.devissuer import issue_token
-from nicotask.shim.testing import ServerThread, make_task, make_world
+from nicotask_dev.crdgen import install_crds
+from nicotask_dev.devenv.testing import DevEnvHandle
+from nicotask_dev.shim.devissuer import issue_token
+from nicotask_dev.shim.testing import ServerThread, dev_issuer_settings, make_task, make_world
 
 RBAC = Path(__file__).resolve().parents[2] / "deploy" / "rbac" / "shim.yaml"
 
@@ -98,7 +97,7 @@ async def test_shim_works_with_least_privilege_and_nothing_more(
     kubeconfig = sa_kubeconfig(devenv.kubeconfig, sa_token, tmp_path / "sa.kubeconfig")
     key_dir = tmp_path / "issuer"
     server = ServerThread(
-        create_app(ShimSettings(dev_issuer_dir=key_dir), kubeconfig=str(kubeconfig))
+        create_app(dev_issuer_settings(key_dir), kubeconfig=str(kubeconfig))
     ).start()
     try:
         assert server.shim.caches.synced  # list + watch of providers, sites, tasks allowed

@@ -21,12 +21,18 @@ from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from nicotask.crdgen import install_crds
-from nicotask.devenv.testing import DevEnvHandle
 from nicotask.shim.app import create_app
-from nicotask.shim.config import ShimSettings
-from nicotask.shim.devissuer import issue_token
-from nicotask.shim.testing import SAMPLE_REPORT, ServerThread, World, make_task, make_world
+from nicotask_dev.crdgen import install_crds
+from nicotask_dev.devenv.testing import DevEnvHandle
+from nicotask_dev.shim.devissuer import issue_token
+from nicotask_dev.shim.testing import (
+    SAMPLE_REPORT,
+    ServerThread,
+    World,
+    dev_issuer_settings,
+    make_task,
+    make_world,
+)
 
 CONTRACT = Path(__file__).resolve().parents[2] / "contract" / "openapi.yaml"
 CHECKS = [not_a_server_error, response_schema_conformance]
@@ -44,7 +50,7 @@ def st_server(
 ) -> Iterator[tuple[ServerThread, Path]]:
     key_dir = tmp_path_factory.mktemp("st-issuer")
     server = ServerThread(
-        create_app(ShimSettings(dev_issuer_dir=key_dir), kubeconfig=str(devenv.kubeconfig))
+        create_app(dev_issuer_settings(key_dir), kubeconfig=str(devenv.kubeconfig))
     ).start()
     try:
         yield server, key_dir

@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from . import api
+from nicotask import api
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CRDS_DIR = REPO_ROOT / "crds"
