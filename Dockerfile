@@ -5,7 +5,8 @@
 # Runs as UID 10001 and works with a read-only root filesystem (writable /tmp).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
-# ---- build: a wheel of nicotask, installed with its dependencies into /opt/nicotask
+# ---- build: a wheel of nicotask (the runtime package, operator/; not the dev tooling in
+#      dev/), installed with its dependencies into /opt/nicotask
 FROM ${PYTHON_IMAGE} AS build
 # A package index mirror, if the build host uses one (empty: PyPI).
 ARG PIP_INDEX_URL=

@@ -15,28 +15,30 @@ PYTEST_ARGS ?=
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# Two distributions: the runtime nicotask (operator/, what the image ships) with its
+# test tools, and the dev tooling nicotask-dev (dev/: `nicotask dev`, `nicotask crds`).
+$(STAMP): pyproject.toml dev/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev]' -e ./dev
 	@touch $(STAMP)
 
-venv: $(STAMP) ## Create .venv and install nicotask with its dev extras
+venv: $(STAMP) ## Create .venv with nicotask (and its test tools) and nicotask-dev, both editable
 
 binaries: $(STAMP) ## Build (once, cached in ~/.cache/nicotask) etcd and kube-apiserver from Go modules
 	$(BIN)/nicotask dev build
 
 helm: $(STAMP) ## Build (once, cached in ~/.cache/nicotask) the pinned helm from the Go module proxy
-	$(BIN)/python -m nicotask.devenv.helm
+	$(BIN)/python -m nicotask_dev.devenv.helm
 
 promtool: $(STAMP) ## Build (once, cached in ~/.cache/nicotask) the pinned promtool from the Go module proxy
-	$(BIN)/python -m nicotask.devenv.promtool
+	$(BIN)/python -m nicotask_dev.devenv.promtool
 
 docs-values: $(STAMP) ## Regenerate the configuration table in docs/deploy.md from values.yaml
-	$(BIN)/python -m nicotask.devenv.helm --write-docs docs/deploy.md
+	$(BIN)/python -m nicotask_dev.devenv.helm --write-docs docs/deploy.md
 
 lint: $(STAMP) ## ruff
-	$(BIN)/ruff check operator tests bench
+	$(BIN)/ruff check operator dev tests bench
 
 typecheck: $(STAMP) ## mypy
 	$(BIN)/mypy
@@ -71,7 +73,7 @@ image: $(STAMP) ## Build the image with podman (cached by content; installs podm
 	PYTHON=$(BIN)/python bash hack/build-image.sh
 
 node-binaries: $(STAMP) ## Build (once, cached) kubelet, kube-scheduler and kube-controller-manager
-	$(BIN)/python -m nicotask.devenv.node --build
+	$(BIN)/python -m nicotask_dev.devenv.node --build
 
 node-e2e: $(STAMP) binaries helm image node-binaries ## The chart's pods on a real kubelet node (containerd, CNI): install, cancel, upgrade, uninstall
 	$(BIN)/pytest tests/node -q $(PYTEST_ARGS)

@@ -14,9 +14,9 @@ from typing import Any
 
 import httpx
 
-from nicotask.devenv import system
-from nicotask.devenv.env import DevEnv
-from nicotask.devenv.kube import admin_ssl_context
+from nicotask_dev.devenv import system
+from nicotask_dev.devenv.env import DevEnv
+from nicotask_dev.devenv.kube import admin_ssl_context
 
 from .measure import cpu_ticks, metric_sum, proc_status_kb, python_pid_in_group
 

@@ -23,7 +23,7 @@ from temporalio.client import Client
 
 from nicotask import api
 from nicotask.api import BMC_CREDENTIALS_LABEL
-from nicotask.shim.devissuer import issue_token
+from nicotask_dev.shim.devissuer import issue_token
 
 from . import calls, rawtemporal
 from . import objects as o

@@ -6,4 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 [ -x "$PY" ] || PY=python3
-PYTHONPATH=operator${PYTHONPATH:+:$PYTHONPATH} exec "$PY" -m nicotask.devenv.image "$@"
+# The image build is dev tooling (nicotask-dev, dev/); the image itself gets only the runtime wheel.
+PYTHONPATH=dev${PYTHONPATH:+:$PYTHONPATH} exec "$PY" -m nicotask_dev.devenv.image "$@"

@@ -24,7 +24,7 @@ for tool in docker kind; do
   command -v "$tool" >/dev/null || { echo "kind-e2e: $tool is not on PATH" >&2; exit 2; }
 done
 [ -x "$BIN/python" ] || { echo "kind-e2e: run 'make venv' first" >&2; exit 2; }
-HELM=$("$BIN/python" -m nicotask.devenv.helm)
+HELM=$("$BIN/python" -m nicotask_dev.devenv.helm)
 KUBECTL=$BIN/kubectl
 
 if ! kind get clusters | grep -qx "$CLUSTER"; then

@@ -1,6 +1,6 @@
 """Shared test setup.
 
-The environment fixtures live in nicotask.devenv.testing and are imported
+The environment fixtures live in nicotask_dev.devenv.testing and are imported
 here, so integration and e2e tests share one environment per session:
   devenv           session: DevEnvHandle (kubeconfig, api_url, temporal_address,
                    redfish_url/user/password/systems, run_dir, env)
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from nicotask.devenv.testing import devenv, kube_api, namespace, temporal_client
+from nicotask_dev.devenv.testing import devenv, kube_api, namespace, temporal_client
 
 __all__ = ["devenv", "kube_api", "namespace", "temporal_client"]
 

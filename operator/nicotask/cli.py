@@ -1,4 +1,7 @@
-"""`nicotask operator|worker|shim|crds|dev`: one click CLI for every process.
+"""`nicotask operator|worker|shim`: one click CLI for every process.
+
+With nicotask-dev installed (dev/, `make venv`), `nicotask dev` and `nicotask crds`
+join them through the `nicotask.cli` entry point group.
 
 Exit codes are the same everywhere: 0 done, 1 the command failed (a check
 found drift, a start failed, nothing is up), 2 a usage error (click's).
@@ -9,9 +12,11 @@ and a process loads only what it needs.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
+from importlib.metadata import entry_points
 
 import click
+
+PLUGIN_GROUP = "nicotask.cli"
 
 
 @click.group(
@@ -48,12 +53,6 @@ def worker(task_queue: str | None, health_port: int | None, log_level: str) -> N
 @click.option("--port", type=int, default=None, help="listen port (default 8088)")
 @click.option("--kubeconfig", default=None, help="kubeconfig (default KUBECONFIG/in-cluster)")
 @click.option(
-    "--dev-issuer-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="also trust the dev token issuer whose keys are in this folder",
-)
-@click.option(
     "--namespace",
     "namespaces",
     multiple=True,
@@ -64,7 +63,6 @@ def shim(
     host: str | None,
     port: int | None,
     kubeconfig: str | None,
-    dev_issuer_dir: Path | None,
     namespaces: tuple[str, ...],
     log_level: str,
 ) -> None:
@@ -76,61 +74,25 @@ def shim(
             host=host,
             port=port,
             kubeconfig=kubeconfig,
-            dev_issuer_dir=dev_issuer_dir,
             namespaces=list(namespaces),
             log_level=log_level,
         )
     )
 
 
-@cli.command()
-@click.option("--check", "check_only", is_flag=True, help="fail (exit 1) when files differ")
-@click.option(
-    "--dir", "crds_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-    help="CRD directory (default: crds/)",
-)  # fmt: skip
-@click.option(
-    "--docs", type=click.Path(dir_okay=False, path_type=Path), default=None,
-    help="Markdown file with the field reference (default: docs/resource.md)",
-)  # fmt: skip
-@click.option("--no-docs", is_flag=True, help="leave the docs alone")
-@click.option(
-    "--chart-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-    help="the Helm chart's CRD directory (default: charts/nicotask/crds with the default --dir)",
-)  # fmt: skip
-@click.option("--no-chart", is_flag=True, help="leave the chart's CRDs alone")
-def crds(
-    check_only: bool,
-    crds_dir: Path | None,
-    docs: Path | None,
-    no_docs: bool,
-    chart_dir: Path | None,
-    no_chart: bool,
-) -> None:
-    """Generate crds/*.yaml (and the chart's copy, and the field reference) from the models."""
-    from nicotask import crdgen
-
-    sys.exit(
-        crdgen.crds_main(
-            check_only=check_only,
-            crds_dir=crds_dir or crdgen.DEFAULT_CRDS_DIR,
-            docs=None if no_docs else (docs or crdgen.DEFAULT_DOCS_FILE),
-            chart_dir=chart_dir,
-            no_chart=no_chart,
-        )
-    )
+def _add_plugin_commands() -> None:
+    """Commands that other installed distributions register in the `nicotask.cli` entry
+    point group: nicotask-dev (dev/) adds `dev` and `crds`; the image installs neither."""
+    for entry in entry_points(group=PLUGIN_GROUP):
+        try:
+            command = entry.load()
+        except Exception as exc:  # a broken dev install must not stop `nicotask operator`
+            click.echo(f"nicotask: skipped command {entry.name!r} ({entry.value}): {exc}", err=True)
+            continue
+        cli.add_command(command, entry.name)
 
 
-def _add_dev() -> None:
-    # The local environment is dev tooling: absent from an install without it.
-    try:
-        from nicotask.devenv.cli import dev
-    except ImportError:  # pragma: no cover
-        return
-    cli.add_command(dev)
-
-
-_add_dev()
+_add_plugin_commands()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,8 +13,8 @@ import pytest
 import pytest_asyncio
 from e2e_support import OPERATOR_SETTINGS, Cluster
 
-from nicotask.devenv import system
-from nicotask.devenv.testing import DevEnvHandle
+from nicotask_dev.devenv import system
+from nicotask_dev.devenv.testing import DevEnvHandle
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ import httpx
 from e2e_support import Cluster, new_rule_id, rack, stage_statuses, task
 
 from nicotask import api
-from nicotask.devenv.testing import DevEnvHandle
+from nicotask_dev.devenv.testing import DevEnvHandle
 
 RESET = "Actions/ComputerSystem.Reset"
 

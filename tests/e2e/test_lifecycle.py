@@ -28,8 +28,8 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from nicotask import api
-from nicotask.devenv import system
-from nicotask.devenv.testing import DevEnvHandle, argocd_health
+from nicotask_dev.devenv import system
+from nicotask_dev.devenv.testing import DevEnvHandle, argocd_health
 
 TERMINAL = api.FINISHED_STATUS_VALUES
 

@@ -13,8 +13,8 @@ from e2e_support import status_of
 from kubernetes_asyncio import client
 
 from nicotask import api
-from nicotask.devenv import system
-from nicotask.devenv.testing import DevEnvHandle
+from nicotask_dev.devenv import system
+from nicotask_dev.devenv.testing import DevEnvHandle
 
 REPO = Path(__file__).resolve().parents[2]
 FINISHED = api.FINISHED_STATUS_VALUES

@@ -14,9 +14,9 @@ from e2e_support import SITE_ID, Cluster, new_rule_id, rack, sleep_rule, task
 from prometheus_client.parser import text_string_to_metric_families
 
 from nicotask import api
-from nicotask.devenv import monitoring, system
-from nicotask.devenv.testing import DevEnvHandle
-from nicotask.shim.devissuer import issue_token
+from nicotask_dev.devenv import monitoring, system
+from nicotask_dev.devenv.testing import DevEnvHandle
+from nicotask_dev.shim.devissuer import issue_token
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 Samples = dict[str, list[tuple[dict[str, str], float]]]

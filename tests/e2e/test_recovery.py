@@ -11,9 +11,9 @@ from e2e_support import (
 )
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from nicotask.devenv import system
-from nicotask.devenv.testing import DevEnvHandle
 from nicotask.state import CANCELLED_BY_USER
+from nicotask_dev.devenv import system
+from nicotask_dev.devenv.testing import DevEnvHandle
 
 
 async def _running_task(cluster: Cluster, env: DevEnvHandle, name: str = "t1") -> str:

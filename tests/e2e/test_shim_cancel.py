@@ -11,9 +11,9 @@ import httpx
 from e2e_support import SITE_ID, Cluster, stage_statuses
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from nicotask.devenv import system
-from nicotask.devenv.testing import DevEnvHandle
-from nicotask.shim.devissuer import issue_token
+from nicotask_dev.devenv import system
+from nicotask_dev.devenv.testing import DevEnvHandle
+from nicotask_dev.shim.devissuer import issue_token
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 

@@ -1,7 +1,7 @@
 """Integration tests: real kube-apiserver + etcd, Temporal dev server, sushy-tools.
 
 The fixtures (devenv, kube_api, namespace, temporal_client) come from
-tests/conftest.py (nicotask.devenv.testing), which also marks every test
+tests/conftest.py (nicotask_dev.devenv.testing), which also marks every test
 here `integration`. Set NICOTASK_TEST_RUN_DIR to reuse a running environment.
 The shared `crds` and `pclient` fixtures are below, and the shim's: `world` (orgs,
 providers, sites), `key_dir` (the dev issuer's keys), `shim_server` and `http`.
@@ -20,8 +20,8 @@ from integration_support import serve_shim
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from nicotask import crdgen
-from nicotask.shim.testing import ServerThread, World, make_world
+from nicotask_dev import crdgen
+from nicotask_dev.shim.testing import ServerThread, World, make_world
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

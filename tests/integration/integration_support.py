@@ -18,9 +18,8 @@ from kubernetes_asyncio import client
 from nicotask import api
 from nicotask.kube import Kube
 from nicotask.shim.app import create_app
-from nicotask.shim.config import ShimSettings
-from nicotask.shim.devissuer import issue_token
-from nicotask.shim.testing import ServerThread, wait_for
+from nicotask_dev.shim.devissuer import issue_token
+from nicotask_dev.shim.testing import ServerThread, dev_issuer_settings, wait_for
 
 SITE = "660e8400-e29b-41d4-a716-446655440000"
 
@@ -127,7 +126,7 @@ def token_kubeconfig(admin_kubeconfig: Path, token: str, out: Path) -> Path:
 @contextlib.contextmanager
 def serve_shim(kubeconfig: Path | str, key_dir: Path) -> Iterator[ServerThread]:
     """The shim, with the dev issuer's keys in `key_dir`, served on a loopback port."""
-    settings = ShimSettings(dev_issuer_dir=key_dir)
+    settings = dev_issuer_settings(key_dir)
     server = ServerThread(create_app(settings, kubeconfig=str(kubeconfig))).start()
     try:
         yield server

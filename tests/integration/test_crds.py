@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from nicotask import crdgen
+from nicotask_dev import crdgen
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "samples"

@@ -18,8 +18,8 @@ with workflow.unsafe.imports_passed_through():
     import sushy
     from kubernetes_asyncio import client
 
-    from nicotask.devenv import gobuild
-    from nicotask.devenv.testing import DevEnvHandle
+    from nicotask_dev.devenv import gobuild
+    from nicotask_dev.devenv.testing import DevEnvHandle
 
 
 async def test_configmap_round_trip(kube_api: Any, namespace: str) -> None:

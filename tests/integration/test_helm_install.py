@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from nicotask.crdgen import kubectl_binary
-from nicotask.devenv.helm import ensure_helm
+from nicotask_dev.crdgen import kubectl_binary
+from nicotask_dev.devenv.helm import ensure_helm
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "nicotask"

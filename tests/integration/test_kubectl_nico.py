@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 from integration_support import create_task, read_task
 
-from nicotask import api, crdgen, state
-from nicotask.devenv.testing import argocd_health
+from nicotask import api, state
 from nicotask.kube import Kube
+from nicotask_dev import crdgen
+from nicotask_dev.devenv.testing import argocd_health
 
 BIN = Path(sys.executable).parent
 PLUGIN = BIN / "kubectl-nico"
@@ -140,7 +141,7 @@ async def test_report_cancel_wait(devenv: Any, kube_api: Any, namespace: str, cr
     obj = await read_task(kube_api, namespace, "power-on-rack-1")
     assert obj["spec"]["cancel"] is True
     # who cancelled: the caller, as the API server knows it (SelfSubjectReview)
-    from nicotask.devenv.pki import ADMIN_USER
+    from nicotask_dev.devenv.pki import ADMIN_USER
 
     assert obj["metadata"]["annotations"]["nico.dev/cancel-requested-by"] == ADMIN_USER
     assert obj["status"]["status"] == "Running"  # only spec changed

@@ -66,24 +66,24 @@ async def test_progress_write_is_one_patch_and_never_goes_backwards(
     kube = Kube(kube_api)
     obj = await create_task(kube, namespace, "t")
     # The operator writes Pending before it starts the workflow.
-    await kube.update_task_status(
+    pending, _ = await kube.update_task_status(
         namespace, "t", lambda t: with_status(t, TaskStatus.PENDING, "Pending")
     )
     ref = TaskRef(namespace=namespace, name="t", uid=obj.metadata.uid or "")
     acts = TaskActivities(kube)
     started = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
-    # The first write also moves the kstatus conditions: two calls, later ones one.
+    # Each write, the first too (it also moves the kstatus conditions), is one patch.
     calls = Calls(kube_api)
     try:
         first = ProgressUpdate(task=ref, report=report(ReportStatus.PENDING), sequence=1,
                                started=started)  # fmt: skip
         assert await publish(acts, first) is True
-        assert calls.count == 2
+        assert calls.count == 1
         calls.count = 0
         newer = ProgressUpdate(task=ref, report=report(ReportStatus.RUNNING), sequence=5)
         assert await publish(acts, newer) is True
-        assert calls.count == 1  # later writes: one merge patch
+        assert calls.count == 1
     finally:
         calls.restore()
     stored = await kube.get_task(namespace, "t")
@@ -92,8 +92,15 @@ async def test_progress_write_is_one_patch_and_never_goes_backwards(
     assert stored.status.report_sequence == 5
     assert stored.status.report == report(ReportStatus.RUNNING)
     assert stored.status.started == started
-    reconciling = [c for c in stored.status.conditions if c.type == "Reconciling"]
-    assert [(c.status, c.reason) for c in reconciling] == [("True", "Running")]
+    assert [(c.type, c.status, c.reason, c.message) for c in stored.status.conditions] == [
+        ("Ready", "False", "Running", "Running"),
+        ("Reconciling", "True", "Running", "Running"),
+        ("Stalled", "False", "Running", ""),
+    ]
+    # No condition changed its status, so none moved its lastTransitionTime.
+    assert [c.last_transition_time for c in stored.status.conditions] == [
+        c.last_transition_time for c in pending.status.conditions
+    ]
 
     # A late write of an older report is refused by the API server: superseded.
     late = ProgressUpdate(task=ref, report=report(ReportStatus.PENDING), sequence=3)
@@ -162,6 +169,8 @@ async def test_progress_write_on_a_task_without_status(
     assert stored.status.status == TaskStatus.RUNNING
     assert stored.status.report_sequence == 2
     assert stored.status.report == report(ReportStatus.PENDING)
+    reconciling = [c for c in stored.status.conditions if c.type == "Reconciling"]
+    assert [(c.status, c.reason) for c in reconciling] == [("True", "Running")]
 
 
 async def test_secret_reader_sees_labels(kube_api: Any, namespace: str) -> None:

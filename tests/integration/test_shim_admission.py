@@ -27,9 +27,7 @@ from integration_support import (
 )
 from kubernetes_asyncio import client
 
-from nicotask import admission, api
-from nicotask.devenv.pki import ADMIN_USER
-from nicotask.devenv.testing import DevEnvHandle
+from nicotask import api
 from nicotask.kube import (
     CANCEL_REQUESTED_BY,
     MERGE_PATCH,
@@ -38,7 +36,10 @@ from nicotask.kube import (
     KubeError,
     new_api_client,
 )
-from nicotask.shim.testing import make_task
+from nicotask_dev import admission
+from nicotask_dev.devenv.pki import ADMIN_USER
+from nicotask_dev.devenv.testing import DevEnvHandle
+from nicotask_dev.shim.testing import make_task
 
 
 async def _service_account(kube_api: Any, namespace: str, name: str) -> str:

@@ -28,7 +28,7 @@ from nicotask import api
 from nicotask.kube import CANCEL_REQUESTED_BY, SITES, TASKS, Kube
 from nicotask.shim import errors
 from nicotask.shim.cache import record_of
-from nicotask.shim.testing import ServerThread, World, create_site, make_task, wait_for
+from nicotask_dev.shim.testing import ServerThread, World, create_site, make_task, wait_for
 
 
 @pytest.fixture

@@ -20,16 +20,16 @@ import jwt
 import pytest
 from integration_support import bearer, cached, read_task, serve_shim
 
-from nicotask.devenv.testing import DevEnvHandle
 from nicotask.kube import CANCEL_REQUESTED_BY, TASKS, Kube
 from nicotask.shim import errors
 from nicotask.shim.app import create_app
-from nicotask.shim.config import ShimSettings
-from nicotask.shim.devissuer import PUBLIC_KEY_FILE, issue_token
-from nicotask.shim.testing import (
+from nicotask_dev.devenv.testing import DevEnvHandle
+from nicotask_dev.shim.devissuer import PUBLIC_KEY_FILE, issue_token
+from nicotask_dev.shim.testing import (
     SAMPLE_REPORT,
     ServerThread,
     World,
+    dev_issuer_settings,
     free_port,
     make_task,
     wait_for,
@@ -406,7 +406,7 @@ async def test_kubernetes_unreachable_is_503(
         "users": [{"name": "dead", "user": {"token": "x"}}],
         "contexts": [{"name": "dead", "context": {"cluster": "dead", "user": "dead"}}],
     }))
-    settings = ShimSettings(dev_issuer_dir=key_dir, index_sync_seconds=0.5, kube_timeout_seconds=5)
+    settings = dev_issuer_settings(key_dir, index_sync_seconds=0.5, kube_timeout_seconds=5)
     server = ServerThread(create_app(settings, kubeconfig=str(kubeconfig))).start()
     try:
         async with httpx.AsyncClient(base_url=server.url) as c:

@@ -23,9 +23,9 @@ from integration_support import (
 from kubernetes_asyncio import client
 
 from nicotask import api
-from nicotask.devenv.testing import DevEnvHandle
 from nicotask.kube import TASKS
-from nicotask.shim.testing import make_task, make_world
+from nicotask_dev.devenv.testing import DevEnvHandle
+from nicotask_dev.shim.testing import make_task, make_world
 
 RBAC = Path(__file__).resolve().parents[2] / "deploy" / "rbac" / "shim.yaml"
 

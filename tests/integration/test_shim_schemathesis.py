@@ -21,9 +21,9 @@ from integration_support import serve_shim
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from nicotask.devenv.testing import DevEnvHandle
-from nicotask.shim.devissuer import issue_token
-from nicotask.shim.testing import SAMPLE_REPORT, ServerThread, World, make_task, make_world
+from nicotask_dev.devenv.testing import DevEnvHandle
+from nicotask_dev.shim.devissuer import issue_token
+from nicotask_dev.shim.testing import SAMPLE_REPORT, ServerThread, World, make_task, make_world
 
 CONTRACT = Path(__file__).resolve().parents[2] / "contract" / "openapi.yaml"
 CHECKS = [not_a_server_error, response_schema_conformance]

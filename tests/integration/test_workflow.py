@@ -17,10 +17,12 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import jsonpatch
 import pytest
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
@@ -47,7 +49,7 @@ from nicotask.api import (
 )
 from nicotask.kube import NotFound, Refused, SecretData
 from nicotask.redfish import BmcError, BmcUnreachable
-from nicotask.state import allowed_transition, is_terminal
+from nicotask.state import allowed_transition, is_terminal, with_status
 from nicotask.temporal.activities import TaskActivities
 from nicotask.temporal.models import (
     WORKFLOW_NAME,
@@ -87,9 +89,11 @@ class FakeStore:
                     "creationTimestamp": "2026-01-01T00:00:00Z",
                 },
                 "spec": {"siteId": SITE, "rackRef": "rack", "operation": "PowerOn"},
-                "status": {"status": "Pending", "message": "Pending"},
             }
         )
+        # As the operator leaves it when it starts the workflow (with its conditions).
+        pending = with_status(self.task, TaskStatus.PENDING, "Pending")
+        self.task = self.task.model_copy(update={"status": pending})
         self.rack = NicoRack.model_validate(
             {
                 "metadata": {"name": "rack", "namespace": "ns"},
@@ -137,15 +141,14 @@ class FakeStore:
         self.calls += 1
         if self.broken:
             raise RuntimeError("apiserver unavailable")
-        test, *adds = ops
-        assert test == {"op": "test", "path": "/metadata/uid", "value": test["value"]}
-        if test["value"] != self.task.metadata.uid:
-            raise Refused("testing value /metadata/uid failed")
+        first = ops[0]
+        assert first == {"op": "test", "path": "/metadata/uid", "value": first["value"]}
         old = self.task.status
-        body = old.wire()
-        for op in adds:
-            assert op["op"] == "add" and op["path"].startswith("/status/")
-            body[op["path"].removeprefix("/status/")] = op["value"]
+        doc = {"metadata": {"uid": self.task.metadata.uid}, "status": old.wire()}
+        try:
+            body = jsonpatch.apply_patch(doc, ops)["status"]
+        except (jsonpatch.JsonPatchTestFailed, jsonpatch.JsonPatchConflict) as exc:
+            raise Refused(str(exc)) from exc
         new = NicoTaskStatus.model_validate({k: v for k, v in body.items() if v is not None})
         if is_terminal(old.status) and new.status != old.status:
             raise Refused("status.status is terminal")
@@ -172,6 +175,9 @@ class FakeStore:
         if new is None or not allowed_transition(self.task.status.status, new.status):
             return self.task, False
         self.task = self.task.model_copy(update={"status": new})
+        self.statuses.append(new)
+        if new.report is not None:
+            self.reports.append(new.report)
         return self.task, True
 
 
@@ -684,6 +690,43 @@ async def _history_events(handle: WorkflowHandle[Any, Any]) -> list[Any]:
     return list((await handle.fetch_history()).events)
 
 
+def _local_activity_markers(events: list[Any]) -> list[Any]:
+    return [
+        e
+        for e in events
+        if e.HasField("marker_recorded_event_attributes")
+        and e.marker_recorded_event_attributes.marker_name == "core_local_activity"
+    ]
+
+
+async def test_a_waiting_task_took_one_workflow_task(pclient: Client) -> None:
+    """Plan, first stage and the step's timer in the first workflow task; then nothing."""
+    h = Harness(pclient)
+    spec = rule(step(ComponentType.COMPUTE, 1, sleep_action(3600), timeout=7200))
+    async with h.worker():
+        handle = await h.start(spec, components=[target("compute-0", ComponentType.COMPUTE)])
+        for _ in range(300):  # up to 30 s for the first two writes
+            if len(h.store.reports) >= 2:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.5)  # a coalescing timer, if there were one, fires here
+        events = await _history_events(handle)
+        await handle.terminate("test over")
+    completed = [e for e in events if e.HasField("workflow_task_completed_event_attributes")]
+    assert len(completed) == 1
+    assert not any(e.HasField("activity_task_scheduled_event_attributes") for e in events)
+    # The CR got the plan (all pending), then the first stage running.
+    assert [stage_statuses(r) for r in h.store.reports] == [["pending"], ["running"]]
+
+
+async def test_histories_of_the_progress_queue_version_still_replay() -> None:
+    """A workflow started before local progress (recorded by that code) replays."""
+    path = Path(__file__).parent / "histories" / "timer-sleep-progress-queue.json"
+    history = WorkflowHistory.from_json("recorded", path.read_text())
+    replayer = Replayer(workflows=[NicoTaskWorkflow], data_converter=pydantic_data_converter)
+    await replayer.replay_workflow(history)
+
+
 async def test_sleep_steps_are_timers_not_activities(pclient: Client) -> None:
     h = Harness(pclient)
     computes = [target(f"compute-{i}", ComponentType.COMPUTE) for i in range(4)]
@@ -701,9 +744,10 @@ async def test_sleep_steps_are_timers_not_activities(pclient: Client) -> None:
         for e in events
         if e.HasField("activity_task_scheduled_event_attributes")
     ]
-    assert {a.activity_type.name for a in scheduled} == {"publish_progress"}
-    # Progress goes to its own task queue, never the step activities' one.
-    assert {a.task_queue.name for a in scheduled} == {f"{h.queue}-progress"}
+    # No activity task at all: the sleeps are timers, progress goes out as local
+    # activities (markers), never behind the step activities.
+    assert scheduled == []
+    assert _local_activity_markers(events)
     timers = [
         e.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta()
         for e in events
@@ -732,12 +776,7 @@ async def test_progress_writes_are_coalesced(pclient: Client) -> None:
         outcome = await asyncio.wait_for(handle.result(), timeout=60)
     assert outcome.status == TaskStatus.SUCCEEDED
     events = await _history_events(handle)
-    times = [
-        e.event_time.ToDatetime()
-        for e in events
-        if e.HasField("activity_task_scheduled_event_attributes")
-        and e.activity_task_scheduled_event_attributes.activity_type.name == "publish_progress"
-    ]
+    times = [e.event_time.ToDatetime() for e in _local_activity_markers(events)]
     # 30+ transitions, but writes at most once a second (in workflow time) plus the
     # final one, which is never delayed.
     span = (events[-1].event_time.ToDatetime() - events[0].event_time.ToDatetime()).total_seconds()

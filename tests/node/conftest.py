@@ -1,7 +1,7 @@
 """A real node for the chart's pods: one environment per session.
 
 kube-apiserver + etcd + kube-controller-manager + kube-scheduler, containerd
-and a kubelet (nicotask.devenv.node), the Temporal dev server and the
+and a kubelet (nicotask_dev.devenv.node), the Temporal dev server and the
 sushy-tools BMC emulator, with the nicotask image built by podman and
 imported into containerd. Needs root (CI runs as root); `make node-e2e`.
 """
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from nicotask.devenv import image, node
-from nicotask.devenv.env import DevEnv
-from nicotask.devenv.testing import DevEnvHandle
+from nicotask_dev.devenv import image, node
+from nicotask_dev.devenv.env import DevEnv
+from nicotask_dev.devenv.testing import DevEnvHandle
 
 
 @pytest.fixture(scope="session")

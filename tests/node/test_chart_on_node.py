@@ -22,11 +22,11 @@ import httpx
 import pytest
 import yaml
 
-from nicotask.crdgen import kubectl_binary
-from nicotask.devenv import node
-from nicotask.devenv.helm import ensure_helm
-from nicotask.devenv.testing import DevEnvHandle
-from nicotask.shim.devissuer import issue_token, issuer_config
+from nicotask_dev.crdgen import kubectl_binary
+from nicotask_dev.devenv import node
+from nicotask_dev.devenv.helm import ensure_helm
+from nicotask_dev.devenv.testing import DevEnvHandle
+from nicotask_dev.shim.devissuer import issue_token, issuer_config
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "nicotask"

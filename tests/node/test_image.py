@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from nicotask.devenv.image import PODMAN_RUN_FLAGS
+from nicotask_dev.devenv.image import PODMAN_RUN_FLAGS
 
 
 def run(tag: str, *args: str, entrypoint: str | None = None) -> str:
@@ -36,3 +36,19 @@ def test_runs_as_non_root_with_runtime_only(image_tag: str) -> None:
     dev_modules, test_code = run(image_tag, "-c", probe, entrypoint="python").splitlines()
     assert dev_modules == "[]"
     assert test_code == "[]"
+
+
+def test_has_no_dev_tooling(image_tag: str) -> None:
+    # nicotask-dev (dev/) is not installed, and nothing of it is left in the runtime package
+    probe = (
+        "import importlib.util as u, importlib.metadata as m;"
+        "print(sorted(n for n in ('nicotask_dev', 'nicotask.devenv', 'nicotask.crdgen',"
+        " 'nicotask.admission', 'nicotask.shim.devissuer', 'nicotask.shim.testing')"
+        " if u.find_spec(n)));"
+        "print(sorted(e.name for e in m.entry_points(group='nicotask.cli')))"
+    )
+    dev_modules, plugins = run(image_tag, "-c", probe, entrypoint="python").splitlines()
+    assert dev_modules == "[]"
+    assert plugins == "[]"
+    commands = run(image_tag, "--help").split("Commands:")[1].split()
+    assert "dev" not in commands and "crds" not in commands and "shim" in commands

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from nicotask import admission
-from nicotask.devenv.helm import ensure_helm
+from nicotask_dev import admission
+from nicotask_dev.devenv.helm import ensure_helm
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "nicotask"
 

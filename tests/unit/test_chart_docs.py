@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from nicotask.devenv import helm
+from nicotask_dev.devenv import helm
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "nicotask"
@@ -21,7 +21,7 @@ def test_deploy_doc_table_matches_values() -> None:
     doc = (REPO / "docs" / "deploy.md").read_text()
     assert helm.values_block() in doc, (
         "docs/deploy.md is out of date: "
-        "python -m nicotask.devenv.helm --write-docs docs/deploy.md"
+        "python -m nicotask_dev.devenv.helm --write-docs docs/deploy.md"
     )
 
 

@@ -17,8 +17,8 @@ import yaml
 from test_chart_render import CHART, by_kind, container_of, render
 
 from nicotask import healthcheck
-from nicotask.devenv import monitoring, promtool
-from nicotask.devenv.helm import ensure_helm
+from nicotask_dev.devenv import monitoring, promtool
+from nicotask_dev.devenv.helm import ensure_helm
 
 ALL_ON = ["--set", "podMonitor.enabled=true", "--set", "prometheusRule.enabled=true",
           "--set", "grafanaDashboard.enabled=true", "--set", "serviceMonitor.enabled=true"]

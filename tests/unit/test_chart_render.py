@@ -11,8 +11,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from nicotask import crdgen
-from nicotask.devenv.helm import ensure_helm
+from nicotask_dev import crdgen
+from nicotask_dev.devenv.helm import ensure_helm
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "nicotask"

@@ -6,15 +6,18 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from importlib.metadata import EntryPoint
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from nicotask.cli import main
+import nicotask.cli as cli_module
+from nicotask.cli import cli, main
 
 REPO = Path(__file__).resolve().parents[2]
 COMMANDS = ["operator", "worker", "shim", "crds", "dev"]
-DEV_COMMANDS = ["up", "build", "down", "status", "env", "token"]
+DEV_COMMANDS = ["up", "build", "down", "status", "env", "token", "shim"]
 
 
 def test_no_command_prints_help_and_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -85,4 +88,43 @@ def test_python_dash_m_runs_the_same_cli() -> None:
         [sys.executable, "-m", "nicotask", "shim", "--help"], capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr
-    assert "--dev-issuer-dir" in proc.stdout
+    assert "--namespace" in proc.stdout
+
+
+def test_dev_and_crds_come_from_nicotask_dev() -> None:
+    # registered as `nicotask.cli` entry points by dev/pyproject.toml, absent from the image
+    assert cli.commands["dev"].callback.__module__ == "nicotask_dev.devenv.cli"  # type: ignore[union-attr]
+    assert cli.commands["crds"].callback.__module__ == "nicotask_dev.cli"  # type: ignore[union-attr]
+    assert {"operator", "worker", "shim"} <= set(cli.commands)
+
+
+def test_a_broken_plugin_is_skipped_not_fatal(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = EntryPoint("broken", "nicotask_dev.no_such_module:cmd", cli_module.PLUGIN_GROUP)
+    monkeypatch.setattr(cli_module, "entry_points", lambda group: [broken])
+    cli_module._add_plugin_commands()
+    assert "skipped command 'broken'" in capsys.readouterr().err
+    assert "broken" not in cli.commands
+    assert main(["worker", "--help"]) == 0
+
+
+def test_dev_shim_runs_the_shim_trusting_the_dev_issuer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nicotask.shim import server
+    from nicotask.shim.config import ShimSettings
+    from nicotask_dev.shim.devissuer import issuer_config
+
+    calls: list[dict[str, Any]] = []
+
+    def shim_main(**kwargs: Any) -> int:
+        calls.append({**kwargs, "issuers": ShimSettings().all_issuers()})
+        return 0
+
+    monkeypatch.setattr(server, "shim_main", shim_main)
+    monkeypatch.setenv("NICOTASK_SHIM_ISSUERS_FILE", "restored after the test")
+    assert main(["dev", "shim", "--run-dir", str(tmp_path), "--port", "9999"]) == 0
+    (call,) = calls
+    assert call["port"] == 9999
+    assert call["issuers"] == [issuer_config(tmp_path)]

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
-from nicotask import crdgen
 from nicotask.api import API_VERSION, UUID_PATTERN
 from nicotask.cli import main as nicotask_cli
+from nicotask_dev import crdgen
 
 REPO = Path(__file__).resolve().parents[2]
 

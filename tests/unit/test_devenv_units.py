@@ -1,4 +1,4 @@
-"""Pure helpers of nicotask.devenv: no servers."""
+"""Pure helpers of nicotask_dev.devenv: no servers."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import bcrypt
 import yaml
 from cryptography import x509
 
-from nicotask.devenv import kube, pki, ports, redfish
-from nicotask.devenv.cli import export_lines
-from nicotask.devenv.env import DevEnv
-from nicotask.devenv.process import ProcessRecord, pid_alive
+from nicotask_dev.devenv import kube, pki, ports, redfish
+from nicotask_dev.devenv.cli import export_lines
+from nicotask_dev.devenv.env import DevEnv
+from nicotask_dev.devenv.process import ProcessRecord, pid_alive
 
 
 def test_kubeconfig_embeds_credentials_and_server(tmp_path: Path) -> None:
@@ -118,7 +118,7 @@ def test_exports_and_status_from_state(tmp_path: Path) -> None:
 def test_pid_alive_checks_start_time() -> None:
     import os
 
-    from nicotask.devenv.process import start_time
+    from nicotask_dev.devenv.process import start_time
 
     me = os.getpid()
     assert pid_alive(me)

@@ -6,8 +6,8 @@ import shutil
 import tomllib
 from pathlib import Path
 
-from nicotask.devenv import image, node
-from nicotask.devenv.pki import ensure_pki
+from nicotask_dev.devenv import image, node
+from nicotask_dev.devenv.pki import ensure_pki
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -60,12 +60,7 @@ def test_view_prefers_a_newer_own_write_until_the_index_catches_up() -> None:
 async def test_cancel_of_a_finished_task_is_answered_despite_a_stale_own_write() -> None:
     """The watch dropped the task (finished) before our terminal write was remembered;
     the later cancel, seen by the finished-cancels watch, must still be answered."""
-    controller = Controller(
-        kube=None,  # type: ignore[arg-type]  # the handler below is the only kube user
-        temporal=None,  # type: ignore[arg-type]
-        settings=Settings(),
-        metrics=Metrics(),
-    )
+    controller = _controller()
     controller.view.remember(_task(20, TaskStatus.SUCCEEDED))  # stale: no cancel
     answered: list[NicoTask] = []
 
@@ -76,3 +71,27 @@ async def test_cancel_of_a_finished_task_is_answered_despite_a_stale_own_write()
     controller.observe_finished_cancel(_task(21, TaskStatus.SUCCEEDED, cancel=True))
     await controller.reconcile(UID, frozenset())
     assert [t.metadata.resource_version for t in answered] == ["21"]
+
+
+def _controller() -> Controller:
+    return Controller(
+        kube=None,  # type: ignore[arg-type]  # these paths make no API call
+        temporal=None,  # type: ignore[arg-type]
+        settings=Settings(),
+        metrics=Metrics(),
+    )
+
+
+def test_a_task_we_finished_leaves_the_watch_without_a_read() -> None:
+    controller = _controller()
+    controller.view.remember(_task(30, TaskStatus.TERMINATED, cancel=True))
+    # The watch's DELETED carries the last matching (Running) body at the new rv.
+    controller.observe_event("DELETED", _task(30, TaskStatus.RUNNING, cancel=True))
+    assert UID not in controller._deleted
+    assert len(controller.queue) == 0
+
+
+def test_a_live_task_leaving_the_watch_is_checked() -> None:
+    controller = _controller()
+    controller.observe_event("DELETED", _task(30, TaskStatus.RUNNING))
+    assert UID in controller._deleted

@@ -17,12 +17,13 @@ from nicotask.cli import main as nicotask_cli
 from nicotask.shim import errors
 from nicotask.shim.auth import Principal, Verifier, principal_of
 from nicotask.shim.config import IssuerConfig, ShimSettings
-from nicotask.shim.devissuer import (
+from nicotask_dev.shim.devissuer import (
     DEV_AUDIENCE,
     DEV_ISSUER,
     issue_token,
     issuer_config,
     role_names,
+    write_issuers_file,
 )
 
 
@@ -172,7 +173,9 @@ def test_settings_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
         json.dumps([{"issuer": "i", "audience": "a", "public_key_pem": _pub_pem(EC_KEY)}]),
     )
     monkeypatch.setenv("NICOTASK_SHIM_NAMESPACES", "a,b")
-    monkeypatch.setenv("NICOTASK_SHIM_DEV_ISSUER_DIR", str(tmp_path))
+    # the dev issuer as `nicotask dev shim` and `make run` hand it to the shim
+    monkeypatch.setenv("NICOTASK_SHIM_ISSUERS_FILE", str(write_issuers_file(tmp_path)))
     s = ShimSettings()
     assert s.namespaces == ["a", "b"]
     assert [i.issuer for i in s.all_issuers()] == ["i", DEV_ISSUER]
+    assert s.all_issuers()[1] == issuer_config(tmp_path)

@@ -12,14 +12,15 @@ import pytest
 from nicotask.shim.auth import Principal, TokenCache
 from nicotask.shim.cache import TaskCache, record_of
 from nicotask.shim.config import ShimSettings
-from nicotask.shim.devissuer import (
+from nicotask.shim.limits import BodyLimit
+from nicotask_dev.shim.devissuer import (
     PRIVATE_KEY_FILE,
     PUBLIC_KEY_FILE,
     DevIssuerRefused,
     ensure_keys,
     issuer_config,
+    write_issuers_file,
 )
-from nicotask.shim.limits import BodyLimit
 
 UID = "0f8e8400-e29b-41d4-a716-446655440000"
 
@@ -32,7 +33,9 @@ def test_dev_issuer_refused_in_a_pod_without_override(
 ) -> None:
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
     with pytest.raises(DevIssuerRefused, match="ALLOW_DEV_ISSUER_IN_CLUSTER"):
-        ShimSettings(dev_issuer_dir=tmp_path).all_issuers()
+        issuer_config(tmp_path)
+    with pytest.raises(DevIssuerRefused):
+        write_issuers_file(tmp_path)
     assert not (tmp_path / PRIVATE_KEY_FILE).exists()
 
 
@@ -40,13 +43,21 @@ def test_dev_issuer_never_generates_keys_in_a_pod(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
-    monkeypatch.setenv("NICOTASK_SHIM_ALLOW_DEV_ISSUER_IN_CLUSTER", "true")
-    settings = ShimSettings(dev_issuer_dir=tmp_path)
-    assert settings.allow_dev_issuer_in_cluster
     with pytest.raises(DevIssuerRefused, match="no public key"):
-        settings.all_issuers()
+        issuer_config(tmp_path, allow_in_cluster=True)
     with pytest.raises(DevIssuerRefused, match="refusing to create"):
         ensure_keys(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_runtime_shim_does_not_read_the_old_dev_issuer_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The dev issuer is dev tooling (nicotask-dev): the shim trusts it only through an
+    # issuers file (`nicotask dev shim`, `make run`), never by a folder of keys.
+    monkeypatch.setenv("NICOTASK_SHIM_DEV_ISSUER_DIR", str(tmp_path))
+    monkeypatch.setenv("NICOTASK_SHIM_ALLOW_DEV_ISSUER_IN_CLUSTER", "true")
+    assert ShimSettings().all_issuers() == []
     assert list(tmp_path.iterdir()) == []
 
 

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from nicotask.shim import errors
 from nicotask.shim.auth import JwksSettings, Verifier
 from nicotask.shim.config import IssuerConfig
-from nicotask.shim.testing import free_port
+from nicotask_dev.shim.testing import free_port
 
 KEY1 = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 KEY2 = ec.generate_private_key(ec.SECP256R1())

@@ -76,8 +76,12 @@ class Controller:
         """A watch event of a live task (or of one leaving the watch): queue its reconcile."""
         uid = task.metadata.uid or ""
         if event_type == "DELETED":
+            # A task leaving the watch comes with its last matching (live) body at
+            # the new resourceVersion; our own terminal write, if we made it, says
+            # why it left, so no GET (ties go to our copy).
+            last = newest(self.view.get(uid), task) or task
             self.view.forget(uid)
-            if not state.is_terminal(task.status.status):
+            if not state.is_terminal(last.status.status):
                 # Deleted, or moved out of this operator's shard: tell them apart.
                 self._deleted[uid] = task
                 self.queue.add(uid, "deleted")

@@ -23,7 +23,7 @@ def _rv(task: NicoTask) -> int:
 
 
 def newest(*copies: NicoTask | None) -> NicoTask | None:
-    """The copy with the highest resourceVersion (None when there is none)."""
+    """The copy with the highest resourceVersion, the first on a tie (None if none)."""
     present = [c for c in copies if c is not None]
     return max(present, key=_rv) if present else None
 

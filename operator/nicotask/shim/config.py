@@ -4,9 +4,9 @@
                                  {"issuer", "audience" (str or list), "jwks_url"
                                  | "public_key_pem" | "public_keys_pem",
                                  "algorithms" (subset of RS256, ES256)}
-  NICOTASK_SHIM_ISSUERS_FILE     the same JSON in a file (both are merged)
-  NICOTASK_SHIM_DEV_ISSUER_DIR   also trust the dev issuer whose key pair lives
-                                 in this folder (see devissuer.py)
+  NICOTASK_SHIM_ISSUERS_FILE     the same JSON in a file (both are merged); the local
+                                 environment's dev token issuer (nicotask-dev) is
+                                 trusted this way: `nicotask dev shim`, `make run`
   NICOTASK_SHIM_NAMESPACES       namespaces to serve, comma-separated or a JSON list;
                                  empty = all
   NICOTASK_SHIM_HOST / _PORT     listen address (default: NICOTASK_SHIM_HOST/PORT
@@ -21,8 +21,6 @@
   NICOTASK_SHIM_JWKS_MIN_REFETCH_SECONDS  at most one JWKS fetch per issuer this often (10)
   NICOTASK_SHIM_JWKS_TIMEOUT_SECONDS  timeout of one JWKS fetch (3)
   NICOTASK_SHIM_MAX_BODY_BYTES     request body cap, larger is 413 (65536)
-  NICOTASK_SHIM_ALLOW_DEV_ISSUER_IN_CLUSTER  let the dev issuer be trusted inside a pod
-                                 (default false; it never creates keys there)
 """
 
 from __future__ import annotations
@@ -69,7 +67,6 @@ class ShimSettings(BaseSettings):
 
     issuers: list[IssuerConfig] = Field(default_factory=list)
     issuers_file: Path | None = None
-    dev_issuer_dir: Path | None = None
     namespaces: Annotated[list[str], NoDecode] = Field(default_factory=list)
     host: str | None = None
     port: int | None = None
@@ -83,7 +80,6 @@ class ShimSettings(BaseSettings):
     jwks_min_refetch_seconds: float = Field(default=10.0, ge=0)
     jwks_timeout_seconds: float = Field(default=3.0, gt=0, le=60)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
-    allow_dev_issuer_in_cluster: bool = False
 
     @field_validator("namespaces", mode="before")
     @classmethod
@@ -95,13 +91,9 @@ class ShimSettings(BaseSettings):
         return value
 
     def all_issuers(self) -> list[IssuerConfig]:
-        """Configured issuers, the issuers file and the dev issuer, in that order."""
+        """Configured issuers, then the issuers file's."""
         out = list(self.issuers)
         if self.issuers_file:
             raw = json.loads(self.issuers_file.read_text())
             out += [IssuerConfig.model_validate(i) for i in raw]
-        if self.dev_issuer_dir:
-            from .devissuer import issuer_config
-
-            out.append(issuer_config(self.dev_issuer_dir, self.allow_dev_issuer_in_cluster))
         return out

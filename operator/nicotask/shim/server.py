@@ -1,9 +1,8 @@
-"""`nicotask shim [--host H] [--port P] [--dev-issuer-dir DIR] [--kubeconfig F]`: serve the app."""
+"""`nicotask shim [--host H] [--port P] [--kubeconfig F] [--namespace NS]`: serve the app."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import os
 
 import uvicorn
 
@@ -12,7 +11,6 @@ from nicotask.settings import get_settings
 
 from .app import create_app, verifier_of
 from .config import ShimSettings
-from .devissuer import DevIssuerRefused
 
 
 def shim_main(
@@ -20,25 +18,21 @@ def shim_main(
     host: str | None = None,
     port: int | None = None,
     kubeconfig: str | None = None,
-    dev_issuer_dir: Path | None = None,
     namespaces: list[str] | None = None,
     log_level: str = "info",
 ) -> int:
     base = get_settings()
     settings = ShimSettings()
-    if dev_issuer_dir:
-        settings.dev_issuer_dir = dev_issuer_dir
     if namespaces:
         settings.namespaces = list(namespaces)
     configure_logging(base.json_logs, level=log_level)
-    try:
-        issuers = settings.all_issuers()
-    except DevIssuerRefused as exc:
-        print(f"nicotask shim: {exc}", file=sys.stderr)
-        return 2
+    if os.environ.get("NICOTASK_SHIM_DEV_ISSUER_DIR"):
+        print("nicotask shim: NICOTASK_SHIM_DEV_ISSUER_DIR is not read any more: the dev token "
+              "issuer is dev tooling (nicotask-dev); `nicotask dev shim` trusts it")
+    issuers = settings.all_issuers()
     if not issuers:
-        print("nicotask shim: no token issuer configured (NICOTASK_SHIM_ISSUERS, "
-              "NICOTASK_SHIM_ISSUERS_FILE or --dev-issuer-dir); every request will get 401")
+        print("nicotask shim: no token issuer configured (NICOTASK_SHIM_ISSUERS or "
+              "NICOTASK_SHIM_ISSUERS_FILE); every request will get 401")
     app = create_app(
         settings, kubeconfig=kubeconfig or base.kubeconfig,
         verifier=verifier_of(settings, issuers),

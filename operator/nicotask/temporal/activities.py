@@ -19,7 +19,6 @@ seconds): they only detect a lost worker, they do not gate BMC requests.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import tempfile
 import time
@@ -39,7 +38,7 @@ from nicotask.api import (
     TaskStatus,
 )
 from nicotask.bmc_policy import EndpointPolicy
-from nicotask.kube import Conflict, NotFound, Refused, SecretData
+from nicotask.kube import NotFound, Refused, SecretData
 from nicotask.redfish import (
     BmcAuthFailed,
     BmcError,
@@ -50,7 +49,7 @@ from nicotask.redfish import (
     RedfishDriverFactory,
     driver_factory,
 )
-from nicotask.state import RECONCILING, is_terminal, with_status
+from nicotask.state import health_conditions, is_terminal, with_status
 from nicotask.temporal.liveness import Liveness
 from nicotask.temporal.models import (
     PUBLISH_PROGRESS,
@@ -129,8 +128,35 @@ class TaskStore(Protocol):
     ) -> tuple[NicoTask, bool]: ...
 
 
+def _running_condition_ops() -> list[dict[str, Any]]:
+    """Move the kstatus conditions to Running in place, within the progress patch.
+
+    Pending, Waiting and Running have the same condition statuses (Ready False,
+    Reconciling True, Stalled False), so only reason and message change and no
+    lastTransitionTime moves. Each condition's type and status are tested
+    first: conditions laid out otherwise (or none yet) refuse the whole patch,
+    and the write falls back to a full read-decide-write.
+    """
+    running = health_conditions(
+        NicoTaskStatus(status=TaskStatus.RUNNING, message=RUNNING_MESSAGE), None
+    )
+    ops: list[dict[str, Any]] = []
+    for index, cond in enumerate(running):
+        at = f"/status/conditions/{index}"
+        ops += [
+            {"op": "test", "path": f"{at}/type", "value": cond.type},
+            {"op": "test", "path": f"{at}/status", "value": cond.status},
+            {"op": "add", "path": f"{at}/reason", "value": cond.reason},
+            {"op": "add", "path": f"{at}/message", "value": cond.message},
+        ]
+    return ops
+
+
+RUNNING_CONDITION_OPS = _running_condition_ops()
+
+
 def progress_ops(update: ProgressUpdate, now: str) -> list[dict[str, Any]]:
-    """The JSON patch of one progress write: Running, the report and its sequence.
+    """The JSON patch of one progress write: Running, its conditions, the report.
 
     The first op tests metadata.uid, so the write never lands on a task
     recreated under the same name; `add` replaces each status field whole.
@@ -147,6 +173,7 @@ def progress_ops(update: ProgressUpdate, now: str) -> list[dict[str, Any]]:
     return [
         {"op": "test", "path": "/metadata/uid", "value": update.task.uid},
         *({"op": "add", "path": f"/status/{key}", "value": value} for key, value in fields.items()),
+        *RUNNING_CONDITION_OPS,
     ]
 
 
@@ -173,13 +200,6 @@ def _gone(ref: TaskRef) -> ApplicationError:
         type=ERR_TASK_GONE,
         non_retryable=True,
     )
-
-
-def _conditions_say_running(task: NicoTask) -> bool:
-    for cond in task.status.conditions:
-        if cond.type == RECONCILING:
-            return cond.reason == TaskStatus.RUNNING.value
-    return False
 
 
 class TaskActivities:
@@ -232,7 +252,7 @@ class TaskActivities:
             )
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         try:
-            stored = await self.kube.json_patch_task_status(
+            await self.kube.json_patch_task_status(
                 ref.namespace, ref.name, progress_ops(update, now)
             )
         except NotFound as exc:
@@ -249,8 +269,6 @@ class TaskActivities:
             # The patch did not apply (the API server does not say why): the uid
             # test failed, or there is no status yet. Decide on a fresh read.
             return await self._full_write(update)
-        if not _conditions_say_running(stored):
-            await self._running_conditions(stored, update)
         return True
 
     async def _full_write(self, update: ProgressUpdate) -> bool:
@@ -263,21 +281,6 @@ class TaskActivities:
         except NotFound as exc:
             raise _gone(ref) from exc
         return wrote
-
-    async def _running_conditions(self, stored: NicoTask, update: ProgressUpdate) -> None:
-        """The first write also moves the kstatus conditions (one conditional PUT)."""
-
-        def decide(task: NicoTask) -> NicoTaskStatus | None:
-            if is_terminal(task.status.status) or task.status.report_sequence != update.sequence:
-                return None
-            return with_status(task, TaskStatus.RUNNING, RUNNING_MESSAGE)
-
-        ref = update.task
-        # Somebody wrote in between: the next progress write tries again.
-        with contextlib.suppress(Conflict, NotFound):
-            await self.kube.update_task_status(
-                ref.namespace, ref.name, decide, uid=ref.uid, attempts=1, current=stored
-            )
 
     # ---- run_step_action -------------------------------------------------
 

@@ -116,9 +116,12 @@ def build_worker(
         task_queue=task_queue,
         workflows=[NicoTaskWorkflow],
         workflow_runner=WORKFLOW_RUNNER,
-        # publish_progress stays here too, for workflows started before the split.
+        # publish_progress: run here as a local activity (and, for workflows
+        # started before the split, as a plain one).
         activities=[acts.publish_progress, acts.run_step_action],
         max_concurrent_activities=max_concurrent_activities,
+        # publish_progress as a local activity: slots of its own.
+        max_concurrent_local_activities=max_concurrent_progress,
         max_concurrent_workflow_tasks=max_concurrent_workflow_tasks,
         graceful_shutdown_timeout=graceful_shutdown_timeout,
         interceptors=interceptors,

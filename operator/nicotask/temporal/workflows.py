@@ -11,11 +11,12 @@ A Sleep step is a durable workflow timer, not an activity: a waiting task
 costs nothing (same report, timeout and retry behaviour as before).
 
 The workflow publishes the report (status Running, with its version as
-reportSequence) through the `publish_progress` activity, on its own task
-queue `<task queue>-progress`: at start, after step and stage transitions
-(coalesced to at most one write per second) and at the end, never delayed;
-then it returns a WorkflowOutcome. A failing rule does not fail
-the workflow: the outcome says Failed. The operator writes the terminal
+reportSequence) through `publish_progress`, a local activity (workflows
+started before LOCAL_PROGRESS_PATCH: an activity on the task queue
+`<task queue>-progress`): the plan and the first stage's start at once,
+then after step and stage transitions (coalesced to at most one write per
+second) and at the end, never delayed; then it returns a WorkflowOutcome.
+A failing rule does not fail the workflow: the outcome says Failed. The operator writes the terminal
 status from the outcome.
 """
 
@@ -74,12 +75,18 @@ PROGRESS_QUEUE_SUFFIX = "-progress"
 # their old commands (Sleep activities, progress on the main queue, no
 # coalescing timers).
 TIMER_SLEEP_PATCH = "nicotask-timer-sleep-progress-queue"
+# Workflows started by this code (and later) publish progress as local
+# activities: a write is a marker in the workflow task that is running anyway,
+# not an activity task with its own round trips and history events, and the
+# plan and the first stage go out in the first workflow task.
+LOCAL_PROGRESS_PATCH = "nicotask-local-progress"
 PUBLISH_RETRY = TemporalRetryPolicy(
     initial_interval=timedelta(milliseconds=200),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=2),
     maximum_attempts=4,
 )
+ONE_ATTEMPT = TemporalRetryPolicy(maximum_attempts=1)
 SUCCEEDED_MESSAGE = "Succeeded"
 # Time kept before Temporal's execution timeout to stop a stage and report cleanly.
 EXECUTION_RESERVE = timedelta(seconds=15)
@@ -167,6 +174,7 @@ class NicoTaskWorkflow:
         self._stage_failure: str | None = None
         self._input: WorkflowInput | None = None
         self._timers = False
+        self._local_progress = False
 
     @workflow.query(name="report")
     def current_report(self) -> TaskReportV1:
@@ -179,6 +187,7 @@ class NicoTaskWorkflow:
         self._input = inp
         self._started = workflow.now()
         self._timers = workflow.patched(TIMER_SLEEP_PATCH)
+        self._local_progress = self._timers and workflow.patched(LOCAL_PROGRESS_PATCH)
         targets: dict[ComponentType, list[ComponentTarget]] = {}
         for target in inp.components:
             targets.setdefault(target.type, []).append(target)
@@ -421,19 +430,13 @@ class NicoTaskWorkflow:
                 started=self._started,
                 sequence=version,
             )
-            last = workflow.now()
+            # The plan's write does not delay the next one: the first stage's
+            # start follows at once, in the same workflow task.
+            last = workflow.now() if not (self._local_progress and self._published == 0) else None
             try:
-                await workflow.execute_activity(
-                    PUBLISH_PROGRESS,
-                    update,
-                    result_type=bool,
-                    task_queue=queue,
-                    start_to_close_timeout=PUBLISH_TIMEOUT,
-                    schedule_to_close_timeout=PUBLISH_SCHEDULE_TO_CLOSE if queue else None,
-                    retry_policy=PUBLISH_RETRY,
-                    summary=f"report v{version}",
-                )
-            except ActivityError as err:
+                await self._publish(update, queue)
+            except (ActivityError, ApplicationError) as err:
+                # (A local activity's last failure arrives as its ApplicationError.)
                 workflow.logger.warning(
                     "could not publish the report of %s/%s: %s",
                     self._input.task.namespace,
@@ -441,3 +444,46 @@ class NicoTaskWorkflow:
                     err.cause or err,
                 )
             self._published = version
+
+    async def _publish_local(self, update: ProgressUpdate) -> None:
+        """A local activity (its own slots on this worker, never behind step activities).
+
+        One attempt each, retried here with PUBLISH_RETRY's backoff as a timer:
+        the SDK core leaks each local retry's start-to-close timer, which can
+        cancel a later attempt (temporalio/sdk-rust#1454).
+        """
+        policy = PUBLISH_RETRY
+        delay = policy.initial_interval
+        attempt = 1
+        while True:
+            try:
+                await workflow.execute_local_activity(
+                    PUBLISH_PROGRESS,
+                    update,
+                    result_type=bool,
+                    start_to_close_timeout=PUBLISH_TIMEOUT,
+                    retry_policy=ONE_ATTEMPT,
+                    summary=f"report v{update.sequence}",
+                )
+                return
+            except (ActivityError, ApplicationError):
+                if attempt >= policy.maximum_attempts:
+                    raise
+            await workflow.sleep(delay)
+            attempt += 1
+            delay = min(delay * policy.backoff_coefficient, policy.maximum_interval or delay)
+
+    async def _publish(self, update: ProgressUpdate, queue: str | None) -> None:
+        if self._local_progress:
+            await self._publish_local(update)
+            return
+        await workflow.execute_activity(
+            PUBLISH_PROGRESS,
+            update,
+            result_type=bool,
+            task_queue=queue,
+            start_to_close_timeout=PUBLISH_TIMEOUT,
+            schedule_to_close_timeout=PUBLISH_SCHEDULE_TO_CLOSE if queue else None,
+            retry_policy=PUBLISH_RETRY,
+            summary=f"report v{update.sequence}",
+        )

@@ -2,7 +2,7 @@
 
 The chart's alerting rules are checked with `promtool check rules`. The binary
 lives in ``~/.cache/nicotask/promtool-<version>/promtool``; ``python -m
-nicotask.devenv.promtool`` builds it when absent and prints its path.
+nicotask_dev.devenv.promtool`` builds it when absent and prints its path.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from nicotask.devenv.gobuild import cache_root, go_install_cached
+from nicotask_dev.devenv.gobuild import cache_root, go_install_cached
 
 # Prometheus publishes its Go module as v0.<3-digit minor>.<patch> (v0.316.0 = Prometheus 3.16.0).
 PROMTOOL_VERSION = "v0.316.0"

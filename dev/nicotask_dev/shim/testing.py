@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -24,12 +25,21 @@ from kubernetes_asyncio import client
 
 from nicotask import api
 from nicotask.kube import PROVIDERS, SITES, TASKS
+from nicotask.shim.config import ShimSettings
+
+from .devissuer import write_issuers_file
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def dev_issuer_settings(key_dir: Path, **settings: Any) -> ShimSettings:
+    """Shim settings that trust the dev token issuer of `key_dir` the way `make run`
+    does: NICOTASK_SHIM_ISSUERS_FILE is the issuer's dev-issuers.json."""
+    return ShimSettings(issuers_file=write_issuers_file(key_dir), **settings)
 
 
 class ServerThread:

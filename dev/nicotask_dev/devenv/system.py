@@ -66,9 +66,9 @@ def install_crds(env: DevEnv) -> None:
     """The CRDs generated from the models, applied and Established (crdgen does the work),
     and the admission policy that keeps `nico.dev/cancel-requested-by` honest. The local
     shim runs with the admin kubeconfig, so the admin user is its delegate here."""
-    from nicotask.admission import CHART_SHIM_USER, install_policy
-    from nicotask.crdgen import install_crds as apply_generated_crds
-    from nicotask.devenv.pki import ADMIN_USER
+    from nicotask_dev.admission import CHART_SHIM_USER, install_policy
+    from nicotask_dev.crdgen import install_crds as apply_generated_crds
+    from nicotask_dev.devenv.pki import ADMIN_USER
 
     kubeconfig = Path(env.exports()["KUBECONFIG"])
     apply_generated_crds(kubeconfig)
@@ -114,6 +114,8 @@ def start_worker(env: DevEnv, name: str = "worker", **extra: str) -> None:
 
 
 def start_shim(env: DevEnv, **extra: str) -> str:
+    from nicotask_dev.shim.devissuer import write_issuers_file
+
     port = ports.pick_ports(["shim"])["shim"]
     url = f"http://127.0.0.1:{port}"
     environ = system_environ(
@@ -122,7 +124,7 @@ def start_shim(env: DevEnv, **extra: str) -> str:
             "NICOTASK_SHIM_HOST": "127.0.0.1",
             "NICOTASK_SHIM_PORT": str(port),
             # Trust the dev issuer whose key lives in the run folder (`nicotask dev token`).
-            "NICOTASK_SHIM_DEV_ISSUER_DIR": str(env.run_dir),
+            "NICOTASK_SHIM_ISSUERS_FILE": str(write_issuers_file(env.run_dir)),
             **extra,
         },
     )

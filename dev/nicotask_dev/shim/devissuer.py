@@ -3,8 +3,10 @@
     nicotask dev token --org ORG --role PROVIDER_ADMIN [--sub NAME] [--ttl S]
 
 prints a token signed with `<run dir>/dev-issuer-key.pem` (created on first
-use). The shim trusts it when NICOTASK_SHIM_DEV_ISSUER_DIR points at the
-same folder (issuer "nicotask-dev", audience "nicotask").
+use). The shim trusts it when NICOTASK_SHIM_ISSUERS_FILE is the issuers file
+`write_issuers_file` writes beside the keys (issuer "nicotask-dev", audience
+"nicotask"): `nicotask dev shim` and `make run` start the shim that way. The
+runtime shim knows nothing of this module; it only reads an issuers file.
 
 It is for the local environment only. Inside a pod (KUBERNETES_SERVICE_HOST
 set) the shim refuses to trust it unless NICOTASK_SHIM_ALLOW_DEV_ISSUER_IN_CLUSTER
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import logging
 import os
 import time
@@ -27,12 +30,13 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from .config import IssuerConfig
+from nicotask.shim.config import IssuerConfig
 
 DEV_ISSUER = "nicotask-dev"
 DEV_AUDIENCE = "nicotask"
 PRIVATE_KEY_FILE = "dev-issuer-key.pem"
 PUBLIC_KEY_FILE = "dev-issuer-pub.pem"
+ISSUERS_FILE = "dev-issuers.json"  # what NICOTASK_SHIM_ISSUERS_FILE points at
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +120,17 @@ def issuer_config(key_dir: Path | str, allow_in_cluster: bool = False) -> Issuer
         public_key_pem=public.read_text(),
         algorithms=["ES256"],
     )
+
+
+def write_issuers_file(key_dir: Path | str) -> Path:
+    """`<key_dir>/dev-issuers.json`: the dev issuer as the shim reads trusted issuers
+    (NICOTASK_SHIM_ISSUERS_FILE). Creates the key pair on first use, like issuer_config."""
+    path = Path(key_dir) / ISSUERS_FILE
+    issuers = [issuer_config(key_dir).model_dump(mode="json", exclude_none=True)]
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(issuers, indent=2) + "\n")
+    tmp.replace(path)
+    return path
 
 
 def role_names(org: str, roles: list[str]) -> list[str]:

@@ -2,7 +2,7 @@
 
 Like kube-apiserver and etcd (gobuild.py) the binary lives outside the
 checkout, in ``~/.cache/nicotask/helm-<version>/helm``, so fresh clones
-reuse it. ``python -m nicotask.devenv.helm`` builds it when absent and prints
+reuse it. ``python -m nicotask_dev.devenv.helm`` builds it when absent and prints
 its path (for the Makefile and shell scripts).
 """
 
@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from nicotask.devenv.gobuild import cache_root, go_install_cached
+from nicotask_dev.devenv.gobuild import cache_root, go_install_cached
 
 HELM_VERSION = "v3.22.0"
 HELM_PACKAGE = "helm.sh/helm/v3/cmd/helm"
@@ -63,7 +63,7 @@ def ensure_helm(version: str = HELM_VERSION) -> Path:
 
 CHART_DIR = Path(__file__).resolve().parents[3] / "charts" / "nicotask"
 TABLE_BEGIN = (
-    "<!-- BEGIN GENERATED VALUES TABLE (python -m nicotask.devenv.helm --values-table) -->"
+    "<!-- BEGIN GENERATED VALUES TABLE (python -m nicotask_dev.devenv.helm --values-table) -->"
 )
 TABLE_END = "<!-- END GENERATED VALUES TABLE -->"
 _KEY_LINE = re.compile(r"^(\s*)([A-Za-z0-9_.-]+):(.*)$")
@@ -120,7 +120,7 @@ def values_block(values_file: Path | None = None) -> str:
 
 
 def main_cli(argv: list[str]) -> int:
-    """`python -m nicotask.devenv.helm` prints helm's path (building it when absent);
+    """`python -m nicotask_dev.devenv.helm` prints helm's path (building it when absent);
     `--values-table` prints the configuration table; `--write-docs FILE` refreshes it there."""
     if argv[:1] == ["--values-table"]:
         print(values_table(), end="")

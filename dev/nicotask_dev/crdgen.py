@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from . import api
+from nicotask import api
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CRDS_DIR = REPO_ROOT / "crds"

@@ -2,7 +2,9 @@
 
 Import them into a conftest.py:
 
-    from nicotask.devenv.testing import devenv, kube_api, namespace, temporal_client  # noqa: F401
+    from nicotask_dev.devenv.testing import (  # noqa: F401
+        devenv, kube_api, namespace, temporal_client,
+    )
 
 `devenv` starts one DevEnv per test session in a temporary run folder and
 stops it at the end. With NICOTASK_TEST_RUN_DIR set, it uses (and if needed

@@ -6,8 +6,8 @@ imported into podman. The nicotask image is tagged with a hash of everything
 that goes into it (Dockerfile, .dockerignore, pyproject.toml, README.md,
 operator/, the base), so an unchanged tree is never rebuilt.
 
-    python -m nicotask.devenv.image          # build when needed, print the tag
-    python -m nicotask.devenv.image --tag    # print the tag the tree would get
+    python -m nicotask_dev.devenv.image          # build when needed, print the tag
+    python -m nicotask_dev.devenv.image --tag    # print the tag the tree would get
 
 pip inside the build uses the host's pip CA bundle (`cert` of `pip config
 list`, passed as a build secret) and index settings (PIP_INDEX_URL /

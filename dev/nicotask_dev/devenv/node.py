@@ -325,7 +325,7 @@ def _node_ready(kubeconfig: Path) -> bool:
 
 
 def _kubectl() -> str:
-    from nicotask.crdgen import kubectl_binary
+    from nicotask_dev.crdgen import kubectl_binary
 
     return kubectl_binary()
 
@@ -454,7 +454,7 @@ def main_cli(argv: list[str]) -> int:
             print(f"nicotask node build failed: {exc}", file=sys.stderr)
             return 1
         return 0
-    print("usage: python -m nicotask.devenv.node --build", file=sys.stderr)
+    print("usage: python -m nicotask_dev.devenv.node --build", file=sys.stderr)
     return 2
 
 

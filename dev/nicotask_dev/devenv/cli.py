@@ -1,8 +1,9 @@
-"""`nicotask dev up | build | down | status | env | token` (click)."""
+"""`nicotask dev up | build | down | status | env | token | shim` (click)."""
 
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -218,9 +219,30 @@ def env(run_dir: Path | None) -> None:
     help="folder of the issuer's key pair (default: $NICOTASK_RUN_DIR or ./.run/dev)",
 )
 def token(org: str, roles: tuple[str, ...], sub: str, ttl: int, run_dir: Path | None) -> None:
-    from nicotask.shim.devissuer import token_main
+    from nicotask_dev.shim.devissuer import token_main
 
     token_main(org=org, roles=list(roles) or None, sub=sub, ttl=ttl, run_dir=_run_dir(run_dir))
+
+
+@dev.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    help="Run `nicotask shim` trusting the dev token issuer of the run folder (its "
+    "NICOTASK_SHIM_ISSUERS_FILE is the issuer's dev-issuers.json). Other options go to "
+    "`nicotask shim`: --host, --port, --kubeconfig, --namespace, --log-level.",
+)
+@click.option(
+    "--run-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="folder of the issuer's key pair (default: $NICOTASK_RUN_DIR or ./.run/dev)",
+)
+@click.argument("shim_args", nargs=-1, type=click.UNPROCESSED)
+def shim(run_dir: Path | None, shim_args: tuple[str, ...]) -> None:
+    from nicotask.cli import shim as runtime_shim
+    from nicotask_dev.shim.devissuer import write_issuers_file
+
+    os.environ["NICOTASK_SHIM_ISSUERS_FILE"] = str(write_issuers_file(_run_dir(run_dir)))
+    runtime_shim.main(args=list(shim_args), prog_name="nicotask dev shim")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from . import api
+from nicotask import api
 
 POLICY_NAME = "nicotask-cancel-requested-by"
 ANNOTATION = api.CANCEL_REQUESTED_BY
