@@ -58,7 +58,7 @@ class Controller:
     settings: Settings
     metrics: Metrics
     view: TaskView = field(default_factory=TaskView)
-    racks: Any = field(default_factory=dict)  # kopf Index: (namespace, name) -> NicoRack
+    racks: Any = field(default_factory=dict)  # kopf Index: (namespace, name) -> rack JSON
     rules: Any = field(default_factory=dict)  # kopf Index: namespace -> NicoOperationRule
     _rack_locks: dict[RackKey, asyncio.Lock] = field(default_factory=dict)
     _cancel_seen: dict[str, dt.datetime] = field(default_factory=dict)
@@ -172,7 +172,7 @@ class Controller:
     async def _rack(self, namespace: str, name: str) -> api.NicoRack | None:
         store = self.racks.get((namespace, name))
         for rack in store or ():
-            return rack
+            return api.NicoRack.model_validate_json(rack)
         # Not indexed (yet): the rack may have been created a moment ago.
         try:
             return api.NicoRack.model_validate(await self.kube.get(RACKS, name, namespace))
