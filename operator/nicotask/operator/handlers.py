@@ -116,10 +116,6 @@ async def configure(
     ours = get_settings()
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
-    # kopf runs one worker per object with events; unbounded, the initial list
-    # of thousands of racks or tasks runs them all at once, and that peak stays
-    # in the RSS (1,200 racks: +16 MB). The handlers only index and queue.
-    settings.batching.worker_limit = ours.operator_workers
     settings.networking.request_timeout = 30
     settings.watching.field_selectors[TASKS[0], TASKS[2]] = LIVE_ONLY
     if ours.site_selector:
