@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +21,17 @@ from pathlib import Path
 from typing import Any
 
 ReadyCheck = Callable[[], bool]
+
+
+def venv_binary(name: str, missing: str) -> Path:
+    """`name` next to this interpreter (the venv), else on PATH; `missing` says how to get it."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return beside
+    found = shutil.which(name)
+    if found:
+        return Path(found)
+    raise RuntimeError(missing)
 
 
 def log(msg: str) -> None:

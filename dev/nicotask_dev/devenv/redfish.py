@@ -7,12 +7,13 @@ real hardware would not be instant either; poll for the new state.
 from __future__ import annotations
 
 import shutil
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
 import bcrypt
+
+from nicotask_dev.devenv.process import venv_binary
 
 USER = "admin"
 PASSWORD = "password"  # emulator credential, printed by `dev up`
@@ -95,13 +96,9 @@ def write_config(
 
 
 def emulator_binary() -> Path:
-    beside = Path(sys.executable).parent / "sushy-emulator"
-    if beside.exists():
-        return beside
-    found = shutil.which("sushy-emulator")
-    if found:
-        return Path(found)
-    raise RuntimeError("no `sushy-emulator`: install the dev extras (sushy-tools)")
+    return venv_binary(
+        "sushy-emulator", "no `sushy-emulator`: install the dev extras (sushy-tools)"
+    )
 
 
 def emulator_argv(binary: Path, config: Path, port: int, host: str = "127.0.0.1") -> list[str]:

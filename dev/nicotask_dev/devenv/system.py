@@ -76,39 +76,49 @@ def install_crds(env: DevEnv) -> None:
 
 
 def start_operator(env: DevEnv, name: str = "operator", **extra: str) -> None:
-    chosen = ports.pick_ports(["health", "metrics"])
-    health, metrics = chosen["health"], chosen["metrics"]
-    environ = system_environ(
-        env,
-        {"NICOTASK_HEALTH_PORT": str(health), "NICOTASK_METRICS_PORT": str(metrics), **extra},
-    )
-    env.start_process(
-        name,
-        [sys.executable, "-m", "nicotask", "operator"],
-        env=environ,
-        ready_check=_http_ok(f"http://127.0.0.1:{health}/healthz"),
-        url=f"http://127.0.0.1:{metrics}/metrics",
-        extra={"health_port": health, "metrics_port": metrics},
+    _start_component(
+        env, name, "operator", "NICOTASK_HEALTH_PORT", "NICOTASK_METRICS_PORT", "metrics", extra
     )
 
 
 def start_worker(env: DevEnv, name: str = "worker", **extra: str) -> None:
+    _start_component(
+        env,
+        name,
+        "worker",
+        "NICOTASK_WORKER_HEALTH_PORT",
+        "NICOTASK_WORKER_METRICS_PORT",
+        "health",
+        extra,
+    )
+
+
+def _start_component(
+    env: DevEnv,
+    name: str,
+    command: str,
+    health_var: str,
+    metrics_var: str,
+    shown: str,
+    extra: dict[str, str],
+) -> None:
+    """`nicotask <command>` on two free ports, ready once /healthz answers.
+
+    `shown` is the URL the environment lists for it: its /metrics or its /healthz.
+    """
     chosen = ports.pick_ports(["health", "metrics"])
     health, metrics = chosen["health"], chosen["metrics"]
-    environ = system_environ(
-        env,
-        {
-            "NICOTASK_WORKER_HEALTH_PORT": str(health),
-            "NICOTASK_WORKER_METRICS_PORT": str(metrics),
-            **extra,
-        },
-    )
+    environ = system_environ(env, {health_var: str(health), metrics_var: str(metrics), **extra})
+    urls = {
+        "metrics": f"http://127.0.0.1:{metrics}/metrics",
+        "health": f"http://127.0.0.1:{health}/healthz",
+    }
     env.start_process(
         name,
-        [sys.executable, "-m", "nicotask", "worker"],
+        [sys.executable, "-m", "nicotask", command],
         env=environ,
-        ready_check=_http_ok(f"http://127.0.0.1:{health}/healthz"),
-        url=f"http://127.0.0.1:{health}/healthz",
+        ready_check=_http_ok(urls["health"]),
+        url=urls[shown],
         extra={"health_port": health, "metrics_port": metrics},
     )
 

