@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -86,3 +87,35 @@ def test_plurals_kinds_and_finished_statuses_are_defined_once() -> None:
         "apiVersion": api.API_VERSION, "kind": "NicoTask",
         "metadata": {"name": "t", "labels": {"a": "b"}}, "spec": {"cancel": True},
     }  # fmt: skip
+
+
+def _fake_client() -> Any:
+    from types import SimpleNamespace
+
+    session = SimpleNamespace(_trust_env=True)
+    return SimpleNamespace(rest_client=SimpleNamespace(pool_manager=session))
+
+
+@pytest.mark.parametrize(
+    ("env", "netrc", "trusted"),
+    [
+        ({}, False, False),  # nothing to trust: no proxy lookups, no ~/.netrc reads
+        ({"HTTPS_PROXY": "http://proxy:3128"}, False, True),
+        ({"no_proxy": "x", "http_proxy": "http://proxy:3128"}, False, True),
+        ({"NETRC": "/somewhere/netrc"}, False, True),
+        ({}, True, True),
+    ],
+)
+def test_the_environment_is_trusted_only_when_it_says_something(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, env: dict[str, str], netrc: bool, trusted: bool
+) -> None:
+    for name in [*kube.PROXY_VARIABLES, *(n.lower() for n in kube.PROXY_VARIABLES), "NETRC"]:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    if netrc:
+        (tmp_path / ".netrc").write_text("machine example login u password p\n")
+    api_client = _fake_client()
+    kube._trust_env_only_if_used(api_client)
+    assert api_client.rest_client.pool_manager._trust_env is trusted
