@@ -142,15 +142,30 @@ def rows(results: dict[str, Any]) -> list[Row]:
                 ),
                 (
                     "shim",
-                    f"{label}: p50 / p99 over raw PATCH p50",
+                    f"{label}: p50 / p99 over raw PATCH p50 (same in flight)",
                     fmt_pair(part.get("p50_over_patch"), part.get("p99_over_patch"), "x", 2),
+                ),
+                (
+                    "shim",
+                    f"{label}: p50 over a lone raw PATCH p50",
+                    fmt(part.get("p50_over_sequential_patch")),
                 ),
             ]
         out += [
             (
                 "shim",
-                "raw API-server PATCH p50 / p99 (just before)",
+                "raw API-server PATCH p50 / p99, one at a time (just before)",
                 _lat(shim.get("raw_patch"), ("p50", "p99")),
+            ),
+            (
+                "shim",
+                "raw API-server PATCH p50 / p99, as many in flight as the shim's",
+                _lat((shim.get("raw_patch_concurrent") or {}).get("latency_ms"), ("p50", "p99")),
+            ),
+            (
+                "shim",
+                "raw API-server PATCH requests/s, as many in flight",
+                fmt((shim.get("raw_patch_concurrent") or {}).get("requests_per_s")),
             ),
             (
                 "shim",

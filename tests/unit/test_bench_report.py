@@ -127,6 +127,10 @@ def sample_results() -> dict[str, Any]:
             "repeat": shim_part,
             "raw_patch": lat,
             "raw_patch_ms": 2.0,
+            "raw_patch_concurrent": {
+                "requests_per_s": 250.0,
+                "latency_ms": {"p50": 40.0, "p99": 90.0},
+            },
             "terminated_ms": lat,
         },
         "rss": {"skipped": True},
@@ -146,9 +150,16 @@ def test_rows_cover_every_section() -> None:
     assert values[("cancel", "p50 / floor (idle)")] == "1.00 x"
     assert values[("floor", "loaded: floor = patch p50 + terminate p50")] == "4.0 ms"
     assert values[("floor", "idle: floor = patch p50 + terminate p50")] == "2.0 ms"
-    assert values[("shim", "raw API-server PATCH p50 / p99 (just before)")] == "2.0 / 3.0 ms"
+    assert values[("shim", "raw API-server PATCH p50 / p99, one at a time (just before)")] == (
+        "2.0 / 3.0 ms"
+    )
+    assert values[("shim", "raw API-server PATCH p50 / p99, as many in flight as the shim's")] == (
+        "40.0 / 90.0 ms"
+    )
+    assert values[("shim", "raw API-server PATCH requests/s, as many in flight")] == "250.0"
     assert values[("shim", "fresh cancel: 202s")] == "3 of 3"
-    assert values[("shim", "fresh cancel: p50 / p99 over raw PATCH p50")] == "1.50 / 2.25 x"
+    over_patch = ("shim", "fresh cancel: p50 / p99 over raw PATCH p50 (same in flight)")
+    assert values[over_patch] == "1.50 / 2.25 x"
     assert values[("rss", "operator RSS")].startswith("skipped")
 
 
