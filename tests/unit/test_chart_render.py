@@ -254,6 +254,14 @@ def test_worker_hardening_defaults(helm: Path) -> None:
         for peer in rule.get("to", []) if "ipBlock" in peer
     ]
     assert {"cidr": "0.0.0.0/0", "except": ["127.0.0.0/8", "169.254.0.0/16"]} in blocks
+    # Probes reach the health ports and Prometheus the metrics ports (the shim: its one port).
+    ingress_ports = {
+        name.removeprefix("rel-nicotask-"): sorted(
+            p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]
+        )
+        for name, policy in policies.items()
+    }
+    assert ingress_ports == {"operator": [8080, 9090], "worker": [8081, 9091], "shim": [8088]}
     # Only the worker talks to BMCs; the shim never talks to Temporal.
     assert _egress_cidrs(policies["rel-nicotask-operator"]) == []
     shim_ports = {p["port"] for r in policies["rel-nicotask-shim"]["spec"]["egress"]
