@@ -21,6 +21,7 @@ means somebody else wrote in between, so it reads again and decides again.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import functools
@@ -141,6 +142,19 @@ def api_errors(what: str) -> Iterator[None]:
         if isinstance(err, KubeError):
             raise err from exc
         raise
+
+
+TOO_MANY_REQUESTS_ATTEMPTS = 5
+
+
+def _retry_after(exc: ApiException) -> float:
+    """Seconds to wait after a 429: its Retry-After header, between 0.1 and 2 s."""
+    headers: Any = exc.headers or {}
+    try:
+        value = float(headers.get("Retry-After", 1))
+    except (TypeError, ValueError):
+        value = 1.0
+    return min(2.0, max(0.1, value))
 
 
 def raise_for_status(status: int, reason: str | None, what: str) -> None:
@@ -291,9 +305,18 @@ class Kube:
         """One LIST call (cluster-wide when `namespace` is None); empty params are dropped."""
         kwargs = {k: v for k, v in params.items() if v}
         lister, args = self._lister(plural, namespace)
-        with api_errors(f"{plural} in {namespace or 'all namespaces'}"):
-            result = await lister(*args, **kwargs)
-        return dict(result)
+        for attempt in range(TOO_MANY_REQUESTS_ATTEMPTS):
+            try:
+                with api_errors(f"{plural} in {namespace or 'all namespaces'}"):
+                    result = await lister(*args, **kwargs)
+                return dict(result)
+            except ApiException as exc:
+                # 429 (priority and fairness, or a CRD's storage being (re)initialized):
+                # wait as told and try again, as client-go does.
+                if exc.status != 429 or attempt + 1 == TOO_MANY_REQUESTS_ATTEMPTS:
+                    raise
+                await asyncio.sleep(_retry_after(exc))
+        raise AssertionError("unreachable")
 
     async def list_raw(self, plural: str, namespace: str | None, **params: Any) -> Any:
         """A LIST or WATCH as the raw aiohttp response, its status checked (mapped errors).

@@ -138,6 +138,7 @@ def test_install_cluster_wide_least_privilege(
         assert ours(cluster.rights(worker, ns)) == {
             TASKS: {"get"},
             "nicoracks.nico.dev": {"get"},
+            "nicooperationrules.nico.dev": {"list"},
             f"{TASKS}/status": {"get", "update", "patch"},
             "secrets": {"get"},
             "events": {"create"},

@@ -37,6 +37,7 @@ from nicotask.api import (
 )
 from nicotask.bmc_policy import EndpointPolicy
 from nicotask.kube import Kube, SecretData
+from nicotask.rules import builtin_rule
 from nicotask.temporal.models import (
     WORKFLOW_NAME,
     ComponentTarget,
@@ -89,7 +90,8 @@ class Listener:
         return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
 
 
-def power_on_rule() -> NicoOperationRuleSpec:
+def power_on_rule(power: PowerAction = PowerAction.ON) -> NicoOperationRuleSpec:
+    """A rule of the forger's (not stored in the cluster)."""
     return NicoOperationRuleSpec(
         rule_id=str(uuid.uuid4()),
         operation=Operation.POWER_ON,
@@ -99,14 +101,16 @@ def power_on_rule() -> NicoOperationRuleSpec:
                 stage=1,
                 timeout_seconds=30,
                 retry=RetryPolicy(max_attempts=1),
-                action=StepAction(type=ActionType.POWER_CONTROL, power=PowerAction.ON),
+                action=StepAction(type=ActionType.POWER_CONTROL, power=power),
             )
         ],
     )
 
 
-def forged_input(ref: TaskRef, endpoint: str, secret: str) -> WorkflowInput:
-    spec = power_on_rule()
+def forged_input(
+    ref: TaskRef, endpoint: str, secret: str, spec: NicoOperationRuleSpec | None = None
+) -> WorkflowInput:
+    spec = spec or power_on_rule()
     return WorkflowInput(
         task=ref,
         operation=spec.operation,
@@ -160,11 +164,15 @@ async def test_forged_workflow_input_sends_no_secret_anywhere(
     queue = f"test-trust-{uuid.uuid4().hex[:8]}"
 
     async def refused(
-        workflow_id: str, ref: TaskRef, endpoint: str, message: str
+        workflow_id: str,
+        ref: TaskRef,
+        endpoint: str,
+        message: str,
+        spec: NicoOperationRuleSpec | None = None,
     ) -> WorkflowOutcome:
         """A forged input for `ref` (the victim's Secret, our listener) fails with `message`."""
         handle = await pclient.start_workflow(
-            WORKFLOW_NAME, forged_input(ref, endpoint, "victim-db"), id=workflow_id,
+            WORKFLOW_NAME, forged_input(ref, endpoint, "victim-db", spec), id=workflow_id,
             task_queue=queue, result_type=WorkflowOutcome,
         )
         outcome = await asyncio.wait_for(handle.result(), timeout=60)
@@ -189,13 +197,28 @@ async def test_forged_workflow_input_sends_no_secret_anywhere(
                 f" not this workflow's id {wid}",
             )
 
-            # 3. The real task's own workflow id: the endpoint and the Secret come from
-            #    the stored rack, whose Secret is not labelled for BMC use: refused.
+            # 3. The real task's own workflow id, but a rule of the forger's: a step that
+            #    the task's rule (the built-in PowerOn) lacks is refused before any read
+            #    of a Secret, whatever the input says.
+            ours = TaskRef(namespace=namespace, name="task-1", uid=uid)
+            builtin = builtin_rule(Operation.POWER_ON)
+            await refused(
+                uid, ours, listener.url,
+                f"Compute compute-0: step PowerControl ForceOff on Compute is not in rule"
+                f" {builtin.rule_id} (builtin), which nicotask {namespace}/task-1 runs for"
+                " PowerOn",
+                power_on_rule(PowerAction.FORCE_OFF),
+            )
+            assert kube.secret_reads == []
+
+            # 4. The task's own rule: the endpoint and the Secret come from the stored
+            #    rack, whose Secret is not labelled for BMC use: refused.
             outcome = await refused(
-                uid, TaskRef(namespace=namespace, name="task-1", uid=uid), listener.url,
+                uid, ours, listener.url,
                 f"Compute compute-0: secret {namespace}/rack-secret is not labelled"
                 f" {api.BMC_CREDENTIALS_LABEL}=true: refusing to use it for the BMC"
                 " credentials of component compute-0",
+                builtin,
             )
         await asyncio.sleep(0.2)
         assert listener.connections == 0
@@ -253,7 +276,10 @@ async def test_rack_endpoint_on_loopback_is_refused_by_default(
         async with build_worker(pclient, kube, task_queue=queue):
             handle = await pclient.start_workflow(
                 WORKFLOW_NAME,
-                forged_input(TaskRef(namespace=namespace, name="t", uid=uid), "x", "bmc"),
+                forged_input(
+                    TaskRef(namespace=namespace, name="t", uid=uid), "x", "bmc",
+                    builtin_rule(Operation.POWER_ON),  # the task's own rule
+                ),
                 id=uid,
                 task_queue=queue,
                 result_type=WorkflowOutcome,

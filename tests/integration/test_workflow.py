@@ -26,6 +26,7 @@ from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from nicotask import api
 from nicotask.api import (
     BMC_CREDENTIALS_LABEL,
     ActionType,
@@ -114,6 +115,7 @@ class FakeStore:
         )
         self.reports: list[TaskReportV1] = []
         self.statuses: list[NicoTaskStatus] = []
+        self.rules: list[dict[str, Any]] = []
         self.broken = broken
         self.calls = 0
         self.reads = 0
@@ -125,6 +127,18 @@ class FakeStore:
     async def get_rack(self, namespace: str, name: str) -> NicoRack:
         self.reads += 1
         return self.rack
+
+    async def list_objects(self, plural: str, namespace: str | None = None) -> list[Any]:
+        assert plural == api.RULES, plural
+        self.reads += 1
+        return self.rules
+
+    def pin_rule(self, spec: NicoOperationRuleSpec) -> None:
+        """The task pins `spec`, stored as a NicoOperationRule (the worker checks steps)."""
+        body = spec.model_dump(by_alias=True, mode="json", exclude_none=True)
+        self.rules = [api.RULE_RESOURCE.manifest("rule", body, namespace="ns")]
+        task_spec = self.task.spec.model_copy(update={"rule_id": spec.rule_id})
+        self.task = self.task.model_copy(update={"spec": task_spec})
 
     async def read_secret_data(self, namespace: str, name: str) -> SecretData:
         self.reads += 1
@@ -347,6 +361,7 @@ class Harness:
         execution_timeout: dt.timedelta = dt.timedelta(minutes=5),
         **kw: Any,
     ) -> WorkflowHandle[Any, Any]:
+        self.store.pin_rule(spec)
         return await self.client.start_workflow(
             WORKFLOW_NAME,
             workflow_input(self.uid, spec, **kw),

@@ -239,9 +239,9 @@ def test_worker_hardening_defaults(helm: Path) -> None:
     rules = by_kind(docs, "ClusterRole")["rel-nicotask-worker"]["rules"]
     assert _rights(rules) == {
         ("nico.dev", "nicotasks", "get"), ("nico.dev", "nicoracks", "get"),
-        ("nico.dev", "nicotasks/status", "get"), ("nico.dev", "nicotasks/status", "update"),
-        ("nico.dev", "nicotasks/status", "patch"), ("", "secrets", "get"),
-        ("", "events", "create"),
+        ("nico.dev", "nicooperationrules", "list"), ("nico.dev", "nicotasks/status", "get"),
+        ("nico.dev", "nicotasks/status", "update"), ("nico.dev", "nicotasks/status", "patch"),
+        ("", "secrets", "get"), ("", "events", "create"),
     }
     policies = by_kind(docs, "NetworkPolicy")
     assert set(policies) == {"rel-nicotask-operator", "rel-nicotask-worker", "rel-nicotask-shim"}

@@ -119,3 +119,42 @@ def test_the_environment_is_trusted_only_when_it_says_something(
     api_client = _fake_client()
     kube._trust_env_only_if_used(api_client)
     assert api_client.rest_client.pool_manager._trust_env is trusted
+
+
+async def test_list_page_waits_out_429_as_told() -> None:
+    """A CRD's storage being (re)initialized answers 429 with Retry-After: LIST again."""
+    from kubernetes_asyncio.client.exceptions import ApiException
+
+    from nicotask import kube as kube_mod
+
+    calls = 0
+
+    async def lister(*args: object, **kwargs: object) -> dict[str, object]:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            exc = ApiException(status=429, reason="TooManyRequests")
+            exc.headers = {"Retry-After": "0"}
+            raise exc
+        return {"items": []}
+
+    k = kube_mod.Kube.__new__(kube_mod.Kube)
+    k._lister = lambda plural, namespace: (lister, ())  # type: ignore[method-assign]
+    assert await k.list_page(kube_mod.RULES, "ns") == {"items": []}
+    assert calls == 3
+
+
+async def test_list_page_gives_up_after_a_few_429s() -> None:
+    from kubernetes_asyncio.client.exceptions import ApiException
+
+    from nicotask import kube as kube_mod
+
+    async def lister(*args: object, **kwargs: object) -> dict[str, object]:
+        exc = ApiException(status=429, reason="TooManyRequests")
+        exc.headers = {"Retry-After": "0"}
+        raise exc
+
+    k = kube_mod.Kube.__new__(kube_mod.Kube)
+    k._lister = lambda plural, namespace: (lister, ())  # type: ignore[method-assign]
+    with pytest.raises(ApiException):
+        await k.list_page(kube_mod.RULES, "ns")

@@ -14,10 +14,12 @@ Who writes what:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +29,7 @@ from temporalio.client import Client
 from nicotask import api, state
 from nicotask.api import NicoTask, TaskStatus
 from nicotask.kube import RACKS, RULES, Kube, NotFound
+from nicotask.logs import task_context
 from nicotask.metrics import Metrics
 from nicotask.operator import decisions
 from nicotask.operator.decisions import Action, Decide
@@ -66,7 +69,9 @@ class Controller:
     _finished_cancels: dict[str, NicoTask] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.queue: WorkQueue[str] = WorkQueue(self.reconcile, self.settings.operator_workers)
+        self.queue: WorkQueue[str] = WorkQueue(
+            self.reconcile, self.settings.operator_workers, log_context=self._log_context
+        )
         self.events = EventPoster(self.kube)
         self.retention = Retention(self.kube, self.settings.ttl_seconds_after_finished)
 
@@ -98,6 +103,13 @@ class Controller:
             self.queue.add(uid)
 
     # ---- one reconcile -------------------------------------------------------
+
+    def _log_context(self, uid: str) -> AbstractContextManager[object]:
+        """Every line logged while reconciling `uid` names the task (logs.py)."""
+        task = self.view.get(uid) or self._deleted.get(uid) or self._finished_cancels.get(uid)
+        if task is None:
+            return contextlib.nullcontext()
+        return task_context(task.metadata.namespace or "", task.metadata.name, uid)
 
     async def reconcile(self, uid: str, hints: frozenset[str]) -> None:
         if "deleted" in hints and uid in self._deleted:

@@ -1,7 +1,8 @@
 """Kubernetes Events, posted off the task's path: a bounded FIFO and a few posters.
 
 Events are advisory: a cancel or a start never waits for one, and when the
-backlog is full the oldest are dropped (and counted in the log).
+backlog is full the oldest are dropped (and counted in the log). Each Event is
+also one log line naming its task, so the log tells every transition too.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 
 from nicotask.api import NicoTask
 from nicotask.kube import Kube
+from nicotask.logs import task_logger
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,10 @@ class EventPoster:
 
     def post(self, task: NicoTask, reason: str, message: str, *, warning: bool = False) -> None:
         event = _Event(task, reason, message, warning)
+        meta = task.metadata
+        task_logger(log, meta.namespace or "", meta.name, meta.uid or "").log(
+            logging.WARNING if warning else logging.INFO, "%s: %s", reason, message
+        )
         if self._queue.full():
             self._queue.get_nowait()
             self.dropped += 1
@@ -49,7 +55,10 @@ class EventPoster:
                     event.task, event.reason, event.message, warning=event.warning
                 )
             except Exception:
-                log.exception("could not post event %s", event.reason)
+                meta = event.task.metadata
+                task_logger(log, meta.namespace or "", meta.name, meta.uid or "").exception(
+                    "could not post event %s", event.reason
+                )
             finally:
                 self._queue.task_done()
 

@@ -21,6 +21,7 @@ from temporalio.client import Client
 
 from nicotask import state
 from nicotask.kube import NotFound
+from nicotask.logs import task_context
 from nicotask.operator.controller import Controller
 from nicotask.operator.decisions import CLOSED
 from nicotask.temporal.control import (
@@ -144,10 +145,11 @@ class Follower:
             task = None
         if task is not None and task.metadata.uid == ex.workflow_id:
             return  # the task exists (another shard's, or finished a moment ago)
-        log.info("terminating workflow %s: its NicoTask %s/%s is gone", ex.workflow_id, *ref)
-        try:
-            await terminate(client, ex.workflow_id, None, "NicoTask deleted")
-        except TemporalUnavailable:
-            raise
-        except Exception:
-            log.exception("could not terminate orphaned workflow %s", ex.workflow_id)
+        with task_context(namespace, name, ex.workflow_id):  # the workflow id is the uid
+            log.info("terminating workflow %s: its NicoTask %s/%s is gone", ex.workflow_id, *ref)
+            try:
+                await terminate(client, ex.workflow_id, None, "NicoTask deleted")
+            except TemporalUnavailable:
+                raise
+            except Exception:
+                log.exception("could not terminate orphaned workflow %s", ex.workflow_id)

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from nicotask import api
 from nicotask.api import TASKS, NicoTask
 from nicotask.kube import Kube
+from nicotask.logs import task_context
 
 log = logging.getLogger(__name__)
 
@@ -118,10 +119,11 @@ class Retention:
                 await asyncio.wait_for(self._wakeup.wait(), timeout=max(0.05, wait))
 
     async def _delete(self, namespace: str, name: str, uid: str) -> None:
-        try:
-            await self.kube.delete_task(namespace, name, uid)
-            log.info("deleted finished task %s/%s (ttlSecondsAfterFinished)", namespace, name)
-        except Exception as exc:
-            log.warning("could not delete finished task %s/%s: %s", namespace, name, exc)
+        with task_context(namespace, name, uid):
+            try:
+                await self.kube.delete_task(namespace, name, uid)
+                log.info("deleted finished task %s/%s (ttlSecondsAfterFinished)", namespace, name)
+            except Exception as exc:
+                log.warning("could not delete finished task %s/%s: %s", namespace, name, exc)
 
 

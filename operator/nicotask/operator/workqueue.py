@@ -10,6 +10,7 @@ import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
+from contextlib import AbstractContextManager
 from typing import Generic, TypeVar
 
 log = logging.getLogger(__name__)
@@ -17,6 +18,11 @@ log = logging.getLogger(__name__)
 K = TypeVar("K", bound=Hashable)
 
 Handler = Callable[[K, frozenset[str]], Awaitable[None]]
+LogContext = Callable[[K], AbstractContextManager[object]]
+
+
+def _no_context(key: object) -> AbstractContextManager[object]:
+    return contextlib.nullcontext()
 
 
 class WorkQueue(Generic[K]):
@@ -25,10 +31,18 @@ class WorkQueue(Generic[K]):
     Hints are short words a producer attaches (e.g. "closed"); they are merged
     while the key waits. The handler raising `Retry` re-adds the key after its
     delay; any other exception is logged and retried after `error_delay`.
+    `log_context(key)` wraps each run and its failure line (e.g. the task's log fields).
     """
 
-    def __init__(self, handler: Handler[K], workers: int, error_delay: float = 5.0) -> None:
+    def __init__(
+        self,
+        handler: Handler[K],
+        workers: int,
+        error_delay: float = 5.0,
+        log_context: LogContext[K] = _no_context,
+    ) -> None:
         self._handler = handler
+        self._log_context = log_context
         self._workers = max(1, workers)
         self._error_delay = error_delay
         self._queued: OrderedDict[K, set[str]] = OrderedDict()
@@ -77,12 +91,17 @@ class WorkQueue(Generic[K]):
         while True:
             key, hints = await self._next()
             try:
-                await self._handler(key, hints)
-            except Retry as retry:
-                self.add_after(key, retry.delay, *hints)
-            except Exception:
-                log.exception("work on %s failed; retrying in %.0fs", key, self._error_delay)
-                self.add_after(key, self._error_delay, *hints)
+                with self._log_context(key):
+                    try:
+                        await self._handler(key, hints)
+                    except Retry as retry:
+                        log.debug("work on %s retried in %.0fs: %s", key, retry.delay, retry)
+                        self.add_after(key, retry.delay, *hints)
+                    except Exception:
+                        log.exception(
+                            "work on %s failed; retrying in %.0fs", key, self._error_delay
+                        )
+                        self.add_after(key, self._error_delay, *hints)
             finally:
                 again = self._running.pop(key, None)
                 if again is not None:

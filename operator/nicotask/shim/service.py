@@ -19,6 +19,7 @@ from typing import Any
 
 from nicotask import api, state
 from nicotask.kube import CANCEL_REQUESTED_BY, Conflict, NotFound
+from nicotask.logs import task_context
 
 from . import errors
 from .cache import TaskCache, TaskRecord, record_of
@@ -89,6 +90,10 @@ class TaskService:
         return await asyncio.shield(flight)
 
     async def _patch(self, rec: TaskRecord, requested_by: str) -> bytes:
+        with task_context(rec.namespace, rec.name, rec.uid):
+            return await self._patch_in_context(rec, requested_by)
+
+    async def _patch_in_context(self, rec: TaskRecord, requested_by: str) -> bytes:
         for _ in range(self.cancel_attempts):
             try:
                 obj = await self.store.patch_task(
@@ -110,6 +115,7 @@ class TaskService:
                     return rec.full
                 continue
             self.patches += 1
+            log.info("cancel requested by %s", requested_by)
             return self._record(obj, rec.uid).full
         raise errors.Unavailable("the task kept changing while cancelling; retry")
 

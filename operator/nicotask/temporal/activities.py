@@ -112,6 +112,8 @@ class TaskStore(Protocol):
 
     async def read_secret_data(self, namespace: str, name: str) -> SecretData: ...
 
+    async def list_objects(self, plural: str, namespace: str | None = None) -> list[Any]: ...
+
     async def json_patch_task_status(
         self, namespace: str, name: str, ops: list[dict[str, Any]]
     ) -> NicoTask: ...
@@ -417,7 +419,9 @@ class _StepRun:
     async def driver(self, workflow_id: str) -> PowerDriver:
         self.phase = "reading the task, rack and credentials"
         target = await self.beating(
-            self.acts.targets.target(self.inp.task, workflow_id, self.inp.component.id)
+            self.acts.targets.target(
+                self.inp.task, workflow_id, self.inp.component.id, self.inp.action
+            )
         )
         self.resolved = target
         return self.acts.redfish(target.endpoint, target.username, target.password, target.verify)

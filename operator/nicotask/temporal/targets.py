@@ -4,10 +4,13 @@ Anyone who can reach Temporal can start a workflow with any input, so the
 input only says WHICH task and component: the NicoTask is read by namespace
 and name and must carry the workflow's id as its uid; the component's
 endpoint, system id, credentials Secret and CA come from the task's NicoRack
-as stored. Secrets must be labelled `nico.dev/bmc-credentials: "true"` and
-live in a namespace this worker serves; the endpoint must pass the endpoint
-policy (bmc_policy.py). Every refusal is a non-retryable ApplicationError
-whose message says why, so the task ends Failed with it.
+as stored. The step itself must be one of the rule the task resolves to in
+the cluster (rules.resolve_rule: pinned, rack's, default or built-in), so a
+forged rule cannot make a PowerOn task force a rack off. Secrets must be
+labelled `nico.dev/bmc-credentials: "true"` and live in a namespace this
+worker serves; the endpoint must pass the endpoint policy (bmc_policy.py).
+Every refusal is a non-retryable ApplicationError whose message says why, so
+the task ends Failed with it.
 """
 
 from __future__ import annotations
@@ -17,19 +20,24 @@ import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
+from pydantic import ValidationError
 from temporalio.exceptions import ApplicationError
 
 from nicotask.api import (
     BMC_CREDENTIALS_LABEL,
+    RULES,
+    NicoOperationRule,
     NicoRack,
     NicoTask,
     RackComponent,
     SecretRef,
+    StepAction,
 )
 from nicotask.bmc_policy import EndpointPolicy, EndpointRefused, EndpointUnresolvable
 from nicotask.kube import NotFound, SecretData
+from nicotask.rules import RuleNotFound, resolve_rule
 from nicotask.state import is_terminal
 from nicotask.temporal.cache import TtlCache
 from nicotask.temporal.models import TaskRef
@@ -46,6 +54,8 @@ class ClusterReader(Protocol):
     async def get_rack(self, namespace: str, name: str) -> NicoRack: ...
 
     async def read_secret_data(self, namespace: str, name: str) -> SecretData: ...
+
+    async def list_objects(self, plural: str, namespace: str | None = None) -> list[Any]: ...
 
 
 @dataclass(frozen=True)
@@ -117,7 +127,10 @@ class TargetResolver:
 
     # ---- the component ---------------------------------------------------
 
-    async def target(self, ref: TaskRef, workflow_id: str, component_id: str) -> Target:
+    async def target(
+        self, ref: TaskRef, workflow_id: str, component_id: str, action: StepAction
+    ) -> Target:
+        """The component to act on, once the task, its rack and its rule allow `action`."""
         task = await self.task(ref, workflow_id)
         ns = ref.namespace
         rack_name = task.spec.rack_ref
@@ -132,6 +145,7 @@ class TargetResolver:
         component = _component(rack, component_id)
         if component is None:
             raise refuse(f"component {component_id} is not in nicorack {ns}/{rack_name}")
+        await self.check_step(task, rack, component, action)
         endpoint = component.redfish.endpoint.rstrip("/")
         allow_http = rack.spec.tls.allow_insecure_http
         try:
@@ -154,6 +168,49 @@ class TargetResolver:
             password=password,
             verify=await self.verify(ns, rack),
             allow_http=allow_http,
+        )
+
+    # ---- the step --------------------------------------------------------
+
+    async def rules(self, namespace: str) -> list[NicoOperationRule]:
+        raws = await self.cache.get(
+            ("rules", namespace), lambda: self.kube.list_objects(RULES, namespace)
+        )
+        out = []
+        for raw in raws:
+            try:
+                out.append(NicoOperationRule.model_validate(raw))
+            except ValidationError:
+                continue  # the operator reports unparsable rules; they run nothing
+        return out
+
+    async def check_step(
+        self, task: NicoTask, rack: NicoRack, component: RackComponent, action: StepAction
+    ) -> None:
+        """Refuse a step that the rule the task resolves to (now, in the cluster) lacks.
+
+        A refusal from cached rules is checked once more against a fresh LIST: a rule
+        created a moment before its task must not fail it."""
+        ns, name = task.metadata.namespace or "", task.metadata.name
+        for fresh in (False, True):
+            if fresh:
+                self.cache.forget(("rules", ns))
+            try:
+                resolved = resolve_rule(task.spec, rack, await self.rules(ns))
+            except RuleNotFound as exc:
+                if fresh:
+                    raise refuse(f"nicotask {ns}/{name}: {exc}") from exc
+                continue
+            if any(
+                step.component_type == component.type and step.action == action
+                for step in resolved.spec.steps
+            ):
+                return
+        what = action.type.value + (f" {action.power.value}" if action.power else "")
+        raise refuse(
+            f"step {what} on {component.type.value} is not in rule {resolved.rule_id}"
+            f" ({resolved.source}), which nicotask {ns}/{name} runs for"
+            f" {task.spec.operation.value}"
         )
 
     # ---- Secrets ---------------------------------------------------------
