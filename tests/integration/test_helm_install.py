@@ -102,9 +102,14 @@ def test_install_cluster_wide_least_privilege(
     cluster: Cluster, namespace: str, release: list[tuple[str, str]]
 ) -> None:
     name = f"nt-{secrets.token_hex(3)}"
-    cluster.helm("install", name, str(CHART), "-n", namespace,
-                 "--set", "temporal.address=temporal.example:7233")
+    installed = cluster.helm("install", name, str(CHART), "-n", namespace,
+                             "--set", "temporal.address=temporal.example:7233")
     release.append((name, namespace))
+    # The defaults that need the site's values are named in the NOTES, each with its risk.
+    notes = installed.stdout[installed.stdout.index("Hardening left to you"):]
+    for setting in ("temporal.tls.enabled=false", "watchNamespaces is empty",
+                    "worker.bmcNetworks is empty", "networkPolicy.temporal.ingress.enabled=false"):
+        assert f"  - {setting}" in notes, notes
     listed = cluster.helm("list", "-n", namespace, "-o", "json").stdout
     assert f'"name":"{name}"' in listed and '"status":"deployed"' in listed
     # Accepted server-side: every object exists.
@@ -188,7 +193,7 @@ def test_install_namespaced_with_peering(
         assert cluster.kubectl("create", "namespace", ns).returncode == 0
     name = f"nt-{secrets.token_hex(3)}"
     try:
-        cluster.helm(
+        installed = cluster.helm(
             "install", name, str(CHART), "-n", namespace,
             "-f", str(CHART / "ci" / "all-features-values.yaml"),
             # No Prometheus Operator CRDs here.
@@ -197,6 +202,12 @@ def test_install_namespaced_with_peering(
             "--set-json", f"watchNamespaces={list(watched)!r}".replace("'", '"'),
         )
         release.append((name, namespace))
+        # Hardened here but for the frontend policy (Temporal's namespace is not ours).
+        notes = installed.stdout[installed.stdout.index("Hardening left to you"):]
+        assert [ln for ln in notes.splitlines() if ln.startswith("  - ")] == [
+            "  - networkPolicy.temporal.ingress.enabled=false: anything that reaches the"
+            " Temporal frontend can start and stop tasks"
+        ], notes
         operator = f"system:serviceaccount:{namespace}:{name}-nicotask-operator"
         worker = f"system:serviceaccount:{namespace}:{name}-nicotask-worker"
         shim = f"system:serviceaccount:{namespace}:{name}-nicotask-shim"
