@@ -50,6 +50,7 @@ from .common import (
     first_line_error,
     immutable,
     list_map,
+    rfc3339,
     truncate_utf8,
     utcnow,
 )
@@ -194,6 +195,7 @@ __all__ = [
     "immutable",
     "list_map",
     "report_matches_rule",
+    "rfc3339",
     "status_selector",
     "truncate_utf8",
     "utcnow",

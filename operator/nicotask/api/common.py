@@ -52,7 +52,7 @@ def _to_utc(value: dt.datetime) -> dt.datetime:
     return value.astimezone(dt.UTC)
 
 
-def _rfc3339(value: dt.datetime) -> str:
+def rfc3339(value: dt.datetime) -> str:
     """Always to the microsecond, so times written by different writers compare as text too."""
     return _to_utc(value).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
@@ -60,7 +60,7 @@ def _rfc3339(value: dt.datetime) -> str:
 Timestamp = Annotated[
     dt.datetime,
     AfterValidator(_to_utc),
-    PlainSerializer(_rfc3339, return_type=str, when_used="json-unless-none"),
+    PlainSerializer(rfc3339, return_type=str, when_used="json-unless-none"),
     Field(json_schema_extra={"format": "date-time"}),
 ]
 ErrorText = Annotated[str, AfterValidator(truncate_utf8)]

@@ -36,6 +36,8 @@ from nicotask.api import (
     PowerAction,
     PowerState,
     TaskStatus,
+    rfc3339,
+    utcnow,
 )
 from nicotask.bmc_policy import EndpointPolicy
 from nicotask.kube import NotFound, Refused, SecretData
@@ -171,7 +173,7 @@ def progress_ops(update: ProgressUpdate, now: str) -> list[dict[str, Any]]:
         "updated": now,
     }
     if update.started is not None:
-        fields["started"] = update.started.isoformat().replace("+00:00", "Z")
+        fields["started"] = rfc3339(update.started)
     return [
         {"op": "test", "path": "/metadata/uid", "value": update.task.uid},
         *({"op": "add", "path": f"/status/{key}", "value": value} for key, value in fields.items()),
@@ -252,7 +254,7 @@ class TaskActivities:
                 type=ERR_REFUSED,
                 non_retryable=True,
             )
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        now = rfc3339(utcnow())
         try:
             await self.kube.json_patch_task_status(
                 ref.namespace, ref.name, progress_ops(update, now)
