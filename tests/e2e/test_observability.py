@@ -56,7 +56,7 @@ async def test_chart_metrics_exist_and_logs_name_the_task(
     cluster: Cluster, nicotask_system: DevEnvHandle
 ) -> None:
     env = nicotask_system
-    shim_url = system.start_shim(env.env)
+    shim_url = system.start_shim(env.env, NICOTASK_JSON_LOGS="true")
     for sample in ("provider.yaml", "site.yaml"):
         system.kubectl(env.env, "apply", "-f", str(SAMPLES / sample))
     computes = [s for s in env.redfish_systems if s["type"] == "compute"][:1]
@@ -99,6 +99,9 @@ async def test_chart_metrics_exist_and_logs_name_the_task(
     finished = operator["nicotask_finished_total"]
     assert any(lb == {"status": "Succeeded"} and v >= 1 for lb, v in finished)
     assert operator["nicotask_cancel_latency_seconds_count"][0][1] >= 1
+    # Sub-second resolution: a lone cancel takes tens of milliseconds.
+    bounds = {float(lb["le"]) for lb, _ in operator["nicotask_cancel_latency_seconds_bucket"]}
+    assert {0.01, 0.05, 0.1} <= bounds, sorted(bounds)
     assert operator["nicotask_temporal_reachable"] == [({}, 1.0)]
     bmc = {(lb["action"], lb["outcome"]) for lb, v in worker["nicotask_worker_bmc_requests_total"]}
     assert ("allowed_resets", "ok") in bmc
@@ -121,5 +124,19 @@ async def test_chart_metrics_exist_and_logs_name_the_task(
         assert line["namespace"] == cluster.ns and line["name"] == "obs-cycle"
         assert line["level"] == "INFO"
     assert any(line["message"].startswith("worker on task queue") for line in lines)
-    assert any(line["message"].startswith("operator starting")
-               for line in json_lines(env.env.record("operator").log))
+    operator_lines = json_lines(env.env.record("operator").log)
+    assert any(line["message"].startswith("operator starting") for line in operator_lines)
+
+    # The operator's and the shim's lines about a task name it: one line per transition
+    # (each Event), and the shim's record of who cancelled.
+    sleep_uid = created["metadata"]["uid"]
+    about = [line for line in operator_lines if line.get("uid") == sleep_uid]
+    assert {line["message"].split(":")[0] for line in about} >= {"Started", "Cancelled"}, about
+    for line in about:
+        assert (line["namespace"], line["name"]) == (cluster.ns, "obs-sleep"), line
+    shim_lines = [line for line in json_lines(env.env.record("shim").log)
+                  if line.get("uid") == sleep_uid]
+    assert [line["message"] for line in shim_lines] == ["cancel requested by obs"], (
+        json_lines(env.env.record("shim").log)[-8:]
+    )
+    assert (shim_lines[0]["namespace"], shim_lines[0]["name"]) == (cluster.ns, "obs-sleep")
