@@ -2,15 +2,18 @@
 
 In order (one release, module scope): install -> the three Deployments Ready;
 a NicoTask powers on an emulated BMC and is cancelled through the in-cluster
-shim; `helm upgrade` rolls every pod while a task runs, and that task is then
+shim (its Service, port-forwarded); every pod serves /metrics and logs JSON
+lines naming the task; `helm upgrade` rolls every pod while a task runs, and that task is then
 cancelled through the new shim pod; tasks deleted, `helm uninstall`: nothing
 is left, nothing hangs on a finalizer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import re
 import subprocess
 import time
 import uuid
@@ -193,19 +196,47 @@ def start_task(kube: Kube, name: str, rule_doc: dict[str, Any]) -> str:
     return str(kube.task(name)["metadata"]["uid"])
 
 
+@contextlib.contextmanager
+def port_forward(kube: Kube, target: str, port: int) -> Iterator[str]:
+    """`kubectl port-forward <target> :<port>` (API server -> kubelet -> containerd):
+    the local base URL while it runs."""
+    proc = subprocess.Popen(
+        [kube.kubectl_bin, "--kubeconfig", kube.kubeconfig, "port-forward", "-n", SYSTEM_NS,
+         target, f":{port}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=kube.env,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # "Forwarding from 127.0.0.1:41234 -> 8088"
+        match = re.search(r"127\.0\.0\.1:(\d+) ->", line)
+        assert match, f"port-forward {target}: {line!r} {proc.stderr.read() if proc.poll() else ''}"
+        yield f"http://127.0.0.1:{match.group(1)}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 def cancel_through_shim(kube: Kube, env: DevEnvHandle, uid: str) -> dict[str, Any]:
-    """POST the NICo cancel to the shim pod (the Service's endpoint) from the host."""
+    """The NICo cancel through the shim's Service, port-forwarded as a user would (this
+    node runs no kube-proxy); the Service's endpoint is the shim pod."""
     (pod,) = kube.pods("shim")
-    ip = pod["status"]["podIP"]
     slices = kube.get("endpointslices", "-n", SYSTEM_NS, "-l",
                       f"kubernetes.io/service-name={RELEASE}-shim")["items"]
-    assert ip in {a for s in slices for e in s.get("endpoints") or [] for a in e["addresses"]}
+    endpoints = {a for s in slices for e in s.get("endpoints") or [] for a in e["addresses"]}
+    assert pod["status"]["podIP"] in endpoints
     token = issue_token(env.run_dir, "acme", ["acme:PROVIDER_ADMIN"], subject="alice")
-    answer = httpx.post(f"http://{ip}:8088/v2/org/acme/nico/task/{uid}/cancel",
-                        json={"siteId": SITE_ID}, headers={"Authorization": f"Bearer {token}"},
-                        timeout=30)
+    with port_forward(kube, f"svc/{RELEASE}-shim", 8088) as url:
+        answer = httpx.post(f"{url}/v2/org/acme/nico/task/{uid}/cancel",
+                            json={"siteId": SITE_ID},
+                            headers={"Authorization": f"Bearer {token}"}, timeout=30)
     assert answer.status_code == 202, answer.text
     return dict(answer.json())
+
+
+def json_log(kube: Kube, component: str) -> list[dict[str, Any]]:
+    """The pod's log (`kubectl logs`), every line a JSON object (jsonLogs: true)."""
+    text = kube.kubectl("logs", "-n", SYSTEM_NS, f"deploy/{RELEASE}-{component}")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def test_pods_run_as_installed(kube: Kube, release: Path, image_tag: str) -> None:
@@ -240,6 +271,31 @@ def test_task_on_bmc_cancelled_through_shim(kube: Kube, release: Path,
     assert status_of(done) == "Terminated", done["status"]
     assert done["status"]["cancelRequestedBy"] == "alice"
     assert stages(done) == ["completed", "failed"]
+
+
+def test_pods_serve_metrics_and_log_json_naming_the_task(kube: Kube, release: Path) -> None:
+    """After the task above: each pod's /metrics (from the host, by pod IP) and its JSON log."""
+    uid = kube.task("power-on")["metadata"]["uid"]
+    ports = {"operator": 9090, "worker": 9091, "shim": 8088}
+    expected = {"operator": "nicotask_cancel_latency_seconds_count",
+                "worker": "nicotask_worker_bmc_requests_total",
+                "shim": "nicotask_shim_requests_total"}
+    for component, port in ports.items():
+        (pod,) = kube.pods(component)
+        text = httpx.get(f"http://{pod['status']['podIP']}:{port}/metrics", timeout=10).text
+        assert f"\n{expected[component]}" in text, (component, text[:500])
+    assert "\ntemporal_" in httpx.get(
+        f"http://{kube.pods('worker')[0]['status']['podIP']}:9091/metrics", timeout=10).text
+
+    def about(component: str) -> list[dict[str, Any]]:
+        lines = [ln for ln in json_log(kube, component) if ln.get("uid") == uid]
+        for line in lines:
+            assert (line["namespace"], line["name"]) == (TASKS_NS, "power-on"), line
+        return lines
+
+    assert any(ln["message"].startswith("Cancelled:") for ln in about("operator"))
+    assert any("reset_On" in ln["message"] for ln in about("worker"))
+    assert [ln["message"] for ln in about("shim")] == ["cancel requested by alice"]
 
 
 def test_upgrade_rolls_pods_while_a_task_runs(kube: Kube, release: Path,
@@ -283,6 +339,12 @@ def test_uninstall_in_documented_order_leaves_nothing(kube: Kube, release: Path)
     for kind in ("deployments", "replicasets", "services", "serviceaccounts"):
         left = [i["metadata"]["name"] for i in kube.get(kind, "-n", SYSTEM_NS)["items"]
                 if i["metadata"]["name"] != "default"]
+        assert left == [], (kind, left)
+    # Nor anything cluster-scoped of the release (RBAC, the who-cancelled policy).
+    for kind in ("clusterroles", "clusterrolebindings", "validatingadmissionpolicies",
+                 "validatingadmissionpolicybindings"):
+        left = [i["metadata"]["name"] for i in kube.get(
+            kind, "-l", f"app.kubernetes.io/instance={RELEASE}")["items"]]
         assert left == [], (kind, left)
     # 3. Namespaces delete cleanly: nothing in them waits on a finalizer.
     kube.kubectl("delete", "namespace", TASKS_NS, SYSTEM_NS, "--wait", "--timeout=90s")
