@@ -22,7 +22,7 @@ def nicotask_system(devenv: DevEnvHandle) -> Iterator[DevEnvHandle]:
     system.install_crds(devenv.env)
     # JSON logs, as the chart runs them (test_observability reads them).
     system.start_worker(devenv.env, NICOTASK_JSON_LOGS="true")
-    system.start_operator(devenv.env, **OPERATOR_SETTINGS, NICOTASK_JSON_LOGS="true")
+    system.start_operator(devenv.env, **OPERATOR_SETTINGS)
     yield devenv
     for name in ("operator", "worker"):
         devenv.env.stop_process(name)

@@ -21,6 +21,7 @@ OPERATOR_SETTINGS = {
     "NICOTASK_RECONCILE_INTERVAL_SECONDS": "2",
     "NICOTASK_QUEUE_TIMEOUT_SECONDS": "20",
     "NICOTASK_QUEUE_LIMIT": "2",
+    "NICOTASK_JSON_LOGS": "true",  # test_observability reads the log, after any restart
 }
 
 

@@ -321,3 +321,79 @@ async def test_api_server_and_models_accept_the_same_uuids(
         assert (res.rc == 0) is valid, (field, value, res.err)
         if not valid:
             assert f"spec.{field}" in res.err, res.err
+
+
+SAMPLES = Path(__file__).resolve().parents[2] / "samples"
+
+
+def _uuid_fields() -> list[tuple[str, str, list[Any]]]:
+    """(sample, model, path) of every UUID a user writes in a spec, samples as the base."""
+    return [
+        ("rule-power-on.yaml", "NicoOperationRule", ["spec", "ruleId"]),
+        ("site.yaml", "NicoSite", ["spec", "siteId"]),
+        ("provider.yaml", "NicoProvider", ["spec", "providerId"]),
+        ("rack.yaml", "NicoRack", ["spec", "siteId"]),
+        ("rack.yaml", "NicoRack", ["spec", "rules", 0, "ruleId"]),
+    ]
+
+
+@pytest.mark.parametrize(("value", "valid"), UUID_FORMS)
+async def test_every_kind_takes_the_same_uuids_as_its_model(
+    devenv: Any, crds_installed: list[str], namespace: str, value: str, valid: bool
+) -> None:
+    """Rules, sites, providers and racks too: the API server and the models agree."""
+    from pydantic import ValidationError
+
+    from nicotask import api
+
+    for sample, kind, path in _uuid_fields():
+        body = yaml.safe_load((SAMPLES / sample).read_text())
+        if kind == "NicoRack" and path[1] == "rules":
+            body["spec"]["rules"] = [{"operation": "PowerOn", "ruleId": str(uuid_of(1))}]
+        target = body
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+        try:
+            getattr(api, kind).model_validate(body)
+            model_ok = True
+        except ValidationError:
+            model_ok = False
+        assert model_ok is valid, (kind, path, value)
+        body["metadata"]["name"] = f"uuid-{kind.lower()}"
+        res = await kubectl(
+            devenv.kubeconfig, "create", "--validate=strict", "--dry-run=server", "-n", namespace,
+            "-f", "-", stdin=json.dumps(body),
+        )
+        assert (res.rc == 0) is valid, (kind, path, value, res.err)
+        if not valid:
+            field = ".".join(str(p) for p in path[1:]).replace(".0.", "[0].")
+            assert f"spec.{field}" in res.err, res.err
+
+
+def uuid_of(n: int) -> str:
+    return f"00000000-0000-4000-8000-{n:012d}"
+
+
+async def test_http_bmc_endpoint_needs_the_racks_opt_in(
+    devenv: Any, crds_installed: list[str], namespace: str
+) -> None:
+    """SSRF: plain http:// sends credentials in the clear; the API server refuses it
+    unless the rack says spec.tls.allowInsecureHttp: true."""
+    body = yaml.safe_load((SAMPLES / "rack.yaml").read_text())
+    body["metadata"]["name"] = "http-rack"
+    for component in body["spec"]["components"]:
+        component["redfish"]["endpoint"] = "http://10.0.0.5"
+    body["spec"].pop("tls", None)
+    res = await kubectl(
+        devenv.kubeconfig, "create", "--dry-run=server", "-n", namespace, "-f", "-",
+        stdin=json.dumps(body),
+    )
+    assert res.rc != 0
+    assert "http:// BMC endpoints need spec.tls.allowInsecureHttp: true" in res.err, res.err
+    body["spec"]["tls"] = {"allowInsecureHttp": True}
+    res = await kubectl(
+        devenv.kubeconfig, "create", "--dry-run=server", "-n", namespace, "-f", "-",
+        stdin=json.dumps(body),
+    )
+    assert res.rc == 0, res.err

@@ -184,3 +184,39 @@ async def test_secret_reader_sees_labels(kube_api: Any, namespace: str) -> None:
     secret = await Kube(kube_api).read_secret_data(namespace, "s")
     assert secret.labels == {api.BMC_CREDENTIALS_LABEL: "true"}
     assert secret.data == {"username": "u"}
+
+
+async def test_terminal_write_from_a_stale_copy_closes_the_newer_report(
+    kube_api: Any, namespace: str, crds: None
+) -> None:
+    """The operator terminates from the copy it holds; the worker wrote a newer report
+    meanwhile. The terminal write must close that newer report, never put back the old."""
+    from nicotask.operator import decisions
+
+    kube = Kube(kube_api)
+    obj = await create_task(kube, namespace, "stale")
+    ref = TaskRef(namespace=namespace, name="stale", uid=obj.metadata.uid or "")
+    acts = TaskActivities(kube)
+    await kube.update_task_status(
+        namespace, "stale", lambda t: with_status(t, TaskStatus.PENDING, "Pending")
+    )
+    first = ProgressUpdate(task=ref, report=report(ReportStatus.PENDING), sequence=1)
+    assert await publish(acts, first) is True
+    held = await kube.get_task(namespace, "stale")  # the operator's copy (stage pending)
+    newer = ProgressUpdate(task=ref, report=report(ReportStatus.RUNNING), sequence=2)
+    assert await publish(acts, newer) is True  # the worker moved on after that read
+
+    written, changed = await kube.update_task_status(
+        namespace, "stale", decisions.cancelled_status("alice", api.utcnow()),
+        uid=ref.uid, current=held,
+    )
+    assert changed
+    stored = await kube.get_task(namespace, "stale")
+    assert stored.status.status == TaskStatus.TERMINATED
+    assert stored.status.report_sequence == 2  # the worker's newest, not the held copy's 1
+    (stage,) = stored.status.report.stages if stored.status.report else []
+    # The worker's running stage, closed as failed (cancelled); from the held copy it
+    # would have stayed pending.
+    assert stage.status == ReportStatus.FAILED, stage
+    assert stage.error == "Cancelled by user"
+    assert written.status == stored.status

@@ -259,6 +259,36 @@ async def test_namespace_not_served_is_refused(
     assert kube.secret_reads == []
 
 
+async def test_rack_endpoint_on_link_local_is_refused_by_default(
+    devenv: Any, kube_api: Any, namespace: str, crds: None, pclient: Client
+) -> None:
+    """SSRF: cloud metadata (169.254.169.254) is refused before any Secret is read."""
+    await make_secret(kube_api, namespace, "bmc", labelled=True)
+    kube = SpyKube(kube_api)
+    await create_rack(
+        kube, namespace, "rack-md", [component("compute-0", "http://169.254.169.254", "s")]
+    )
+    task = await create_task(kube, namespace, "md", rack="rack-md")
+    uid = task.metadata.uid or ""
+    queue = f"test-trust-{uuid.uuid4().hex[:8]}"
+    async with build_worker(pclient, kube, task_queue=queue):  # the default policy
+        handle = await pclient.start_workflow(
+            WORKFLOW_NAME,
+            forged_input(
+                TaskRef(namespace=namespace, name="md", uid=uid), "x", "bmc",
+                builtin_rule(Operation.POWER_ON),
+            ),
+            id=uid, task_queue=queue, result_type=WorkflowOutcome,
+        )
+        outcome = await asyncio.wait_for(handle.result(), timeout=60)
+    assert outcome.status == TaskStatus.FAILED
+    assert outcome.message == (
+        "Compute compute-0: component compute-0: BMC endpoint http://169.254.169.254:80 refused:"
+        " 169.254.169.254 is a link-local address (not allowed for BMCs)"
+    )
+    assert kube.secret_reads == []
+
+
 async def test_rack_endpoint_on_loopback_is_refused_by_default(
     devenv: Any, kube_api: Any, namespace: str, crds: None, pclient: Client
 ) -> None:

@@ -9,73 +9,24 @@ blocking requests that need no JWKS fetch.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import jwt
 import pytest
 import pytest_asyncio
-from aiohttp import web
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from nicotask.shim import errors
 from nicotask.shim.auth import JwksSettings, Verifier
 from nicotask.shim.config import IssuerConfig
+from nicotask_dev.shim.jwks_testing import JwksServer, ec_key, jwk, rsa_key, signed_token
 from nicotask_dev.shim.testing import free_port
 
-KEY1 = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-KEY2 = ec.generate_private_key(ec.SECP256R1())
-PEM_KEY = ec.generate_private_key(ec.SECP256R1())
-
-
-def _jwk(key: Any, kid: str) -> dict[str, Any]:
-    if isinstance(key, rsa.RSAPrivateKey):
-        raw = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
-    else:
-        raw = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
-    return {**raw, "kid": kid, "use": "sig"}
-
-
-def _token(key: Any, kid: str | None, iss: str = "kc", ttl: int = 600) -> str:
-    alg = "RS256" if isinstance(key, rsa.RSAPrivateKey) else "ES256"
-    now = int(time.time())
-    claims = {"iss": iss, "aud": "nicotask", "sub": f"u-{time.monotonic_ns()}", "exp": now + ttl,
-              "realm_access": {"roles": ["acme:PROVIDER_ADMIN"]}}
-    return jwt.encode(claims, key, algorithm=alg, headers={"kid": kid} if kid else None)
-
-
-class JwksServer:
-    """Serves `body` (a dict, or raw bytes) at /jwks; counts requests; optional delay."""
-
-    def __init__(self) -> None:
-        self.body: Any = {"keys": []}
-        self.delay = 0.0
-        self.requests = 0
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/jwks"
-        self.runner: web.AppRunner | None = None
-
-    async def handle(self, _: web.Request) -> web.Response:
-        self.requests += 1
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        if isinstance(self.body, bytes):
-            return web.Response(body=self.body, content_type="application/json")
-        return web.json_response(self.body)
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/jwks", self.handle)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-
-    async def stop(self) -> None:
-        if self.runner:
-            await self.runner.cleanup()
+KEY1 = rsa_key()
+KEY2 = ec_key()
+PEM_KEY = ec_key()
 
 
 @pytest_asyncio.fixture(loop_scope="function")
@@ -111,18 +62,18 @@ async def _status(v: Verifier, token: str) -> int:
 
 @pytest.mark.asyncio(loop_scope="function")
 async def test_removed_key_stops_verifying_within_lifespan(server: JwksServer) -> None:
-    server.body = {"keys": [_jwk(KEY1, "k1")]}
+    server.body = {"keys": [jwk(KEY1, "k1")]}
     v = _verifier(server.url, lifespan=0.5, min_interval=0.0)
     try:
-        old = _token(KEY1, "k1")
+        old = signed_token(KEY1, "k1")
         assert await _status(v, old) == 200
         assert await _status(v, old) == 200  # cached
-        server.body = {"keys": [_jwk(KEY2, "k2")]}  # rotation: k1 removed, k2 added
-        new = _token(KEY2, "k2")
+        server.body = {"keys": [jwk(KEY2, "k2")]}  # rotation: k1 removed, k2 added
+        new = signed_token(KEY2, "k2")
         assert await _status(v, new) == 200  # unknown kid: refetched at once
         await asyncio.sleep(0.6)
         assert await _status(v, old) == 401  # the token cache and the key set both expired
-        assert await _status(v, _token(KEY1, "k1")) == 401
+        assert await _status(v, signed_token(KEY1, "k1")) == 401
         assert await _status(v, new) == 200
     finally:
         await v.aclose()
@@ -130,18 +81,20 @@ async def test_removed_key_stops_verifying_within_lifespan(server: JwksServer) -
 
 @pytest.mark.asyncio(loop_scope="function")
 async def test_unknown_kid_is_one_single_flight_refetch(server: JwksServer) -> None:
-    server.body = {"keys": [_jwk(KEY1, "k1")]}
+    server.body = {"keys": [jwk(KEY1, "k1")]}
     server.delay = 0.2
     v = _verifier(server.url, lifespan=300, min_interval=1.0)
     try:
-        assert await _status(v, _token(KEY1, "k1")) == 200
+        assert await _status(v, signed_token(KEY1, "k1")) == 200
         assert server.requests == 1
         await asyncio.sleep(1.1)  # past the minimum interval after the first fetch
         stranger = ec.generate_private_key(ec.SECP256R1())
-        codes = await asyncio.gather(*(_status(v, _token(stranger, "nope")) for _ in range(50)))
+        token = signed_token(stranger, "nope")
+        codes = await asyncio.gather(*(_status(v, token) for _ in range(50)))
         assert set(codes) == {401}
         assert server.requests == 2  # fifty unknown kids: one refetch, shared
-        codes = await asyncio.gather(*(_status(v, _token(stranger, "nope2")) for _ in range(5)))
+        token = signed_token(stranger, "nope2")
+        codes = await asyncio.gather(*(_status(v, token) for _ in range(5)))
         assert set(codes) == {401}
         assert server.requests == 2  # within min_interval: no further fetch
     finally:
@@ -164,7 +117,7 @@ async def test_broken_jwks_is_401_or_503(server: JwksServer, body: Any, status: 
     server.body = body
     v = _verifier(server.url, lifespan=300, min_interval=0.0)
     try:
-        assert await _status(v, _token(KEY1, "k1")) == status
+        assert await _status(v, signed_token(KEY1, "k1")) == status
     finally:
         await v.aclose()
 
@@ -175,17 +128,17 @@ async def test_unreachable_and_slow_jwks_are_503_and_block_nobody_else(
 ) -> None:
     dead = _verifier(f"http://127.0.0.1:{free_port()}/jwks", timeout=1.0)
     try:
-        assert await _status(dead, _token(KEY1, "k1")) == 503
+        assert await _status(dead, signed_token(KEY1, "k1")) == 503
     finally:
         await dead.aclose()
-    server.body = {"keys": [_jwk(KEY1, "k1")]}
+    server.body = {"keys": [jwk(KEY1, "k1")]}
     server.delay = 3.0
     v = _verifier(server.url, timeout=1.0, min_interval=0.0)
     try:
-        slow = asyncio.create_task(_status(v, _token(KEY1, "k1")))
+        slow = asyncio.create_task(_status(v, signed_token(KEY1, "k1")))
         await asyncio.sleep(0.05)
         t = time.monotonic()
-        assert await _status(v, _token(PEM_KEY, None, iss="pem")) == 200
+        assert await _status(v, signed_token(PEM_KEY, None, iss="pem")) == 200
         assert time.monotonic() - t < 0.5  # not queued behind the slow fetch
         t = time.monotonic()
         assert await slow == 503
@@ -196,10 +149,10 @@ async def test_unreachable_and_slow_jwks_are_503_and_block_nobody_else(
 
 @pytest.mark.asyncio(loop_scope="function")
 async def test_verified_tokens_are_cached_until_expiry(server: JwksServer) -> None:
-    server.body = {"keys": [_jwk(KEY1, "k1")]}
+    server.body = {"keys": [jwk(KEY1, "k1")]}
     v = _verifier(server.url)
     try:
-        tok = _token(KEY1, "k1", ttl=2)
+        tok = signed_token(KEY1, "k1", ttl=2)
         assert await _status(v, tok) == 200
         assert tok in v.cache.entries
         server.body = b"broken"  # the cache answers without the issuer
@@ -208,3 +161,36 @@ async def test_verified_tokens_are_cached_until_expiry(server: JwksServer) -> No
         assert v.cache.get(tok) is None  # kept until its exp, not longer
     finally:
         await v.aclose()
+
+
+@pytest.mark.asyncio(loop_scope="function")
+async def test_oversized_jwks_is_refused_as_it_streams(server: JwksServer) -> None:
+    big = [jwk(KEY1, f"k{i}") for i in range(2000)]  # well over 512 KiB
+    server.body = {"keys": big}
+    v = _verifier(server.url, timeout=2.0)
+    try:
+        assert await _status(v, signed_token(KEY1, "k1")) == 503
+    finally:
+        await v.aclose()
+
+
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("https://idp.example/jwks", True),
+        ("http://127.0.0.1:8080/jwks", True),
+        ("http://localhost/jwks", True),
+        ("http://idp.example/jwks", False),
+        ("ftp://idp.example/jwks", False),
+    ],
+)
+def test_jwks_url_is_https_unless_loopback(url: str, ok: bool) -> None:
+    from pydantic import ValidationError
+
+    try:
+        IssuerConfig(issuer="kc", audience="nicotask", jwks_url=url)
+        accepted = True
+    except ValidationError as exc:
+        assert "https:// only" in str(exc)
+        accepted = False
+    assert accepted is ok

@@ -239,9 +239,13 @@ def token(org: str, roles: tuple[str, ...], sub: str, ttl: int, run_dir: Path | 
 @click.argument("shim_args", nargs=-1, type=click.UNPROCESSED)
 def shim(run_dir: Path | None, shim_args: tuple[str, ...]) -> None:
     from nicotask.cli import shim as runtime_shim
-    from nicotask_dev.shim.devissuer import write_issuers_file
+    from nicotask_dev.shim.devissuer import DevIssuerRefused, write_issuers_file
 
-    os.environ["NICOTASK_SHIM_ISSUERS_FILE"] = str(write_issuers_file(_run_dir(run_dir)))
+    try:
+        issuers_file = write_issuers_file(_run_dir(run_dir))
+    except DevIssuerRefused as exc:
+        raise click.ClickException(str(exc)) from None
+    os.environ["NICOTASK_SHIM_ISSUERS_FILE"] = str(issuers_file)
     runtime_shim.main(args=list(shim_args), prog_name="nicotask dev shim")
 
 

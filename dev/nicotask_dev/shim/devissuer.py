@@ -45,6 +45,9 @@ class DevIssuerRefused(RuntimeError):
     """The dev issuer was asked for where it must not run."""
 
 
+ALLOW_IN_CLUSTER_ENV = "NICOTASK_SHIM_ALLOW_DEV_ISSUER_IN_CLUSTER"
+
+
 def in_pod() -> bool:
     return bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
 
@@ -99,8 +102,9 @@ def issuer_config(key_dir: Path | str, allow_in_cluster: bool = False) -> Issuer
     if in_pod():
         if not allow_in_cluster:
             raise DevIssuerRefused(
-                "the dev token issuer is enabled (NICOTASK_SHIM_DEV_ISSUER_DIR) inside a pod; "
-                "set NICOTASK_SHIM_ALLOW_DEV_ISSUER_IN_CLUSTER=true only if you really mean it"
+                "the dev token issuer (nicotask-dev) would be trusted inside a pod"
+                f" (KUBERNETES_SERVICE_HOST is set); set {ALLOW_IN_CLUSTER_ENV}=true only if"
+                " you really mean it"
             )
         public = Path(key_dir) / PUBLIC_KEY_FILE
         if not public.exists():
@@ -122,11 +126,18 @@ def issuer_config(key_dir: Path | str, allow_in_cluster: bool = False) -> Issuer
     )
 
 
+def allowed_in_cluster() -> bool:
+    """NICOTASK_SHIM_ALLOW_DEV_ISSUER_IN_CLUSTER=true: the explicit override for a pod."""
+    return os.environ.get(ALLOW_IN_CLUSTER_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
 def write_issuers_file(key_dir: Path | str) -> Path:
     """`<key_dir>/dev-issuers.json`: the dev issuer as the shim reads trusted issuers
-    (NICOTASK_SHIM_ISSUERS_FILE). Creates the key pair on first use, like issuer_config."""
+    (NICOTASK_SHIM_ISSUERS_FILE). Creates the key pair on first use, like issuer_config
+    (in a pod: refused without the override, and then never created)."""
     path = Path(key_dir) / ISSUERS_FILE
-    issuers = [issuer_config(key_dir).model_dump(mode="json", exclude_none=True)]
+    config = issuer_config(key_dir, allow_in_cluster=allowed_in_cluster())
+    issuers = [config.model_dump(mode="json", exclude_none=True)]
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(issuers, indent=2) + "\n")
     tmp.replace(path)

@@ -28,11 +28,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Algorithm = Literal["RS256", "ES256"]
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
 
 def _default_algorithms() -> list[Algorithm]:
@@ -48,6 +50,20 @@ class IssuerConfig(BaseModel):
     public_key_pem: str | None = None
     public_keys_pem: list[str] = Field(default_factory=list)
     algorithms: list[Algorithm] = Field(default_factory=lambda: _default_algorithms())
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _https_unless_loopback(cls, value: str | None) -> str | None:
+        """Keys fetched in the clear could be swapped on the way: https:// only, but for
+        an issuer on this host (a local test issuer)."""
+        if value is None:
+            return None
+        url = urlsplit(value)
+        if url.scheme == "https":
+            return value
+        if url.scheme == "http" and url.hostname in LOOPBACK_HOSTS:
+            return value
+        raise ValueError(f"jwks_url {value!r}: https:// only (http:// only on loopback)")
 
     @model_validator(mode="after")
     def _has_keys(self) -> IssuerConfig:

@@ -124,17 +124,26 @@ class JwksKeys:
             self._flight.add_done_callback(lambda _: setattr(self, "_flight", None))
         await asyncio.shield(self._flight)
 
+    async def _read_capped(self) -> bytes:
+        """The JWKS body, read as it streams in and refused past MAX_JWKS_BYTES."""
+        async with self.http.stream("GET", self.url, timeout=self.timeout) as resp:
+            if resp.status_code != 200:
+                raise JwksError(f"HTTP {resp.status_code}")
+            body = bytearray()
+            async for chunk in resp.aiter_bytes():
+                body += chunk
+                if len(body) > MAX_JWKS_BYTES:
+                    raise JwksError(f"JWKS larger than {MAX_JWKS_BYTES} bytes")
+            return bytes(body)
+
     async def _fetch(self) -> None:
         self.attempted_at = time.monotonic()
         self.fetches += 1
         try:
-            resp = await self.http.get(self.url, timeout=self.timeout)
-            if resp.status_code != 200:
-                raise JwksError(f"HTTP {resp.status_code}")
-            if len(resp.content) > MAX_JWKS_BYTES:
-                raise JwksError("JWKS too large")
-            keys = parse_jwks(orjson.loads(resp.content))  # orjson: bounded nesting
-        except (httpx.HTTPError, ValueError, JwksError) as exc:
+            async with asyncio.timeout(self.timeout):  # the whole fetch, body included
+                body = await self._read_capped()
+            keys = parse_jwks(orjson.loads(body))  # orjson: bounded nesting
+        except (httpx.HTTPError, ValueError, JwksError, TimeoutError) as exc:
             log.warning("JWKS %s: fetch failed: %s", self.url, exc)
             return
         if not keys:
