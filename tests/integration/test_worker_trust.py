@@ -46,6 +46,7 @@ from nicotask.temporal.models import (
     WorkflowOutcome,
 )
 from nicotask.temporal.worker import build_worker
+from nicotask_dev.redfish_testing import LinkingBmc
 
 LOOPBACK_OK = EndpointPolicy.from_cidrs(["127.0.0.0/8"])
 
@@ -323,3 +324,42 @@ async def test_rack_endpoint_on_loopback_is_refused_by_default(
         " 127.0.0.1 is a loopback address (not allowed for BMCs)"
     )
     assert kube.secret_reads == []  # refused before the credentials were read
+
+
+async def test_redfish_links_to_another_host_get_no_request(
+    devenv: Any, kube_api: Any, namespace: str, crds: None, pclient: Client
+) -> None:
+    """A BMC whose Redfish links point at another host: the worker follows none of them,
+    so the rack's credentials never reach that host (loopback allowed, as in dev)."""
+    await make_secret(kube_api, namespace, "bmc", labelled=True)
+    kube = SpyKube(kube_api)
+    other = LinkingBmc()
+    bmc = LinkingBmc(links_to=other.url)
+    try:
+        linked = component("compute-0", bmc.url, "1")
+        del linked["redfish"]["systemId"]  # found through the (hostile) Systems link
+        await create_rack(kube, namespace, "rack-links", [linked])
+        task = await create_task(kube, namespace, "links", rack="rack-links")
+        uid = task.metadata.uid or ""
+        queue = f"test-trust-{uuid.uuid4().hex[:8]}"
+        async with build_worker(pclient, kube, task_queue=queue, bmc_policy=LOOPBACK_OK):
+            handle = await pclient.start_workflow(
+                WORKFLOW_NAME,
+                forged_input(
+                    TaskRef(namespace=namespace, name="links", uid=uid), "x", "bmc",
+                    builtin_rule(Operation.POWER_ON),
+                ),
+                id=uid, task_queue=queue, result_type=WorkflowOutcome,
+            )
+            outcome = await asyncio.wait_for(handle.result(), timeout=60)
+    finally:
+        bmc.close()
+        other.close()
+    assert outcome.status == TaskStatus.FAILED
+    assert outcome.message == (
+        f"Compute compute-0: BMC {bmc.url}: refused a request to {other.url}:"
+        f" the BMC's endpoint is {bmc.url}"
+    )
+    assert bmc.seen  # the BMC itself was asked (its service root)
+    assert other.seen == []
+    assert kube.secret_reads == [(namespace, "bmc")]

@@ -6,10 +6,7 @@ host"); the BMC's Redfish links point at the other one.
 
 from __future__ import annotations
 
-import http.server
 import ipaddress
-import json
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +14,7 @@ import pytest
 
 from nicotask.bmc_policy import EndpointPolicy, EndpointRefused, origin_of
 from nicotask.redfish import BmcRefused, RedfishDriver
+from nicotask_dev.redfish_testing import LinkingBmc
 
 
 def ip(text: str) -> Any:
@@ -68,48 +66,13 @@ def test_check_endpoint_scheme_and_resolution() -> None:
 # ---- the driver ---------------------------------------------------------------
 
 
-class _Bmc(http.server.BaseHTTPRequestHandler):
-    links_to = ""  # set per server: the origin the Systems link points at
-    seen: list[str]
-
-    def do_GET(self) -> None:
-        self.seen.append(self.path)
-        if self.path.rstrip("/") == "/redfish/v1":
-            body = {
-                "@odata.id": "/redfish/v1/",
-                "Id": "RootService",
-                "RedfishVersion": "1.0.0",
-                "Systems": {"@odata.id": f"{self.links_to}/redfish/v1/Systems"},
-            }
-        else:
-            body = {"@odata.id": self.path, "Members": [], "Members@odata.count": 0}
-        raw = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-def _serve(links_to: str) -> tuple[http.server.ThreadingHTTPServer, list[str]]:
-    seen: list[str] = []
-    handler = type("Handler", (_Bmc,), {"links_to": links_to, "seen": seen})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, seen
-
-
 @pytest.fixture
 def servers() -> Iterator[tuple[str, list[str], list[str]]]:
-    other, other_seen = _serve("")
-    other_url = f"http://127.0.0.1:{other.server_address[1]}"
-    bmc, bmc_seen = _serve(other_url)
-    yield f"http://127.0.0.1:{bmc.server_address[1]}", bmc_seen, other_seen
-    bmc.shutdown()
-    other.shutdown()
+    other = LinkingBmc()
+    bmc = LinkingBmc(links_to=other.url)
+    yield bmc.url, bmc.seen, other.seen
+    bmc.close()
+    other.close()
 
 
 def test_driver_refuses_links_to_another_host(servers: tuple[str, list[str], list[str]]) -> None:
