@@ -95,3 +95,11 @@ def test_a_live_task_leaving_the_watch_is_checked() -> None:
     controller = _controller()
     controller.observe_event("DELETED", _task(30, TaskStatus.RUNNING))
     assert UID in controller._deleted
+
+
+def test_a_cancelled_task_leaving_the_watch_forgets_when_its_cancel_was_seen() -> None:
+    controller = _controller()
+    controller.observe_event("MODIFIED", _task(30, TaskStatus.RUNNING, cancel=True))
+    assert UID in controller._cancel_seen
+    controller.observe_event("DELETED", _task(31, TaskStatus.RUNNING, cancel=True))
+    assert UID not in controller._cancel_seen  # nothing kept per task once it is gone

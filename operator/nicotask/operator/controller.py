@@ -86,6 +86,7 @@ class Controller:
             # why it left, so no GET (ties go to our copy).
             last = newest(self.view.get(uid), task) or task
             self.view.forget(uid)
+            self._cancel_seen.pop(uid, None)  # finished or gone: no cancel to time any more
             if not state.is_terminal(last.status.status):
                 # Deleted, or moved out of this operator's shard: tell them apart.
                 self._deleted[uid] = task
