@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from e2e_support import SITE_ID, Cluster, new_rule_id, rack, sleep_rule, task
+from e2e_support import SHIM_SETTINGS, SITE_ID, Cluster, new_rule_id, rack, sleep_rule, task
 from prometheus_client.parser import text_string_to_metric_families
 
 from nicotask import api
@@ -56,7 +56,7 @@ async def test_chart_metrics_exist_and_logs_name_the_task(
     cluster: Cluster, nicotask_system: DevEnvHandle
 ) -> None:
     env = nicotask_system
-    shim_url = system.start_shim(env.env, NICOTASK_JSON_LOGS="true")
+    shim_url = system.start_shim(env.env, **SHIM_SETTINGS)
     for sample in ("provider.yaml", "site.yaml"):
         system.kubectl(env.env, "apply", "-f", str(SAMPLES / sample))
     computes = [s for s in env.redfish_systems if s["type"] == "compute"][:1]

@@ -8,7 +8,7 @@ import urllib.request
 from pathlib import Path
 
 import httpx
-from e2e_support import SITE_ID, Cluster, stage_statuses
+from e2e_support import SHIM_SETTINGS, SITE_ID, Cluster, stage_statuses
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from nicotask_dev.devenv import system
@@ -35,7 +35,7 @@ async def test_fifty_concurrent_rest_cancels_make_one_terminate(
     cluster: Cluster, nicotask_system: DevEnvHandle, temporal_client: Client
 ) -> None:
     env = nicotask_system
-    shim_url = system.start_shim(env.env)
+    shim_url = system.start_shim(env.env, **SHIM_SETTINGS)
     for sample in ("provider.yaml", "site.yaml"):
         system.kubectl(env.env, "apply", "-f", str(SAMPLES / sample))
     created = await cluster.sleeping_task(env)
