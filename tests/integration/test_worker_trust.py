@@ -260,6 +260,22 @@ async def test_namespace_not_served_is_refused(
     assert kube.secret_reads == []
 
 
+async def run_own_workflow(
+    pclient: Client, kube: Kube, task: api.NicoTask, **worker: Any
+) -> WorkflowOutcome:
+    """The task's own workflow (its uid, the built-in PowerOn rule it resolves to) on a
+    fresh worker (`worker`: build_worker's settings; none: a worker in a cluster)."""
+    ref = TaskRef(namespace=task.metadata.namespace or "", name=task.metadata.name,
+                  uid=task.metadata.uid or "")
+    queue = f"test-trust-{uuid.uuid4().hex[:8]}"
+    async with build_worker(pclient, kube, task_queue=queue, **worker):
+        handle = await pclient.start_workflow(
+            WORKFLOW_NAME, forged_input(ref, "x", "bmc", builtin_rule(Operation.POWER_ON)),
+            id=ref.uid, task_queue=queue, result_type=WorkflowOutcome,
+        )
+        return await asyncio.wait_for(handle.result(), timeout=60)
+
+
 async def test_rack_endpoint_on_link_local_is_refused_by_default(
     devenv: Any, kube_api: Any, namespace: str, crds: None, pclient: Client
 ) -> None:
@@ -270,18 +286,7 @@ async def test_rack_endpoint_on_link_local_is_refused_by_default(
         kube, namespace, "rack-md", [component("compute-0", "http://169.254.169.254", "s")]
     )
     task = await create_task(kube, namespace, "md", rack="rack-md")
-    uid = task.metadata.uid or ""
-    queue = f"test-trust-{uuid.uuid4().hex[:8]}"
-    async with build_worker(pclient, kube, task_queue=queue):  # the default policy
-        handle = await pclient.start_workflow(
-            WORKFLOW_NAME,
-            forged_input(
-                TaskRef(namespace=namespace, name="md", uid=uid), "x", "bmc",
-                builtin_rule(Operation.POWER_ON),
-            ),
-            id=uid, task_queue=queue, result_type=WorkflowOutcome,
-        )
-        outcome = await asyncio.wait_for(handle.result(), timeout=60)
+    outcome = await run_own_workflow(pclient, kube, task)  # the default policy
     assert outcome.status == TaskStatus.FAILED
     assert outcome.message == (
         "Compute compute-0: component compute-0: BMC endpoint http://169.254.169.254:80 refused:"
@@ -301,21 +306,8 @@ async def test_rack_endpoint_on_loopback_is_refused_by_default(
             kube, namespace, "rack-1", [component("compute-0", listener.url, "s")]
         )
         task = await create_task(kube, namespace, "t")
-        uid = task.metadata.uid or ""
-        queue = f"test-trust-{uuid.uuid4().hex[:8]}"
         # The default policy: what a worker in a cluster gets without settings.
-        async with build_worker(pclient, kube, task_queue=queue):
-            handle = await pclient.start_workflow(
-                WORKFLOW_NAME,
-                forged_input(
-                    TaskRef(namespace=namespace, name="t", uid=uid), "x", "bmc",
-                    builtin_rule(Operation.POWER_ON),  # the task's own rule
-                ),
-                id=uid,
-                task_queue=queue,
-                result_type=WorkflowOutcome,
-            )
-            outcome = await asyncio.wait_for(handle.result(), timeout=60)
+        outcome = await run_own_workflow(pclient, kube, task)
         assert listener.connections == 0
         url = listener.url
     assert outcome.status == TaskStatus.FAILED
@@ -340,18 +332,7 @@ async def test_redfish_links_to_another_host_get_no_request(
         del linked["redfish"]["systemId"]  # found through the (hostile) Systems link
         await create_rack(kube, namespace, "rack-links", [linked])
         task = await create_task(kube, namespace, "links", rack="rack-links")
-        uid = task.metadata.uid or ""
-        queue = f"test-trust-{uuid.uuid4().hex[:8]}"
-        async with build_worker(pclient, kube, task_queue=queue, bmc_policy=LOOPBACK_OK):
-            handle = await pclient.start_workflow(
-                WORKFLOW_NAME,
-                forged_input(
-                    TaskRef(namespace=namespace, name="links", uid=uid), "x", "bmc",
-                    builtin_rule(Operation.POWER_ON),
-                ),
-                id=uid, task_queue=queue, result_type=WorkflowOutcome,
-            )
-            outcome = await asyncio.wait_for(handle.result(), timeout=60)
+        outcome = await run_own_workflow(pclient, kube, task, bmc_policy=LOOPBACK_OK)
     finally:
         bmc.close()
         other.close()
