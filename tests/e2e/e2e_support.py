@@ -23,7 +23,7 @@ OPERATOR_SETTINGS = {
     "NICOTASK_QUEUE_LIMIT": "2",
     "NICOTASK_JSON_LOGS": "true",  # test_observability reads the log, after any restart
 }
-# The session's one shim (start_shim keeps the first one started): JSON logs, as above.
+# The shim's settings in these tests (start_shim keeps a live one): JSON logs, as above.
 SHIM_SETTINGS = {"NICOTASK_JSON_LOGS": "true"}
 
 

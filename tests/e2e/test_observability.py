@@ -56,6 +56,9 @@ async def test_chart_metrics_exist_and_logs_name_the_task(
     cluster: Cluster, nicotask_system: DevEnvHandle
 ) -> None:
     env = nicotask_system
+    # Its own shim: one started earlier in the session (e.g. by `make run`'s start_system)
+    # may log text; this test reads the shim's JSON lines.
+    env.env.stop_process("shim")
     shim_url = system.start_shim(env.env, **SHIM_SETTINGS)
     for sample in ("provider.yaml", "site.yaml"):
         system.kubectl(env.env, "apply", "-f", str(SAMPLES / sample))
