@@ -58,10 +58,13 @@ class _LazyPackage(types.ModuleType):
             setattr(self, key, value)
 
     def __getattr__(self, name: str) -> Any:
-        try:
-            module, attr = self._exports[name]
-        except KeyError:
-            raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}") from None
+        found = self._exports.get(name)
+        if found is None:
+            # A submodule, as the real package has it bound once imported (`client.models`).
+            if name.startswith("__") or importlib.util.find_spec(f"{self.__name__}.{name}") is None:
+                raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}")
+            found = (f"{self.__name__}.{name}", None)
+        module, attr = found
         target = importlib.import_module(module)
         value = target if attr is None else getattr(target, attr)
         setattr(self, name, value)
@@ -90,6 +93,9 @@ def install() -> bool:
             for done in installed:
                 sys.modules.pop(done, None)
             return False
-        sys.modules[name] = _LazyPackage(spec, exports, source)
+        sys.modules[name] = package = _LazyPackage(spec, exports, source)
+        parent, _, child = name.rpartition(".")
+        if parent:
+            setattr(sys.modules[parent], child, package)  # as an import binds a subpackage
         installed.append(name)
     return True

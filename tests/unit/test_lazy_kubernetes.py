@@ -36,6 +36,12 @@ def test_names_resolve_to_the_real_classes() -> None:
     assert issubclass(client.ApiException, Exception)
     assert callable(config.load_kube_config) and watch.Watch is not None
     assert client.V1ObjectMeta(name="x").to_dict()["name"] == "x"
+    # What ApiClient's deserializer reads: the models package as the client's attribute,
+    # and a submodule bound on first use.
+    import kubernetes_asyncio
+
+    assert kubernetes_asyncio.client.models.V1Namespace is models.V1Namespace
+    assert client.rest.RESTClientObject is not None
 
 
 def test_every_name_of_the_real_init_is_served() -> None:
