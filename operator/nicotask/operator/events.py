@@ -14,9 +14,14 @@ from dataclasses import dataclass
 
 from nicotask.api import NicoTask
 from nicotask.kube import Kube
-from nicotask.logs import task_logger
+from nicotask.logs import TaskLoggerAdapter, task_logger
 
 log = logging.getLogger(__name__)
+
+
+def _logger_of(task: NicoTask) -> TaskLoggerAdapter:
+    meta = task.metadata
+    return task_logger(log, meta.namespace or "", meta.name, meta.uid or "")
 
 
 @dataclass(frozen=True)
@@ -37,8 +42,7 @@ class EventPoster:
 
     def post(self, task: NicoTask, reason: str, message: str, *, warning: bool = False) -> None:
         event = _Event(task, reason, message, warning)
-        meta = task.metadata
-        task_logger(log, meta.namespace or "", meta.name, meta.uid or "").log(
+        _logger_of(task).log(
             logging.WARNING if warning else logging.INFO, "%s: %s", reason, message
         )
         if self._queue.full():
@@ -55,10 +59,7 @@ class EventPoster:
                     event.task, event.reason, event.message, warning=event.warning
                 )
             except Exception:
-                meta = event.task.metadata
-                task_logger(log, meta.namespace or "", meta.name, meta.uid or "").exception(
-                    "could not post event %s", event.reason
-                )
+                _logger_of(event.task).exception("could not post event %s", event.reason)
             finally:
                 self._queue.task_done()
 
