@@ -44,6 +44,10 @@ def system_environ(env: DevEnv, extra: dict[str, str] | None = None) -> dict[str
     # The emulated BMCs listen on loopback, which the worker refuses unless listed.
     out.setdefault("NICOTASK_WORKER_BMC_NETWORKS", '["127.0.0.0/8"]')
     out["PYTHONUNBUFFERED"] = "1"
+    # The worker's sandbox re-imports the workflow module for every new run: with
+    # no bytecode cached that is a compile each time (~3.5 ms). The image
+    # compiles everything at build time; here Python writes it on first import.
+    out.pop("PYTHONDONTWRITEBYTECODE", None)
     if extra:
         out.update(extra)
     return out
