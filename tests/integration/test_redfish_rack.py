@@ -234,7 +234,7 @@ async def test_power_on_then_off_a_whole_rack(
 
     assert outcome.status == TaskStatus.SUCCEEDED, outcome.message
     views = watcher.stage_views()
-    assert views[0] == ["pending", "pending", "pending"], views
+    assert views[0] == ["running", "pending", "pending"], views  # the plan, stage 1 started
     assert ["running", "pending", "pending"] in views, views
     assert ["completed", "running", "pending"] in views, views
     assert ["completed", "completed", "running"] in views, views

@@ -441,11 +441,12 @@ async def test_success_runs_stages_in_order_and_publishes_progress(pclient: Clie
     assert order == ["powershelf"] * 2 + ["nvswitch"] * 2 + ["compute"] * 4
     assert all(h.bmcs.power[t.id] == PowerState.ON for t in RACK)
 
-    # The CR saw: all pending first, then progress, and the final report last,
-    # always with status Running (terminal statuses are the operator's).
+    # The CR saw: the whole plan with the first stage running in the first write,
+    # then progress, and the final report last, always with status Running
+    # (terminal statuses are the operator's).
     reports = h.store.reports
     assert len(reports) >= 2
-    assert stage_statuses(reports[0]) == ["pending"] * 4
+    assert stage_statuses(reports[0]) == ["running"] + ["pending"] * 3
     assert reports[-1] == outcome.report
     assert all(s.status == TaskStatus.RUNNING for s in h.store.statuses)
     assert h.store.task.status.message == "Running"
@@ -536,8 +537,8 @@ async def test_skipped_steps_and_stages(pclient: Client) -> None:
     assert [s.status for s in second.steps] == [ReportStatus.COMPLETED, ReportStatus.SKIPPED]
     assert second.steps[1].started_at is None and second.steps[1].finished_at is None
     check_timestamps(outcome.report)
-    # The very first report already shows the skips.
-    assert [s.status.value for s in h.store.reports[0].stages] == ["skipped", "pending"]
+    # The very first report already shows the skips (and the first stage that runs).
+    assert [s.status.value for s in h.store.reports[0].stages] == ["skipped", "running"]
 
 
 async def test_max_parallel_limits_concurrency(pclient: Client) -> None:
@@ -715,13 +716,14 @@ def _local_activity_markers(events: list[Any]) -> list[Any]:
 
 
 async def test_a_waiting_task_took_one_workflow_task(pclient: Client) -> None:
-    """Plan, first stage and the step's timer in the first workflow task; then nothing."""
+    """Plan, first stage and the step's timer in the first workflow task, in one
+    write; then nothing."""
     h = Harness(pclient)
     spec = rule(step(ComponentType.COMPUTE, 1, sleep_action(3600), timeout=7200))
     async with h.worker():
         handle = await h.start(spec, components=[target("compute-0", ComponentType.COMPUTE)])
-        for _ in range(300):  # up to 30 s for the first two writes
-            if len(h.store.reports) >= 2:
+        for _ in range(300):  # up to 30 s for the first write
+            if h.store.reports:
                 break
             await asyncio.sleep(0.1)
         await asyncio.sleep(1.5)  # a coalescing timer, if there were one, fires here
@@ -729,14 +731,31 @@ async def test_a_waiting_task_took_one_workflow_task(pclient: Client) -> None:
         await handle.terminate("test over")
     completed = [e for e in events if e.HasField("workflow_task_completed_event_attributes")]
     assert len(completed) == 1
+    # One version marker (the newest patch implies the older ones), so one
+    # TemporalChangeVersion upsert at most.
+    markers = [
+        e.marker_recorded_event_attributes.marker_name
+        for e in events
+        if e.HasField("marker_recorded_event_attributes")
+    ]
+    assert markers.count("core_patch") == 1, markers
+    upsert = "upsert_workflow_search_attributes_event_attributes"
+    assert sum(1 for e in events if e.HasField(upsert)) <= 1
     assert not any(e.HasField("activity_task_scheduled_event_attributes") for e in events)
-    # The CR got the plan (all pending), then the first stage running.
-    assert [stage_statuses(r) for r in h.store.reports] == [["pending"], ["running"]]
+    # The CR got one write: the plan, its first stage running.
+    assert [stage_statuses(r) for r in h.store.reports] == [["running"]]
 
 
-async def test_histories_of_the_progress_queue_version_still_replay() -> None:
-    """A workflow started before local progress (recorded by that code) replays."""
-    path = Path(__file__).parent / "histories" / "timer-sleep-progress-queue.json"
+@pytest.mark.parametrize(
+    "recorded",
+    [
+        "timer-sleep-progress-queue.json",  # before nicotask-local-progress
+        "local-progress.json",  # before nicotask-one-first-write
+    ],
+)
+async def test_histories_of_earlier_versions_still_replay(recorded: str) -> None:
+    """A workflow started by an earlier version (recorded by that code) replays."""
+    path = Path(__file__).parent / "histories" / recorded
     history = WorkflowHistory.from_json("recorded", path.read_text())
     replayer = Replayer(workflows=[NicoTaskWorkflow], data_converter=pydantic_data_converter)
     await replayer.replay_workflow(history)
