@@ -363,11 +363,13 @@ class Phases:
             f" {self.cfg.concurrency} in flight, at most {timeout:.0f}s"
         )
         before = await self.scrape()
+        mark = self._cpu_mark()
         deadline = time.monotonic() + timeout
         names, sent, errors = await self._start_tasks("start", 0, n, deadline)
         if errors:
             self.errors.append(f"start: create: {_first_error(errors)}")
         running = await self._wait_running("start", names, deadline)
+        cpu_ms = self._cpu_ms_per_task(mark, len(running))
         if len(running) < n:
             self.errors.append(f"start: {len(running)} of {n} Running within {timeout:.0f}s")
         lat, total, per_start = await self._arrivals(running, "Running", sent, before, n)
@@ -379,12 +381,41 @@ class Phases:
             "latency_ms": summarize(lat, 1000),
             "create_concurrency": self.cfg.concurrency,
             "timeout_s": round(timeout),
+            "cpu_ms_per_task": cpu_ms,
         }
+        progress(f"start: CPU ms per task: {cpu_ms}")
         progress(
             f"start: {len(running)}/{n} Running in {total}s; per task:"
             f" {per_start['apiserver']} API-server calls, {per_start['temporal']} Temporal RPCs"
         )
         return result, running, per_start
+
+    def _cpu_mark(self) -> tuple[dict[str, Any], float, float]:
+        """Where a phase's CPU count starts: every component's ticks, the clock, our own CPU."""
+        own = os.times()
+        return component_ticks(snapshot(), self.benv.process_roots()), time.monotonic(), (
+            own.user + own.system
+        )
+
+    def _cpu_ms_per_task(
+        self, mark: tuple[dict[str, Any], float, float], tasks: int
+    ) -> dict[str, float | None]:
+        """CPU each component spent since `mark`, in ms per task (where a task's cost goes
+        on a saturated machine); `bench` (this process, left out of the total) competes
+        for the same cores."""
+        before, t0, own_before = mark
+        seconds = time.monotonic() - t0
+        after = component_ticks(snapshot(), self.benv.process_roots())
+        own = os.times()
+        names = list(CPU_COMPONENTS) + sorted(set(after) - set(CPU_COMPONENTS))
+        cores = cores_used(before, after, seconds, clock_ticks_per_second(), names)
+        per_task = 1000 / max(1, tasks)
+        out: dict[str, float | None] = {
+            name: None if c is None else round(c * seconds * per_task, 1)
+            for name, c in cores.items()
+        }
+        out["bench"] = round((own.user + own.system - own_before) * per_task, 1)
+        return out
 
     # ---- steady: N idle Running tasks --------------------------------------
 
@@ -534,6 +565,7 @@ class Phases:
             await self._patch_task(name, {"spec": {"cancel": True}})
 
         before = await self.scrape()
+        mark = self._cpu_mark()
         deadline = time.monotonic() + timeout
         errors = await bounded(running, patch, c, "cancel: patch", deadline)
         if errors:
@@ -546,6 +578,7 @@ class Phases:
             _report_wait,
         )
         done = [nm for nm in running if self.tw.seen_at(nm, "Terminated") is not None]
+        cpu_ms = self._cpu_ms_per_task(mark, len(done))
         done_set = set(done)
         other = [
             nm for nm in running
@@ -573,7 +606,9 @@ class Phases:
             "timeout_s": round(timeout),
             "outcomes": self._outcomes(running),
             "other_outcome_samples": sorted({self.tw.messages[nm] for nm in other})[:5],
+            "cpu_ms_per_task": cpu_ms,
         }
+        progress(f"cancel: CPU ms per cancel: {cpu_ms}")
         progress(
             f"cancel: {len(done)}/{n} Terminated, p50 {summary['p50']} ms, wall {wall}s; per"
             f" cancel: {per_cancel['apiserver']} API-server calls,"

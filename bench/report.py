@@ -35,6 +35,22 @@ def fmt_pair(a: Any, b: Any, unit: str, digits: int = 1) -> str:
     return f"{fmt(a, digits=digits)} / {fmt(b, digits=digits)} {unit}".rstrip()
 
 
+def _cpu_row(phase: str, figures: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """CPU ms per task of each component over the phase, and their sum."""
+    cpu = figures.get("cpu_ms_per_task")
+    if not isinstance(cpu, dict):
+        return []
+    parts = {k: v for k, v in cpu.items() if k not in ("total", "bench")}
+    return [
+        (
+            phase,
+            "CPU ms per task (" + ", ".join(parts) + ")",
+            " / ".join(fmt(v) for v in parts.values()) + f" = {fmt(cpu.get('total'))}"
+            + f" (and the bench itself: {fmt(cpu.get('bench'))})",
+        )
+    ]
+
+
 def _get(data: dict[str, Any], *path: str) -> Any:
     cur: Any = data
     for key in path:
@@ -105,6 +121,7 @@ def rows(results: dict[str, Any]) -> list[Row]:
                 _lat(start.get("latency_ms"), ("p50", "p95")),
             ),
         ]
+        out += _cpu_row("start", start)
     out += _steady_rows(results)
     cancel = results.get("cancel")
     if isinstance(cancel, dict):
@@ -120,6 +137,7 @@ def rows(results: dict[str, Any]) -> list[Row]:
             ("cancel", "p50 / floor (loaded)", fmt(cancel.get("p50_over_floor"), "x", 2)),
             ("cancel", "p50 / floor (idle)", fmt(cancel.get("p50_over_idle_floor"), "x", 2)),
         ]
+        out += _cpu_row("cancel", cancel)
     out += _calls_rows(results)
     shim = results.get("shim")
     if isinstance(shim, dict):

@@ -483,3 +483,13 @@ def test_phase_budgets_grow_with_the_work_and_stay_capped() -> None:
     assert cfg.extra_timeout(200, start_rate=2.0) == 150  # 1.5 x what the start rate needs
     assert cfg.extra_timeout(200, start_rate=0.5) == EXTRA_MAX_S
     assert Settings(phases=("start", "cancel")).racks == 200  # no extra tasks
+
+
+def test_cpu_per_task_row_names_each_component_and_keeps_the_bench_apart() -> None:
+    cpu = {"operator": 12.5, "worker": None, "total": 12.5, "bench": 3.25}
+    table = rows({"start": {"tasks": 2, "cpu_ms_per_task": cpu}})
+    values = {(s, f): v for s, f, v in table}
+    assert values[("start", "CPU ms per task (operator, worker)")] == (
+        "12.5 / - = 12.5 (and the bench itself: 3.2)"
+    )
+    assert not any(f.startswith("CPU") for s, f, _ in table if s == "cancel")
