@@ -9,9 +9,9 @@ reaches the API server through this module:
   watch's resourceVersion is too old), 422 `Refused`; other statuses stay
   `ApiException`. `api_errors` maps a client call's exception, `raise_for_status`
   a raw response's status;
-- `Kube`: generic get/list/watch/patch of the custom resources, the raw
-  (orjson-parsed, `_preload_content=False`) variants the shim's hot path and
-  caches use, and the task-specific writes.
+- `Kube`: generic get/list/watch/patch of the custom resources (the hot calls
+  read their answers raw, `_preload_content=False`, and parse them with
+  orjson), and the task-specific writes.
 
 Every status write in nicotask goes through `update_task_status`: it reads
 the object, lets a pure function decide the new status, refuses any move out
@@ -157,10 +157,17 @@ def _retry_after(exc: ApiException) -> float:
     return min(2.0, max(0.1, value))
 
 
-def raise_for_status(status: int, reason: str | None, what: str) -> None:
-    """Raise the mapped error for a raw response's non-2xx status."""
-    if not 200 <= status <= 299:
-        raise mapped_error(status, reason, what)
+def raise_for_status(status: int, reason: str | None, what: str, body: bytes = b"") -> None:
+    """Raise the mapped error for a raw response's non-2xx status (with the API
+    server's message from `body`, as `api_errors` gives it for a parsed call)."""
+    if 200 <= status <= 299:
+        return
+    exc = ApiException(status=status, reason=reason)
+    exc.body = body or None
+    err = mapped_error(status, reason, what, api_message(exc))
+    if isinstance(err, ApiException):
+        err.body = exc.body
+    raise err
 
 
 async def read_json(resp: Any, what: str) -> dict[str, Any]:
@@ -169,7 +176,7 @@ async def read_json(resp: Any, what: str) -> dict[str, Any]:
         data = await resp.read()
     finally:
         resp.release()
-    raise_for_status(resp.status, resp.reason, what)
+    raise_for_status(resp.status, resp.reason, what, data)
     out = orjson.loads(data)
     if not isinstance(out, dict):
         raise ApiException(status=resp.status, reason="unexpected body")
@@ -275,22 +282,16 @@ class Kube:
 
     # ---- generic reads -------------------------------------------------------
 
-    async def get(
-        self, plural: str, name: str, namespace: str | None = None, *, raw: bool = False
-    ) -> dict[str, Any]:
-        """One object (cluster-scoped when `namespace` is None); with `raw`, parsed with orjson."""
+    async def get(self, plural: str, name: str, namespace: str | None = None) -> dict[str, Any]:
+        """One object (cluster-scoped when `namespace` is None), parsed with orjson."""
         if namespace is None:
             call: Any = self.custom.get_cluster_custom_object
             args: tuple[str, ...] = (api.GROUP, api.VERSION, plural, name)
         else:
             call = self.custom.get_namespaced_custom_object
             args = (api.GROUP, api.VERSION, namespace, plural, name)
-        what = _what(plural, name, namespace)
-        if raw:
-            return await read_json(await call(*args, _preload_content=False), what)
-        with api_errors(what):
-            obj = await call(*args)
-        return dict(obj)
+        resp = await call(*args, _preload_content=False)
+        return await read_json(resp, _what(plural, name, namespace))
 
     def _lister(self, plural: str, namespace: str | None) -> tuple[Any, tuple[Any, ...]]:
         """The LIST call and its positional arguments (cluster-wide when `namespace` is None)."""
@@ -418,12 +419,11 @@ class Kube:
         content_type: str = MERGE_PATCH,
         *,
         status: bool = False,
-        raw: bool = False,
     ) -> dict[str, Any]:
         """A merge (or JSON) patch of the object, or with `status` of its status subresource.
 
-        With `raw`, the response is parsed with orjson (the shim's cancel: the client's own
-        JSON handling is the slow part of a call).
+        The answer is parsed with orjson (the client's own JSON handling was the slow
+        part of the shim's cancel and of the worker's progress write).
         """
         call: Any = (
             self.custom.patch_namespaced_custom_object_status
@@ -431,22 +431,20 @@ class Kube:
             else self.custom.patch_namespaced_custom_object
         )
         args = (api.GROUP, api.VERSION, namespace, plural, name, body)
-        what = _what(plural, name, namespace)
-        if raw:
-            resp = await call(*args, _content_type=content_type, _preload_content=False)
-            return await read_json(resp, what)
-        with api_errors(what):
-            obj = await call(*args, _content_type=content_type)
-        return dict(obj)
+        resp = await call(*args, _content_type=content_type, _preload_content=False)
+        return await read_json(resp, _what(plural, name, namespace))
 
     async def replace_status(
         self, plural: str, name: str, body: dict[str, Any], namespace: str
     ) -> dict[str, Any]:
-        with api_errors(_what(plural, name, namespace)):
-            obj = await self.custom.replace_namespaced_custom_object_status(
-                api.GROUP, api.VERSION, namespace, plural, name, body
+        """PUT the status subresource; the answer parsed with orjson (the operator's
+        every transition is one of these)."""
+        what = _what(plural, name, namespace)
+        with api_errors(what):
+            resp = await self.custom.replace_namespaced_custom_object_status(
+                api.GROUP, api.VERSION, namespace, plural, name, body, _preload_content=False
             )
-        return dict(obj)
+        return await read_json(resp, what)
 
     async def delete(
         self, plural: str, name: str, namespace: str, uid: str | None = None

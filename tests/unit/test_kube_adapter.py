@@ -38,6 +38,15 @@ def test_one_mapping_of_api_statuses(status: int, kind: type[Exception]) -> None
     raise_for_status(200, "OK", "nicotasks ns/t")
 
 
+def test_a_raw_answer_keeps_the_server_message_too() -> None:
+    body = json.dumps({"message": "status.status is terminal"}).encode()
+    with pytest.raises(Refused, match=r"status\.status is terminal"):
+        raise_for_status(422, "Unprocessable Entity", "x", body)
+    with pytest.raises(ApiException) as info:
+        raise_for_status(500, "Internal Server Error", "x", b'{"message": "etcd down"}')
+    assert kube.api_message(info.value) == "etcd down"
+
+
 def test_api_errors_maps_a_client_exception_and_keeps_the_server_message() -> None:
     exc = ApiException(status=422, reason="Unprocessable Entity")
     exc.body = json.dumps({"message": "status.status is terminal"})

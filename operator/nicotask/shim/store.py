@@ -74,11 +74,11 @@ class Store:
     async def get_task(self, namespace: str, name: str) -> dict[str, Any] | None:
         async with kube_call("get nicotask", self.timeout):
             try:
-                return await self.kube.get(TASKS, name, namespace, raw=True)
+                return await self.kube.get(TASKS, name, namespace)
             except NotFound:
                 return None
 
     async def patch_task(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         """Merge patch; metadata.resourceVersion in `patch` is a precondition (409 -> Conflict)."""
         async with kube_call("patch nicotask", self.timeout):
-            return await self.kube.patch(TASKS, name, patch, namespace, MERGE_PATCH, raw=True)
+            return await self.kube.patch(TASKS, name, patch, namespace, MERGE_PATCH)
