@@ -204,9 +204,10 @@ class NicoTaskWorkflow:
         if not self._one_first_write:
             # Older runs: the CR shows the plan (all pending or skipped) before
             # anything runs. Now the publisher's first write, made after the first
-            # stage started, carries the plan and that start (it still precedes
-            # every step activity: those are scheduled when the workflow task that
-            # runs the local write completes).
+            # stage started, carries the plan and that start. It normally lands
+            # before any step activity starts: their commands go out when the
+            # workflow task that runs the local write completes (or heartbeats,
+            # if the write takes most of the workflow task timeout).
             await workflow.wait_condition(lambda: self._published >= 1)
 
         deadline = self._deadline(inp)
