@@ -109,12 +109,17 @@ class Refused(KubeError):
     status = 422
 
 
-def api_message(exc: ApiException) -> str:
+def _body_message(body: str | bytes | None, reason: str | None) -> str:
     """The API server's `message` from an error body, else the reason."""
     try:
-        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
+        return str(json.loads(body or "{}").get("message") or reason)
     except (ValueError, AttributeError):
-        return str(exc.reason)
+        return str(reason)
+
+
+def api_message(exc: ApiException) -> str:
+    """The API server's `message` from a client exception's body, else the reason."""
+    return _body_message(exc.body, exc.reason)
 
 
 def mapped_error(
@@ -162,21 +167,26 @@ def raise_for_status(status: int, reason: str | None, what: str, body: bytes = b
     server's message from `body`, as `api_errors` gives it for a parsed call)."""
     if 200 <= status <= 299:
         return
-    exc = ApiException(status=status, reason=reason)
-    exc.body = body or None
-    err = mapped_error(status, reason, what, api_message(exc))
+    err = mapped_error(status, reason, what, _body_message(body, reason))
     if isinstance(err, ApiException):
-        err.body = exc.body
+        err.body = body or None
     raise err
+
+
+async def read_body(resp: Any, what: str) -> bytes:
+    """The body of a raw response, read whole (so that its connection goes back to
+    the pool) and released; a non-2xx status raises the mapped error."""
+    try:
+        data: bytes = await resp.read()
+    finally:
+        resp.release()
+    raise_for_status(resp.status, resp.reason, what, data)
+    return data
 
 
 async def read_json(resp: Any, what: str) -> dict[str, Any]:
     """The JSON body of a raw response, parsed with orjson; the response is released."""
-    try:
-        data = await resp.read()
-    finally:
-        resp.release()
-    raise_for_status(resp.status, resp.reason, what, data)
+    data = await read_body(resp, what)
     out = orjson.loads(data)
     if not isinstance(out, dict):
         raise ApiException(status=resp.status, reason="unexpected body")
@@ -327,9 +337,7 @@ class Kube:
         lister, args = self._lister(plural, namespace)
         resp = await lister(*args, _preload_content=False, **params)
         if not 200 <= resp.status <= 299:
-            status, reason = resp.status, resp.reason
-            resp.release()
-            raise_for_status(status, reason, f"{plural} in {namespace or 'all namespaces'}")
+            await read_body(resp, f"{plural} in {namespace or 'all namespaces'}")  # raises
         return resp
 
     async def list_objects(
@@ -439,12 +447,10 @@ class Kube:
     ) -> dict[str, Any]:
         """PUT the status subresource; the answer parsed with orjson (the operator's
         every transition is one of these)."""
-        what = _what(plural, name, namespace)
-        with api_errors(what):
-            resp = await self.custom.replace_namespaced_custom_object_status(
-                api.GROUP, api.VERSION, namespace, plural, name, body, _preload_content=False
-            )
-        return await read_json(resp, what)
+        resp = await self.custom.replace_namespaced_custom_object_status(
+            api.GROUP, api.VERSION, namespace, plural, name, body, _preload_content=False
+        )
+        return await read_json(resp, _what(plural, name, namespace))
 
     async def delete(
         self, plural: str, name: str, namespace: str, uid: str | None = None
@@ -582,11 +588,7 @@ class Kube:
         try:
             post: Any = self.core.create_namespaced_event  # typed for the model, takes JSON
             resp = await post(namespace, event, _preload_content=False)
-            try:
-                await resp.read()  # read, so that the connection goes back to the pool
-            finally:
-                resp.release()
-            raise_for_status(resp.status, resp.reason, f"event on {task.metadata.name}")
+            await read_body(resp, f"event on {task.metadata.name}")
         except (ApiException, KubeError) as exc:  # advisory only
             log.warning("could not record event %s on %s: %s", reason, task.metadata.name, exc)
 

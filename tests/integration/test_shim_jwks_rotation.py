@@ -32,12 +32,8 @@ OLD_KEY, NEW_KEY, STRANGER = rsa_key(), ec_key(), ec_key()
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def jwks() -> AsyncIterator[JwksServer]:
-    server = JwksServer()
-    await server.start()
-    try:
+    async with JwksServer() as server:
         yield server
-    finally:
-        await server.stop()
 
 
 @pytest.fixture

@@ -31,12 +31,8 @@ PEM_KEY = ec_key()
 
 @pytest_asyncio.fixture(loop_scope="function")
 async def server() -> AsyncIterator[JwksServer]:
-    s = JwksServer()
-    await s.start()
-    try:
+    async with JwksServer() as s:
         yield s
-    finally:
-        await s.stop()
 
 
 def _verifier(url: str, **jwks: float) -> Verifier:

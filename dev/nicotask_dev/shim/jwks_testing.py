@@ -1,8 +1,8 @@
 """A JWKS issuer for tests: a real JWKS HTTP server (aiohttp on loopback) and tokens.
 
-    server = JwksServer(); await server.start()
-    server.body = {"keys": [jwk(KEY1, "k1")]}
-    token = signed_token(KEY1, "k1", roles=["acme:PROVIDER_ADMIN"])
+    async with JwksServer() as server:
+        server.body = {"keys": [jwk(KEY1, "k1")]}
+        token = signed_token(KEY1, "k1", roles=["acme:PROVIDER_ADMIN"])
 """
 
 from __future__ import annotations
@@ -81,3 +81,10 @@ class JwksServer:
     async def stop(self) -> None:
         if self.runner:
             await self.runner.cleanup()
+
+    async def __aenter__(self) -> JwksServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.stop()
