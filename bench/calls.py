@@ -1,7 +1,8 @@
 """What the system asks of kube-apiserver and Temporal during a window, per item.
 
 Two scrapes (kube-apiserver's `apiserver_request_total`, the Temporal dev
-server's frontend `service_requests`) bracket a window; the deltas, minus the
+server's frontend `service_requests` and its `persistence_requests`) bracket a
+window; the deltas, minus the
 bench's own requests in that window, divided by the items (tasks started or
 cancelled), are the calls per item. The bench's own Temporal calls go to a
 namespace of their own, which is left out; its own API-server requests are
@@ -22,12 +23,19 @@ from .promtext import (
     counter_samples,
     group,
     per_item,
+    persistence_key,
     temporal_frontend_key,
 )
 from .rawtemporal import BENCH_NAMESPACE
 
 APISERVER_COUNTER = "apiserver_request_total"
 TEMPORAL_COUNTER = "service_requests"
+# The dev server keeps everything in one SQLite database behind one connection:
+# its persistence requests are done one at a time, so their count per task is
+# what bounds Temporal's rate (a raw StartWorkflow costs 2 writes, 4 reads).
+PERSISTENCE_COUNTER = "persistence_requests"
+VISIBILITY_COUNTER = "visibility_persistence_requests"
+WRITE_PREFIXES = ("Create", "Update", "Upsert", "Record", "Complete", "RangeComplete", "Delete")
 # Temporal's own housekeeping namespace and the bench's.
 TEMPORAL_EXCLUDED = ("temporal_system", BENCH_NAMESPACE)
 
@@ -38,6 +46,7 @@ class Scrape:
     own_api: int  # the bench's own API-server requests so far
     api: Samples | None
     temporal: Samples | None
+    persistence: Samples | None = None
 
 
 async def scrape(benv: BenchEnv, own_api: int) -> Scrape:
@@ -50,7 +59,16 @@ async def scrape(benv: BenchEnv, own_api: int) -> Scrape:
         temporal=(
             None if temporal_text is None else counter_samples(temporal_text, TEMPORAL_COUNTER)
         ),
+        persistence=None if temporal_text is None else _stored(temporal_text),
     )
+
+
+def _stored(temporal_text: str) -> Samples:
+    """Persistence requests of both stores, the visibility store's marked as such."""
+    out = counter_samples(temporal_text, PERSISTENCE_COUNTER)
+    for labels, value in counter_samples(temporal_text, VISIBILITY_COUNTER).items():
+        out[(*labels, ("store", "visibility"))] = value
+    return out
 
 
 def window(before: Scrape, after: Scrape) -> tuple[dict[str, float], dict[str, float]]:
@@ -67,6 +85,34 @@ def window(before: Scrape, after: Scrape) -> tuple[dict[str, float], dict[str, f
     return api, temporal
 
 
+def persistence(
+    before: Scrape, after: Scrape, exclude: tuple[str, ...] = TEMPORAL_EXCLUDED
+) -> dict[str, float]:
+    """Temporal persistence requests by operation in the window (by default the bench's
+    namespace left out)."""
+    if before.persistence is None or after.persistence is None:
+        return {}
+    return group(
+        counter_delta(before.persistence, after.persistence), persistence_key(exclude)
+    )
+
+
+def writes(stored: dict[str, float]) -> float:
+    """The persistence requests among `stored` that write (in either store)."""
+    return sum(
+        n for op, n in stored.items() if op.removeprefix("visibility ").startswith(WRITE_PREFIXES)
+    )
+
+
+def stored_per_item(stored: dict[str, float], items: int) -> dict[str, Any] | None:
+    """Persistence requests per item, with the writes among them counted apart."""
+    if not stored or items <= 0:
+        return None
+    out = per_item(stored, 0, items, top=16)
+    out["writes_per_item"] = round(writes(stored) / items, 2)
+    return out
+
+
 def per_task(before: Scrape, after: Scrape, items: int) -> dict[str, Any]:
     """The `calls.per_start` / `calls.per_cancel` figures of one window."""
     api, temporal = window(before, after)
@@ -77,13 +123,17 @@ def per_task(before: Scrape, after: Scrape, items: int) -> dict[str, Any]:
         if before.temporal is not None and after.temporal is not None
         else None
     )
+    p = stored_per_item(persistence(before, after), items)
     return {
         "tasks": items,
         "window_s": round(after.at - before.at, 3),
         "apiserver": None if a is None else a["per_item"],
         "temporal": None if t is None else t["per_item"],
+        "temporal_persistence": None if p is None else p["per_item"],
+        "temporal_writes": None if p is None else p["writes_per_item"],
         "apiserver_detail": a,
         "temporal_detail": t,
+        "temporal_persistence_detail": p,
     }
 
 

@@ -247,7 +247,11 @@ class Phases:
         n, c = self.cfg.raw_workflows, self.cfg.concurrency
         progress(f"raw: {n} StartWorkflow then {n} TerminateWorkflow, {c} in flight")
         assert self.temporal is not None
+        before = await self.scrape()
         result = await rawtemporal.throughput(self.temporal, n, c, timeout=60 + n * 0.1)
+        # Its own namespace counted in: one StartWorkflow and one Terminate per workflow.
+        stored = calls.persistence(before, await self.scrape(), exclude=())
+        result["persistence_per_workflow"] = calls.stored_per_item(stored, n)
         progress(
             f"raw: {result['start_per_s']} starts/s, {result['terminate_per_s']} terminates/s"
         )

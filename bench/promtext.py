@@ -93,6 +93,23 @@ def temporal_frontend_key(
     return key
 
 
+def persistence_key(
+    exclude_namespaces: Iterable[str],
+) -> Callable[[dict[str, str]], str | None]:
+    """The operation of a Temporal persistence sample (`visibility <op>` for the
+    visibility store's), None for excluded namespaces (shard-wide operations carry
+    no namespace and are kept)."""
+    excluded = set(exclude_namespaces) | {_prom_name(n) for n in exclude_namespaces}
+
+    def key(labels: dict[str, str]) -> str | None:
+        if labels.get("namespace") in excluded:
+            return None
+        op = labels.get("operation", "?")
+        return f"visibility {op}" if labels.get("store") == "visibility" else op
+
+    return key
+
+
 def _prom_name(name: str) -> str:
     return re.sub(r"[^a-zA-Z0-9_]", "_", name)
 

@@ -262,7 +262,21 @@ def _calls_rows(results: dict[str, Any]) -> list[Row]:
         out += [
             ("calls", f"API-server calls per {label}", fmt(part.get("apiserver"), digits=2)),
             ("calls", f"Temporal RPCs per {label}", fmt(part.get("temporal"), digits=2)),
+            (
+                "calls",
+                f"Temporal store writes per {label}",
+                fmt(part.get("temporal_writes"), digits=2),
+            ),
         ]
+    raw = _get(results, "raw", "persistence_per_workflow")
+    if isinstance(raw, dict):
+        out.append(
+            (
+                "calls",
+                "Temporal store writes per raw start + terminate",
+                fmt(raw.get("writes_per_item"), digits=2),
+            )
+        )
     return out
 
 

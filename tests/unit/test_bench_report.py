@@ -163,6 +163,16 @@ def test_rows_cover_every_section() -> None:
     assert values[("rss", "operator RSS")].startswith("skipped")
 
 
+def test_calls_rows_show_temporal_store_writes_next_to_the_raw_calls() -> None:
+    results = {
+        "calls": {"per_start": {"apiserver": 3.0, "temporal": 3.07, "temporal_writes": 6.0}},
+        "raw": {"persistence_per_workflow": {"writes_per_item": 4.76}},
+    }
+    values = {(s, f): v for s, f, v in rows(results)}
+    assert values[("calls", "Temporal store writes per start")] == "6.00"
+    assert values[("calls", "Temporal store writes per raw start + terminate")] == "4.76"
+
+
 def test_rows_tolerate_missing_sections_and_figures() -> None:
     assert rows({}) == []
     table = rows({"cancel": {"tasks": 5}})
@@ -306,6 +316,32 @@ def test_calls_per_task_from_two_scrapes() -> None:
     assert got["apiserver"] == 2.4 and got["temporal"] == 1.0 and got["window_s"] == 2.5
     missing = calls.per_task(before, calls.Scrape(12.5, 105, None, None), 5)
     assert missing["apiserver"] is None and missing["temporal"] is None
+
+
+def test_persistence_counts_both_stores_and_leaves_the_bench_namespace_out() -> None:
+    text = (
+        "# TYPE persistence_requests counter\n"
+        'persistence_requests{namespace="default",operation="CreateWorkflowExecution"} 4\n'
+        'persistence_requests{namespace="nicotask_bench",operation="CreateWorkflowExecution"} 9\n'
+        'persistence_requests{operation="GetTransferTasks"} 2\n'
+        "# TYPE visibility_persistence_requests counter\n"
+        'visibility_persistence_requests{operation="RecordWorkflowExecutionStarted"} 4\n'
+    )
+    empty = calls.Scrape(at=0.0, own_api=0, api=None, temporal=None, persistence={})
+    after = calls.Scrape(
+        at=1.0, own_api=0, api=None, temporal=None, persistence=calls._stored(text)
+    )
+    assert calls.persistence(empty, after) == {
+        "CreateWorkflowExecution": 4.0,
+        "GetTransferTasks": 2.0,  # shard-wide: no namespace, kept
+        "visibility RecordWorkflowExecutionStarted": 4.0,
+    }
+    assert calls.persistence(empty, after, exclude=())["CreateWorkflowExecution"] == 13.0
+    got = calls.per_task(empty, after, 2)
+    assert got["temporal_persistence"] == 5.0
+    assert got["temporal_writes"] == 4.0  # Create and Record; GetTransferTasks reads
+    unscraped = calls.Scrape(1.0, 0, None, None)
+    assert calls.per_task(empty, unscraped, 2)["temporal_persistence"] is None
 
 
 # ---- CPU from /proc ---------------------------------------------------------
