@@ -252,8 +252,15 @@ class Phases:
         # Its own namespace counted in: one StartWorkflow and one Terminate per workflow.
         stored = calls.persistence(before, await self.scrape(), exclude=())
         result["persistence_per_workflow"] = calls.stored_per_item(stored, n)
+        # Temporal's ceiling for a start that runs (see rawtemporal.first_task_throughput).
+        first = await rawtemporal.first_task_throughput(
+            self.temporal, n, c, timeout=60 + n * 0.2
+        )
+        result["first_task"] = first
+        result["first_task_per_s"] = first["per_s"]
         progress(
-            f"raw: {result['start_per_s']} starts/s, {result['terminate_per_s']} terminates/s"
+            f"raw: {result['start_per_s']} starts/s, {result['terminate_per_s']} terminates/s,"
+            f" {result['first_task_per_s']} starts + first workflow task/s"
         )
         return result
 

@@ -10,18 +10,22 @@ no worker polls and terminated at once, so nothing stays open.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from google.protobuf.duration_pb2 import Duration
+from temporalio import activity, workflow
 from temporalio.api.workflowservice.v1 import (
     DescribeNamespaceRequest,
     RegisterNamespaceRequest,
 )
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
+from temporalio.worker import Worker
 
 from .concurrency import bounded
 from .measure import rate, summarize
@@ -111,4 +115,82 @@ async def throughput(
         "terminate_ms": summarize(term_lat, 1000),
         "errors": len(start_errors) + len(term_errors),
         "namespace": BENCH_NAMESPACE,
+    }
+
+
+# ---- Temporal's own ceiling for a start that runs ---------------------------------
+# A started NicoTask is Running only once a worker has run its first workflow
+# task. This measures what Temporal and the least possible worker do for that:
+# StartWorkflow, then a first workflow task that runs one local activity (which
+# does nothing but count) and starts a timer, as NicoTaskWorkflow's first task
+# does (it publishes the report and sleeps). The worker runs in the bench's
+# process with the SDK's defaults and no sandbox: no Kubernetes, no operator.
+
+
+@dataclass
+class FirstTasks:
+    """Counts first workflow tasks that ran; set when `want` have."""
+
+    want: int
+    seen: int = 0
+    all_seen: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @activity.defn(name="BenchFirstTaskDone")
+    async def done(self) -> None:
+        self.seen += 1
+        if self.seen >= self.want:
+            self.all_seen.set()
+
+
+@workflow.defn(name="BenchFirstTask", sandboxed=False)
+class FirstTaskWorkflow:
+    @workflow.run
+    async def run(self) -> None:
+        await workflow.execute_local_activity(
+            "BenchFirstTaskDone", start_to_close_timeout=timedelta(seconds=30)
+        )
+        await workflow.sleep(timedelta(hours=1))
+
+
+async def first_task_throughput(
+    client: Client, count: int, concurrency: int, timeout: float
+) -> dict[str, Any]:
+    """StartWorkflow of `count` workflows, `concurrency` in flight, until each has run
+    its first workflow task on a worker in this process; then all are terminated."""
+    queue = f"bench-first-{uuid.uuid4().hex[:8]}"
+    counter = FirstTasks(want=count)
+    handles: dict[int, WorkflowHandle[Any, Any]] = {}
+
+    async def start(i: int) -> None:
+        handles[i] = await client.start_workflow(
+            FirstTaskWorkflow.run, id=f"{queue}-{i}", task_queue=queue,
+            execution_timeout=timedelta(hours=1),
+        )
+
+    async def terminate(i: int) -> None:
+        with contextlib.suppress(RPCError):
+            await handles[i].terminate(reason="bench first-task ceiling")
+
+    worker = Worker(
+        client, task_queue=queue, workflows=[FirstTaskWorkflow], activities=[counter.done]
+    )
+    ran_s: float | None = None
+    async with worker:
+        t0 = time.monotonic()
+        errors = await bounded(
+            range(count), start, concurrency, "raw: StartWorkflow + first task", t0 + timeout
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                counter.all_seen.wait(), max(1.0, t0 + timeout - time.monotonic())
+            )
+            ran_s = time.monotonic() - t0
+        await bounded(sorted(handles), terminate, concurrency)
+    return {
+        "workflows": count,
+        "first_tasks": counter.seen,
+        "seconds": None if ran_s is None else round(ran_s, 3),
+        "per_s": None if ran_s is None else rate(counter.seen, ran_s),
+        "errors": len(errors),
+        "task_queue": queue,
     }

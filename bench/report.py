@@ -81,6 +81,11 @@ def rows(results: dict[str, Any]) -> list[Row]:
             ("raw", "TerminateWorkflow/s", fmt(raw.get("terminate_per_s"))),
             (
                 "raw",
+                "StartWorkflow + first workflow task/s (empty workflow, SDK worker)",
+                fmt(raw.get("first_task_per_s")),
+            ),
+            (
+                "raw",
                 "StartWorkflow / Terminate p50",
                 fmt_pair(
                     _get(raw, "start_ms", "p50"), _get(raw, "terminate_ms", "p50"), "ms"

@@ -166,9 +166,11 @@ def test_rows_cover_every_section() -> None:
 def test_calls_rows_show_temporal_store_writes_next_to_the_raw_calls() -> None:
     results = {
         "calls": {"per_start": {"apiserver": 3.0, "temporal": 3.07, "temporal_writes": 6.0}},
-        "raw": {"persistence_per_workflow": {"writes_per_item": 4.76}},
+        "raw": {"persistence_per_workflow": {"writes_per_item": 4.76}, "first_task_per_s": 33.9},
     }
     values = {(s, f): v for s, f, v in rows(results)}
+    first = ("raw", "StartWorkflow + first workflow task/s (empty workflow, SDK worker)")
+    assert values[first] == "33.9"
     assert values[("calls", "Temporal store writes per start")] == "6.00"
     assert values[("calls", "Temporal store writes per raw start + terminate")] == "4.76"
 
