@@ -4,8 +4,9 @@ About once a second it asks Temporal which of our executions closed since a
 watermark, and queues a `closed` reconcile for each live task among them.
 Every `reconcile_interval_seconds` a slower full pass compares all live
 tasks with the executions Temporal says are running (catching anything the
-watermark missed, and executions gone from Temporal), and terminates the
-executions of tasks that were deleted while nobody watched. The same loop
+watermark missed, and executions gone from Temporal: a task missing from two
+passes in a row), and terminates the executions of tasks that were deleted
+while nobody watched. The same loop
 expires queued tasks and tidies the task view.
 """
 
@@ -55,6 +56,7 @@ class Follower:
         self.watermark = dt.datetime.now(dt.UTC) - STARTUP_LOOKBACK
         self._seen: dict[tuple[str, str], dt.datetime] = {}
         self._orphans: set[str] = set()
+        self._missing: set[str] = set()
         self._next_full = 0.0
         self.reachable = True
 
@@ -120,10 +122,17 @@ class Follower:
         executions = await running(client, self.task_queue)
         running_ids = {ex.workflow_id for ex in executions}
         view = self.controller.view
-        for task in list(view.live()):
-            uid = task.metadata.uid or ""
-            if task.status.run_id is not None and uid not in running_ids:
-                self.controller.queue.add(uid, CLOSED)
+        # A started task missing from the list, twice in a row: its execution may have
+        # closed unseen. Once is not enough: visibility trails the starts, by seconds
+        # in a burst, and each false alarm would cost a DescribeWorkflowExecution.
+        missing = {
+            task.metadata.uid or ""
+            for task in view.live()
+            if task.status.run_id is not None and task.metadata.uid not in running_ids
+        }
+        for uid in missing & self._missing:
+            self.controller.queue.add(uid, CLOSED)
+        self._missing = missing
         # An execution no live task claims, twice in a row: its task may be gone.
         candidates = {ex.workflow_id for ex in executions if ex.workflow_id not in view}
         for ex in executions:

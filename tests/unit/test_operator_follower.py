@@ -1,0 +1,76 @@
+"""The follower's full pass: which live tasks it sends to a `closed` reconcile."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from nicotask.api import NicoTask, TaskStatus
+from nicotask.metrics import Metrics
+from nicotask.operator import follower as follower_module
+from nicotask.operator.controller import Controller
+from nicotask.operator.decisions import CLOSED
+from nicotask.operator.follower import Follower
+from nicotask.settings import Settings
+from nicotask.temporal.control import Execution
+
+STARTED = "11111111-1111-1111-1111-111111111111"
+LATE_IN_VISIBILITY = "22222222-2222-2222-2222-222222222222"
+NOT_STARTED = "33333333-3333-3333-3333-333333333333"
+
+
+def _task(uid: str, run_id: str | None) -> NicoTask:
+    status: dict[str, Any] = {"status": TaskStatus.RUNNING.value if run_id else "Pending"}
+    if run_id:
+        status["runId"] = run_id
+    return NicoTask.model_validate(
+        {
+            "metadata": {
+                "name": f"t-{uid[:4]}",
+                "namespace": "ns",
+                "uid": uid,
+                "resourceVersion": "10",
+                "creationTimestamp": "2026-01-01T00:00:00Z",
+            },
+            "spec": {
+                "siteId": "660e8400-e29b-41d4-a716-446655440000",
+                "rackRef": f"rack-{uid[:4]}",
+                "operation": "PowerOn",
+            },
+            "status": status,
+        }
+    )
+
+
+def _running(uid: str) -> Execution:
+    return Execution(workflow_id=uid, run_id="run", close_time=None, raw=None)  # type: ignore[arg-type]
+
+
+async def test_full_pass_queues_a_started_task_only_when_two_listings_miss_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    controller = Controller(
+        kube=None,  # type: ignore[arg-type]  # the full pass makes no API call here
+        temporal=None,  # type: ignore[arg-type]
+        settings=Settings(),
+        metrics=Metrics(),
+    )
+    tasks = [_task(STARTED, "run"), _task(LATE_IN_VISIBILITY, "run"), _task(NOT_STARTED, None)]
+    controller.view.bind({t.metadata.uid: [t] for t in tasks}, {})
+    # Visibility trails the starts: the first listing has neither started task.
+    listings = [[], [_running(LATE_IN_VISIBILITY)], [_running(LATE_IN_VISIBILITY)]]
+
+    async def running(client: Any, task_queue: str) -> list[Execution]:
+        return listings.pop(0)
+
+    monkeypatch.setattr(follower_module, "running", running)
+    follower = Follower(controller, temporal=None)  # type: ignore[arg-type]
+
+    await follower.full_pass(None)  # type: ignore[arg-type]
+    assert len(controller.queue) == 0  # missing once: no DescribeWorkflowExecution yet
+    await follower.full_pass(None)  # type: ignore[arg-type]
+    assert dict(controller.queue._queued) == {STARTED: {CLOSED}}
+    controller.queue._queued.clear()
+    await follower.full_pass(None)  # type: ignore[arg-type]
+    assert dict(controller.queue._queued) == {STARTED: {CLOSED}}  # still missing: again
