@@ -164,7 +164,7 @@ async def run_phases(ph: Phases, results: dict[str, Any]) -> None:
         await r.run("setup", ph.setup(), 300 + cfg.racks * 0.2, required=True)
         if "raw" in on:
             results["raw"] = await r.run(
-                "raw", ph.raw(), 60 + cfg.raw_workflows * 0.1 * 2 + PHASE_GRACE_S
+                "raw", ph.raw(), ph.raw_budget() + PHASE_GRACE_S
             )
         # The floor twice: on the idle system, and under the load the cancels run in.
         idle = await r.run(

@@ -1,12 +1,11 @@
 """What the system asks of kube-apiserver and Temporal during a window, per item.
 
 Two scrapes (kube-apiserver's `apiserver_request_total`, the Temporal dev
-server's frontend `service_requests` and its `persistence_requests`) bracket a
-window; the deltas, minus the
-bench's own requests in that window, divided by the items (tasks started or
-cancelled), are the calls per item. The bench's own Temporal calls go to a
-namespace of their own, which is left out; its own API-server requests are
-counted by the bench and subtracted.
+server's frontend `service_requests` and its store's `persistence_requests`)
+bracket a window; the deltas, minus the bench's own requests in that window,
+divided by the items (tasks started or cancelled), are the calls per item.
+The bench's own Temporal calls go to a namespace of their own, which is left
+out; its own API-server requests are counted by the bench and subtracted.
 """
 
 from __future__ import annotations
@@ -32,7 +31,8 @@ APISERVER_COUNTER = "apiserver_request_total"
 TEMPORAL_COUNTER = "service_requests"
 # The dev server keeps everything in one SQLite database behind one connection:
 # its persistence requests are done one at a time, so their count per task is
-# what bounds Temporal's rate (a raw StartWorkflow costs 2 writes, 4 reads).
+# what bounds Temporal's rate (a bare StartWorkflow costs 3 writes: the execution,
+# the task-queue backlog, the visibility record).
 PERSISTENCE_COUNTER = "persistence_requests"
 VISIBILITY_COUNTER = "visibility_persistence_requests"
 WRITE_PREFIXES = ("Create", "Update", "Upsert", "Record", "Complete", "RangeComplete", "Delete")

@@ -42,6 +42,11 @@ FLOOR_WARMUP = 3
 SPARE_TASK = "spare-00000"
 SPARE_RACK = "bench-rack-spare"
 EXTRA_MAX_S = 180.0
+# The raw Temporal measurements' deadlines: a fixed part and a part per workflow
+# (a start that runs takes its worker longer than a bare StartWorkflow).
+RAW_S = 60.0
+RAW_EACH_S = 0.1
+FIRST_TASK_EACH_S = 0.2
 CALLS_SETTLE_S = 3.0  # after a window's last status: late writes (events, progress) still count
 # The steady figure's components, in table order (every other recorded process is in `total`).
 CPU_COMPONENTS = ("operator", "worker", "temporal", "kube-apiserver", "etcd", "shim", "redfish")
@@ -242,19 +247,24 @@ class Phases:
 
     # ---- raw Temporal ----------------------------------------------------
 
+    def raw_budget(self) -> float:
+        """Both raw measurements' deadlines, and as long again for their terminates."""
+        n = self.cfg.raw_workflows
+        return 2 * (2 * RAW_S + n * (RAW_EACH_S + FIRST_TASK_EACH_S))
+
     async def raw(self) -> dict[str, Any]:
         """StartWorkflow and TerminateWorkflow straight to Temporal, the bench's concurrency."""
         n, c = self.cfg.raw_workflows, self.cfg.concurrency
         progress(f"raw: {n} StartWorkflow then {n} TerminateWorkflow, {c} in flight")
         assert self.temporal is not None
         before = await self.scrape()
-        result = await rawtemporal.throughput(self.temporal, n, c, timeout=60 + n * 0.1)
+        result = await rawtemporal.throughput(self.temporal, n, c, timeout=RAW_S + n * RAW_EACH_S)
         # Its own namespace counted in: one StartWorkflow and one Terminate per workflow.
         stored = calls.persistence(before, await self.scrape(), exclude=())
         result["persistence_per_workflow"] = calls.stored_per_item(stored, n)
         # Temporal's ceiling for a start that runs (see rawtemporal.first_task_throughput).
         first = await rawtemporal.first_task_throughput(
-            self.temporal, n, c, timeout=60 + n * 0.2
+            self.temporal, n, c, timeout=RAW_S + n * FIRST_TASK_EACH_S
         )
         result["first_task"] = first
         result["first_task_per_s"] = first["per_s"]

@@ -523,6 +523,31 @@ def test_phase_budgets_grow_with_the_work_and_stay_capped() -> None:
     assert Settings(phases=("start", "cancel")).racks == 200  # no extra tasks
 
 
+def test_raw_budget_covers_both_raw_deadlines_and_their_terminates() -> None:
+    from bench.phases import FIRST_TASK_EACH_S, RAW_EACH_S, RAW_S, Phases, Settings
+
+    ph = Phases(None, Settings(tasks=1000, raw_workflows=1000))  # type: ignore[arg-type]
+    deadlines = (RAW_S + 1000 * RAW_EACH_S) + (RAW_S + 1000 * FIRST_TASK_EACH_S)
+    assert ph.raw_budget() == pytest.approx(2 * deadlines) == 840
+
+
+async def test_first_tasks_count_each_workflow_once() -> None:
+    import dataclasses
+
+    from bench.rawtemporal import FirstTasks
+    from temporalio.testing import ActivityEnvironment
+
+    counter = FirstTasks(want=2)
+    env = ActivityEnvironment()
+    for workflow_id in ("w1", "w1"):  # a retried attempt of the same first task
+        env.info = dataclasses.replace(env.info, workflow_id=workflow_id)
+        await env.run(counter.done)
+    assert counter.seen == 1 and not counter.all_seen.is_set()
+    env.info = dataclasses.replace(env.info, workflow_id="w2")
+    await env.run(counter.done)
+    assert counter.seen == 2 and counter.all_seen.is_set()
+
+
 def test_cpu_per_task_row_names_each_component_and_keeps_the_bench_apart() -> None:
     cpu = {"operator": 12.5, "worker": None, "total": 12.5, "bench": 3.25}
     table = rows({"start": {"tasks": 2, "cpu_ms_per_task": cpu}})
