@@ -81,7 +81,7 @@ def temporal_frontend_key(
     The server writes label values the Prometheus way (`nicotask-bench` becomes
     `nicotask_bench`), so both spellings are excluded.
     """
-    excluded = set(exclude_namespaces) | {_prom_name(n) for n in exclude_namespaces}
+    excluded = _excluded(exclude_namespaces)
 
     def key(labels: dict[str, str]) -> str | None:
         if labels.get("service_name") != "frontend":
@@ -99,7 +99,7 @@ def persistence_key(
     """The operation of a Temporal persistence sample (`visibility <op>` for the
     visibility store's), None for excluded namespaces (shard-wide operations carry
     no namespace and are kept)."""
-    excluded = set(exclude_namespaces) | {_prom_name(n) for n in exclude_namespaces}
+    excluded = _excluded(exclude_namespaces)
 
     def key(labels: dict[str, str]) -> str | None:
         if labels.get("namespace") in excluded:
@@ -108,6 +108,12 @@ def persistence_key(
         return f"visibility {op}" if labels.get("store") == "visibility" else op
 
     return key
+
+
+def _excluded(namespaces: Iterable[str]) -> set[str]:
+    """Namespaces as given and as the server writes them in labels."""
+    names = list(namespaces)
+    return set(names) | {_prom_name(n) for n in names}
 
 
 def _prom_name(name: str) -> str:

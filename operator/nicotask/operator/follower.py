@@ -6,8 +6,8 @@ Every `reconcile_interval_seconds` a slower full pass compares all live
 tasks with the executions Temporal says are running (catching anything the
 watermark missed, and executions gone from Temporal: a task missing from two
 passes in a row), and terminates the executions of tasks that were deleted
-while nobody watched. The same loop
-expires queued tasks and tidies the task view.
+while nobody watched. The same loop expires queued tasks and tidies the task
+view.
 """
 
 from __future__ import annotations

@@ -243,7 +243,7 @@ class NicoTaskWorkflow:
     def _read_patches(self) -> None:
         """Which version started this run. The newest patch implies the older ones,
         so a new run records one patch marker (and one TemporalChangeVersion
-        upsert, a visibility write) instead of three; a run of an older version
+        search-attribute upsert) instead of three; a run of an older version
         finds the newest marker missing and checks the older ones as it did."""
         if workflow.patched(ONE_FIRST_WRITE_PATCH):
             self._timers = self._local_progress = self._one_first_write = True
