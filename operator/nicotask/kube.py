@@ -3,7 +3,8 @@
 Every component (operator, worker, shim, kubectl plugin, dev environment)
 reaches the API server through this module:
 
-- `new_api_client`: in-cluster config or a kubeconfig (and `kubeconfig_namespace`,
+- `new_api_client`: in-cluster config or a kubeconfig, with a User-Agent naming
+  the component (and `kubeconfig_namespace`,
   `kubeconfig_server` for what a kubeconfig says);
 - one mapping of API errors: 404 `NotFound`, 409 `Conflict`, 410 `Expired` (a
   watch's resourceVersion is too old), 422 `Refused`; other statuses stay
@@ -25,6 +26,7 @@ import asyncio
 import base64
 import contextlib
 import functools
+import importlib.metadata
 import json
 import logging
 import os
@@ -68,6 +70,7 @@ __all__ = [
     "new_api_client",
     "raise_for_status",
     "read_json",
+    "user_agent",
 ]
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -198,10 +201,26 @@ async def read_json(resp: Any, what: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------
 
 
+def user_agent(component: str) -> str:
+    """`nicotask-<component>/<version>`. The API server takes a write's field manager
+    from the User-Agent (up to the first `/`), so managedFields, audit logs and
+    `apiserver_request_total` name the component that wrote, not the client library."""
+    try:
+        version = importlib.metadata.version("nicotask")
+    except importlib.metadata.PackageNotFoundError:  # a checkout on PYTHONPATH, not installed
+        version = "dev"
+    return f"nicotask-{component}/{version}"
+
+
 async def new_api_client(
-    kubeconfig: str | None = None, *, context: str | None = None, persist_config: bool = True
+    kubeconfig: str | None = None,
+    *,
+    component: str,
+    context: str | None = None,
+    persist_config: bool = True,
 ) -> client.ApiClient:
-    """In-cluster config when running in a pod, else the kubeconfig (KUBECONFIG or default)."""
+    """In-cluster config when running in a pod, else the kubeconfig (KUBECONFIG or default);
+    its requests say which nicotask `component` sends them (`user_agent`)."""
     if kubeconfig is None and context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
         config.load_incluster_config()
         api_client = client.ApiClient()
@@ -211,6 +230,7 @@ async def new_api_client(
             context=context,
             persist_config=persist_config,
         )
+    api_client.user_agent = user_agent(component)
     _trust_env_only_if_used(api_client)
     return api_client
 

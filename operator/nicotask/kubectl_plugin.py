@@ -254,7 +254,9 @@ async def _client(kubeconfig: str, context: str | None) -> Any:
     from nicotask.kube import new_api_client
 
     try:
-        return await new_api_client(kubeconfig, context=context, persist_config=False)
+        return await new_api_client(
+            kubeconfig, component="kubectl-nico", context=context, persist_config=False
+        )
     except Exception as exc:
         raise PluginError(f"cannot load kubeconfig {kubeconfig}: {exc}") from exc
 

@@ -36,6 +36,15 @@ from nicotask_dev.devenv.testing import DevEnvHandle, argocd_health
 TERMINAL = api.FINISHED_STATUS_VALUES
 
 
+def status_writers(task_obj: dict[str, Any]) -> set[str]:
+    """The field managers of the status subresource: the API server names them after
+    the writer's User-Agent (`nicotask-operator/0.1.0` -> `nicotask-operator`)."""
+    return {
+        m["manager"] for m in task_obj["metadata"].get("managedFields") or []
+        if m.get("subresource") == "status"
+    }
+
+
 async def _setup(cluster: Cluster, env: DevEnvHandle, seconds: list[float]) -> str:
     rule_id = new_rule_id()
     await cluster.create(api.RULES, sleep_rule(rule_id, seconds))
@@ -112,6 +121,8 @@ async def test_full_lifecycle_to_succeeded(
     )
     assert "kopf" not in st
     assert_times_to_the_microsecond(st)
+    # the operator admitted it (Pending), the worker wrote its progress and the end
+    assert status_writers(done) == {"nicotask-operator", "nicotask-worker"}
     assert await _workflow_status(temporal_client, uid) == WorkflowExecutionStatus.COMPLETED
     await cluster.wait_event("t1", "Started")
     await cluster.wait_event("t1", "Succeeded")
@@ -138,6 +149,7 @@ async def test_cancel_while_running_mid_stage(
     assert s2["steps"][0]["status"] == "failed" and s2["steps"][0]["error"] == "Cancelled by user"
     assert s3["status"] == "pending" and s3["steps"][0]["status"] == "pending"
     assert "running" not in str(st["report"])
+    assert "nicotask-operator" in status_writers(done)  # the cancel's final write
     # The bug this guards: a cancel wrote `finished` to the second, before `started`.
     assert_times_to_the_microsecond(st)
     assert await _workflow_status(temporal_client, uid) == WorkflowExecutionStatus.TERMINATED

@@ -61,7 +61,9 @@ async def _service_account(kube_api: Any, namespace: str, name: str) -> str:
 
 
 async def _client_for(admin_kubeconfig: Path, token: str, out: Path) -> client.ApiClient:
-    return await new_api_client(str(token_kubeconfig(admin_kubeconfig, token, out)))
+    return await new_api_client(
+        str(token_kubeconfig(admin_kubeconfig, token, out)), component="shim"
+    )
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 from pathlib import Path
 from typing import Any
@@ -167,3 +168,17 @@ async def test_list_page_gives_up_after_a_few_429s() -> None:
     k._lister = lambda plural, namespace: (lister, ())  # type: ignore[method-assign]
     with pytest.raises(ApiException):
         await k.list_page(kube_mod.RULES, "ns")
+
+
+async def test_requests_name_the_component_that_sends_them(tmp_path: Path) -> None:
+    """The API server takes the field manager from the User-Agent: managedFields and
+    audit logs then say `nicotask-worker`, not the client library's `OpenAPI-Generator`."""
+    api_client = await kube.new_api_client(
+        str(_kubeconfig(tmp_path / "config")), component="worker"
+    )
+    try:
+        version = importlib.metadata.version("nicotask")
+        assert api_client.user_agent == f"nicotask-worker/{version}"
+        assert kube.user_agent("operator").split("/")[0] == "nicotask-operator"
+    finally:
+        await api_client.close()

@@ -92,7 +92,7 @@ async def kube_api(devenv: DevEnvHandle) -> AsyncIterator[Any]:
     """A kubernetes_asyncio ApiClient with the environment's admin kubeconfig."""
     from nicotask.kube import new_api_client
 
-    client = await new_api_client(str(devenv.kubeconfig))
+    client = await new_api_client(str(devenv.kubeconfig), component="tests")
     try:
         yield client
     finally:

@@ -129,7 +129,7 @@ async def configure(
     else:
         settings.peering.standalone = True
 
-    kube_client = Kube(await new_api_client())
+    kube_client = Kube(await new_api_client(component="operator"))
     temporal = temporal_factory(ours)
     controller = Controller(
         kube=kube_client, temporal=temporal, settings=ours, metrics=memo["metrics"]

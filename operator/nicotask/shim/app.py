@@ -76,7 +76,9 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = api_client is None
-        ac = api_client if api_client is not None else await kube.new_api_client(kubeconfig)
+        ac = api_client
+        if ac is None:
+            ac = await kube.new_api_client(kubeconfig, component="shim")
         skip_env_lookups(ac)
         store = Store(ac, timeout=settings.kube_timeout_seconds)
         caches = Caches(ac, settings.namespaces, settings.miss_wait_seconds)

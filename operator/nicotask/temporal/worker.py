@@ -208,7 +208,7 @@ async def run_worker(settings: Settings, *, health_host: str = "0.0.0.0") -> int
     from nicotask.temporal import metrics
     from nicotask.temporal.client import connect
 
-    api_client = await new_api_client(settings.kubeconfig)
+    api_client = await new_api_client(settings.kubeconfig, component="worker")
     try:
         runtime = metrics.worker_runtime(settings)
         meters = metrics.WorkerMetrics.of(runtime)
