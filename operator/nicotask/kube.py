@@ -37,7 +37,7 @@ from typing import Any
 
 import orjson
 import yaml
-from kubernetes_asyncio import client, config, watch
+from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from nicotask import api, state
@@ -194,6 +194,16 @@ async def read_json(resp: Any, what: str) -> dict[str, Any]:
     if not isinstance(out, dict):
         raise ApiException(status=resp.status, reason="unexpected body")
     return out
+
+
+def _watch_event(event: dict[str, Any], what: str) -> dict[str, Any]:
+    """A watch event as sent; an ERROR event (a Status) raises as its code maps."""
+    if event.get("type") != "ERROR":
+        return event
+    status = event.get("object") or {}
+    code = int(status.get("code") or 500)
+    raise_for_status(code, status.get("reason"), what, orjson.dumps(status))
+    raise ApiException(status=code, reason=str(status.get("message") or "watch error"))
 
 
 # --------------------------------------------------------------------------
@@ -406,19 +416,37 @@ class Kube:
         timeout_seconds: int,
         **selectors: Any,
     ) -> AsyncIterator[dict[str, Any]]:
-        """The events of one WATCH from `resource_version`; 410 raises Expired."""
-        lister, args = self._lister(plural, namespace)
-        kwargs = {k: v for k, v in selectors.items() if v}
-        with api_errors(f"watch of {plural} in {namespace or 'all namespaces'}"):
-            async with watch.Watch() as stream:
-                async for event in stream.stream(
-                    lister,
-                    *args,
-                    **kwargs,
-                    resource_version=resource_version,
-                    timeout_seconds=timeout_seconds,
-                ):
-                    yield event
+        """The events of one WATCH from `resource_version`, BOOKMARKs included, until the
+        server ends it (`timeout_seconds`); an ERROR event raises: 410 as Expired.
+
+        Bookmarks carry the current resourceVersion even when the selectors match
+        nothing, so a quiet watch resumes from a recent version instead of one too
+        old to watch from (410, and a LIST again). Lines are split and parsed here
+        (orjson): aiohttp's readline() refuses lines over 128 KiB (a task with a
+        large report is one long line), and no client model is built per event.
+        """
+        what = f"watch of {plural} in {namespace or 'all namespaces'}"
+        resp = await self.list_raw(
+            plural,
+            namespace,
+            **{k: v for k, v in selectors.items() if v},
+            watch=True,
+            resource_version=resource_version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=timeout_seconds,
+            _request_timeout=timeout_seconds + 30,
+        )
+        buffer = bytearray()
+        try:
+            async for chunk in resp.content.iter_any():
+                buffer += chunk
+                while (end := buffer.find(b"\n")) >= 0:
+                    line = bytes(buffer[:end])
+                    del buffer[: end + 1]
+                    if line.strip():
+                        yield _watch_event(orjson.loads(line), what)
+        finally:
+            resp.release()
 
     # ---- generic writes --------------------------------------------------------
 

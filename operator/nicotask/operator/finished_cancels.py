@@ -4,7 +4,9 @@ The operator does not watch finished tasks, so a `spec.cancel: true` set on
 a Succeeded or Failed task would go unanswered. Two small watches, on the
 selectable fields spec.cancel=true and status.status=Succeeded|Failed, bring
 exactly those tasks; the controller answers each once with a CancelIgnored
-condition and Event. Nothing is kept in memory.
+condition and Event. Nothing is kept in memory. The watches ask for bookmarks
+(`Kube.watch`), so when their next watch starts, it starts from a recent
+version, not from the LIST's (too old on a busy site: a LIST again).
 """
 
 from __future__ import annotations

@@ -153,12 +153,8 @@ class Informer:
 
     # ---- list + watch ----------------------------------------------------------------
 
-    async def _request(self, scope: str | None, **kwargs: Any) -> Any:
-        """The raw aiohttp response (bodies are parsed with orjson, lines split by us)."""
-        return await self.kube.list_raw(self.plural, scope, **kwargs)
-
     async def _list(self, scope: str | None) -> str:
-        resp = await self._request(scope)
+        resp = await self.kube.list_raw(self.plural, scope)  # parsed with orjson
         try:
             result = orjson.loads(await resp.read())
         finally:
@@ -181,35 +177,13 @@ class Informer:
         return str((result.get("metadata") or {}).get("resourceVersion") or "")
 
     async def _watch(self, scope: str | None, rv: str) -> str:
-        resp = await self._request(
-            scope,
-            watch=True,
-            resource_version=rv,
-            allow_watch_bookmarks=True,
-            timeout_seconds=WATCH_TIMEOUT_SECONDS,
-            _request_timeout=WATCH_TIMEOUT_SECONDS + 30,
-        )
-        buffer = bytearray()
-        try:
-            # Split lines ourselves: aiohttp's readline() refuses lines over 128 KiB,
-            # and a task with a large report is one long line.
-            async for chunk in resp.content.iter_any():
-                buffer += chunk
-                while (end := buffer.find(b"\n")) >= 0:
-                    line = bytes(buffer[:end])
-                    del buffer[: end + 1]
-                    if line.strip():
-                        rv = self._event(orjson.loads(line), rv)
-            return rv  # the server closed the stream (timeout): watch again from rv
-        finally:
-            resp.release()
+        """Follow one WATCH from rv; the version to watch from next (the server ended it)."""
+        async for event in self.kube.watch(self.plural, scope, rv, WATCH_TIMEOUT_SECONDS):
+            rv = self._event(event, rv)
+        return rv
 
     def _event(self, event: Obj, rv: str) -> str:
         kind, obj = event.get("type"), event.get("object") or {}
-        if kind == "ERROR":
-            if obj.get("code") == 410:
-                raise Expired(str(obj.get("message") or "Gone"))
-            raise RuntimeError(f"watch error: {obj.get('message')}")
         rv = str((obj.get("metadata") or {}).get("resourceVersion") or rv)
         if kind == "BOOKMARK":
             return rv
