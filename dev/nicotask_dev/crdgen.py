@@ -499,6 +499,20 @@ def install_crds(kubeconfig: Path, timeout: float = 60.0) -> list[str]:
     )
     if waited.returncode != 0:
         raise RuntimeError(f"CRDs not Established: {waited.stderr.strip() or waited.stdout}")
+    # Established comes before the API server's storage of a new kind is ready: until
+    # then a LIST answers 429 "storage is (re)initializing", which a client started
+    # at once (kopf) logs as an ERROR. kubectl waits out 429s as told (Retry-After).
+    listed = subprocess.run(
+        [*base, "get", ",".join(f"{k.plural}.{api.GROUP}" for k in KINDS), "-A", "-o", "name",
+         f"--request-timeout={int(timeout)}s"],
+        capture_output=True,
+        text=True,
+        timeout=timeout + 10,
+        env=env,
+        check=False,
+    )
+    if listed.returncode != 0:
+        raise RuntimeError(f"CRDs not served yet: {listed.stderr.strip() or listed.stdout}")
     return names
 
 
