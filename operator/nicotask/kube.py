@@ -134,7 +134,7 @@ def mapped_error(
     if status == 409:
         return Conflict(reason or "conflict")
     if status == 410:
-        return Expired(reason or "Gone")
+        return Expired(message or reason or "Gone")
     if status == 422:
         return Refused(message or reason or "invalid")
     return ApiException(status=status, reason=reason)

@@ -182,3 +182,16 @@ async def test_requests_name_the_component_that_sends_them(tmp_path: Path) -> No
         assert kube.user_agent("operator").split("/")[0] == "nicotask-operator"
     finally:
         await api_client.close()
+
+
+def test_a_watch_error_event_raises_as_its_status_maps() -> None:
+    bookmark = {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "7"}}}
+    assert kube._watch_event(bookmark, "watch") is bookmark
+    gone = {"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired",
+                                        "message": "too old resource version: 1 (5)"}}
+    with pytest.raises(Expired, match="too old resource version"):
+        kube._watch_event(gone, "watch of nicotasks")
+    broken = {"type": "ERROR", "object": {"kind": "Status", "code": 500, "message": "boom"}}
+    with pytest.raises(ApiException) as err:
+        kube._watch_event(broken, "watch of nicotasks")
+    assert err.value.status == 500
