@@ -455,64 +455,46 @@ def kubectl_binary() -> str:
 
 
 def install_crds(kubeconfig: Path, timeout: float = 60.0) -> list[str]:
-    """Apply the CRDs generated from the models (server-side) and wait until Established.
+    """Apply the CRDs generated from the models (server-side), wait until Established,
+    then until every kind is served.
 
     Returns the CRD names. Idempotent; raises RuntimeError with kubectl's output on failure.
     """
-    kubectl = kubectl_binary()
-    base = [kubectl, "--kubeconfig", str(kubeconfig)]
-    docs = "".join(f"---\n{text}" for text in render().values())
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
-    applied = subprocess.run(
-        [
-            *base,
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "--field-manager=nicotask-crds",
-            "-f",
-            "-",
-        ],
-        input=docs,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        check=False,
-    )
-    if applied.returncode != 0:
-        raise RuntimeError(f"kubectl apply of the CRDs failed: {applied.stderr.strip()}")
+
+    def kubectl(failure: str, *args: str, stdin: str | None = None) -> None:
+        done = subprocess.run(
+            [kubectl_binary(), "--kubeconfig", str(kubeconfig), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout + 10,
+            env=env,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"{failure}: {done.stderr.strip() or done.stdout}")
+
+    docs = "".join(f"---\n{text}" for text in render().values())
+    kubectl(
+        "kubectl apply of the CRDs failed",
+        "apply", "--server-side", "--force-conflicts", "--field-manager=nicotask-crds", "-f", "-",
+        stdin=docs,
+    )  # fmt: skip
     names = [k.crd_name for k in KINDS]
-    waited = subprocess.run(
-        [
-            *base,
-            "wait",
-            "--for=condition=Established",
-            f"--timeout={int(timeout)}s",
-            *(f"crd/{n}" for n in names),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=timeout + 10,
-        env=env,
-        check=False,
-    )
-    if waited.returncode != 0:
-        raise RuntimeError(f"CRDs not Established: {waited.stderr.strip() or waited.stdout}")
+    kubectl(
+        "CRDs not Established",
+        "wait", "--for=condition=Established", f"--timeout={int(timeout)}s",
+        *(f"crd/{n}" for n in names),
+    )  # fmt: skip
     # Established comes before the API server's storage of a new kind is ready: until
     # then a LIST answers 429 "storage is (re)initializing", which a client started
     # at once (kopf) logs as an ERROR. kubectl waits out 429s as told (Retry-After).
-    listed = subprocess.run(
-        [*base, "get", ",".join(f"{k.plural}.{api.GROUP}" for k in KINDS), "-A", "-o", "name",
-         f"--request-timeout={int(timeout)}s"],
-        capture_output=True,
-        text=True,
-        timeout=timeout + 10,
-        env=env,
-        check=False,
-    )
-    if listed.returncode != 0:
-        raise RuntimeError(f"CRDs not served yet: {listed.stderr.strip() or listed.stdout}")
+    kubectl(
+        "CRDs not served yet",
+        "get", ",".join(f"{k.plural}.{api.GROUP}" for k in KINDS), "-A", "-o", "name",
+        f"--request-timeout={int(timeout)}s",
+    )  # fmt: skip
     return names
 
 
