@@ -70,6 +70,7 @@ __all__ = [
     "new_api_client",
     "raise_for_status",
     "read_json",
+    "trust_env_only_if_used",
     "user_agent",
 ]
 
@@ -241,14 +242,14 @@ async def new_api_client(
             persist_config=persist_config,
         )
     api_client.user_agent = user_agent(component)
-    _trust_env_only_if_used(api_client)
+    trust_env_only_if_used(api_client)
     return api_client
 
 
 PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "WS_PROXY", "WSS_PROXY")
 
 
-def _trust_env_only_if_used(api_client: client.ApiClient) -> None:
+def trust_env_only_if_used(api_client: client.ApiClient) -> None:
     """kubernetes-asyncio's aiohttp session trusts the environment: on every request
     it looks up proxy variables and reads ~/.netrc in a worker thread (about 3% of the
     operator's time in a burst of cancels, py-spy). With neither there, nothing is

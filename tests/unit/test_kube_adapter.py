@@ -127,7 +127,7 @@ def test_the_environment_is_trusted_only_when_it_says_something(
     if netrc:
         (tmp_path / ".netrc").write_text("machine example login u password p\n")
     api_client = _fake_client()
-    kube._trust_env_only_if_used(api_client)
+    kube.trust_env_only_if_used(api_client)
     assert api_client.rest_client.pool_manager._trust_env is trusted
 
 

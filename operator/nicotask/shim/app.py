@@ -27,7 +27,7 @@ from .config import IssuerConfig, ShimSettings
 from .limits import BodyLimit
 from .openapi import build_document
 from .service import TaskService
-from .store import Store, skip_env_lookups
+from .store import Store
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def create_app(
         ac = api_client
         if ac is None:
             ac = await kube.new_api_client(kubeconfig, component="shim")
-        skip_env_lookups(ac)
+        kube.trust_env_only_if_used(ac)  # also for a client given to create_app
         store = Store(ac, timeout=settings.kube_timeout_seconds)
         caches = Caches(ac, settings.namespaces, settings.miss_wait_seconds)
         service = TaskService(store, caches.tasks, settings.cancel_attempts)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -25,26 +24,6 @@ from nicotask.kube import MERGE_PATCH, TASKS, ApiException, Expired, Kube, NotFo
 from . import errors
 
 log = logging.getLogger(__name__)
-
-
-PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
-                   "all_proxy")
-
-
-def skip_env_lookups(api_client: client.ApiClient) -> bool:
-    """Turn off aiohttp's per-request ~/.netrc read and proxy lookup when no proxy is set.
-
-    kubernetes_asyncio opens its session with trust_env=True, which costs two thread-pool
-    hops per request (the pool has a handful of threads, so 32 requests in flight queue
-    there): the biggest cost of a PATCH in the shim's profile. Returns whether it did.
-    """
-    if any(os.environ.get(v) for v in PROXY_VARIABLES):
-        return False
-    session = getattr(api_client.rest_client, "pool_manager", None)
-    if session is None or not hasattr(session, "_trust_env"):
-        return False
-    session._trust_env = False
-    return True
 
 
 @contextlib.asynccontextmanager
