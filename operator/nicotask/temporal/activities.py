@@ -19,6 +19,7 @@ seconds): they only detect a lost worker, they do not gate BMC requests.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import tempfile
 import time
@@ -132,7 +133,8 @@ class TaskStore(Protocol):
     ) -> tuple[NicoTask, bool]: ...
 
 
-def _running_condition_ops() -> list[dict[str, Any]]:
+@functools.lru_cache(maxsize=64)
+def running_condition_ops(message: str = RUNNING_MESSAGE) -> tuple[dict[str, Any], ...]:
     """Move the kstatus conditions to Running in place, within the progress patch.
 
     Pending, Waiting and Running have the same condition statuses (Ready False,
@@ -141,9 +143,7 @@ def _running_condition_ops() -> list[dict[str, Any]]:
     first: conditions laid out otherwise (or none yet) refuse the whole patch,
     and the write falls back to a full read-decide-write.
     """
-    running = health_conditions(
-        NicoTaskStatus(status=TaskStatus.RUNNING, message=RUNNING_MESSAGE), None
-    )
+    running = health_conditions(NicoTaskStatus(status=TaskStatus.RUNNING, message=message), None)
     ops: list[dict[str, Any]] = []
     for index, cond in enumerate(running):
         at = f"/status/conditions/{index}"
@@ -153,10 +153,7 @@ def _running_condition_ops() -> list[dict[str, Any]]:
             {"op": "add", "path": f"{at}/reason", "value": cond.reason},
             {"op": "add", "path": f"{at}/message", "value": cond.message},
         ]
-    return ops
-
-
-RUNNING_CONDITION_OPS = _running_condition_ops()
+    return tuple(ops)
 
 
 def progress_ops(update: ProgressUpdate, now: str) -> list[dict[str, Any]]:
@@ -165,9 +162,10 @@ def progress_ops(update: ProgressUpdate, now: str) -> list[dict[str, Any]]:
     The first op tests metadata.uid, so the write never lands on a task
     recreated under the same name; `add` replaces each status field whole.
     """
+    message = update.message or RUNNING_MESSAGE
     fields: dict[str, Any] = {
         "status": TaskStatus.RUNNING.value,
-        "message": RUNNING_MESSAGE,
+        "message": message,
         "report": update.report.wire(),
         "reportSequence": update.sequence,
         "updated": now,
@@ -177,7 +175,7 @@ def progress_ops(update: ProgressUpdate, now: str) -> list[dict[str, Any]]:
     return [
         {"op": "test", "path": "/metadata/uid", "value": update.task.uid},
         *({"op": "add", "path": f"/status/{key}", "value": value} for key, value in fields.items()),
-        *RUNNING_CONDITION_OPS,
+        *running_condition_ops(message),
     ]
 
 
@@ -189,7 +187,8 @@ def progress_decision(update: ProgressUpdate) -> Callable[[NicoTask], NicoTaskSt
             return None
         if (task.status.report_sequence or 0) > update.sequence:
             return None
-        new = with_status(task, TaskStatus.RUNNING, RUNNING_MESSAGE, report=update.report)
+        message = update.message or RUNNING_MESSAGE
+        new = with_status(task, TaskStatus.RUNNING, message, report=update.report)
         new.report_sequence = update.sequence
         if update.started is not None:
             new.started = update.started
