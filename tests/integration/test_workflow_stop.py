@@ -175,19 +175,16 @@ async def test_graceful_stop_in_the_last_stage_cleans_up_what_it_powered_on(
     check_timestamps(outcome.report)
 
 
-async def test_cleanup_forces_off_only_the_computes_this_task_reached(h: Harness) -> None:
-    """Stopped after the first of two waves: only those two computes are forced off."""
+async def test_cleanup_leaves_alone_what_was_already_on(h: Harness) -> None:
+    """compute-0 was On before the task: the task sent it nothing, the cleanup neither."""
+    h.bmcs.power["compute-0"] = PowerState.ON
     spec = power_on_rule(force_off_cleanup())
-    async with h.worker():
-        handle = await h.start(spec)
-        await wait_for(lambda: in_flight(h, COMPUTES), "the first wave of computes")
-        await handle.cancel()
-        outcome = await asyncio.wait_for(handle.result(), timeout=60)
-    # maxParallel 2 and the stage finishes: all four are On before the cleanup...
-    assert {c for c in reset_ids(h, PowerAction.ON) if c in COMPUTES} == COMPUTES
-    # ...and the cleanup reaches the four it powered on, not the rack's two others.
-    assert set(reset_ids(h, PowerAction.FORCE_OFF)) == COMPUTES
+    outcome, _ = await graceful_stop_while(h, spec, COMPUTES)
     assert outcome.status == TaskStatus.TERMINATED
+    assert "compute-0" not in reset_ids(h)
+    assert sorted(reset_ids(h, PowerAction.FORCE_OFF)) == sorted(COMPUTES - {"compute-0"})
+    assert h.bmcs.power["compute-0"] == PowerState.ON
+    assert outcome.report.stages[-1].steps[0].total_components == len(COMPUTES) - 1
 
 
 async def test_a_failing_cleanup_fails_the_task_and_names_the_cleanup(h: Harness) -> None:

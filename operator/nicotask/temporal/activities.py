@@ -317,6 +317,7 @@ class _StepRun:
         self.resolved: Target | None = None
         self.phase = "starting"
         self.bmc_requests = 0
+        self.resets = 0
         self.t0 = time.monotonic()
         timeout = activity.info().start_to_close_timeout
         self.budget = timeout.total_seconds() if timeout else None
@@ -366,6 +367,7 @@ class _StepRun:
         if mutating:
             await self.beating(self.acts.check_live(phase))
             self.ensure_not_cancelled()
+            self.resets += 1
         self.bmc_requests += 1
         try:
             return await self.beating(asyncio.to_thread(fn, *args))
@@ -394,21 +396,21 @@ class _StepRun:
         self.phase = "checking the task"
         workflow_id = activity.info().workflow_id or ""
         if action.type == ActionType.SLEEP:
-            # Only workflows started before Sleep became a workflow timer get here.
-            await self.beating(self.acts.targets.task(self.inp.task, workflow_id))
-            self.phase = "sleep"
-            await self.sleep(float(action.duration_seconds or 0))
-            return StepResult(component_id=self.target.id)
+            # Sleep steps are workflow timers (workflows.py), never activities.
+            raise ApplicationError(
+                "Sleep is not an activity", type="UnsupportedAction", non_retryable=True
+            )
         driver = await self.driver(workflow_id)
         assert self.resolved is not None
         sid = self.resolved.system_id
         if action.type == ActionType.POWER_CONTROL:
             assert action.power is not None
             await self.power_control(driver, sid, action.power)
+            sent = self.resets > 0 or activity.info().attempt > 1
             if action.expected_state is None:
-                return StepResult(component_id=self.target.id)
+                return StepResult(component_id=self.target.id, reset_sent=sent)
             state = await self.await_state(driver, sid, action.expected_state)
-            return StepResult(component_id=self.target.id, power_state=state)
+            return StepResult(component_id=self.target.id, power_state=state, reset_sent=sent)
         if action.type == ActionType.VERIFY_POWER_STATUS:
             assert action.expected_state is not None
             state = await self.await_state(driver, sid, action.expected_state)

@@ -107,6 +107,9 @@ class StepActivityInput(TemporalModel):
 class StepResult(TemporalModel):
     component_id: str
     power_state: PowerState | None = None
+    # This attempt sent a state-changing request, or an earlier attempt may have:
+    # the component counts as acted on (a cleanup's ActedOn targets).
+    reset_sent: bool = False
 
 
 def build_workflow_input(

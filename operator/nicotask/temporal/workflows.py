@@ -209,7 +209,7 @@ class NicoTaskWorkflow:
         self._stop: StopRequest | None = None
         # A deadline in Terminate mode: ends the running stage at once.
         self._hard_stop: str | None = None
-        # Components this task sent (or may have sent) a power request to.
+        # Components this task sent (or may have sent) a state-changing request to.
         self._acted_on: set[str] = set()
 
     @workflow.query(name="report")
@@ -498,9 +498,7 @@ class NicoTaskWorkflow:
                 async with gate:
                     if errors:
                         return  # the step already failed: start nothing new
-                    if step.action.type == ActionType.POWER_CONTROL:
-                        self._acted_on.add(target.id)
-                    await workflow.execute_activity(
+                    result = await workflow.execute_activity(
                         RUN_STEP_ACTION,
                         StepActivityInput(
                             task=task_ref,
@@ -516,7 +514,11 @@ class NicoTaskWorkflow:
                         cancellation_type=workflow.ActivityCancellationType.TRY_CANCEL,
                         summary=f"{step.action.type.value} {step.component_type.value} {target.id}",
                     )
+                if result.reset_sent:
+                    self._acted_on.add(target.id)
             except ActivityError as err:
+                if step.action.type == ActionType.POWER_CONTROL:
+                    self._acted_on.add(target.id)  # it may have sent one: count it
                 if not _is_cancellation(err):
                     errors.append(describe_failure(err, step, target))
             finally:
