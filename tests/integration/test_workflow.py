@@ -140,6 +140,10 @@ class FakeStore:
         task_spec = self.task.spec.model_copy(update={"rule_id": spec.rule_id})
         self.task = self.task.model_copy(update={"spec": task_spec})
 
+    def set_spec(self, **fields: Any) -> None:
+        """Change the stored task's spec (as a user's patch would)."""
+        self.task = self.task.model_copy(update={"spec": self.task.spec.model_copy(update=fields)})
+
     async def read_secret_data(self, namespace: str, name: str) -> SecretData:
         self.reads += 1
         if name != "bmc":
@@ -368,6 +372,8 @@ class Harness:
         **kw: Any,
     ) -> WorkflowHandle[Any, Any]:
         self.store.pin_rule(spec)
+        if kw.get("deadline") is not None:
+            self.store.set_spec(deadline=kw["deadline"])
         return await self.client.start_workflow(
             WORKFLOW_NAME,
             workflow_input(self.uid, spec, **kw),

@@ -108,6 +108,12 @@ def in_flight(h: Harness, ids: set[str]) -> bool:
     return bool((sent - done) & ids)
 
 
+async def stop_gracefully(h: Harness, handle: WorkflowHandle[Any, Any]) -> None:
+    """As the operator does it: the task says cancel (Graceful), then Temporal is asked."""
+    h.store.set_spec(cancel=True, cancel_mode=StopMode.GRACEFUL)
+    await handle.cancel(reason="Cancelled by user (test)")
+
+
 async def graceful_stop_while(
     h: Harness, spec: NicoOperationRuleSpec, resetting: set[str]
 ) -> tuple[WorkflowOutcome, float]:
@@ -118,7 +124,7 @@ async def graceful_stop_while(
     async with h.worker():
         handle = await h.start(spec)
         await wait_for(lambda: in_flight(h, resetting), f"a reset of {sorted(resetting)}")
-        await handle.cancel(reason="Cancelled by user (test): stop")
+        await stop_gracefully(h, handle)
         outcome = await asyncio.wait_for(handle.result(), timeout=60)
         closed = time.monotonic()
     await replay(handle)
@@ -194,7 +200,7 @@ async def test_a_failing_cleanup_fails_the_task_and_names_the_cleanup(h: Harness
         handle = await h.start(spec)
         await wait_for(lambda: in_flight(h, COMPUTES), "a compute reset")
         h.bmcs.apply_resets = False
-        await handle.cancel()
+        await stop_gracefully(h, handle)
         outcome = await asyncio.wait_for(handle.result(), timeout=90)
     await replay(handle)
     assert outcome.status == TaskStatus.FAILED
@@ -215,7 +221,7 @@ async def test_cleanup_is_bounded_by_its_timeout(h: Harness) -> None:
     async with h.worker():
         handle = await h.start(spec)
         await wait_for(lambda: in_flight(h, SHELVES), "a shelf reset")
-        await handle.cancel()
+        await stop_gracefully(h, handle)
         outcome = await asyncio.wait_for(handle.result(), timeout=60)
     assert outcome.status == TaskStatus.FAILED
     assert outcome.message.startswith("cleanup failed: cleanup timed out after 1s")
@@ -228,7 +234,7 @@ async def test_terminate_during_cleanup_ends_it_with_the_inflight_step_last(
     async with h.worker():
         handle = await h.start(spec)
         await wait_for(lambda: in_flight(h, COMPUTES), "a compute reset")
-        await handle.cancel()
+        await stop_gracefully(h, handle)
         await wait_for(
             lambda: any(act == PowerAction.FORCE_OFF for _, act, _ in h.bmcs.asked),
             "the cleanup's first ForceOff",
@@ -249,7 +255,7 @@ async def test_a_cancel_after_the_last_stage_changes_nothing(h: Harness) -> None
         handle = await h.start(spec)
         outcome = await asyncio.wait_for(handle.result(), timeout=60)
         with pytest.raises(Exception):  # noqa: B017 - closed: Temporal refuses the request
-            await handle.cancel()
+            await stop_gracefully(h, handle)
     assert outcome.status == TaskStatus.SUCCEEDED
     assert reset_ids(h, PowerAction.FORCE_OFF) == []
 

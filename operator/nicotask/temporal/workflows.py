@@ -266,7 +266,7 @@ class NicoTaskWorkflow:
         error: str | None = None
         ran: list[int] = []
         for number, steps in inp.rule.stages().items():
-            if self._stop is not None:
+            if self._stop is not None or self._hard_stop is not None:
                 break
             if not rep.runnable_steps(self._report, number):
                 continue  # skipped stage: nothing of its types in the rack
