@@ -100,16 +100,21 @@ async def request_cancel(
 ) -> TerminateResult:
     """Ask the workflow to stop gracefully (it handles the request: docs/cancel.md).
 
-    TERMINATED here means the request is recorded; asking again is harmless.
+    TERMINATED here means the request reached a running execution; asking again is
+    harmless. Temporal accepts a cancel request for an execution that already
+    closed, so the execution is described after it: closed -> ALREADY_CLOSED.
     """
     handle = client.get_workflow_handle(workflow_id, first_execution_run_id=first_run_id)
     try:
         await handle.cancel(reason=reason, rpc_timeout=RPC_TIMEOUT)
-        return TerminateResult.TERMINATED
+        desc = await handle.describe(rpc_timeout=RPC_TIMEOUT)
     except RPCError as exc:
         if exc.status != RPCStatusCode.NOT_FOUND:
             raise _unavailable(exc) from exc
-    return await _why_not_found(client, workflow_id)
+        return await _why_not_found(client, workflow_id)
+    if desc.status == WorkflowExecutionStatus.RUNNING:
+        return TerminateResult.TERMINATED
+    return TerminateResult.ALREADY_CLOSED
 
 
 async def _why_not_found(client: Client, workflow_id: str) -> TerminateResult:
