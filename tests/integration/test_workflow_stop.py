@@ -35,7 +35,6 @@ from nicotask.api import (
     NicoOperationRuleSpec,
     PowerAction,
     PowerState,
-    ReportStatus,
     RetryPolicy,
     StepAction,
     StopMode,
