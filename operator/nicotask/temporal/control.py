@@ -20,11 +20,13 @@ from temporalio.exceptions import TerminatedError, WorkflowAlreadyStartedError
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 from temporalio.service import RPCError, RPCStatusCode
 
-from nicotask.api import TaskStatus, first_line_error
+from nicotask.api import TaskReportV1, TaskStatus, first_line_error
 from nicotask.temporal.client import MEMO_NAME, MEMO_NAMESPACE, start_task_workflow
 from nicotask.temporal.models import WORKFLOW_NAME, WorkflowInput, WorkflowOutcome
 
 RPC_TIMEOUT = dt.timedelta(seconds=10)
+# A query waits on a worker: short, and without an answer the caller does without.
+QUERY_TIMEOUT = dt.timedelta(seconds=3)
 LIST_PAGE_SIZE = 1000
 
 
@@ -115,6 +117,17 @@ async def request_cancel(
     if desc.status == WorkflowExecutionStatus.RUNNING:
         return TerminateResult.TERMINATED
     return TerminateResult.ALREADY_CLOSED
+
+
+async def current_report(client: Client, workflow_id: str) -> TaskReportV1 | None:
+    """The running workflow's own report (its `report` query), or None if it cannot say
+    (closed, no worker answering in time, Temporal unreachable)."""
+    handle = client.get_workflow_handle(workflow_id)
+    try:
+        report = await handle.query("report", result_type=TaskReportV1, rpc_timeout=QUERY_TIMEOUT)
+    except Exception:
+        return None
+    return report if isinstance(report, TaskReportV1) else None
 
 
 async def _why_not_found(client: Client, workflow_id: str) -> TerminateResult:
