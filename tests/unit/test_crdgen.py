@@ -115,11 +115,16 @@ def test_nicotask_schema_details() -> None:
         assert rules == [{"rule": "self == oldSelf", "message": f"spec.{field} is immutable"}]
     assert "spec.cancel cannot be set back to false" in messages
     assert "spec.ruleId is immutable" in messages
-    assert status["properties"]["kopf"] == {
-        "type": "object",
-        "description": "Bookkeeping of nicotask <= 0.1's operator (no longer written).",
-        "x-kubernetes-preserve-unknown-fields": True,
-    }
+    assert "spec.cancelMode cannot become Graceful" in " ".join(messages)
+    assert "spec.cancelReason cannot change once the task is cancelled" in messages
+    assert "spec.deadline is immutable" in messages
+    assert spec["properties"]["cancelMode"]["enum"] == ["Terminate", "Graceful"]
+    assert spec["properties"]["cancelReason"]["maxLength"] == 512
+    # Nothing of an unreleased version is kept: no opaque bookkeeping field.
+    assert "kopf" not in status["properties"]
+    assert not any(
+        p.get("x-kubernetes-preserve-unknown-fields") for p in status["properties"].values()
+    )
     assert status["properties"]["created"]["format"] == "date-time"
     report = status["properties"]["report"]
     assert report["type"] == "object"

@@ -45,7 +45,8 @@ def test_decide_cancel(status: str | None, cancel: bool, decision: CancelDecisio
 def test_cancel_patch_has_precondition_and_who() -> None:
     assert cancel_patch("7", "alice") == {
         "metadata": {"resourceVersion": "7", "annotations": {CANCEL_REQUESTED_BY: "alice"}},
-        "spec": {"cancel": True},
+        # A hard terminate, which also escalates a graceful stop.
+        "spec": {"cancel": True, "cancelMode": "Terminate"},
     }
 
 

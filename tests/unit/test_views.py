@@ -135,7 +135,8 @@ def _status(state: TaskStatus) -> dict[str, Any]:
         status["report"] = _report(failed=state is TaskStatus.FAILED)
         status["workflowId"] = UID
         status["runId"] = "0b7e6f0e-6c1d-4d67-9d7b-5d3e9a1b2c3d"
-        status["kopf"] = {"progress": {"x": 1}}
+        status["cancelMode"] = "Graceful"
+        status["cancelReason"] = "window closed"
     if state.finished:
         status["finished"] = "2025-06-01T10:00:10Z"
     if state is TaskStatus.WAITING:
@@ -164,7 +165,8 @@ def test_task_view_matches_contract(
         assert body["report"]["version"] == "1"
         assert [s["number"] for s in body["report"]["stages"]] == [1, 2, 3]
     # internal bookkeeping never leaks into the REST view
-    for key in ("workflowId", "runId", "kopf", "conditions", "waitingSince", "observedGeneration"):
+    internal = ("workflowId", "runId", "cancelMode", "cancelReason", "conditions", "waitingSince")
+    for key in (*internal, "observedGeneration"):
         assert key not in body
     # the typed model gives the same view
     assert task_view(task_from_cr(cr), include_report=include_report) == body
