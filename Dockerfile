@@ -38,7 +38,8 @@ RUN groupadd --system --gid 10001 nicotask \
 COPY --from=build /opt/nicotask /opt/nicotask
 USER 10001:10001
 WORKDIR /tmp
-# operator /healthz, worker /healthz, shim API, operator /metrics
-EXPOSE 8080 8081 8088 9090
+# operator /healthz, worker /healthz, shim API (and its /metrics), operator /metrics,
+# worker /metrics: the defaults of the NICOTASK_*_PORT settings and of the chart
+EXPOSE 8080 8081 8088 9090 9091
 ENTRYPOINT ["nicotask"]
 CMD ["--help"]
