@@ -74,7 +74,7 @@ def test_prometheus_rule_carries_the_alerts_file(docs: list[dict[str, Any]]) -> 
     assert any("{{ $labels.pod }}" in s for s in summaries)
 
 
-def test_alerts_cover_the_issue_list() -> None:
+def test_alerts_cover_every_failure_signal() -> None:
     names = monitoring.metric_names(monitoring.alert_queries())
     for metric in ("nicotask_temporal_reachable", "nicotask_cancel_pending_oldest_seconds",
                    "nicotask_cancel_latency_seconds_bucket",
