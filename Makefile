@@ -10,7 +10,7 @@ RUN_DIR ?= $(CURDIR)/.run/dev
 PYTEST_ARGS ?=
 
 # Go binaries (kube-apiserver, etcd, helm, promtool) are cached in ~/.cache/nicotask, keyed by version.
-.PHONY: help venv lock lock-check binaries helm promtool docs-values lint typecheck crds crds-check unit integration test run stop status bench kind-e2e image node-binaries node-e2e clean
+.PHONY: help venv lock lock-check binaries helm promtool docs-values lint typecheck crds crds-check unit integration test test-slow run stop status bench kind-e2e image node-binaries node-e2e clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -61,7 +61,10 @@ unit: $(STAMP) helm promtool ## Unit tests (no servers; helm renders the chart, 
 	$(BIN)/pytest tests/unit -q $(PYTEST_ARGS)
 
 integration: $(STAMP) binaries helm ## Integration and e2e tests on a real local control plane, Temporal and BMC emulators
-	$(BIN)/pytest tests/integration tests/e2e -q $(PYTEST_ARGS)
+	$(BIN)/pytest tests/integration tests/e2e -q -m "not slow" $(PYTEST_ARGS)
+
+test-slow: $(STAMP) binaries helm ## The long runs of e2e checks (e.g. 300 graceful-stop races)
+	$(BIN)/pytest tests/e2e -q -m slow $(PYTEST_ARGS)
 
 test: lint typecheck crds-check lock-check unit integration ## Everything CI runs
 

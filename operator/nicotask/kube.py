@@ -575,24 +575,6 @@ class Kube:
                 continue  # somebody wrote in between: read the newer copy, decide again
         raise Conflict(f"nicotask {namespace}/{name}: status write kept conflicting")
 
-    async def remove_finalizer(self, task: api.NicoTask, finalizer: str) -> api.NicoTask | None:
-        """Drop one finalizer (a JSON patch that tests it is still where we saw it)."""
-        finalizers = task.metadata.finalizers
-        if finalizer not in finalizers:
-            return None
-        index = finalizers.index(finalizer)
-        patch = [
-            {"op": "test", "path": f"/metadata/finalizers/{index}", "value": finalizer},
-            {"op": "remove", "path": f"/metadata/finalizers/{index}"},
-        ]
-        try:
-            obj = await self.patch(
-                TASKS, task.metadata.name, patch, task.metadata.namespace or "", JSON_PATCH
-            )
-        except (NotFound, Conflict, Refused):
-            return None  # gone, or changed: the next event brings the new copy
-        return api.NicoTask.model_validate(obj)
-
     async def delete_task(self, namespace: str, name: str, uid: str) -> None:
         """Delete a NicoTask, only if it is still the object with `uid`."""
         with contextlib.suppress(NotFound, Conflict):

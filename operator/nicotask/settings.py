@@ -60,8 +60,8 @@ class Settings(BaseSettings):
     worker_max_concurrent_activities: int = 1000
     worker_max_concurrent_workflows: int = 200
     worker_health_port: int = 8081
-    # Progress writes run on their own task queue (<task_queue>-progress) with their
-    # own slots, so they never wait behind step activities.
+    # Progress writes are local activities with slots of their own, so they never
+    # wait behind step activities.
     worker_progress_max_concurrent_activities: int = Field(default=50, ge=1)
     # Where BMCs may be: CIDRs. Empty: any address except loopback, link-local,
     # unspecified and multicast. Those special ranges are allowed only when a listed

@@ -25,6 +25,11 @@ from nicotask.api import (
 CANCELLED_BY_USER = "Cancelled by user"
 QUEUED_MESSAGE = "Queued: waiting for rack to become available"
 EXPIRED_MESSAGE = "Expired: queue timeout reached"
+STOPPING_MESSAGE = (
+    "stopping gracefully: the running stage finishes, later stages are skipped,"
+    " then the rule's cleanup runs"
+)
+DEADLINE_BEFORE_START_MESSAGE = "deadline ran out before the task started (notAfter {})"
 
 
 def conflict_message(rack: str) -> str:
@@ -260,6 +265,17 @@ def admission(me: QueueEntry, rack_tasks: Iterable[QueueEntry], queue_limit: int
     if rank <= queue_limit:
         return Admission.WAIT
     return Admission.REJECT
+
+
+def start_deadline_passed(task: NicoTask, now: dt.datetime) -> bool:
+    """The task has not started and its deadline's notAfter is past: it never will."""
+    deadline = task.spec.deadline
+    return (
+        task.status.run_id is None
+        and deadline is not None
+        and deadline.not_after is not None
+        and now >= deadline.not_after
+    )
 
 
 def queue_expired(status: NicoTaskStatus, timeout: dt.timedelta, now: dt.datetime) -> bool:

@@ -405,17 +405,3 @@ async def test_task_deleted_while_the_operator_is_down_has_its_workflow_stopped(
         await asyncio.sleep(0.2)
     else:
         pytest.fail("the deleted task's workflow was not terminated after the restart")
-
-
-async def test_legacy_finalizer_is_removed_and_delete_is_not_blocked(
-    cluster: Cluster, nicotask_system: DevEnvHandle
-) -> None:
-    rule_id = await _setup(cluster, nicotask_system, [0.2])
-    body = task("old", "rack-1", rule_id)
-    body["metadata"]["finalizers"] = ["nico.dev/finalizer"]  # as nicotask 0.1 left them
-    await cluster.create(api.TASKS, body)
-    await cluster.wait_status("old", "Succeeded")
-    cleaned = await cluster.wait_task(
-        "old", lambda t: not t["metadata"].get("finalizers"), 20, "legacy finalizer removed"
-    )
-    assert cleaned["status"]["status"] == "Succeeded"

@@ -99,3 +99,18 @@ async def test_printed_commands_cancel_the_running_sample_tasks(
     obj = await _wait_status(custom, "power-on-again")
     assert status_of(obj) == "Terminated"
     assert obj["status"]["message"] == "Cancelled by user"
+
+    # The printed graceful stop and its escalation are valid patches (server dry run on a
+    # fresh task: a real graceful stop of the sample waits out its settle stages).
+    system.kubectl(
+        env, "delete", "nicotask", "power-on-again", "-n", system.SAMPLES_NAMESPACE,
+        "--timeout=60s",
+    )  # fmt: skip
+    await _run_printed(text, ("sed 's/name: power-on-rack-1/", "| kubectl create -f -"))
+    for marker in ('"cancelMode":"Graceful"', '"cancelMode":"Terminate"}'):
+        line = next(ln.strip() for ln in text.splitlines() if marker in ln)
+        assert line.startswith("kubectl patch nicotask power-on-again"), line
+        dry = line.replace("kubectl patch", "kubectl patch --dry-run=server", 1)
+        prefix = dry.split(" -p ")[0]
+        out = await _run_printed(text.replace(line, dry), (prefix, prefix))
+        assert b"patched" in out, out

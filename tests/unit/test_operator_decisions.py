@@ -36,7 +36,6 @@ def _task(status: S | None = S.PENDING, *, cancel: bool = False, **extra: Any) -
             "generation": 1,
             "resourceVersion": "10",
             "creationTimestamp": "2026-01-01T00:00:00Z",
-            "finalizers": extra.pop("finalizers", []),
             "annotations": extra.pop("annotations", {}),
         },
         "spec": {
@@ -44,6 +43,9 @@ def _task(status: S | None = S.PENDING, *, cancel: bool = False, **extra: Any) -
             "rackRef": "rack-1",
             "operation": "PowerOn",
             "cancel": cancel,
+            **({"cancelMode": extra.pop("mode")} if "mode" in extra else {}),
+            **({"cancelReason": extra.pop("reason")} if "reason" in extra else {}),
+            **({"deadline": extra.pop("deadline")} if "deadline" in extra else {}),
         },
         "status": {"status": status.value, **extra} if status else {},
     }
@@ -80,7 +82,24 @@ def _running_report() -> TaskReportV1:
         (_task(S.SUCCEEDED, cancel=True), set(), Action.CANCEL_IGNORED),
         (_task(S.FAILED, cancel=True), set(), Action.CANCEL_IGNORED),
         (_task(S.TERMINATED, cancel=True), set(), Action.NOTHING),
-        (_task(S.RUNNING, finalizers=[decisions.LEGACY_FINALIZER]), set(), Action.DROP_FINALIZER),
+        # A graceful stop: CANCEL until Temporal has the request, then the workflow ends
+        # by itself (FINISH on its close); escalating to Terminate cancels again.
+        (_task(S.RUNNING, runId="r1", cancel=True, mode="Graceful"), set(), Action.CANCEL),
+        (
+            _task(S.RUNNING, runId="r1", cancel=True, mode="Graceful", cancelMode="Graceful"),
+            set(),
+            Action.NOTHING,
+        ),
+        (
+            _task(S.RUNNING, runId="r1", cancel=True, mode="Graceful", cancelMode="Graceful"),
+            {decisions.CLOSED},
+            Action.FINISH,
+        ),
+        (
+            _task(S.RUNNING, runId="r1", cancel=True, mode="Terminate", cancelMode="Graceful"),
+            set(),
+            Action.CANCEL,
+        ),
     ],
 )
 def test_next_action(task: NicoTask, hints: set[str], action: Action) -> None:
@@ -168,3 +187,94 @@ def test_cancel_reason_names_who_asked() -> None:
     task = _task(S.RUNNING, annotations={decisions.CANCEL_REQUESTED_BY: "alice"})
     assert decisions.cancel_reason(task) == "Cancelled by user (alice)"
     assert decisions.cancel_reason(_task(S.RUNNING)) == "Cancelled by user"
+
+
+# ---- graceful stop, reason, escalation, deadline ------------------------------------
+
+ALICE = {decisions.CANCEL_REQUESTED_BY: "alice"}
+
+
+def _graceful_outcome(status: S, message: str) -> Observed:
+    outcome = WorkflowOutcome(
+        status=status, message=message, report=TaskReportV1(), started=NOW, finished=NOW
+    )
+    return Observed(running=False, status=status, message=message, outcome=outcome)
+
+
+def test_reason_goes_to_temporal_and_the_message_keeps_the_contracts_words() -> None:
+    task = _task(S.RUNNING, runId="r1", cancel=True, reason="window closed", annotations=ALICE)
+    assert decisions.cancel_reason(task) == "Cancelled by user (alice): window closed"
+    new = decisions.cancelled_status("alice", NOW)(task)
+    assert new is not None and new.message == "Cancelled by user: window closed"
+    assert new.cancel_reason == "window closed" and new.cancel_mode == "Terminate"
+    # No reason: exactly the REST contract's message, whoever asked.
+    plain = decisions.cancelled_status("alice", NOW)(
+        _task(S.RUNNING, cancel=True, annotations=ALICE)
+    )
+    assert plain is not None and plain.message == state.CANCELLED_BY_USER
+
+
+def test_stopping_status_keeps_running_and_records_the_graceful_request() -> None:
+    task = _task(S.RUNNING, runId="r1", cancel=True, mode="Graceful", reason="oops")
+    new = decisions.stopping_status("alice", NOW)(task)
+    assert new is not None and new.status == S.RUNNING
+    assert new.cancel_mode == "Graceful" and new.cancel_reason == "oops"
+    assert new.cancel_requested_by == "alice" and new.cancel_requested_at == NOW
+    (pending,) = [c for c in new.conditions if c.type == state.CANCEL_PENDING]
+    assert pending.status == "True" and pending.reason == "StoppingGracefully"
+    assert "oops" in pending.message and "running stage finishes" in pending.message
+    assert decisions.stopping_status("alice", NOW)(_task(S.TERMINATED, cancel=True)) is None
+
+
+def test_graceful_outcome_is_terminated_with_who_why_and_what_ran() -> None:
+    task = _task(
+        S.RUNNING, runId="r1", cancel=True, mode="Graceful", cancelMode="Graceful", reason="r"
+    )
+    observed = _graceful_outcome(S.TERMINATED, "Stopped gracefully after stage 1")
+    new = decisions.outcome_status(observed)(task)
+    assert new is not None and new.status == S.TERMINATED
+    assert new.message == "Cancelled by user: r; Stopped gracefully after stage 1"
+    assert not any(c.type == state.CANCEL_IGNORED for c in new.conditions)
+    assert not any(c.type == state.CANCEL_PENDING for c in new.conditions)
+
+
+def test_graceful_stop_that_came_after_the_last_stage_is_a_cancel_ignored() -> None:
+    task = _task(S.RUNNING, runId="r1", cancel=True, mode="Graceful", cancelMode="Graceful")
+    new = decisions.outcome_status(_graceful_outcome(S.SUCCEEDED, "Succeeded"))(task)
+    assert new is not None and new.status == S.SUCCEEDED and new.message == "Succeeded"
+    assert any(c.type == state.CANCEL_IGNORED for c in new.conditions)
+
+
+def test_failed_cleanup_is_failed_and_names_the_cleanup() -> None:
+    task = _task(S.RUNNING, runId="r1", cancel=True, mode="Graceful", cancelMode="Graceful")
+    observed = _graceful_outcome(S.FAILED, "cleanup failed: Compute c-0: BMC unreachable")
+    new = decisions.outcome_status(observed)(task)
+    assert new is not None and new.status == S.FAILED
+    assert new.message == "Cancelled by user; cleanup failed: Compute c-0: BMC unreachable"
+
+
+def test_escalation_says_the_graceful_stop_was_escalated() -> None:
+    task = _task(S.RUNNING, runId="r1", cancel=True, mode="Terminate", cancelMode="Graceful")
+    new = decisions.cancelled_status("bob", NOW)(task)
+    assert new is not None and new.status == S.TERMINATED and new.cancel_mode == "Terminate"
+    assert new.message == "Cancelled by user (graceful stop escalated to Terminate)"
+
+
+def test_a_task_past_its_not_after_never_starts() -> None:
+    past = {"notAfter": (NOW - HOUR).isoformat()}
+    future = {"notAfter": (NOW + HOUR).isoformat(), "stop": "Terminate"}
+    assert decisions.next_action(_task(None, deadline=past), frozenset(), HOUR, NOW) is (
+        Action.DEADLINE
+    )
+    assert decisions.next_action(_task(S.WAITING, deadline=past), frozenset(), 2 * HOUR, NOW) is (
+        Action.DEADLINE
+    )
+    assert decisions.next_action(_task(None, deadline=future), frozenset(), HOUR, NOW) is (
+        Action.ADMIT
+    )
+    # Started: the workflow's own timer stops it, not the operator.
+    started = _task(S.RUNNING, runId="r1", deadline=past)
+    assert decisions.next_action(started, frozenset(), HOUR, NOW) is Action.NOTHING
+    new = decisions.deadline_passed_status("deadline ran out")(_task(S.WAITING, deadline=past))
+    assert new is not None and new.status == S.FAILED and new.message == "deadline ran out"
+    assert decisions.deadline_passed_status("x")(started) is None

@@ -187,6 +187,11 @@ def start_system(env: DevEnv, with_samples: bool = True) -> None:
         apply_samples(env)
 
 
+GRACEFUL_PATCH = (
+    '{"spec":{"cancel":true,"cancelMode":"Graceful","cancelReason":"trying a graceful stop"}}'
+)
+
+
 def usage(env: DevEnv) -> str:
     """The exact commands to watch, cancel and inspect the sample task."""
     run_dir = env.run_dir
@@ -224,5 +229,12 @@ power-on-rack-1 still runs, since a rack runs one task at a time):
   sed 's/name: power-on-rack-1/name: power-on-again/' {SAMPLES}/task-power-on.yaml \\
     | kubectl create -f -
   kubectl patch nicotask power-on-again --type merge -p '{{"spec":{{"cancel":true}}}}'
+
+...or stop it gracefully: the running stage finishes, the later ones are skipped, and the
+rule's cleanup forces off the compute trays this task powered on (docs/cancel.md):
+  kubectl patch nicotask power-on-again --type merge -p '{GRACEFUL_PATCH}'
+  kubectl nico report power-on-again                 # stages completed, skipped, cleanup
+To make a graceful stop hard (never the other way):
+  kubectl patch nicotask power-on-again --type merge -p '{{"spec":{{"cancelMode":"Terminate"}}}}'
 Logs: {run_dir}/logs/{{operator,worker,shim,kube-apiserver,temporal,redfish}}.log
 """

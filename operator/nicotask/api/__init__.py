@@ -81,8 +81,11 @@ from .rest import (
     TaskReportV1Step,
 )
 from .rule import (
+    CLEANUP_STAGE_OFFSET,
     RULE_RESOURCE,
     RULES,
+    CleanupStep,
+    CleanupTargets,
     NicoOperationRule,
     NicoOperationRuleSpec,
     RetryPolicy,
@@ -97,6 +100,7 @@ from .site import (
     NicoSiteSpec,
 )
 from .task import (
+    CANCEL_REASON_MAX,
     CANCEL_REQUESTED_BY,
     CANCEL_REQUESTED_SELECTOR,
     LIVE_FIELD_SELECTOR,
@@ -106,6 +110,9 @@ from .task import (
     NicoTask,
     NicoTaskSpec,
     NicoTaskStatus,
+    StopMode,
+    TaskDeadline,
+    check_reason,
     status_selector,
 )
 
@@ -122,8 +129,10 @@ __all__ = [
     "AGE_COLUMN",
     "API_VERSION",
     "BMC_CREDENTIALS_LABEL",
+    "CANCEL_REASON_MAX",
     "CANCEL_REQUESTED_BY",
     "CANCEL_REQUESTED_SELECTOR",
+    "CLEANUP_STAGE_OFFSET",
     "COMPONENT_TYPE_ALIASES",
     "COMPONENT_TYPE_SPELLINGS",
     "DNS_LABEL_PATTERN",
@@ -147,6 +156,8 @@ __all__ = [
     "UUID_PATTERN",
     "VERSION",
     "ActionType",
+    "CleanupStep",
+    "CleanupTargets",
     "ComponentType",
     "ComponentTypeField",
     "Condition",
@@ -180,7 +191,9 @@ __all__ = [
     "RuleStep",
     "SecretRef",
     "StepAction",
+    "StopMode",
     "Task",
+    "TaskDeadline",
     "TaskReportV1",
     "TaskReportV1Stage",
     "TaskReportV1Step",
@@ -190,6 +203,7 @@ __all__ = [
     "Uuid",
     "canonical_component_type",
     "cel",
+    "check_reason",
     "column",
     "first_line_error",
     "immutable",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
@@ -26,6 +27,10 @@ from .common import (
 from .rest import TaskReportV1
 
 RULES = "nicooperationrules"
+# Cleanup stage N appears in a task's report as stage CLEANUP_STAGE_OFFSET + N, after
+# every rule stage (those are numbered 1 to 100).
+CLEANUP_STAGE_OFFSET = 100
+MAX_CLEANUP_STAGE = 16
 
 
 class RetryPolicy(Model):
@@ -127,6 +132,42 @@ class RuleStep(Model):
     action: StepAction
 
 
+class CleanupTargets(enum.StrEnum):
+    # The components of the step's type that this task sent a power request to.
+    ACTED_ON = "ActedOn"
+    # Every component of the step's type in the rack.
+    ALL = "All"
+
+
+class CleanupStep(RuleStep):
+    """A step of the rule's cleanup, run after a graceful stop (cancel or deadline)."""
+
+    stage: int = Field(
+        ge=1,
+        le=MAX_CLEANUP_STAGE,
+        description="Cleanup stage number (>= 1); reported as stage 100 + this number.",
+    )
+    targets: CleanupTargets = Field(
+        default=CleanupTargets.ACTED_ON,
+        description="ActedOn (default): only the components of this type that the task sent"
+        " a power request to; All: every component of this type.",
+    )
+
+
+def _stages(steps: list[RuleStep]) -> dict[int, list[RuleStep]]:
+    out: dict[int, list[RuleStep]] = {}
+    for step in sorted(steps, key=lambda s: s.stage):  # stable: keeps rule order
+        out.setdefault(step.stage, []).append(step)
+    return out
+
+
+ONE_STEP_PER_TYPE_CEL = (
+    "self.all(a, self.exists_one(b, a.stage == b.stage"
+    " && (a.componentType == 'NVLSwitch' ? 'NVSwitch' : a.componentType)"
+    " == (b.componentType == 'NVLSwitch' ? 'NVSwitch' : b.componentType)))"
+)
+
+
 class NicoOperationRuleSpec(Model):
     """How an operation runs: ordered stages, each with one step per component type."""
 
@@ -134,11 +175,15 @@ class NicoOperationRuleSpec(Model):
         json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
-                    "self.steps.all(a, self.steps.exists_one(b, a.stage == b.stage"
-                    " && (a.componentType == 'NVLSwitch' ? 'NVSwitch' : a.componentType)"
-                    " == (b.componentType == 'NVLSwitch' ? 'NVSwitch' : b.componentType)))",
+                    ONE_STEP_PER_TYPE_CEL.replace("self", "self.steps"),
                     "spec.steps: at most one step per componentType in a stage",
                     field_path=".steps",
+                ),
+                cel(
+                    "!has(self.cleanup) || "
+                    + ONE_STEP_PER_TYPE_CEL.replace("self", "self.cleanup"),
+                    "spec.cleanup: at most one step per componentType in a stage",
+                    field_path=".cleanup",
                 ),
             ]
         }
@@ -160,38 +205,57 @@ class NicoOperationRuleSpec(Model):
     steps: list[RuleStep] = Field(
         min_length=1, max_length=64, description="The steps, in order within each stage."
     )
+    cleanup: list[CleanupStep] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Steps run after a graceful stop (a cancel in Graceful mode, or a"
+        " deadline), to leave the rack in a known state: e.g. ForceOff the compute trays a"
+        " cancelled PowerOn powered on. Not run after a Terminate, a failure or a success.",
+    )
+    cleanup_timeout_seconds: float = Field(
+        default=600.0, gt=0, le=86400, description="Timeout of the whole cleanup."
+    )
 
     @model_validator(mode="after")
     def _one_step_per_type_and_stage(self) -> NicoOperationRuleSpec:
-        seen: set[tuple[int, ComponentType]] = set()
-        for step in self.steps:
-            key = (step.stage, step.component_type)
-            if key in seen:
-                raise ValueError(
-                    f"spec.steps: at most one step per componentType in a stage "
-                    f"(stage {step.stage}, {step.component_type.value} repeated)"
-                )
-            seen.add(key)
+        for field, steps in (("steps", self.steps), ("cleanup", self.cleanup)):
+            seen: set[tuple[int, ComponentType]] = set()
+            for step in steps:
+                key = (step.stage, step.component_type)
+                if key in seen:
+                    raise ValueError(
+                        f"spec.{field}: at most one step per componentType in a stage "
+                        f"(stage {step.stage}, {step.component_type.value} repeated)"
+                    )
+                seen.add(key)
         return self
 
     def stages(self) -> dict[int, list[RuleStep]]:
         """The rule's steps grouped by stage number, stages ascending, steps in rule order."""
-        out: dict[int, list[RuleStep]] = {}
-        for step in sorted(self.steps, key=lambda s: s.stage):  # stable: keeps rule order
-            out.setdefault(step.stage, []).append(step)
-        return out
+        return _stages(list(self.steps))
+
+    def cleanup_stages(self) -> dict[int, list[CleanupStep]]:
+        """The cleanup's steps by their report stage number (100 + stage), ascending."""
+        return {
+            CLEANUP_STAGE_OFFSET + number: [s for s in steps if isinstance(s, CleanupStep)]
+            for number, steps in _stages(list(self.cleanup)).items()
+        }
 
 
 def report_matches_rule(report: TaskReportV1, rule: NicoOperationRuleSpec) -> list[str]:
     """Problems with `report` as a mirror of `rule` (empty when it mirrors it).
 
-    Every report stage is a rule stage (numbers from 1, ascending, no repeats),
+    Every report stage is a rule stage (numbers from 1, ascending, no repeats) or a
+    cleanup stage (100 + its number),
     and its steps pair 1:1, by index, with the rule's steps of that stage
     (same component type; NVLSwitch and NVSwitch are one type). A report may
     list fewer stages than the rule (the rest not reached yet) but never others.
     """
     problems: list[str] = []
     rule_stages = rule.stages()
+    cleanup_stages: dict[int, list[RuleStep]] = {
+        n: list(steps) for n, steps in rule.cleanup_stages().items()
+    }
     previous = 0
     for stage in report.stages:
         where = f"stage {stage.number}"
@@ -200,7 +264,7 @@ def report_matches_rule(report: TaskReportV1, rule: NicoOperationRuleSpec) -> li
         if stage.number <= previous:
             problems.append(f"{where}: stages must be unique and ascending")
         previous = max(previous, stage.number)
-        expected = rule_stages.get(stage.number)
+        expected = rule_stages.get(stage.number) or cleanup_stages.get(stage.number)
         if expected is None:
             problems.append(f"{where}: the rule has no such stage")
             continue

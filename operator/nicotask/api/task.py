@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import enum
+import re
+from typing import Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from .common import (
     AGE_COLUMN,
@@ -31,6 +33,12 @@ TASKS = "nicotasks"
 # Who asked for a cancel (an admission policy keeps it honest: admission.py).
 CANCEL_REQUESTED_BY = f"{GROUP}/cancel-requested-by"
 
+# One line of printable text: no control characters (C0, DEL, C1), and no U+FFFD,
+# which is what the API server's JSON decoder puts in place of invalid UTF-8.
+CANCEL_REASON_MAX = 512
+_UNPRINTABLE = re.compile("[\\x00-\\x1f\\x7f-\\x9f\\ufffd]")
+UNPRINTABLE_CEL = "[\\\\x00-\\\\x1f\\\\x7f-\\\\x9f\\\\x{FFFD}]"
+
 TERMINAL_STATUS_CEL = "[" + ", ".join(f"'{s}'" for s in FINISHED_STATUS_VALUES) + "]"
 # Field selectors on the selectable fields (TASK_RESOURCE.selectable_fields).
 CANCEL_REQUESTED_SELECTOR = "spec.cancel=true"
@@ -43,8 +51,69 @@ def status_selector(status: TaskStatus) -> str:
     return f"status.status={status.value}"
 
 
+class StopMode(enum.StrEnum):
+    """How a task is stopped early (by a cancel or by its deadline)."""
+
+    # The workflow is terminated at once: no further BMC request, no cleanup.
+    TERMINATE = "Terminate"
+    # The running stage finishes, later stages are skipped, the rule's cleanup runs.
+    GRACEFUL = "Graceful"
+
+
+def check_reason(value: str | None) -> str | None:
+    """A cancel reason is one line of printable text (the CRD's rule, in Python)."""
+    if value is not None and _UNPRINTABLE.search(value):
+        raise ValueError(
+            "spec.cancelReason must be one line of printable text"
+            " (no control characters or invalid UTF-8)"
+        )
+    return value
+
+
+class TaskDeadline(Model):
+    """When a task must be done by; like a Job's activeDeadlineSeconds."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.activeSeconds) || has(self.notAfter)",
+                    "spec.deadline needs activeSeconds, notAfter or both",
+                    reason="FieldValueRequired",
+                ),
+            ]
+        }
+    )
+
+    active_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=7 * 86400,
+        description="Seconds the task may run, counted from its start: time queued for"
+        " the rack does not count.",
+    )
+    not_after: Timestamp | None = Field(
+        default=None,
+        description="A time by which the task must be done: not started by then, it never"
+        " starts (Failed); still running then, it is stopped.",
+    )
+    stop: StopMode = Field(
+        default=StopMode.GRACEFUL,
+        description="How the task is stopped when the deadline runs out: Graceful (the"
+        " running stage finishes, the rule's cleanup runs) or Terminate. Either way it"
+        " ends Failed.",
+    )
+
+    @model_validator(mode="after")
+    def _one_of(self) -> TaskDeadline:
+        if self.active_seconds is None and self.not_after is None:
+            raise ValueError("spec.deadline needs activeSeconds, notAfter or both")
+        return self
+
+
 class NicoTaskSpec(Model):
-    """What the user asks for. Immutable after creation, except `cancel` (one-way)."""
+    """What the user asks for. Immutable after creation, except the cancel fields
+    (`cancel` and `cancelMode` move one way; `cancelReason` is fixed once cancelled)."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -54,6 +123,29 @@ class NicoTaskSpec(Model):
                     "spec.cancel cannot be set back to false",
                     field_path=".cancel",
                     reason="FieldValueForbidden",
+                ),
+                cel(
+                    "!(has(oldSelf.cancel) && oldSelf.cancel)"
+                    " || (has(oldSelf.cancelMode) && oldSelf.cancelMode == 'Graceful')"
+                    " || !has(self.cancelMode) || self.cancelMode == 'Terminate'",
+                    "spec.cancelMode cannot become Graceful once the task is cancelled with"
+                    " Terminate: a graceful stop may be escalated to Terminate, never the"
+                    " reverse",
+                    field_path=".cancelMode",
+                    reason="FieldValueForbidden",
+                ),
+                cel(
+                    "!(has(oldSelf.cancel) && oldSelf.cancel) || !has(oldSelf.cancelReason)"
+                    " || (has(self.cancelReason) && self.cancelReason == oldSelf.cancelReason)",
+                    "spec.cancelReason cannot change once the task is cancelled",
+                    field_path=".cancelReason",
+                    reason="FieldValueForbidden",
+                ),
+                cel(
+                    "has(self.deadline) == has(oldSelf.deadline)"
+                    " && (!has(self.deadline) || self.deadline == oldSelf.deadline)",
+                    "spec.deadline is immutable",
+                    field_path=".deadline",
                 ),
                 cel(
                     "has(self.ruleId) == has(oldSelf.ruleId)"
@@ -94,6 +186,31 @@ class NicoTaskSpec(Model):
         default=False,
         description="Set true to cancel the task. One-way: it cannot be set back to false.",
     )
+    cancel_mode: StopMode | None = Field(
+        default=None,
+        description="How `cancel` stops the task: Terminate (unset: the default, and what"
+        " the REST cancel does) ends the workflow at once; Graceful lets the running stage"
+        " finish, skips the rest and runs the rule's cleanup. Once cancelled, Graceful may"
+        " be escalated to Terminate, never the reverse.",
+    )
+    cancel_reason: str | None = Field(
+        default=None,
+        max_length=CANCEL_REASON_MAX,
+        description="Why the task is cancelled: one line of text, shown in status.message,"
+        " the Event and Temporal's cancel/terminate reason. Fixed once cancelled.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    f"!self.matches('{UNPRINTABLE_CEL}')",
+                    "spec.cancelReason must be one line of printable text"
+                    " (no control characters or invalid UTF-8)",
+                )
+            ]
+        },
+    )
+    deadline: TaskDeadline | None = Field(
+        default=None, description="Stop the task when it runs too long. Immutable."
+    )
     ttl_seconds_after_finished: int | None = Field(
         default=None,
         ge=0,
@@ -103,6 +220,12 @@ class NicoTaskSpec(Model):
             "Unset: the operator's default (by default, keep it)."
         ),
     )
+
+    _reason_is_printable = field_validator("cancel_reason")(check_reason)
+
+    def stop_mode(self) -> StopMode:
+        """The mode a cancel asks for (Terminate unless Graceful is set)."""
+        return self.cancel_mode or StopMode.TERMINATE
 
 
 class NicoTaskStatus(Model):
@@ -161,14 +284,19 @@ class NicoTaskStatus(Model):
         default=None, description="When the operator first saw spec.cancel."
     )
     cancel_requested_by: str | None = Field(default=None, description="Who asked to cancel.")
+    cancel_reason: str | None = Field(
+        default=None, max_length=CANCEL_REASON_MAX, description="Why, as the canceller said."
+    )
+    cancel_mode: StopMode | None = Field(
+        default=None,
+        description="The stop the operator delivered to Temporal: Graceful (the workflow"
+        " is finishing its stage and cleanup) or Terminate.",
+    )
     observed_generation: int | None = Field(
         default=None, ge=0, description="metadata.generation last acted on."
     )
     conditions: list[Condition] = Field(
         default_factory=list, max_length=32, json_schema_extra=list_map("type")
-    )
-    kopf: dict[str, Any] | None = Field(
-        default=None, description="Bookkeeping of nicotask <= 0.1's operator (no longer written)."
     )
 
 

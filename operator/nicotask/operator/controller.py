@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from temporalio.client import Client
 
 from nicotask import api, state
-from nicotask.api import NicoTask, TaskStatus
+from nicotask.api import NicoTask, StopMode, TaskStatus
 from nicotask.kube import RACKS, RULES, Kube, NotFound
 from nicotask.logs import task_context
 from nicotask.metrics import Metrics
@@ -43,6 +43,7 @@ from nicotask.temporal.control import (
     TemporalUnavailable,
     TerminateResult,
     observe,
+    request_cancel,
     start_workflow,
     terminate,
 )
@@ -128,11 +129,11 @@ class Controller:
             return
         log.debug("task %s/%s: %s", task.metadata.namespace, task.metadata.name, action.value)
         handler = {
-            Action.DROP_FINALIZER: self._drop_legacy_finalizer,
             Action.CANCEL_IGNORED: self._cancel_ignored,
             Action.CANCEL: self._cancel,
             Action.FINISH: self._finish,
             Action.EXPIRE: self._expire,
+            Action.DEADLINE: self._deadline_before_start,
             Action.ADMIT: self._admit,
         }[action]
         await handler(task)
@@ -274,7 +275,8 @@ class Controller:
     # ---- cancel ------------------------------------------------------------------
 
     async def _cancel(self, task: NicoTask) -> None:
-        """spec.cancel is true: terminate the workflow, then write Terminated once."""
+        """spec.cancel is true: terminate the workflow, then write Terminated once; or,
+        for a graceful stop, ask the workflow to stop and say so (it ends by itself)."""
         uid = task.metadata.uid or ""
         by = decisions.requested_by(task)
         requested_at = (
@@ -282,16 +284,26 @@ class Controller:
             or self._cancel_seen.get(uid)
             or dt.datetime.now(dt.UTC)
         )
+        graceful = task.spec.stop_mode() == StopMode.GRACEFUL
+        stop = request_cancel if graceful else terminate
         client = await self.temporal()
         began = time.monotonic()
         try:
-            result = await terminate(client, uid, task.status.run_id, decisions.cancel_reason(task))
+            result = await stop(client, uid, task.status.run_id, decisions.cancel_reason(task))
         except TemporalUnavailable as exc:
             if not any(c.type == state.CANCEL_PENDING for c in task.status.conditions):
                 message = f"Temporal unreachable, retrying: {api.first_line_error(str(exc))}"
                 await self._write(task, decisions.cancel_pending_status(by, requested_at, message))
             raise Retry(f"cancel waits for Temporal: {exc}", TEMPORAL_RETRY) from exc
         self.metrics.terminate_rpc.observe(time.monotonic() - began)
+        if graceful and result is TerminateResult.TERMINATED:
+            written, changed = await self._write(task, decisions.stopping_status(by, requested_at))
+            if changed:
+                self.events.post(
+                    written, "StoppingGracefully", f"{decisions.cancel_reason(written)}; "
+                    f"{state.STOPPING_MESSAGE}"
+                )
+            return
         if result in (TerminateResult.TERMINATED, TerminateResult.NEVER_STARTED):
             await self._write_cancelled(task, by, requested_at)
             return
@@ -325,10 +337,7 @@ class Controller:
             self.metrics.cancel_latency.observe(
                 (dt.datetime.now(dt.UTC) - requested).total_seconds()
             )
-        who = written.status.cancel_requested_by
-        self.events.post(
-            written, "Cancelled", state.CANCELLED_BY_USER + (f" by {who}" if who else "")
-        )
+        self.events.post(written, "Cancelled", written.status.message or state.CANCELLED_BY_USER)
 
     async def _cancel_ignored(self, task: NicoTask) -> None:
         written, changed = await self._write(task, decisions.cancel_ignored_status)
@@ -354,6 +363,10 @@ class Controller:
         written, changed = await self._write(task, decisions.outcome_status(observed))
         if changed:
             self._post_outcome(written)
+            if written.status.status == TaskStatus.SUCCEEDED and written.spec.cancel:
+                # A graceful stop that came after the last stage: nothing was stopped.
+                message = decisions.cancel_ignored_message(written, written.status.status)
+                self.events.post(written, "CancelIgnored", message, warning=True)
 
     def _post_outcome(self, task: NicoTask) -> None:
         status = task.status.status
@@ -374,12 +387,23 @@ class Controller:
         if changed:
             self.events.post(written, "Expired", state.EXPIRED_MESSAGE)
 
+    async def _deadline_before_start(self, task: NicoTask) -> None:
+        deadline = task.spec.deadline
+        not_after = api.rfc3339(deadline.not_after) if deadline and deadline.not_after else "-"
+        message = state.DEADLINE_BEFORE_START_MESSAGE.format(not_after)
+        written, changed = await self._write(task, decisions.deadline_passed_status(message))
+        if changed:
+            self.events.post(written, "DeadlineExceeded", message, warning=True)
+
     def expire_due(self) -> None:
-        """Queue every Waiting task whose time in the queue ran out (one timer for all)."""
+        """Queue every Waiting task whose time in the queue, or whose deadline, ran out
+        (one timer for all)."""
         timeout = dt.timedelta(seconds=self.settings.queue_timeout_seconds)
         now = api.utcnow()
         for task in self.view.live():
-            if state.queue_expired(task.status, timeout, now):
+            if state.queue_expired(task.status, timeout, now) or state.start_deadline_passed(
+                task, now
+            ):
                 self.queue.add(task.metadata.uid or "")
 
     # ---- delete ---------------------------------------------------------------------
@@ -401,14 +425,3 @@ class Controller:
             await terminate(await self.temporal(), task.metadata.uid or "", None, reason)
         except TemporalUnavailable as exc:
             raise Retry(f"stopping a workflow waits for Temporal: {exc}", 5.0) from exc
-
-    async def _drop_legacy_finalizer(self, task: NicoTask) -> None:
-        """nicotask <= 0.1 kept a finalizer on every task; this version needs none."""
-        if task.metadata.deletion_timestamp is not None and not state.is_terminal(
-            task.status.status
-        ):
-            await self._stop_workflow(task, "NicoTask deleted")
-        updated = await self.kube.remove_finalizer(task, decisions.LEGACY_FINALIZER)
-        if updated is not None:
-            self.view.remember(updated)
-            self.queue.add(task.metadata.uid or "")

@@ -13,13 +13,12 @@ import enum
 from collections.abc import Callable
 
 from nicotask import api, state
-from nicotask.api import NicoTask, NicoTaskStatus, TaskStatus
+from nicotask.api import NicoTask, NicoTaskStatus, StopMode, TaskStatus
 from nicotask.temporal.control import Observed
 
 Decide = Callable[[NicoTask], NicoTaskStatus | None]
 
 CANCEL_REQUESTED_BY = api.CANCEL_REQUESTED_BY
-LEGACY_FINALIZER = f"{api.GROUP}/finalizer"
 
 # Hints a reconcile can carry (see Controller.reconcile).
 CLOSED = "closed"  # Temporal may have closed the task's workflow: read its outcome
@@ -27,11 +26,11 @@ CLOSED = "closed"  # Temporal may have closed the task's workflow: read its outc
 
 class Action(enum.Enum):
     NOTHING = "nothing"
-    DROP_FINALIZER = "drop-finalizer"  # a finalizer of nicotask <= 0.1 (no longer used)
     CANCEL_IGNORED = "cancel-ignored"
     CANCEL = "cancel"
     FINISH = "finish"
     EXPIRE = "expire"
+    DEADLINE = "deadline"  # spec.deadline ran out before the task started
     ADMIT = "admit"
 
 
@@ -39,22 +38,31 @@ def next_action(
     task: NicoTask, hints: frozenset[str], queue_timeout: dt.timedelta, now: dt.datetime
 ) -> Action:
     """What to do for a task now; the same answer for the same task, so retries converge."""
-    if LEGACY_FINALIZER in task.metadata.finalizers:
-        return Action.DROP_FINALIZER
     status = task.status
     if state.is_terminal(status.status):
         if task.spec.cancel and needs_cancel_ignored(task):
             return Action.CANCEL_IGNORED
         return Action.NOTHING
-    if task.spec.cancel:
+    if task.spec.cancel and not graceful_stop_delivered(task):
         return Action.CANCEL
     if CLOSED in hints:
         return Action.FINISH
+    if task.spec.cancel:
+        return Action.NOTHING  # stopping gracefully: the workflow ends by itself
     if state.queue_expired(status, queue_timeout, now):
         return Action.EXPIRE
     if status.run_id is None:
+        if state.start_deadline_passed(task, now):
+            return Action.DEADLINE
         return Action.ADMIT
     return Action.NOTHING
+
+
+def graceful_stop_delivered(task: NicoTask) -> bool:
+    """The user asks for a graceful stop and Temporal already has the request."""
+    return (
+        task.spec.stop_mode() == StopMode.GRACEFUL and task.status.cancel_mode == StopMode.GRACEFUL
+    )
 
 
 def needs_cancel_ignored(task: NicoTask) -> bool:
@@ -65,8 +73,19 @@ def needs_cancel_ignored(task: NicoTask) -> bool:
 
 
 def cancel_reason(task: NicoTask) -> str:
+    """Who cancelled and why, in one line: Temporal's reason, and the Events'."""
     by = requested_by(task)
-    return state.CANCELLED_BY_USER + (f" ({by})" if by else "")
+    text = state.CANCELLED_BY_USER + (f" ({by})" if by else "")
+    if task.spec.cancel_reason:
+        text += f": {task.spec.cancel_reason}"
+    return text
+
+
+def cancel_message(task: NicoTask) -> str:
+    """status.message of a cancelled task: the contract's fixed "Cancelled by user",
+    and the reason when one was given (who asked is in status.cancelRequestedBy)."""
+    reason = task.spec.cancel_reason
+    return state.CANCELLED_BY_USER + (f": {reason}" if reason else "")
 
 
 def requested_by(task: NicoTask) -> str | None:
@@ -136,41 +155,97 @@ def temporal_waiting_status(message: str) -> Decide:
     return decide
 
 
+def _record_cancel(
+    task: NicoTask, by: str | None, requested_at: dt.datetime | None, mode: StopMode
+) -> Callable[[NicoTaskStatus], None]:
+    """Who asked, when, why and how, as the status keeps them."""
+
+    def record(s: NicoTaskStatus) -> None:
+        s.cancel_requested_at = s.cancel_requested_at or requested_at
+        s.cancel_requested_by = s.cancel_requested_by or by
+        s.cancel_reason = s.cancel_reason or task.spec.cancel_reason
+        s.cancel_mode = mode
+
+    return record
+
+
 def cancelled_status(by: str | None, requested_at: dt.datetime | None) -> Decide:
     """Terminated by the user: the report of the freshest copy, closed."""
 
     def decide(task: NicoTask) -> NicoTaskStatus | None:
         now = api.utcnow()
         report = state.close_report(task.status.report, state.CANCELLED_BY_USER, now)
-
-        def who_and_when(s: NicoTaskStatus) -> None:
-            s.cancel_requested_at = s.cancel_requested_at or requested_at
-            s.cancel_requested_by = s.cancel_requested_by or by
-
+        message = cancel_message(task)
+        if task.status.cancel_mode == StopMode.GRACEFUL:
+            message += " (graceful stop escalated to Terminate)"
         return move(
-            TaskStatus.TERMINATED, state.CANCELLED_BY_USER, report=report, extra=who_and_when
+            TaskStatus.TERMINATED,
+            api.first_line_error(message),
+            report=report,
+            extra=_record_cancel(task, by, requested_at, StopMode.TERMINATE),
         )(task)
 
     return decide
 
 
-def outcome_message(observed: Observed) -> tuple[TaskStatus, str]:
+def stopping_status(by: str | None, requested_at: dt.datetime) -> Decide:
+    """The graceful stop reached Temporal: the task keeps running until its workflow
+    ends by itself; a CancelPending condition says what happens meanwhile."""
+
+    def decide(task: NicoTask) -> NicoTaskStatus | None:
+        if state.is_terminal(task.status.status):
+            return None
+        new = task.status.model_copy(deep=True)
+        _record_cancel(task, by, requested_at, StopMode.GRACEFUL)(new)
+        new.conditions = state.set_condition(
+            new.conditions,
+            state.CANCEL_PENDING,
+            True,
+            "StoppingGracefully",
+            api.first_line_error(f"{cancel_reason(task)}; {state.STOPPING_MESSAGE}"),
+            task.metadata.generation,
+        )
+        return new
+
+    return decide
+
+
+def deadline_passed_status(message: str) -> Decide:
+    """A task whose deadline ran out before it started: Failed, never started."""
+
+    def decide(task: NicoTask) -> NicoTaskStatus | None:
+        if task.status.run_id is not None or task.spec.cancel:
+            return None
+        return move(TaskStatus.FAILED, message)(task)
+
+    return decide
+
+
+def outcome_message(observed: Observed, task: NicoTask | None = None) -> tuple[TaskStatus, str]:
+    """The terminal status and message of what Temporal recorded.
+
+    A workflow that stopped gracefully returns its own outcome; the message
+    then starts with who cancelled and why.
+    """
     status = observed.status or TaskStatus.FAILED
     message = observed.message or status.value
-    if status == TaskStatus.TERMINATED:
+    if status == TaskStatus.TERMINATED and observed.outcome is None:
         message = f"Terminated outside nicotask: {message}"
-    return status, message
+    elif task is not None and graceful_stop_delivered(task) and status != TaskStatus.SUCCEEDED:
+        message = f"{cancel_message(task)}; {message}"
+    return status, api.first_line_error(message)
 
 
 def outcome_status(observed: Observed, *, cancel_ignored: bool = False) -> Decide:
-    """What Temporal recorded (Succeeded, Failed, or terminated by someone else).
+    """What Temporal recorded (Succeeded, Failed, Terminated by a graceful stop, or
+    terminated by someone else).
 
     With `cancel_ignored` (a cancel that lost the race to completion) the same
     write carries the CancelIgnored condition.
     """
-    status, message = outcome_message(observed)
 
     def decide(task: NicoTask) -> NicoTaskStatus | None:
+        status, message = outcome_message(observed, task)
         now = api.utcnow()
         report = observed.outcome.report if observed.outcome else task.status.report
         report = state.close_report(report, message if status != TaskStatus.SUCCEEDED else "", now)
@@ -183,7 +258,8 @@ def outcome_status(observed: Observed, *, cancel_ignored: bool = False) -> Decid
                 if outcome.report_sequence is not None:
                     # The final report is the newest: its version, never a lower one.
                     s.report_sequence = max(s.report_sequence or 0, outcome.report_sequence)
-            if cancel_ignored:
+            late_graceful = graceful_stop_delivered(task) and status == TaskStatus.SUCCEEDED
+            if cancel_ignored or late_graceful:
                 s.conditions = _cancel_ignored_conditions(task, s)
 
         return move(status, message, report=report, extra=stamp)(task)

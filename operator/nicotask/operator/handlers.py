@@ -24,7 +24,6 @@ from nicotask import api
 from nicotask.kube import Kube, new_api_client
 from nicotask.metrics import cancel_pending_since
 from nicotask.operator.controller import Controller
-from nicotask.operator.decisions import LEGACY_FINALIZER
 from nicotask.operator.finished_cancels import watch_finished_cancels
 from nicotask.operator.follower import Follower
 from nicotask.operator.temporal_client import temporal_factory
@@ -161,9 +160,7 @@ async def configure(
 async def _retention(controller: Controller) -> None:
     try:
         settings = controller.settings
-        await controller.retention.sweep_finished(
-            settings.namespaces, settings.site_selector, LEGACY_FINALIZER
-        )
+        await controller.retention.sweep_finished(settings.namespaces, settings.site_selector)
     except Exception:
         log.exception("start-up sweep of finished tasks failed")
     await controller.retention.run()

@@ -15,8 +15,6 @@ import heapq
 import logging
 from typing import Any
 
-from pydantic import ValidationError
-
 from nicotask import api
 from nicotask.api import TASKS, NicoTask
 from nicotask.kube import Kube
@@ -82,24 +80,13 @@ class Retention:
         heapq.heappush(self._heap, (when, namespace, name, uid))
         self._wakeup.set()
 
-    async def sweep_finished(
-        self, namespaces: list[str], shard: str | None, legacy_finalizer: str
-    ) -> None:
-        """At start-up: schedule every finished task; drop finalizers of nicotask <= 0.1.
-
-        Reads the stored JSON; a model is built only for a task that still
-        carries the legacy finalizer.
-        """
+    async def sweep_finished(self, namespaces: list[str], shard: str | None) -> None:
+        """At start-up: schedule every finished task (from the stored JSON, no models)."""
         for status in api.FINISHED_STATUSES:
             selector = f"status.status={status.value}"
             pages = self.kube.iter_objects(TASKS, namespaces, selector, shard, page=SWEEP_PAGE)
             async for raw in pages:
                 meta = raw.get("metadata") or {}
-                if legacy_finalizer in (meta.get("finalizers") or ()):
-                    with contextlib.suppress(ValidationError):
-                        await self.kube.remove_finalizer(
-                            NicoTask.model_validate(raw), legacy_finalizer
-                        )
                 self._push(
                     raw_due_at(raw, self.default_ttl),
                     meta.get("namespace") or "",

@@ -151,7 +151,7 @@ class TaskRecord:
     resource_version: str
     site_id: str  # lower case
     rack_ref: str
-    cancel: bool
+    cancel: bool  # a hard cancel is requested (a graceful stop is not: REST escalates it)
     status: api.TaskStatus
     created_key: tuple[str, str]  # (creationTimestamp, name): list order
     full: bytes  # the REST Task with its report
@@ -184,7 +184,7 @@ def record_of(obj: Obj) -> TaskRecord | None:
         resource_version=str(meta.get("resourceVersion") or ""),
         site_id=str(spec.get("siteId") or "").lower(),
         rack_ref=str(spec.get("rackRef") or ""),
-        cancel=spec.get("cancel") is True,
+        cancel=spec.get("cancel") is True and spec.get("cancelMode") != api.StopMode.GRACEFUL,
         status=model.status,
         created_key=(str(meta.get("creationTimestamp") or ""), str(meta.get("name") or "")),
         full=orjson.dumps(full),

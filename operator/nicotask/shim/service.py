@@ -58,7 +58,8 @@ def cancel_patch(resource_version: str, requested_by: str) -> dict[str, Any]:
             "resourceVersion": resource_version,
             "annotations": {CANCEL_REQUESTED_BY: requested_by[:1024]},
         },
-        "spec": {"cancel": True},
+        # The REST cancel is a hard terminate: it also escalates a graceful stop.
+        "spec": {"cancel": True, "cancelMode": api.StopMode.TERMINATE.value},
     }
 
 

@@ -19,6 +19,7 @@ seconds): they only detect a lost worker, they do not gate BMC requests.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import tempfile
 import time
@@ -132,7 +133,8 @@ class TaskStore(Protocol):
     ) -> tuple[NicoTask, bool]: ...
 
 
-def _running_condition_ops() -> list[dict[str, Any]]:
+@functools.lru_cache(maxsize=64)
+def running_condition_ops(message: str = RUNNING_MESSAGE) -> tuple[dict[str, Any], ...]:
     """Move the kstatus conditions to Running in place, within the progress patch.
 
     Pending, Waiting and Running have the same condition statuses (Ready False,
@@ -141,9 +143,7 @@ def _running_condition_ops() -> list[dict[str, Any]]:
     first: conditions laid out otherwise (or none yet) refuse the whole patch,
     and the write falls back to a full read-decide-write.
     """
-    running = health_conditions(
-        NicoTaskStatus(status=TaskStatus.RUNNING, message=RUNNING_MESSAGE), None
-    )
+    running = health_conditions(NicoTaskStatus(status=TaskStatus.RUNNING, message=message), None)
     ops: list[dict[str, Any]] = []
     for index, cond in enumerate(running):
         at = f"/status/conditions/{index}"
@@ -153,10 +153,7 @@ def _running_condition_ops() -> list[dict[str, Any]]:
             {"op": "add", "path": f"{at}/reason", "value": cond.reason},
             {"op": "add", "path": f"{at}/message", "value": cond.message},
         ]
-    return ops
-
-
-RUNNING_CONDITION_OPS = _running_condition_ops()
+    return tuple(ops)
 
 
 def progress_ops(update: ProgressUpdate, now: str) -> list[dict[str, Any]]:
@@ -165,9 +162,10 @@ def progress_ops(update: ProgressUpdate, now: str) -> list[dict[str, Any]]:
     The first op tests metadata.uid, so the write never lands on a task
     recreated under the same name; `add` replaces each status field whole.
     """
+    message = update.message or RUNNING_MESSAGE
     fields: dict[str, Any] = {
         "status": TaskStatus.RUNNING.value,
-        "message": RUNNING_MESSAGE,
+        "message": message,
         "report": update.report.wire(),
         "reportSequence": update.sequence,
         "updated": now,
@@ -177,7 +175,7 @@ def progress_ops(update: ProgressUpdate, now: str) -> list[dict[str, Any]]:
     return [
         {"op": "test", "path": "/metadata/uid", "value": update.task.uid},
         *({"op": "add", "path": f"/status/{key}", "value": value} for key, value in fields.items()),
-        *RUNNING_CONDITION_OPS,
+        *running_condition_ops(message),
     ]
 
 
@@ -189,7 +187,8 @@ def progress_decision(update: ProgressUpdate) -> Callable[[NicoTask], NicoTaskSt
             return None
         if (task.status.report_sequence or 0) > update.sequence:
             return None
-        new = with_status(task, TaskStatus.RUNNING, RUNNING_MESSAGE, report=update.report)
+        message = update.message or RUNNING_MESSAGE
+        new = with_status(task, TaskStatus.RUNNING, message, report=update.report)
         new.report_sequence = update.sequence
         if update.started is not None:
             new.started = update.started
@@ -318,6 +317,7 @@ class _StepRun:
         self.resolved: Target | None = None
         self.phase = "starting"
         self.bmc_requests = 0
+        self.resets = 0
         self.t0 = time.monotonic()
         timeout = activity.info().start_to_close_timeout
         self.budget = timeout.total_seconds() if timeout else None
@@ -367,6 +367,7 @@ class _StepRun:
         if mutating:
             await self.beating(self.acts.check_live(phase))
             self.ensure_not_cancelled()
+            self.resets += 1
         self.bmc_requests += 1
         try:
             return await self.beating(asyncio.to_thread(fn, *args))
@@ -395,21 +396,21 @@ class _StepRun:
         self.phase = "checking the task"
         workflow_id = activity.info().workflow_id or ""
         if action.type == ActionType.SLEEP:
-            # Only workflows started before Sleep became a workflow timer get here.
-            await self.beating(self.acts.targets.task(self.inp.task, workflow_id))
-            self.phase = "sleep"
-            await self.sleep(float(action.duration_seconds or 0))
-            return StepResult(component_id=self.target.id)
+            # Sleep steps are workflow timers (workflows.py), never activities.
+            raise ApplicationError(
+                "Sleep is not an activity", type="UnsupportedAction", non_retryable=True
+            )
         driver = await self.driver(workflow_id)
         assert self.resolved is not None
         sid = self.resolved.system_id
         if action.type == ActionType.POWER_CONTROL:
             assert action.power is not None
             await self.power_control(driver, sid, action.power)
+            sent = self.resets > 0 or activity.info().attempt > 1
             if action.expected_state is None:
-                return StepResult(component_id=self.target.id)
+                return StepResult(component_id=self.target.id, reset_sent=sent)
             state = await self.await_state(driver, sid, action.expected_state)
-            return StepResult(component_id=self.target.id, power_state=state)
+            return StepResult(component_id=self.target.id, power_state=state, reset_sent=sent)
         if action.type == ActionType.VERIFY_POWER_STATUS:
             assert action.expected_state is not None
             state = await self.await_state(driver, sid, action.expected_state)

@@ -67,7 +67,7 @@ async def start_workflow(client: Client, task_queue: str, workflow_input: Workfl
 
 
 class TerminateResult(enum.Enum):
-    TERMINATED = "terminated"  # Temporal confirmed: the execution is now terminated
+    TERMINATED = "terminated"  # Temporal confirmed: terminated (or, for a cancel, requested)
     ALREADY_CLOSED = "already_closed"  # it had finished first; read its outcome
     NEVER_STARTED = "never_started"  # no execution with this id exists
 
@@ -92,7 +92,28 @@ async def terminate(
     except RPCError as exc:
         if exc.status != RPCStatusCode.NOT_FOUND:
             raise _unavailable(exc) from exc
-    # NotFound covers "never existed" and "already completed": tell them apart.
+    return await _why_not_found(client, workflow_id)
+
+
+async def request_cancel(
+    client: Client, workflow_id: str, first_run_id: str | None, reason: str
+) -> TerminateResult:
+    """Ask the workflow to stop gracefully (it handles the request: docs/cancel.md).
+
+    TERMINATED here means the request is recorded; asking again is harmless.
+    """
+    handle = client.get_workflow_handle(workflow_id, first_execution_run_id=first_run_id)
+    try:
+        await handle.cancel(reason=reason, rpc_timeout=RPC_TIMEOUT)
+        return TerminateResult.TERMINATED
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise _unavailable(exc) from exc
+    return await _why_not_found(client, workflow_id)
+
+
+async def _why_not_found(client: Client, workflow_id: str) -> TerminateResult:
+    """NotFound covers "never existed" and "already completed": tell them apart."""
     try:
         await client.get_workflow_handle(workflow_id).describe(rpc_timeout=RPC_TIMEOUT)
     except RPCError as exc:

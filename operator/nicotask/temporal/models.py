@@ -22,6 +22,7 @@ from nicotask.api import (
     PowerState,
     SecretRef,
     StepAction,
+    TaskDeadline,
     TaskReportV1,
     TaskStatus,
 )
@@ -62,6 +63,8 @@ class WorkflowInput(TemporalModel):
     rule: NicoOperationRuleSpec
     components: list[ComponentTarget] = Field(default_factory=list)
     workflow_timeout_seconds: float = 3600.0
+    # The task's own deadline (spec.deadline): its timer runs in the workflow.
+    deadline: TaskDeadline | None = None
 
 
 class WorkflowOutcome(TemporalModel):
@@ -88,6 +91,8 @@ class ProgressUpdate(TemporalModel):
     report: TaskReportV1
     started: dt.datetime | None = None
     sequence: int = 0
+    # status.message while it runs (None: "Running"); says so while it stops gracefully.
+    message: str | None = None
 
 
 class StepActivityInput(TemporalModel):
@@ -102,6 +107,9 @@ class StepActivityInput(TemporalModel):
 class StepResult(TemporalModel):
     component_id: str
     power_state: PowerState | None = None
+    # This attempt sent a state-changing request, or an earlier attempt may have:
+    # the component counts as acted on (a cleanup's ActedOn targets).
+    reset_sent: bool = False
 
 
 def build_workflow_input(
@@ -128,4 +136,5 @@ def build_workflow_input(
         rule=rule,
         components=components,
         workflow_timeout_seconds=rule.workflow_timeout_seconds,
+        deadline=task.spec.deadline,
     )

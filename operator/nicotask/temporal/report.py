@@ -57,6 +57,46 @@ def initial_report(
     return TaskReportV1(stages=stages)
 
 
+def add_stage(
+    report: TaskReportV1,
+    number: int,
+    steps: list[ComponentType],
+    counts: Mapping[ComponentType, int],
+) -> TaskReportV1:
+    """Append a stage (a cleanup stage) planned like initial_report plans the rule's."""
+    out = report.model_copy(deep=True)
+    report_steps = [
+        TaskReportV1Step(
+            component_type=ctype.value,
+            status=ReportStatus.PENDING if counts.get(ctype, 0) > 0 else ReportStatus.SKIPPED,
+            total_components=int(counts.get(ctype, 0)),
+        )
+        for ctype in steps
+    ]
+    all_skipped = all(s.status == ReportStatus.SKIPPED for s in report_steps)
+    out.stages.append(
+        TaskReportV1Stage(
+            number=number,
+            status=ReportStatus.SKIPPED if all_skipped else ReportStatus.PENDING,
+            steps=report_steps,
+        )
+    )
+    return out
+
+
+def skip_pending(report: TaskReportV1) -> TaskReportV1:
+    """A stopped task: every stage (and step) still pending is skipped, never to run."""
+    out = report.model_copy(deep=True)
+    for stage in out.stages:
+        if stage.status != ReportStatus.PENDING:
+            continue
+        stage.status = ReportStatus.SKIPPED
+        for step in stage.steps:
+            if step.status == ReportStatus.PENDING:
+                step.status = ReportStatus.SKIPPED
+    return out
+
+
 def _stage(report: TaskReportV1, number: int) -> TaskReportV1Stage:
     for stage in report.stages:
         if stage.number == number:

@@ -189,8 +189,9 @@ class TargetResolver:
     ) -> None:
         """Refuse a step that the rule the task resolves to (now, in the cluster) lacks.
 
-        A refusal from cached rules is checked once more against a fresh LIST: a rule
-        created a moment before its task must not fail it."""
+        The rule's cleanup steps count only for a task that is being stopped (a cancel,
+        or a deadline). A refusal from cached rules is checked once more against a
+        fresh LIST: a rule created a moment before its task must not fail it."""
         ns, name = task.metadata.namespace or "", task.metadata.name
         for fresh in (False, True):
             if fresh:
@@ -201,9 +202,12 @@ class TargetResolver:
                 if fresh:
                     raise refuse(f"nicotask {ns}/{name}: {exc}") from exc
                 continue
+            steps = list(resolved.spec.steps)
+            if task.spec.cancel or task.spec.deadline is not None:
+                steps += resolved.spec.cleanup
             if any(
                 step.component_type == component.type and step.action == action
-                for step in resolved.spec.steps
+                for step in steps
             ):
                 return
         what = action.type.value + (f" {action.power.value}" if action.power else "")

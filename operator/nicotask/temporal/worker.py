@@ -1,9 +1,9 @@
 """`nicotask worker`: the Temporal worker running NicoTaskWorkflow and its activities.
 
 Task queue and concurrency come from settings (NICOTASK_TASK_QUEUE,
-NICOTASK_WORKER_MAX_CONCURRENT_ACTIVITIES / _WORKFLOWS); progress writes run
-on `<task queue>-progress` in a second Worker of the same process
-(NICOTASK_WORKER_PROGRESS_MAX_CONCURRENT_ACTIVITIES slots). BMC endpoints are
+NICOTASK_WORKER_MAX_CONCURRENT_ACTIVITIES / _WORKFLOWS); progress writes are
+local activities with slots of their own
+(NICOTASK_WORKER_PROGRESS_MAX_CONCURRENT_ACTIVITIES). BMC endpoints are
 checked against NICOTASK_WORKER_BMC_NETWORKS, Secrets are read only in
 NICOTASK_NAMESPACES (all namespaces when empty). GET /healthz on
 NICOTASK_WORKER_HEALTH_PORT answers 200 while the worker runs, 503 otherwise.
@@ -32,57 +32,12 @@ from nicotask.redfish import RedfishDriverFactory, driver_factory
 from nicotask.settings import Settings, get_settings
 from nicotask.temporal.activities import TaskActivities, TaskStore
 from nicotask.temporal.liveness import TemporalLiveness
-from nicotask.temporal.workflows import NicoTaskWorkflow, progress_queue
+from nicotask.temporal.workflows import NicoTaskWorkflow
 
 log = logging.getLogger(__name__)
 
 GRACEFUL_SHUTDOWN = timedelta(seconds=10)
 PROGRESS_SLOTS = 50
-
-
-class NicoTaskWorkers:
-    """The process's two Temporal workers, run and stopped together.
-
-    One polls the task queue (workflows and step activities), the other
-    `<task queue>-progress` (publish_progress only, with its own slots), so
-    progress writes never wait behind BMC steps.
-    """
-
-    def __init__(self, workers: list[Worker]) -> None:
-        self.workers = workers
-        self._stack: contextlib.AsyncExitStack | None = None
-
-    @property
-    def is_running(self) -> bool:
-        return all(w.is_running for w in self.workers)
-
-    async def run(self) -> None:
-        runs = [asyncio.create_task(w.run()) for w in self.workers]
-        try:
-            done, _ = await asyncio.wait(runs, return_when=asyncio.FIRST_EXCEPTION)
-            for task in done:
-                task.result()  # a failed worker stops the process
-        finally:
-            if any(not t.done() for t in runs):
-                await self.shutdown()
-            await asyncio.gather(*runs, return_exceptions=True)
-
-    async def shutdown(self) -> None:
-        await asyncio.gather(
-            *(w.shutdown() for w in self.workers if w.is_running), return_exceptions=True
-        )
-
-    async def __aenter__(self) -> NicoTaskWorkers:
-        stack = contextlib.AsyncExitStack()
-        for worker in self.workers:
-            await stack.enter_async_context(worker)
-        self._stack = stack
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._stack is not None:
-            await self._stack.aclose()
-            self._stack = None
 
 
 def build_worker(
@@ -100,8 +55,8 @@ def build_worker(
     graceful_shutdown_timeout: timedelta = GRACEFUL_SHUTDOWN,
     activities: TaskActivities | None = None,
     interceptors: Sequence[Interceptor] = (),
-) -> NicoTaskWorkers:
-    """The workers for NicoTaskWorkflow; the client must use the pydantic data converter.
+) -> Worker:
+    """The worker for NicoTaskWorkflow; the client must use the pydantic data converter.
 
     Heartbeats use the SDK's throttling (0.8 x the heartbeat timeout); BMC
     resets are gated by a liveness check through this client instead.
@@ -111,13 +66,12 @@ def build_worker(
     )
     if acts.liveness is None:
         acts.liveness = TemporalLiveness(client)
-    main = Worker(
+    return Worker(
         client,
         task_queue=task_queue,
         workflows=[NicoTaskWorkflow],
         workflow_runner=WORKFLOW_RUNNER,
-        # publish_progress: run here as a local activity (and, for workflows
-        # started before the split, as a plain one).
+        # publish_progress runs as a local activity, run_step_action as a plain one.
         activities=[acts.publish_progress, acts.run_step_action],
         max_concurrent_activities=max_concurrent_activities,
         # publish_progress as a local activity: slots of its own.
@@ -126,14 +80,6 @@ def build_worker(
         graceful_shutdown_timeout=graceful_shutdown_timeout,
         interceptors=interceptors,
     )
-    progress = Worker(
-        client,
-        task_queue=progress_queue(task_queue),
-        activities=[acts.publish_progress],
-        max_concurrent_activities=max_concurrent_progress,
-        graceful_shutdown_timeout=graceful_shutdown_timeout,
-    )
-    return NicoTaskWorkers([main, progress])
 
 
 # The sandbox re-imports every module a workflow uses for each new workflow

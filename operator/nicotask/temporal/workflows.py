@@ -8,23 +8,32 @@ of the stage is failed with the same error (its activities are cancelled),
 later stages stay pending, report.error keeps the first failure.
 
 A Sleep step is a durable workflow timer, not an activity: a waiting task
-costs nothing (same report, timeout and retry behaviour as before).
+costs nothing.
+
+Stopping early (docs/cancel.md):
+- a Temporal cancel request is a graceful stop: the running stage finishes,
+  the later stages are skipped, the rule's cleanup stages run (bounded by
+  cleanupTimeoutSeconds), and the outcome is Terminated (Failed if the stage
+  or the cleanup failed);
+- the task's own deadline (spec.deadline) stops it the same way, or at once
+  when its mode is Terminate (the running stage's activities are cancelled),
+  and the outcome is Failed;
+- a terminate (the operator's hard stop) ends the workflow where it is.
 
 The workflow publishes the report (status Running, with its version as
-reportSequence) through `publish_progress`, a local activity (workflows
-started before LOCAL_PROGRESS_PATCH: an activity on the task queue
-`<task queue>-progress`): the plan with the first stage running in one
-write (before ONE_FIRST_WRITE_PATCH: the plan, then the first stage, back to
-back), then after step and stage transitions (coalesced to at most one write
-per second) and at the end, never delayed; then it returns a WorkflowOutcome.
-A failing rule does not fail the workflow: the outcome says Failed. The operator writes the terminal
-status from the outcome.
+reportSequence) through `publish_progress`, a local activity: the plan with
+the first stage running in one write, then after step and stage transitions
+(coalesced to at most one write per second) and at the end, never delayed;
+then it returns a WorkflowOutcome. A failing rule does not fail the
+workflow: the outcome says Failed. The operator writes the terminal status
+from the outcome.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -40,9 +49,15 @@ from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
     from nicotask.api import (
+        CLEANUP_STAGE_OFFSET,
         ActionType,
+        CleanupStep,
+        CleanupTargets,
         ComponentType,
+        ReportStatus,
         RuleStep,
+        StopMode,
+        TaskDeadline,
         TaskReportV1,
         TaskStatus,
         first_line_error,
@@ -67,25 +82,8 @@ with workflow.unsafe.imports_passed_through():
 HEARTBEAT_TIMEOUT = timedelta(seconds=60)
 ACTIVITY_HEARTBEAT_SECONDS = 5.0
 PUBLISH_TIMEOUT = timedelta(seconds=10)
-# Bounds the wait for a progress worker too (it polls its own task queue).
-PUBLISH_SCHEDULE_TO_CLOSE = timedelta(seconds=60)
 # At most about one progress write per task per second; the final one is never delayed.
 PROGRESS_MIN_INTERVAL = timedelta(seconds=1)
-PROGRESS_QUEUE_SUFFIX = "-progress"
-# Workflows started by this code record this marker; older histories replay
-# their old commands (Sleep activities, progress on the main queue, no
-# coalescing timers).
-TIMER_SLEEP_PATCH = "nicotask-timer-sleep-progress-queue"
-# Workflows started by this code (and later) publish progress as local
-# activities: a write is a marker in the workflow task that is running anyway,
-# not an activity task with its own round trips and history events, and the
-# plan and the first stage go out in the first workflow task.
-LOCAL_PROGRESS_PATCH = "nicotask-local-progress"
-# Workflows started by this code (and later) make one first write: the plan with
-# the first stage already running, instead of the plan (all pending) and then
-# the first stage back to back. A status write is the API server's costliest
-# call in a start (schema, CEL and managed fields on the whole report).
-ONE_FIRST_WRITE_PATCH = "nicotask-one-first-write"
 PUBLISH_RETRY = TemporalRetryPolicy(
     initial_interval=timedelta(milliseconds=200),
     backoff_coefficient=2.0,
@@ -149,11 +147,6 @@ def _is_cancellation(err: ActivityError) -> bool:
     return isinstance(err.cause, CancelledError)
 
 
-def progress_queue(task_queue: str) -> str:
-    """The task queue of publish_progress: its own slots, never behind step activities."""
-    return f"{task_queue}{PROGRESS_QUEUE_SUFFIX}"
-
-
 def retry_delay(step: RuleStep, attempt: int) -> timedelta:
     """Temporal's backoff before attempt `attempt + 1`."""
     r = step.retry
@@ -162,11 +155,44 @@ def retry_delay(step: RuleStep, attempt: int) -> timedelta:
 
 
 def sleep_timeout_message(step: RuleStep, target: ComponentTarget) -> str:
-    """What a Sleep activity that outlived its timeout used to report, word for word."""
+    """A Sleep as long as its step's timeout: worded like an activity that timed out."""
     text = f"{step.component_type.value} {target.id}: timed out after {step.timeout_seconds:g}s"
     if step.retry.max_attempts > 1:
         text += f" (gave up after {step.retry.max_attempts} attempts)"
     return first_line_error(text)
+
+
+def deadline_of(deadline: TaskDeadline, started: datetime) -> tuple[datetime, str]:
+    """When the task's own deadline runs out (the earlier of its bounds), and which."""
+    ends: list[tuple[datetime, str]] = []
+    if deadline.active_seconds is not None:
+        ends.append(
+            (
+                started + timedelta(seconds=deadline.active_seconds),
+                f"deadline ran out (activeSeconds {deadline.active_seconds})",
+            )
+        )
+    if deadline.not_after is not None:
+        ends.append(
+            (
+                deadline.not_after,
+                f"deadline ran out (notAfter {deadline.not_after:%Y-%m-%dT%H:%M:%SZ})",
+            )
+        )
+    return min(ends, key=lambda end: end[0])
+
+
+def _stage_list(numbers: list[int]) -> str:
+    return ", ".join(str(n) for n in numbers)
+
+
+@dataclass(frozen=True)
+class StopRequest:
+    """Why the rule stops before its end, and how."""
+
+    why: str  # "" for a cancel request, "deadline ran out (...)" for the deadline
+    graceful: bool
+    by_deadline: bool
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -179,9 +205,12 @@ class NicoTaskWorkflow:
         self._closing = False
         self._stage_failure: str | None = None
         self._input: WorkflowInput | None = None
-        self._timers = False
-        self._local_progress = False
-        self._one_first_write = False
+        # A graceful stop (cancel request or deadline): checked between stages.
+        self._stop: StopRequest | None = None
+        # A deadline in Terminate mode: ends the running stage at once.
+        self._hard_stop: str | None = None
+        # Components this task sent (or may have sent) a state-changing request to.
+        self._acted_on: set[str] = set()
 
     @workflow.query(name="report")
     def current_report(self) -> TaskReportV1:
@@ -193,7 +222,6 @@ class NicoTaskWorkflow:
     async def run(self, inp: WorkflowInput) -> WorkflowOutcome:
         self._input = inp
         self._started = workflow.now()
-        self._read_patches()
         targets: dict[ComponentType, list[ComponentTarget]] = {}
         for target in inp.components:
             targets.setdefault(target.type, []).append(target)
@@ -201,58 +229,121 @@ class NicoTaskWorkflow:
         self._report = rep.initial_report(inp.rule, counts)
         self._changed()
         publisher = asyncio.create_task(self._publisher())
-        if not self._one_first_write:
-            # Older runs: the CR shows the plan (all pending or skipped) before
-            # anything runs. Now the publisher's first write, made after the first
-            # stage started, carries the plan and that start. It normally lands
-            # before any step activity starts: their commands go out when the
-            # workflow task that runs the local write completes (or heartbeats,
-            # if the write takes most of the workflow task timeout).
-            await workflow.wait_condition(lambda: self._published >= 1)
+        watchdog = asyncio.create_task(self._watch_deadline(inp.deadline)) if inp.deadline else None
 
-        deadline = self._deadline(inp)
-        error: str | None = None
-        for number, steps in inp.rule.stages().items():
-            if not rep.runnable_steps(self._report, number):
-                continue  # skipped stage: nothing of its types in the rack
-            error = await self._run_stage(number, steps, targets, deadline)
-            if error is not None:
-                break
+        execution = asyncio.create_task(self._execute(inp, targets))
+        while not execution.done():
+            try:
+                # Shielded: Temporal's cancel request reaches this coroutine only,
+                # and becomes a graceful stop instead of cancelling the stage.
+                await asyncio.shield(execution)
+            except asyncio.CancelledError:
+                self._request_stop(StopRequest("", True, by_deadline=False))
+                current = asyncio.current_task()
+                if current is not None:
+                    current.uncancel()
+        status, message = execution.result()
+        if watchdog is not None:
+            watchdog.cancel()
 
         finished = workflow.now()
         self._closing = True
         await publisher  # its last act: publish the final report
-        if error is None:
-            return WorkflowOutcome(
-                status=TaskStatus.SUCCEEDED,
-                message=SUCCEEDED_MESSAGE,
-                report=self._report,
-                started=self._started,
-                finished=finished,
-                report_sequence=self._version,
-            )
         return WorkflowOutcome(
-            status=TaskStatus.FAILED,
-            message=first_line_error(error),
+            status=status,
+            message=first_line_error(message),
             report=self._report,
             started=self._started,
             finished=finished,
             report_sequence=self._version,
         )
 
-    def _read_patches(self) -> None:
-        """Which version started this run. The newest patch implies the older ones,
-        so a new run records one patch marker (and one TemporalChangeVersion
-        search-attribute upsert) instead of three; a run of an older version
-        finds the newest marker missing and checks the older ones as it did."""
-        if workflow.patched(ONE_FIRST_WRITE_PATCH):
-            self._timers = self._local_progress = self._one_first_write = True
-            return
-        self._timers = workflow.patched(TIMER_SLEEP_PATCH)
-        self._local_progress = self._timers and workflow.patched(LOCAL_PROGRESS_PATCH)
+    async def _execute(
+        self, inp: WorkflowInput, targets: dict[ComponentType, list[ComponentTarget]]
+    ) -> tuple[TaskStatus, str]:
+        """The rule's stages, then (after a graceful stop) its cleanup; the outcome."""
+        deadline = self._deadline(inp)
+        error: str | None = None
+        ran: list[int] = []
+        for number, steps in inp.rule.stages().items():
+            if self._stop is not None or self._hard_stop is not None:
+                break
+            if not rep.runnable_steps(self._report, number):
+                continue  # skipped stage: nothing of its types in the rack
+            ran.append(number)
+            error = await self._run_stage(
+                number, steps, targets, deadline, self._timeout_message(deadline)
+            )
+            if error is not None:
+                break
+        stop = self._stop
+        if self._hard_stop is not None:
+            return TaskStatus.FAILED, f"{self._hard_stop}: stopped at once, no cleanup"
+        if stop is None:
+            if error is None:
+                return TaskStatus.SUCCEEDED, SUCCEEDED_MESSAGE
+            return TaskStatus.FAILED, error
+
+        # Stopped gracefully: nothing later runs; the cleanup leaves the rack known.
+        skipped = [s.number for s in self._report.stages if s.status == ReportStatus.PENDING]
+        self._report = rep.skip_pending(self._report)
+        self._changed()
+        cleanup_error = await self._run_cleanup(inp.rule.cleanup_stages(), inp, targets)
+        summary = self._stop_summary(stop, ran, skipped, cleanup_error)
+        if error is not None:
+            return TaskStatus.FAILED, f"{error} ({summary})"
+        if cleanup_error is not None:
+            return TaskStatus.FAILED, f"cleanup failed: {cleanup_error} ({summary})"
+        if stop.by_deadline:
+            return TaskStatus.FAILED, summary
+        return TaskStatus.TERMINATED, summary
+
+    def _stop_summary(
+        self, stop: StopRequest, ran: list[int], skipped: list[int], cleanup_error: str | None
+    ) -> str:
+        text = f"{stop.why}: stopped gracefully" if stop.why else "Stopped gracefully"
+        if ran:
+            text += f" after stage {ran[-1]}"
+        if skipped:
+            text += f", skipped stage{'s' if len(skipped) > 1 else ''} {_stage_list(skipped)}"
+        cleanup = [s for s in self._report.stages if s.number > CLEANUP_STAGE_OFFSET]
+        ran_cleanup = [s for s in cleanup if s.status != ReportStatus.SKIPPED]
+        if cleanup_error is not None:
+            text += "; cleanup failed"
+        elif ran_cleanup:
+            text += "; cleanup completed"
+        elif cleanup:
+            text += "; cleanup had nothing to do"
+        return text
+
+    def _stopping_message(self) -> str | None:
+        """status.message while a graceful stop is under way (None: plain Running)."""
+        if self._stop is None or self._closing:
+            return None
+        why = f"{self._stop.why}: " if self._stop.why else ""
+        if any(s.number > CLEANUP_STAGE_OFFSET for s in self._report.stages):
+            return f"{why}stopping gracefully: running the rule's cleanup"
+        return f"{why}stopping gracefully: the running stage finishes, later stages are skipped"
+
+    def _request_stop(self, request: StopRequest) -> None:
+        if self._stop is None:
+            self._stop = request
+            self._changed()  # the CR says it is stopping
+
+    async def _watch_deadline(self, deadline: TaskDeadline) -> None:
+        """One durable timer: when the task's own deadline runs out, stop it."""
+        assert self._started is not None
+        ends, why = deadline_of(deadline, self._started)
+        left = (ends - workflow.now()).total_seconds()
+        if left > 0:
+            await workflow.sleep(timedelta(seconds=left))
+        if deadline.stop == StopMode.TERMINATE:
+            self._hard_stop = why
+        else:
+            self._request_stop(StopRequest(why, True, by_deadline=True))
 
     def _deadline(self, inp: WorkflowInput) -> datetime:
-        """When the task times out: workflowTimeoutSeconds after start, but always
+        """When the rule times out: workflowTimeoutSeconds after start, but always
         early enough, before Temporal's own execution timeout (if one was set), to
         cancel the stage, publish the final report and return an outcome.
         """
@@ -265,6 +356,52 @@ class NicoTaskWorkflow:
             deadline = min(deadline, info.workflow_start_time + total - reserve)
         return deadline
 
+    def _timeout_message(self, deadline: datetime) -> str:
+        assert self._started is not None
+        return f"task timed out after {(deadline - self._started).total_seconds():.0f}s"
+
+    # ---- cleanup -------------------------------------------------------
+
+    async def _run_cleanup(
+        self,
+        stages: dict[int, list[CleanupStep]],
+        inp: WorkflowInput,
+        targets: dict[ComponentType, list[ComponentTarget]],
+    ) -> str | None:
+        """The rule's cleanup stages, in order, within cleanupTimeoutSeconds; first failure."""
+        if not stages:
+            return None
+        timeout = inp.rule.cleanup_timeout_seconds
+        deadline = workflow.now() + timedelta(seconds=timeout)
+        for number, steps in stages.items():
+            picked = {step.component_type: self._cleanup_targets(step, targets) for step in steps}
+            counts = {ctype: len(items) for ctype, items in picked.items()}
+            self._report = rep.add_stage(
+                self._report, number, [s.component_type for s in steps], counts
+            )
+            self._changed()
+            if not rep.runnable_steps(self._report, number):
+                continue
+            error = await self._run_stage(
+                number,
+                list(steps),
+                picked,
+                deadline,
+                f"cleanup timed out after {timeout:g}s",
+            )
+            if error is not None:
+                self._report = rep.skip_pending(self._report)
+                return error
+        return None
+
+    def _cleanup_targets(
+        self, step: CleanupStep, targets: dict[ComponentType, list[ComponentTarget]]
+    ) -> list[ComponentTarget]:
+        of_type = targets.get(step.component_type, [])
+        if step.targets == CleanupTargets.ALL:
+            return list(of_type)
+        return [t for t in of_type if t.id in self._acted_on]
+
     # ---- stages and steps --------------------------------------------
 
     async def _run_stage(
@@ -273,6 +410,7 @@ class NicoTaskWorkflow:
         steps: list[RuleStep],
         targets: dict[ComponentType, list[ComponentTarget]],
         deadline: datetime,
+        timeout_message: str,
     ) -> str | None:
         """Run one stage; return the first failure, or None when it completed."""
         self._stage_failure = None
@@ -293,21 +431,26 @@ class NicoTaskWorkflow:
             if left <= 0:
                 raise TimeoutError
             await workflow.wait_condition(
-                lambda: self._stage_failure is not None or all(done.values()),
+                lambda: (
+                    self._stage_failure is not None
+                    or self._hard_stop is not None
+                    or all(done.values())
+                ),
                 timeout=timedelta(seconds=left),
             )
         except asyncio.CancelledError:
-            # The workflow itself was cancelled: stop every activity of the stage.
+            # Cache eviction or a failing sibling: stop every activity of the stage.
             await _cancel_all(tasks)
             raise
         except TimeoutError:
-            assert self._started is not None
-            limit = (deadline - self._started).total_seconds()
-            message = f"task timed out after {limit:.0f}s"
             if self._stage_failure is None:
-                self._stage_failure = message
-                self._report = rep.fail_stage(self._report, number, message, workflow.now())
+                self._stage_failure = timeout_message
+                self._report = rep.fail_stage(self._report, number, timeout_message, workflow.now())
                 self._changed()
+        if self._stage_failure is None and self._hard_stop is not None and not all(done.values()):
+            self._stage_failure = self._hard_stop
+            self._report = rep.fail_stage(self._report, number, self._hard_stop, workflow.now())
+            self._changed()
         if self._stage_failure is not None:
             await _cancel_all(tasks)
             return self._stage_failure
@@ -341,17 +484,11 @@ class NicoTaskWorkflow:
     async def _run_step(self, step: RuleStep, targets: list[ComponentTarget]) -> None:
         """One activity per component, at most maxParallel at once; first failure wins."""
         assert self._input is not None
-        if step.action.type == ActionType.SLEEP and self._timers:
+        if step.action.type == ActionType.SLEEP:
             await self._sleep_step(step, targets)
             return
         task_ref = self._input.task
         limit = step.max_parallel if step.max_parallel > 0 else max(1, len(targets))
-        cancellation = (
-            # Fail-fast moves on at once; the activity's resets are gated on liveness.
-            workflow.ActivityCancellationType.TRY_CANCEL
-            if self._timers
-            else workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
-        )
         gate = asyncio.Semaphore(limit)
         errors: list[str] = []
         finished: list[int] = [0]
@@ -361,7 +498,7 @@ class NicoTaskWorkflow:
                 async with gate:
                     if errors:
                         return  # the step already failed: start nothing new
-                    await workflow.execute_activity(
+                    result = await workflow.execute_activity(
                         RUN_STEP_ACTION,
                         StepActivityInput(
                             task=task_ref,
@@ -373,10 +510,15 @@ class NicoTaskWorkflow:
                         start_to_close_timeout=timedelta(seconds=step.timeout_seconds),
                         heartbeat_timeout=HEARTBEAT_TIMEOUT,
                         retry_policy=retry_policy(step),
-                        cancellation_type=cancellation,
+                        # Fail-fast moves on at once; the activity's resets are gated on liveness.
+                        cancellation_type=workflow.ActivityCancellationType.TRY_CANCEL,
                         summary=f"{step.action.type.value} {step.component_type.value} {target.id}",
                     )
+                if result.reset_sent:
+                    self._acted_on.add(target.id)
             except ActivityError as err:
+                if step.action.type == ActionType.POWER_CONTROL:
+                    self._acted_on.add(target.id)  # it may have sent one: count it
                 if not _is_cancellation(err):
                     errors.append(describe_failure(err, step, target))
             finally:
@@ -401,7 +543,7 @@ class NicoTaskWorkflow:
         Same results as one Sleep activity per component under maxParallel:
         the components sleep in waves of maxParallel; a sleep as long as the
         step's timeout times out, is retried with the rule's backoff and
-        fails the step with the activity's message once attempts run out.
+        fails the step once attempts run out.
         """
         if not targets:
             return
@@ -431,13 +573,12 @@ class NicoTaskWorkflow:
         A write that keeps failing is logged and skipped, never fatal.
         """
         assert self._input is not None
-        queue = progress_queue(workflow.info().task_queue) if self._timers else None
         last: datetime | None = None
         while True:
             await workflow.wait_condition(lambda: self._published < self._version or self._closing)
             if self._published >= self._version:
                 return
-            if self._timers and last is not None and not self._closing:
+            if last is not None and not self._closing:
                 # Coalesce: at most one write per PROGRESS_MIN_INTERVAL, but the
                 # final report goes out as soon as the workflow is closing.
                 left = (last + PROGRESS_MIN_INTERVAL - workflow.now()).total_seconds()
@@ -452,13 +593,11 @@ class NicoTaskWorkflow:
                 report=self._report,
                 started=self._started,
                 sequence=version,
+                message=self._stopping_message(),
             )
-            # Older runs: the plan's write does not delay the next one, the first
-            # stage's start follows at once, in the same workflow task.
-            plan_only = self._local_progress and not self._one_first_write and self._published == 0
-            last = None if plan_only else workflow.now()
+            last = workflow.now()
             try:
-                await self._publish(update, queue)
+                await self._publish(update)
             except (ActivityError, ApplicationError) as err:
                 # (A local activity's last failure arrives as its ApplicationError.)
                 workflow.logger.warning(
@@ -469,8 +608,9 @@ class NicoTaskWorkflow:
                 )
             self._published = version
 
-    async def _publish_local(self, update: ProgressUpdate) -> None:
-        """A local activity (its own slots on this worker, never behind step activities).
+    async def _publish(self, update: ProgressUpdate) -> None:
+        """A local activity: a marker in the workflow task that runs anyway, with its
+        own slots on this worker, never behind step activities.
 
         One attempt each, retried here with PUBLISH_RETRY's backoff as a timer:
         the SDK core leaks each local retry's start-to-close timer, which can
@@ -496,18 +636,3 @@ class NicoTaskWorkflow:
             await workflow.sleep(delay)
             attempt += 1
             delay = min(delay * policy.backoff_coefficient, policy.maximum_interval or delay)
-
-    async def _publish(self, update: ProgressUpdate, queue: str | None) -> None:
-        if self._local_progress:
-            await self._publish_local(update)
-            return
-        await workflow.execute_activity(
-            PUBLISH_PROGRESS,
-            update,
-            result_type=bool,
-            task_queue=queue,
-            start_to_close_timeout=PUBLISH_TIMEOUT,
-            schedule_to_close_timeout=PUBLISH_SCHEDULE_TO_CLOSE if queue else None,
-            retry_policy=PUBLISH_RETRY,
-            summary=f"report v{update.sequence}",
-        )
