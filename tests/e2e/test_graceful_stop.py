@@ -222,7 +222,7 @@ async def test_graceful_stop_in_stage_3_cleans_up_exactly_what_it_powered_on_the
 ) -> None:
     """Stopped in stage 3: every compute reaches On, then the cleanup forces off the
     computes this task powered on (not compute-0, On before the task), one at a time;
-    a terminate in the middle of the cleanup makes its in-flight ForceOff the last request."""
+    a terminate in the middle of the cleanup makes its in-flight ForceOff the last reset."""
     env = nicotask_system
     rule_id, _ = redfish_rack
     log = RequestLog(env)
@@ -244,7 +244,10 @@ async def test_graceful_stop_in_stage_3_cleans_up_exactly_what_it_powered_on_the
     done = await cluster.wait_status("power-on", *TERMINAL, timeout=30)
     await asyncio.sleep(1.5)  # a request already on the wire may still land
     settled = log.mark()
-    await nothing_after(log)
+    # No reset follows the terminate. (The in-flight ForceOff's activity may read the
+    # power state until its next heartbeat tells it the workflow is gone: docs/cancel.md.)
+    await asyncio.sleep(6.0)
+    assert log.resets(settled) == [], "a reset followed the terminate"
 
     st = done["status"]
     assert st["status"] == "Terminated", st
@@ -256,7 +259,6 @@ async def test_graceful_stop_in_stage_3_cleans_up_exactly_what_it_powered_on_the
     assert sorted(ons) == sorted(computes[1:]), resets
     # ... and the cleanup, one at a time, got exactly one ForceOff out before the terminate.
     assert len(offs) == 1 and offs[0] in computes[1:], resets
-    assert log.requests(settled) == []
     report = st["report"]["stages"]
     assert [s["number"] for s in report] == [1, 2, 3, 101]
     assert [s["status"] for s in report][:3] == ["completed", "completed", "completed"]

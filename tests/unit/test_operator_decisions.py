@@ -278,3 +278,30 @@ def test_a_task_past_its_not_after_never_starts() -> None:
     new = decisions.deadline_passed_status("deadline ran out")(_task(S.WAITING, deadline=past))
     assert new is not None and new.status == S.FAILED and new.message == "deadline ran out"
     assert decisions.deadline_passed_status("x")(started) is None
+
+
+def test_escalation_closes_the_workflows_own_report_when_it_is_newer() -> None:
+    """The cleanup stage the workflow runs may not have reached the CR yet."""
+    task = _task(
+        S.RUNNING, runId="r1", cancel=True, mode="Terminate", cancelMode="Graceful",
+        report=_running_report().wire(),
+    )  # fmt: skip
+    newer = _running_report()
+    newer.stages[0].status = ReportStatus.COMPLETED
+    newer.stages[0].steps[0].status = ReportStatus.COMPLETED
+    newer.stages[0].finished_at = newer.stages[0].steps[0].finished_at = NOW
+    cleanup = newer.stages[0].model_copy(deep=True)
+    cleanup.number, cleanup.status = 101, ReportStatus.RUNNING
+    cleanup.finished_at = None
+    cleanup.steps[0].status, cleanup.steps[0].finished_at = ReportStatus.RUNNING, None
+    newer.stages.append(cleanup)
+    new = decisions.cancelled_status("bob", NOW, newer)(task)
+    assert new is not None and new.report is not None
+    assert [(s.number, s.status) for s in new.report.stages] == [
+        (1, ReportStatus.COMPLETED),
+        (101, ReportStatus.FAILED),
+    ]
+    # Without it, the CR's own report is closed, as before.
+    plain = decisions.cancelled_status("bob", NOW)(task)
+    assert plain is not None and plain.report is not None
+    assert [s.number for s in plain.report.stages] == [1]

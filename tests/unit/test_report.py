@@ -8,6 +8,7 @@ import pytest
 
 from nicotask.api import (
     ActionType,
+    CleanupStep,
     ComponentType,
     NicoOperationRuleSpec,
     Operation,
@@ -213,3 +214,41 @@ def test_is_finished() -> None:
     r = rep.initial_report(RULE, COUNTS)
     assert not rep.is_finished(r)
     assert rep.is_finished(rep.initial_report(RULE, {}))  # everything skipped
+
+
+def test_a_stop_skips_every_pending_stage_and_step_and_leaves_the_rest() -> None:
+    report = rep.initial_report(RULE, {PS: 2, NV: 2})  # no Compute: stage 2 skipped
+    report = rep.start_stage(report, 1, T[1])
+    report = rep.complete_step(report, 1, 0, T[2])
+    report = rep.complete_step(report, 1, 1, T[2])
+    report = rep.complete_stage(report, 1, T[2])
+    stopped = rep.skip_pending(report)
+    assert statuses(stopped) == [(C, [C, C]), (S, [S]), (S, [S])]
+    assert stopped.stages[2].started_at is None and stopped.stages[2].finished_at is None
+    assert statuses(report)[2] == (P, [P])  # the argument is left alone
+
+
+def test_a_cleanup_stage_is_planned_after_the_rule_and_mirrors_the_cleanup() -> None:
+    spec = RULE.model_copy(
+        update={
+            "cleanup": [
+                CleanupStep(
+                    component_type=CO,
+                    stage=1,
+                    action=StepAction(type=ActionType.SLEEP, duration_seconds=1),
+                )
+            ]
+        }
+    )
+    report = rep.initial_report(spec, COUNTS)
+    assert [s.number for s in report.stages] == [1, 2, 3]  # the plan has no cleanup
+    with_cleanup = rep.add_stage(report, 101, [CO], {CO: 4})
+    assert [s.number for s in with_cleanup.stages] == [1, 2, 3, 101]
+    assert statuses(with_cleanup)[3] == (P, [P])
+    assert with_cleanup.stages[3].steps[0].total_components == 4
+    assert report_matches_rule(with_cleanup, spec) == []
+    nothing = rep.add_stage(report, 101, [CO], {})
+    assert statuses(nothing)[3] == (S, [S])
+    # A report stage 101 of a rule without cleanup is not the rule's.
+    assert report_matches_rule(with_cleanup, RULE) == ["stage 101: the rule has no such stage"]
+    assert list(spec.cleanup_stages()) == [101]

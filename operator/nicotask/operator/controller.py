@@ -42,6 +42,7 @@ from nicotask.settings import Settings
 from nicotask.temporal.control import (
     TemporalUnavailable,
     TerminateResult,
+    current_report,
     observe,
     request_cancel,
     start_workflow,
@@ -287,6 +288,11 @@ class Controller:
         graceful = task.spec.stop_mode() == StopMode.GRACEFUL
         stop = request_cancel if graceful else terminate
         client = await self.temporal()
+        # Escalating a graceful stop: its cleanup may be newer than the CR's report
+        # (progress writes are coalesced), so the workflow's own report is read first.
+        report = None
+        if not graceful and task.status.cancel_mode == StopMode.GRACEFUL:
+            report = await current_report(client, uid)
         began = time.monotonic()
         try:
             result = await stop(client, uid, task.status.run_id, decisions.cancel_reason(task))
@@ -305,7 +311,7 @@ class Controller:
                 )
             return
         if result in (TerminateResult.TERMINATED, TerminateResult.NEVER_STARTED):
-            await self._write_cancelled(task, by, requested_at)
+            await self._write_cancelled(task, by, requested_at, report)
             return
         # It had closed before our terminate: report what Temporal recorded.
         try:
@@ -327,9 +333,14 @@ class Controller:
             )
 
     async def _write_cancelled(
-        self, task: NicoTask, by: str | None, requested_at: dt.datetime
+        self,
+        task: NicoTask,
+        by: str | None,
+        requested_at: dt.datetime,
+        report: api.TaskReportV1 | None = None,
     ) -> None:
-        written, changed = await self._write(task, decisions.cancelled_status(by, requested_at))
+        decide = decisions.cancelled_status(by, requested_at, report)
+        written, changed = await self._write(task, decide)
         if not changed:
             return
         requested = written.status.cancel_requested_at

@@ -169,12 +169,22 @@ def _record_cancel(
     return record
 
 
-def cancelled_status(by: str | None, requested_at: dt.datetime | None) -> Decide:
-    """Terminated by the user: the report of the freshest copy, closed."""
+def cancelled_status(
+    by: str | None,
+    requested_at: dt.datetime | None,
+    workflow_report: api.TaskReportV1 | None = None,
+) -> Decide:
+    """Terminated by the user: the report of the freshest copy (or the workflow's own,
+    read just before the terminate, when it has more stages), closed."""
 
     def decide(task: NicoTask) -> NicoTaskStatus | None:
         now = api.utcnow()
-        report = state.close_report(task.status.report, state.CANCELLED_BY_USER, now)
+        report = task.status.report
+        if workflow_report is not None and (
+            report is None or len(workflow_report.stages) >= len(report.stages)
+        ):
+            report = workflow_report
+        report = state.close_report(report, state.CANCELLED_BY_USER, now)
         message = cancel_message(task)
         if task.status.cancel_mode == StopMode.GRACEFUL:
             message += " (graceful stop escalated to Terminate)"

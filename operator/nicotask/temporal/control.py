@@ -20,11 +20,13 @@ from temporalio.exceptions import TerminatedError, WorkflowAlreadyStartedError
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 from temporalio.service import RPCError, RPCStatusCode
 
-from nicotask.api import TaskStatus, first_line_error
+from nicotask.api import TaskReportV1, TaskStatus, first_line_error
 from nicotask.temporal.client import MEMO_NAME, MEMO_NAMESPACE, start_task_workflow
 from nicotask.temporal.models import WORKFLOW_NAME, WorkflowInput, WorkflowOutcome
 
 RPC_TIMEOUT = dt.timedelta(seconds=10)
+# A query waits on a worker: short, and without an answer the caller does without.
+QUERY_TIMEOUT = dt.timedelta(seconds=3)
 LIST_PAGE_SIZE = 1000
 
 
@@ -100,16 +102,32 @@ async def request_cancel(
 ) -> TerminateResult:
     """Ask the workflow to stop gracefully (it handles the request: docs/cancel.md).
 
-    TERMINATED here means the request is recorded; asking again is harmless.
+    TERMINATED here means the request reached a running execution; asking again is
+    harmless. Temporal accepts a cancel request for an execution that already
+    closed, so the execution is described after it: closed -> ALREADY_CLOSED.
     """
     handle = client.get_workflow_handle(workflow_id, first_execution_run_id=first_run_id)
     try:
         await handle.cancel(reason=reason, rpc_timeout=RPC_TIMEOUT)
-        return TerminateResult.TERMINATED
+        desc = await handle.describe(rpc_timeout=RPC_TIMEOUT)
     except RPCError as exc:
         if exc.status != RPCStatusCode.NOT_FOUND:
             raise _unavailable(exc) from exc
-    return await _why_not_found(client, workflow_id)
+        return await _why_not_found(client, workflow_id)
+    if desc.status == WorkflowExecutionStatus.RUNNING:
+        return TerminateResult.TERMINATED
+    return TerminateResult.ALREADY_CLOSED
+
+
+async def current_report(client: Client, workflow_id: str) -> TaskReportV1 | None:
+    """The running workflow's own report (its `report` query), or None if it cannot say
+    (closed, no worker answering in time, Temporal unreachable)."""
+    handle = client.get_workflow_handle(workflow_id)
+    try:
+        report = await handle.query("report", result_type=TaskReportV1, rpc_timeout=QUERY_TIMEOUT)
+    except Exception:
+        return None
+    return report if isinstance(report, TaskReportV1) else None
 
 
 async def _why_not_found(client: Client, workflow_id: str) -> TerminateResult:

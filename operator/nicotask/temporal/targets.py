@@ -16,6 +16,7 @@ the task ends Failed with it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 from collections.abc import Sequence
@@ -190,12 +191,18 @@ class TargetResolver:
         """Refuse a step that the rule the task resolves to (now, in the cluster) lacks.
 
         The rule's cleanup steps count only for a task that is being stopped (a cancel,
-        or a deadline). A refusal from cached rules is checked once more against a
-        fresh LIST: a rule created a moment before its task must not fail it."""
+        or a deadline). A refusal from cached reads is checked once more against fresh
+        ones: a rule created a moment before its task, or a cancel made since the task
+        was cached (its cleanup then runs), must not fail it."""
         ns, name = task.metadata.namespace or "", task.metadata.name
         for fresh in (False, True):
             if fresh:
                 self.cache.forget(("rules", ns))
+                self.cache.forget(("task", ns, name))
+                with contextlib.suppress(NotFound):
+                    newer = await self.kube.get_task(ns, name)
+                    if newer.metadata.uid == task.metadata.uid:
+                        task = newer
             try:
                 resolved = resolve_rule(task.spec, rack, await self.rules(ns))
             except RuleNotFound as exc:
