@@ -6,7 +6,9 @@
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # ---- build: a wheel of nicotask (the runtime package, operator/; not the dev tooling in
-#      dev/), installed with its dependencies into /opt/nicotask
+#      dev/), installed with its dependencies into /opt/nicotask. Every package comes from
+#      the lock files (requirements/*.txt, `make lock`), pinned and hash-checked: one commit,
+#      one set of packages.
 FROM ${PYTHON_IMAGE} AS build
 # A package index mirror, if the build host uses one (empty: PyPI).
 ARG PIP_INDEX_URL=
@@ -14,15 +16,22 @@ ARG PIP_EXTRA_INDEX_URL=
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY operator ./operator
-# Runtime dependencies only (no [dev] extras). An optional build secret `pip-cert`
-# is the CA bundle of a TLS-intercepting mirror or proxy (hack/build-image.sh passes the host's).
+# The dependencies first, in their own layer: a change to the code alone reuses it.
+# Runtime dependencies only (nicotask[server], no [dev] extras). An optional build secret
+# `pip-cert` is the CA bundle of a TLS-intercepting mirror or proxy (hack/build-image.sh
+# passes the host's).
+COPY requirements/build.txt requirements/runtime.txt ./requirements/
 RUN --mount=type=secret,id=pip-cert,required=false \
     if [ -s /run/secrets/pip-cert ]; then export PIP_CERT=/run/secrets/pip-cert; fi \
- && python -m pip wheel --no-deps --wheel-dir /wheels . \
+ && python -m venv /opt/build \
+ && /opt/build/bin/pip install --require-hashes -r requirements/build.txt \
  && python -m venv /opt/nicotask \
- && /opt/nicotask/bin/pip install /wheels/*.whl \
+ && /opt/nicotask/bin/pip install --require-hashes -r requirements/runtime.txt
+COPY pyproject.toml README.md ./
+COPY operator ./operator
+# The wheel is built with the locked build backend, and installed without resolving again.
+RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /wheels . \
+ && /opt/nicotask/bin/pip install --no-deps /wheels/*.whl \
  && /opt/nicotask/bin/pip uninstall -y -q pip setuptools \
  && /opt/nicotask/bin/python -m compileall -q /opt/nicotask
 
@@ -38,7 +47,8 @@ RUN groupadd --system --gid 10001 nicotask \
 COPY --from=build /opt/nicotask /opt/nicotask
 USER 10001:10001
 WORKDIR /tmp
-# operator /healthz, worker /healthz, shim API, operator /metrics
-EXPOSE 8080 8081 8088 9090
+# operator /healthz, worker /healthz, shim API (and its /metrics), operator /metrics,
+# worker /metrics: the defaults of the NICOTASK_*_PORT settings and of the chart
+EXPOSE 8080 8081 8088 9090 9091
 ENTRYPOINT ["nicotask"]
 CMD ["--help"]

@@ -10,20 +10,28 @@ RUN_DIR ?= $(CURDIR)/.run/dev
 PYTEST_ARGS ?=
 
 # Go binaries (kube-apiserver, etcd, helm, promtool) are cached in ~/.cache/nicotask, keyed by version.
-.PHONY: help venv binaries helm promtool docs-values lint typecheck crds crds-check unit integration test test-slow run stop status bench kind-e2e image node-binaries node-e2e clean
+.PHONY: help venv lock lock-check binaries helm promtool docs-values lint typecheck crds crds-check unit integration test test-slow run stop status bench kind-e2e image node-binaries node-e2e clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
 # Two distributions: the runtime nicotask (operator/, what the image ships) with its
 # test tools, and the dev tooling nicotask-dev (dev/: `nicotask dev`, `nicotask crds`).
-$(STAMP): pyproject.toml dev/pyproject.toml
+# Every package comes from the lock requirements/dev.txt (pinned, hash-checked); the two
+# distributions themselves are installed editable on top, without resolving anything.
+$(STAMP): pyproject.toml dev/pyproject.toml requirements/dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]' -e ./dev
+	$(BIN)/pip install -q --require-hashes -r requirements/dev.txt
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e '.[server,dev]' -e ./dev
 	@touch $(STAMP)
 
-venv: $(STAMP) ## Create .venv with nicotask (and its test tools) and nicotask-dev, both editable
+venv: $(STAMP) ## Create .venv from the lock (requirements/dev.txt): nicotask and nicotask-dev, both editable
+
+lock: $(STAMP) ## Resolve requirements/*.txt (pinned, with hashes) from the pyproject files with uv (LOCK_ARGS=--upgrade)
+	$(BIN)/python -m nicotask_dev.lock $(LOCK_ARGS)
+
+lock-check: $(STAMP) ## Fail when a pyproject's dependencies changed without `make lock`
+	$(BIN)/python -m nicotask_dev.lock --check
 
 binaries: $(STAMP) ## Build (once, cached in ~/.cache/nicotask) etcd and kube-apiserver from Go modules
 	$(BIN)/nicotask dev build
@@ -58,7 +66,7 @@ integration: $(STAMP) binaries helm ## Integration and e2e tests on a real local
 test-slow: $(STAMP) binaries helm ## The long runs of e2e checks (e.g. 300 graceful-stop races)
 	$(BIN)/pytest tests/e2e -q -m slow $(PYTEST_ARGS)
 
-test: lint typecheck crds-check unit integration ## Everything CI runs
+test: lint typecheck crds-check lock-check unit integration ## Everything CI runs
 
 run: $(STAMP) binaries ## Start the local system in the background (apiserver, etcd, Temporal, BMCs, operator, worker, shim)
 	$(BIN)/nicotask dev up --run-dir $(RUN_DIR) --with-system

@@ -2,10 +2,10 @@
 
 Starts a fresh local system (kube-apiserver + etcd, Temporal dev server,
 sushy-tools, worker, operator with a 30 s reconcile, shim), measures every
-phase side by side in one run, prints a table (with issue 10's targets next to
-the figures, PASS / FAIL as information: the exit code says only whether the
-bench itself ran), writes the same figures to bench/results/latest.json, and
-stops it all.
+phase side by side in one run, prints a table (with the targets of
+bench/targets.py next to the figures, PASS / FAIL as information: the exit code
+says only whether the bench itself ran), writes the same figures to
+bench/results/latest.json and the README's performance table, and stops it all.
 
   --tasks N          tasks Running at once: start, steady, burst cancel (default 200)
   --rss-tasks M      NicoTasks created for the operator RSS figure (default 10000;
@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 from .env import BenchEnv, progress
 from .machine import machine_info
 from .phases import PHASES, Phases, Settings
+from .readme import main as write_readme_table
 from .report import LATEST, render_table, write_json
 from .targets import evaluate
 
@@ -279,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     path = write_json(results)
     print(render_table(results))
     print(f"figures written to {path.relative_to(LATEST.parents[2])}")
+    write_readme_table([])
     if rc != 0 and benv.owned_dir:
         print(f"run folder kept for its logs: {benv.run_dir}", file=sys.stderr)
     return rc

@@ -293,7 +293,8 @@ def _figure(value: Any) -> str:
 
 
 def target_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """(verdict, target, value, limit) per target of issue 10 (information, not an exit code)."""
+    """(verdict, target, value, limit) per target of bench/targets.py (information, not an
+    exit code)."""
     out = []
     for t in results.get("targets") or evaluate(results):
         note = f" ({t['note']})" if t.get("note") else ""
@@ -320,7 +321,7 @@ def render_table(results: dict[str, Any]) -> str:
         wv = max(len(t[0]) for t in targets)
         wt = max(len(t[1]) for t in targets)
         wn = max(len(t[2]) for t in targets)
-        lines += ["", f"targets of issue 10 {scale_note(results)}".rstrip()]
+        lines += ["", f"targets {scale_note(results)}".rstrip()]
         lines += [f"{v:<{wv}}  {t:<{wt}}  {n:>{wn}}  (limit {lim})" for v, t, n, lim in targets]
     if results.get("runtime_s") is not None:
         lines.append(f"runtime {fmt(results['runtime_s'], 's')}")

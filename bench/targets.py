@@ -1,4 +1,4 @@
-"""Issue 10's targets next to the figures: PASS / FAIL / not reached, as information.
+"""The bench's targets next to the figures: PASS / FAIL / not reached, as information.
 
 The targets are stated for `--tasks 1000` (and 10,000 NicoTasks present for the
 RSS one); a smaller run still gets a verdict, flagged in the table's header.
@@ -33,7 +33,7 @@ def _num(value: Any) -> float | None:
 
 @dataclass(frozen=True)
 class Target:
-    name: str  # what it says, as in the issue
+    name: str  # what it says
     figure: str  # the dotted key of the measured figure
     # (figure, results) -> (limit, ok, note); limit None when it cannot be computed
     check: Callable[[float, dict[str, Any]], tuple[float | None, bool, str]]

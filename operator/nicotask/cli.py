@@ -12,6 +12,8 @@ and a process loads only what it needs.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.metadata import entry_points
 
 import click
@@ -28,11 +30,25 @@ def cli() -> None:
     """Run and cancel NICo (NVIDIA Infra Controller) rack tasks on Kubernetes."""
 
 
+@contextmanager
+def _server_extra(command: str) -> Iterator[None]:
+    """The operator, worker and shim need the `server` extra, which a laptop install of
+    `kubectl nico` (`pip install nicotask`) leaves out: say so instead of a traceback."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        raise click.ClickException(
+            f"`nicotask {command}` needs the server extra (no module {exc.name!r}): "
+            "pip install 'nicotask[server]'"
+        ) from exc
+
+
 @cli.command()
 @click.option("--verbose", is_flag=True, help="debug logging")
 def operator(verbose: bool) -> None:
     """Run the kopf operator (NicoTask lifecycle and cancellation)."""
-    from nicotask.operator_main import operator_main
+    with _server_extra("operator"):
+        from nicotask.operator_main import operator_main
 
     sys.exit(operator_main(verbose=verbose))
 
@@ -43,7 +59,8 @@ def operator(verbose: bool) -> None:
 @click.option("--log-level", default="INFO", show_default=True)
 def worker(task_queue: str | None, health_port: int | None, log_level: str) -> None:
     """Run the Temporal worker (operation rules against Redfish BMCs)."""
-    from nicotask.temporal.worker import worker_main
+    with _server_extra("worker"):
+        from nicotask.temporal.worker import worker_main
 
     sys.exit(worker_main(task_queue=task_queue, health_port=health_port, log_level=log_level))
 
@@ -67,7 +84,8 @@ def shim(
     log_level: str,
 ) -> None:
     """Run the REST shim (the NICo task API on top of NicoTask)."""
-    from nicotask.shim.server import shim_main
+    with _server_extra("shim"):
+        from nicotask.shim.server import shim_main
 
     sys.exit(
         shim_main(

@@ -283,7 +283,7 @@ async def test_status_terminal_is_final(
     assert "Terminated" in res.out and "Cancelled by user" in res.out
 
 
-# ---- one meaning of UUID (issue 11 item 9) ------------------------------------------------
+# ---- one meaning of UUID ------------------------------------------------------------------
 
 UUID_FORMS = [
     ("660e8400-e29b-41d4-a716-446655440000", True),  # canonical

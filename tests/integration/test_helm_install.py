@@ -236,9 +236,10 @@ def test_install_namespaced_with_peering(
 def test_editor_and_viewer_roles_for_people(
     cluster: Cluster, namespace: str, release: list[tuple[str, str]]
 ) -> None:
-    """People bound to <fullname>-editor create and cancel NicoTasks; -viewer only reads.
-    (Aggregation into admin/edit/view needs kube-controller-manager, which this control
-    plane does not run: the aggregation labels are checked by the render tests.)"""
+    """People bound to <fullname>-editor create and cancel NicoTasks; -admin also writes racks,
+    rules, providers and sites; -viewer only reads. (Aggregation into admin/edit/view needs
+    kube-controller-manager, which this control plane does not run: the aggregation labels
+    are checked by the render tests.)"""
     name = f"nt-{secrets.token_hex(3)}"
     cluster.helm("install", name, str(CHART), "-n", namespace,
                  "--set", "temporal.address=temporal.example:7233")
@@ -247,6 +248,26 @@ def test_editor_and_viewer_roles_for_people(
         got = cluster.kubectl("create", "rolebinding", f"{name}-{user}", "-n", namespace,
                               f"--clusterrole={name}-nicotask-{role}", f"--user={user}")
         assert got.returncode == 0, got.stderr
+    # carol administers racks and rules here, dave the cluster-scoped providers and sites too.
+    got = cluster.kubectl("create", "rolebinding", f"{name}-carol", "-n", namespace,
+                          f"--clusterrole={name}-nicotask-admin", "--user=carol")
+    assert got.returncode == 0, got.stderr
+    got = cluster.kubectl("create", "clusterrolebinding", f"{name}-dave",
+                          f"--clusterrole={name}-nicotask-admin", "--user=dave")
+    assert got.returncode == 0, got.stderr
+    try:
+        for verb in ("create", "patch", "update", "delete", "get", "list", "watch"):
+            for resource in (TASKS, "nicoracks.nico.dev", "nicooperationrules.nico.dev"):
+                assert cluster.can_i("carol", verb, resource, namespace)
+            for resource in ("nicoproviders.nico.dev", "nicosites.nico.dev"):
+                assert cluster.can_i("dave", verb, resource)
+                assert not cluster.can_i("carol", verb, resource)
+        for who in ("carol", "dave"):
+            assert not cluster.can_i(who, "patch", TASKS, namespace, subresource="status")
+            assert not cluster.can_i(who, "get", "secrets", namespace)
+        assert not cluster.can_i("carol", "patch", "nicoracks.nico.dev", "default")
+    finally:
+        cluster.kubectl("delete", "clusterrolebinding", f"{name}-dave")
     for verb in ("create", "get", "list", "watch", "patch", "delete"):
         assert cluster.can_i("alice", verb, TASKS, namespace)
     for verb in ("get", "list", "watch"):

@@ -1,5 +1,8 @@
 """`kubectl nico` against the local control plane: report, cancel and wait on a real NicoTask
-(the operator is not running: the test writes the status through the status subresource)."""
+(the operator is not running: the test writes the status through the status subresource).
+
+The plugin runs as on a laptop install without the `server` extra: the distributions that
+extra adds (kopf, temporalio, fastapi, ...) cannot be imported by it."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import datetime as dt
 import os
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +20,24 @@ from integration_support import create_task, read_task
 
 from nicotask import api, state
 from nicotask.kube import Kube
-from nicotask_dev import crdgen
+from nicotask_dev import crdgen, lock
 from nicotask_dev.devenv.testing import argocd_health
 
 BIN = Path(sys.executable).parent
 PLUGIN = BIN / "kubectl-nico"
 RULE = "770e8400-e29b-41d4-a716-446655440001"
+
+
+# A sitecustomize.py that hides the server extra's modules from the plugin's processes.
+NO_SERVER_EXTRA: list[Path] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_server_extra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    NO_SERVER_EXTRA.append(lock.write_import_blocker(
+        tmp_path_factory.mktemp("no-server-extra"), lock.server_only_modules()).parent)
+    yield
+    NO_SERVER_EXTRA.clear()
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +50,7 @@ async def run(devenv: Any, *args: str, via_kubectl: bool = False) -> tuple[int, 
         **os.environ,
         "KUBECONFIG": str(devenv.kubeconfig),
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONPATH": os.pathsep.join(map(str, NO_SERVER_EXTRA)),
     }
     argv = [str(BIN / "kubectl"), "nico", *args] if via_kubectl else [str(PLUGIN), *args]
     proc = await asyncio.create_subprocess_exec(

@@ -74,7 +74,7 @@ def test_prometheus_rule_carries_the_alerts_file(docs: list[dict[str, Any]]) -> 
     assert any("{{ $labels.pod }}" in s for s in summaries)
 
 
-def test_alerts_cover_the_issue_list() -> None:
+def test_alerts_cover_every_failure_signal() -> None:
     names = monitoring.metric_names(monitoring.alert_queries())
     for metric in ("nicotask_temporal_reachable", "nicotask_cancel_pending_oldest_seconds",
                    "nicotask_cancel_latency_seconds_bucket",
@@ -140,6 +140,10 @@ def test_dashboard_in_another_namespace(helm: Path) -> None:
         (["--set", "shim.service.type=Ingress"], "at '/shim/service/type'"),
         (["--set-json", 'shim.issuers=[{"issuer":"x","audience":"y"}]'], "at '/shim/issuers/0'"),
         (["--set-json", 'watchNamespaces=["Bad_NS"]'], "at '/watchNamespaces/0'"),
+        # An HTTPRoute attached to no Gateway; a path that is not one; a misspelt key.
+        (["--set", "shim.httpRoute.enabled=true"], "at '/shim/httpRoute/parentRefs'"),
+        (["--set-json", 'shim.ingress.paths=["v2"]'], "at '/shim/ingress/paths/0'"),
+        (["--set", "shim.ingress.hosts=x"], "at '/shim/ingress'"),
     ],
 )
 def test_schema_rejects_wrong_values(helm: Path, args: list[str], message: str) -> None:
@@ -180,7 +184,11 @@ def test_helm_test_hook(docs: list[dict[str, Any]]) -> None:
 
 def test_user_roles(docs: list[dict[str, Any]]) -> None:
     roles = by_kind(docs, "ClusterRole")
+    admin = roles["rel-nicotask-admin"]
     editor, viewer = roles["rel-nicotask-editor"], roles["rel-nicotask-viewer"]
+    aggregate = "rbac.authorization.k8s.io/aggregate-to-"
+    assert {k for k in admin["metadata"]["labels"] if k.startswith(aggregate)} == {
+        aggregate + "admin"}  # not edit: racks name BMCs and their credentials Secrets
     assert editor["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
     assert editor["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-admin"] == "true"
     assert viewer["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
@@ -195,16 +203,25 @@ def test_user_roles(docs: list[dict[str, Any]]) -> None:
     assert {v for r, v in rights(viewer)} == {"get", "list", "watch"}
     assert {r for r, _ in rights(viewer)} == {"nicotasks", "nicotasks/status", "nicoracks",
                                              "nicooperationrules", "nicoproviders", "nicosites"}
-    for role in (editor, viewer):
+    # The admin role writes every kind (tasks as the editor does), never task status.
+    writes = {"create", "patch", "update", "delete"}
+    kinds = {"nicotasks", "nicoracks", "nicooperationrules", "nicoproviders", "nicosites"}
+    assert {(r, v) for r in kinds for v in writes | {"get", "list", "watch"}} <= rights(admin)
+    assert rights(editor) <= rights(admin)
+    assert {r for r, v in rights(admin) if v in writes} == kinds
+    assert ("nicotasks/status", "get") in rights(admin)
+    for role in (admin, editor, viewer):
         assert all(rule["apiGroups"] == ["nico.dev"] for rule in role["rules"])
 
 
 def test_user_roles_options(helm: Path) -> None:
     docs = render(helm, "--set", "rbac.aggregateToDefaultRoles=false")
-    labels = by_kind(docs, "ClusterRole")["rel-nicotask-editor"]["metadata"]["labels"]
-    assert not [k for k in labels if k.startswith("rbac.authorization.k8s.io/")]
+    for role in ("admin", "editor", "viewer"):
+        labels = by_kind(docs, "ClusterRole")[f"rel-nicotask-{role}"]["metadata"]["labels"]
+        assert not [k for k in labels if k.startswith("rbac.authorization.k8s.io/")]
     docs = render(helm, "--set", "rbac.userRoles=false")
-    assert not {"rel-nicotask-editor", "rel-nicotask-viewer"} & set(by_kind(docs, "ClusterRole"))
+    assert not {"rel-nicotask-admin", "rel-nicotask-editor", "rel-nicotask-viewer"} & set(
+        by_kind(docs, "ClusterRole"))
 
 
 # ---- nicotask.healthcheck (what the hook runs) ---------------------------------------------

@@ -20,7 +20,7 @@ ALL_FEATURES = CHART / "ci" / "all-features-values.yaml"
 KUBE_VERSION = "1.37.0"
 # Kinds whose schemas are CRDs the validator does not ship; checked by hand below.
 CUSTOM_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule", "ClusterKopfPeering",
-                "KopfPeering"}
+                "KopfPeering", "HTTPRoute"}
 
 
 @pytest.fixture(scope="module")
@@ -180,6 +180,15 @@ def test_all_features(helm: Path) -> None:
     assert {m["spec"]["endpoints"][0]["port"] for m in monitors.values()} == {"metrics", "http"}
 
 
+def test_dockerfile_exposes_every_port_the_chart_uses(helm: Path) -> None:
+    """The image documents the ports its three commands listen on by default."""
+    exposed = {int(p) for line in (REPO / "Dockerfile").read_text().splitlines()
+               if line.startswith("EXPOSE ") for p in line.split()[1:]}
+    used = {port["containerPort"] for dep in by_kind(render(helm), "Deployment").values()
+            for port in container_of(dep)["ports"]}
+    assert used == exposed == {8080, 8081, 8088, 9090, 9091}
+
+
 def test_peering_on_with_replicas_cluster_wide(helm: Path) -> None:
     docs = render(helm, "--set", "operator.replicas=3")
     (peering,) = by_kind(docs, "ClusterKopfPeering").values()
@@ -192,6 +201,66 @@ def test_peering_on_with_replicas_cluster_wide(helm: Path) -> None:
 def test_shim_disabled(helm: Path) -> None:
     docs = render(helm, "--set", "shim.enabled=false")
     assert not [d for d in docs if d["metadata"]["name"].startswith("rel-nicotask-shim")]
+    docs = render(helm, "--set", "shim.enabled=false", "-f", str(ALL_FEATURES))
+    assert not by_kind(docs, "Ingress")
+
+
+# ---- the way in to the shim: Ingress, HTTPRoute --------------------------------------------
+
+
+def test_shim_ingress_and_route_off_by_default(helm: Path) -> None:
+    kinds = {d["kind"] for d in render(helm)}
+    assert not kinds & {"Ingress", "HTTPRoute"}
+
+
+def test_shim_ingress(helm: Path) -> None:
+    docs = render(helm, "-f", str(ALL_FEATURES))
+    (ingress,) = by_kind(docs, "Ingress").values()
+    service = by_kind(docs, "Service")["rel-nicotask-shim"]
+    assert ingress["metadata"]["name"] == "rel-nicotask-shim"
+    assert ingress["metadata"]["annotations"] == {"cert-manager.io/cluster-issuer": "letsencrypt"}
+    assert ingress["metadata"]["labels"]["app.kubernetes.io/component"] == "shim"
+    spec = ingress["spec"]
+    assert spec["ingressClassName"] == "nginx"
+    assert spec["tls"] == [{"secretName": "nico-rest-api-tls", "hosts": ["nico-api.example.com"]}]
+    (rule,) = spec["rules"]
+    assert rule["host"] == "nico-api.example.com"
+    (path,) = rule["http"]["paths"]
+    # Only the API is routed; the backend is the shim's Service, by a port it has.
+    assert (path["path"], path["pathType"]) == ("/v2/", "Prefix")
+    backend = path["backend"]["service"]
+    assert backend["name"] == service["metadata"]["name"]
+    assert backend["port"]["name"] in {p["name"] for p in service["spec"]["ports"]}
+
+
+def test_shim_ingress_minimal(helm: Path) -> None:
+    """Enabled with nothing else set: any host, the default class, no TLS section."""
+    docs = render(helm, "--set", "shim.ingress.enabled=true")
+    (ingress,) = by_kind(docs, "Ingress").values()
+    assert "annotations" not in ingress["metadata"]
+    assert set(ingress["spec"]) == {"rules"}
+    (rule,) = ingress["spec"]["rules"]
+    assert set(rule) == {"http"}
+
+
+def test_shim_http_route(helm: Path) -> None:
+    docs = render(
+        helm, "--set", "shim.httpRoute.enabled=true", "--set", "shim.service.port=9000",
+        "--set-json", 'shim.httpRoute.parentRefs=[{"name":"nico","namespace":"gateways",'
+                      '"sectionName":"https"}]',
+        "--set-json", 'shim.httpRoute.hostnames=["nico-api.example.com"]',
+        "--set-json", 'shim.httpRoute.paths=["/v2/","/openapi.json"]',
+    )
+    (route,) = by_kind(docs, "HTTPRoute").values()
+    assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
+    spec = route["spec"]
+    assert spec["parentRefs"] == [{"name": "nico", "namespace": "gateways", "sectionName": "https"}]
+    assert spec["hostnames"] == ["nico-api.example.com"]
+    (rule,) = spec["rules"]
+    assert rule["matches"] == [{"path": {"type": "PathPrefix", "value": "/v2/"}},
+                               {"path": {"type": "PathPrefix", "value": "/openapi.json"}}]
+    assert rule["backendRefs"] == [{"name": "rel-nicotask-shim", "port": 9000}]
+    assert by_kind(docs, "Service")["rel-nicotask-shim"]["spec"]["ports"][0]["port"] == 9000
 
 
 def test_peering_crds_shipped() -> None:

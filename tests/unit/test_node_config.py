@@ -20,6 +20,7 @@ def copy_inputs(dest: Path) -> Path:
             skip = shutil.ignore_patterns("__pycache__", "*.egg-info")
             shutil.copytree(src, dest / name, ignore=skip)
         else:
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(src, dest / name)
     return dest
 
@@ -33,6 +34,10 @@ def test_image_tag_follows_the_build_inputs_only(tmp_path: Path) -> None:
     assert image.content_tag(tree, base="b") == tag
     (tree / "operator" / "nicotask" / "api" / "task.py").write_text("# changed\n")
     assert image.content_tag(tree, base="b") != tag
+    changed = image.content_tag(tree, base="b")
+    with (tree / "requirements" / "runtime.txt").open("a") as lock:  # a relock: another image
+        lock.write("# relocked\n")
+    assert image.content_tag(tree, base="b") != changed
     assert image.content_tag(copy_inputs(tmp_path / "again"), base="other") != tag
 
 

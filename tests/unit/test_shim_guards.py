@@ -25,7 +25,7 @@ from nicotask_dev.shim.devissuer import (
 UID = "0f8e8400-e29b-41d4-a716-446655440000"
 
 
-# ---- dev issuer (issue 11 item 8) ---------------------------------------------------------
+# ---- dev issuer ---------------------------------------------------------------------------
 
 
 def test_dev_issuer_refused_in_a_pod_without_override(
@@ -82,7 +82,7 @@ def test_dev_issuer_outside_a_pod_creates_keys(
     assert (tmp_path / PRIVATE_KEY_FILE).stat().st_mode & 0o777 == 0o600
 
 
-# ---- body cap (issue 11 item 6) ------------------------------------------------------------
+# ---- body cap -----------------------------------------------------------------------------
 
 
 async def test_declared_large_body_is_413_before_anything_runs() -> None:
@@ -103,7 +103,7 @@ async def test_declared_large_body_is_413_before_anything_runs() -> None:
     assert len(reached) == 1  # only the body within the cap reached the app
 
 
-# ---- unparsable tasks are skipped (issue 11 item 9) -----------------------------------------
+# ---- unparsable tasks are skipped ------------------------------------------------------------
 
 
 def _task(uid: str, rule_id: str) -> dict[str, object]:

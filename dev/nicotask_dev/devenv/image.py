@@ -3,8 +3,9 @@
 No container registry is reachable here, so the Dockerfile's Python base is a
 local image: Debian bookworm's python3.11, bootstrapped with mmdebstrap and
 imported into podman. The nicotask image is tagged with a hash of everything
-that goes into it (Dockerfile, .dockerignore, pyproject.toml, README.md,
-operator/, the base), so an unchanged tree is never rebuilt.
+that goes into it (Dockerfile, .dockerignore, the lock files requirements/build.txt
+and runtime.txt, pyproject.toml, README.md, operator/, the base), so an unchanged
+tree is never rebuilt.
 
     python -m nicotask_dev.devenv.image          # build when needed, print the tag
     python -m nicotask_dev.devenv.image --tag    # print the tag the tree would get
@@ -40,7 +41,8 @@ APT_PACKAGES = ("podman", "runc", "mmdebstrap")
 PODMAN_RUN_FLAGS = ("--runtime", "runc", "--ulimit", "nofile=4096:4096",
                     "--ulimit", "nproc=4096:4096")
 # What the Dockerfile copies (see .dockerignore): the tag hashes exactly these.
-BUILD_INPUTS = ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md", "operator")
+BUILD_INPUTS = ("Dockerfile", ".dockerignore", "requirements/build.txt",
+                "requirements/runtime.txt", "pyproject.toml", "README.md", "operator")
 
 
 def _log(msg: str) -> None:
