@@ -178,7 +178,7 @@ async def test_report_cancel_wait(devenv: Any, kube_api: Any, namespace: str, cr
     assert argocd_health(obj) == ("Healthy", "Terminated: Cancelled by user (test)")
     rc, out, _ = await run(devenv, "report", "power-on-rack-1", "-n", namespace)
     assert "Status:     Terminated" in out
-    assert "Cancel:     requested" in out
+    assert "Cancel:     Terminate, requested" in out
     nvswitch = next(line for line in out.splitlines() if "NVSwitch" in line)
     assert nvswitch.split()[:2] == ["NVSwitch", "failed"]
     assert nvswitch.rstrip().endswith("Cancelled by user")

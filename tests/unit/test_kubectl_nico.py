@@ -7,15 +7,10 @@ from typing import Any
 
 import pytest
 
-from nicotask import api, kubectl_plugin, state
-from nicotask.kubectl_plugin import (
-    PluginError,
-    format_duration,
-    normalize_for,
-    parse_timeout,
-    render_report,
-    wait_verdict,
-)
+from nicotask import api, state
+from nicotask.kubectl_nico import cli as kubectl_plugin
+from nicotask.kubectl_nico.common import PluginError, normalize_for, parse_timeout, wait_verdict
+from nicotask.kubectl_nico.report import format_duration, render_report
 
 T0 = dt.datetime(2025, 6, 1, 10, 0, 0, tzinfo=dt.UTC)
 
@@ -98,7 +93,7 @@ def test_report_of_a_terminated_task_with_errors() -> None:
     assert "Message:    Cancelled by user (alice)" in text
     assert "Finished:   2025-06-01T10:00:07Z" in text
     assert "Duration:   6s\n" in text
-    assert "Cancel:     requested at 2025-06-01T10:00:06Z by alice" in text
+    assert "Cancel:     Terminate, requested at 2025-06-01T10:00:06Z by alice" in text
     nvswitch = next(line for line in text.splitlines() if "NVSwitch" in line)
     assert nvswitch.split()[:6] == ["NVSwitch", "failed", "2", "10:00:05", "10:00:07", "2s"]
     assert nvswitch.rstrip().endswith("Cancelled by user")
@@ -121,7 +116,7 @@ def test_report_cancel_pending_condition() -> None:
         "terminate not confirmed yet: Temporal unreachable", 1, at(2))
     text = render_report(wire(task, status), now=at(3))
     assert "CancelPending: terminate not confirmed yet: Temporal unreachable" in text
-    assert "Cancel:     requested" in text
+    assert "Cancel:     Terminate, requested" in text
 
 
 @pytest.mark.parametrize(("seconds", "text"), [
