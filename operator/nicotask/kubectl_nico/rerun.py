@@ -47,7 +47,7 @@ GITOPS_LABEL_PREFIXES = (
 )
 GITOPS_LABELS = frozenset({"app.kubernetes.io/instance"})
 LABEL_VALUE_MAX = 63
-_SUFFIX = re.compile(r"^(?P<base>.+?)-rerun-\d+$")
+_SUFFIX = re.compile(r"^(?P<base>.+?)(-rerun-\d+)+$")
 
 
 def rerun_base(name: str) -> str:
