@@ -322,11 +322,12 @@ async def test_bulk_cancel_by_selector_rack_and_all(
         assert (obj["spec"]["cancel"], obj["spec"]["cancelMode"]) == (True, "Graceful")
         assert "cancelReason" not in obj["spec"]
     s1 = await read_task(kube_api, namespace, "s1")
-    assert "cancel" not in s1["spec"] and s1["metadata"]["resourceVersion"] == before["s1"]
+    assert not s1["spec"]["cancel"] and s1["metadata"]["resourceVersion"] == before["s1"]
 
-    # --all again: nothing left to do, and it says so (exit 0).
+    # --all --mode Graceful: nothing left to do, and it says so (exit 0). (The default
+    # mode, Terminate, would escalate a1..a3.)
     after = await versions(kube_api, namespace)
-    rc, out, err = await run(devenv, "cancel", "--all", "--yes", *ns)
+    rc, out, err = await run(devenv, "cancel", "--all", "--yes", "--mode", "Graceful", *ns)
     assert rc == 0, err
     assert summary_line(out) == "6 tasks: 0 cancelled, 5 already cancelled, 1 already finished"
     assert await versions(kube_api, namespace) == after
@@ -448,7 +449,7 @@ async def test_bulk_cancel_refused_by_rbac_in_the_middle_of_a_list(
                 assert obj["spec"]["cancelReason"] == "batch stop"
                 assert obj["metadata"]["annotations"]["nico.dev/cancel-requested-by"] == user
         for name in ("q1", "q2"):
-            assert "cancel" not in (await read_task(kube_api, other, name))["spec"]
+            assert not (await read_task(kube_api, other, name))["spec"]["cancel"]
     finally:
         await rbac.delete_cluster_role_binding(reader)
         await rbac.delete_cluster_role(reader)
@@ -520,7 +521,7 @@ async def test_bulk_cancel_refused_by_admission_shows_the_servers_message(
         (line,) = [x for x in err.splitlines() if "refused by admission" in x]
         assert line.startswith("error: nicotask.nico.dev/r2 refused by admission: ")
         assert message in line and f"ValidatingAdmissionPolicy '{policy}'" in line
-        assert "cancel" not in (await read_task(kube_api, namespace, "r2"))["spec"]
+        assert not (await read_task(kube_api, namespace, "r2"))["spec"]["cancel"]
         for name in ("r1", "r3"):
             assert (await read_task(kube_api, namespace, name))["spec"]["cancel"] is True
     finally:
