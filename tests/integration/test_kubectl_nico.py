@@ -619,3 +619,39 @@ async def test_rerun(devenv: Any, kube_api: Any, namespace: str, crds: None) -> 
     rc, out, _ = await run(devenv, "report", "nightly-rerun-2", *ns)
     assert "Rerun of:   nightly" in out.splitlines()
     assert "Rerun as:" not in out
+
+
+async def answer_on_a_terminal(devenv: Any, answer: bytes, *args: str) -> tuple[int, str, str]:
+    """Run the plugin with a terminal (a pty) as stdin, and type `answer` on it."""
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            str(PLUGIN), *args,
+            env={**os.environ, "KUBECONFIG": str(devenv.kubeconfig)},
+            stdin=follower, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        os.write(leader, answer)
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
+    finally:
+        os.close(follower)
+        os.close(leader)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_bulk_cancel_asks_on_a_terminal(
+    devenv: Any, kube_api: Any, namespace: str, crds: None
+) -> None:
+    await asyncio.gather(*(task_with_status(kube_api, namespace, n, "Running")
+                           for n in ("c1", "c2")))  # fmt: skip
+    before = await versions(kube_api, namespace)
+    rc, out, err = await answer_on_a_terminal(devenv, b"n\n", "cancel", "--all", "-n", namespace)
+    assert rc == 1
+    assert f'Cancel 2 of the 2 selected tasks in namespace "{namespace}" (mode Terminate)' in err
+    assert "Proceed? [y/N]" in err and "Nothing cancelled." in err
+    assert await versions(kube_api, namespace) == before
+    rc, out, err = await answer_on_a_terminal(devenv, b"y\n", "cancel", "--all", "-n", namespace)
+    assert rc == 0, err
+    assert summary_line(out) == "2 tasks: 2 cancelled, 0 already cancelled, 0 already finished"

@@ -84,6 +84,7 @@ def plugin(namespace: str | None, kubeconfig: str | None, context: str | None) -
 @click.option(
     "--mode",
     type=click.Choice(bulk.MODES, case_sensitive=False),
+    metavar="Terminate|Graceful",
     default=bulk.TERMINATE,
     show_default=True,
     help="Terminate: stop at once; Graceful: finish the running stage, then the rule's cleanup",
