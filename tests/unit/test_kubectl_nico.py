@@ -476,3 +476,13 @@ def test_report_shows_cancel_mode_reason_and_rerun_links() -> None:
     assert "Reason:     window" in lines
     assert "Rerun of:   power-on-rack-0" in lines
     assert "Rerun as:   a-rerun-1, a-rerun-2" in lines
+
+
+def test_report_shows_an_escalation_not_delivered_yet() -> None:
+    task = make_task(cancel=True, cancel_mode=api.StopMode.TERMINATE)
+    status = state.with_status(task, api.TaskStatus.RUNNING, "Stopping", now=at(1))
+    status.cancel_mode = api.StopMode.GRACEFUL
+    text = render_report(wire(task, status), now=at(3))
+    assert "Cancel:     Graceful, escalated to Terminate, requested" in text
+    status.cancel_mode = api.StopMode.TERMINATE
+    assert "Cancel:     Terminate, requested" in render_report(wire(task, status), now=at(3))

@@ -105,7 +105,10 @@ def render_report(
     if spec.get("cancel"):
         who = status.get("cancelRequestedBy")
         at = status.get("cancelRequestedAt")
-        mode = status.get("cancelMode") or spec.get("cancelMode") or "Terminate"
+        asked = spec.get("cancelMode") or "Terminate"
+        mode = status.get("cancelMode") or asked
+        if mode != asked:  # an escalation the operator has not delivered yet
+            mode = f"{mode}, escalated to {asked}"
         detail = (f" at {_stamp(at)}" if at else "") + (f" by {who}" if who else "")
         lines.append(f"Cancel:     {mode}, requested{detail}")
         reason = status.get("cancelReason") or spec.get("cancelReason")
