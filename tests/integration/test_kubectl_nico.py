@@ -555,6 +555,11 @@ async def test_a_bad_reason_is_refused_and_nothing_is_stored(
     rc, out, _ = await run(devenv, "report", "t1", "-n", namespace)
     assert "Cancel:     Graceful, requested" in out
     assert "Reason:     firmware window — ticket 42" in out
+    # The limit is 512 characters, as the API server counts them (not bytes).
+    await task_with_status(kube_api, namespace, "t2", "Running")
+    rc, out, err = await run(devenv, "cancel", "t2", "--reason", "é" * 512, "-n", namespace)
+    assert rc == 0, err
+    assert (await read_task(kube_api, namespace, "t2"))["spec"]["cancelReason"] == "é" * 512
 
 
 # ---- rerun -------------------------------------------------------------------------------------
