@@ -143,6 +143,18 @@ def rows(results: dict[str, Any]) -> list[Row]:
             ("cancel", "p50 / floor (idle)", fmt(cancel.get("p50_over_idle_floor"), "x", 2)),
         ]
         out += _cpu_row("cancel", cancel)
+    pc = results.get("plugin_cancel")
+    if isinstance(pc, dict):
+        out += [
+            ("plugin cancel", "kubectl nico cancel --all: tasks Terminated",
+             _done(pc, "terminated", "tasks")),
+            ("plugin cancel", "the plugin's process (list + patches, 32 in flight)",
+             fmt(pc.get("plugin_s"), "s")),
+            ("plugin cancel", "wall (exec -> last Terminated; burst: first patch ->)",
+             fmt(pc.get("wall_s"), "s")),
+            ("plugin cancel", "cancels/s", fmt(pc.get("cancels_per_s"))),
+            ("plugin cancel", "its summary", fmt(pc.get("summary"))),
+        ]  # fmt: skip
     out += _calls_rows(results)
     shim = results.get("shim")
     if isinstance(shim, dict):
