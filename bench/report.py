@@ -155,6 +155,16 @@ def rows(results: dict[str, Any]) -> list[Row]:
             ("plugin cancel", "cancels/s", fmt(pc.get("cancels_per_s"))),
             ("plugin cancel", "its summary", fmt(pc.get("summary"))),
         ]  # fmt: skip
+    gr = results.get("graceful")
+    if isinstance(gr, dict):
+        out += [
+            ("graceful", "graceful stops: Terminated (as expected)",
+             f"{_done(gr, 'terminated', 'running')} ({fmt(gr.get('as_expected'))})"),
+            ("graceful", f"patch -> Terminated p50 / p99 (incl. <= {fmt(gr.get('stage_s'))} s"
+             " of running stage)", _lat(gr.get("latency_ms"), ("p50", "p99"))),
+            ("graceful", "running stage's end -> Terminated p50 / p99 (hard: cancel's patch ->)",
+             _lat(gr.get("after_stage_ms"), ("p50", "p99"))),
+        ]  # fmt: skip
     out += _calls_rows(results)
     shim = results.get("shim")
     if isinstance(shim, dict):
