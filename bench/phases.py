@@ -802,7 +802,7 @@ class Phases:
 
         Baseline: the operator restarted with the tasks of the earlier phases
         present. Then, with the operator stopped, M finished tasks are created
-        (50 in flight; spec.cancel=true, the operator's finalizer, status
+        (50 in flight; spec.cancel=true, status
         Terminated written through the status subresource) and the operator is
         started again: its RSS once it has seen every task and gone idle.
         """
