@@ -8,7 +8,9 @@ Running and Terminated tasks; the Kubernetes PATCH answered in process) through
 httpx's ASGI transport, in alternating rounds in one process:
 
 - repeated cancels: POSTs of Terminated tasks (202 from the cache, no API call),
-  one at a time: p50 / p99 of each request;
+  one at a time: p50 / p99 of each request, and the process's CPU per request
+  (client included; on a shared machine the steadier figure);
+- GETs of the same tasks, one at a time: the process's CPU per request;
 - fresh cancels: one POST per Running task, `--concurrency` in flight:
   cancels/s (each is one PATCH, answered in process).
 
@@ -82,7 +84,7 @@ def _obj(kind: str, name: str, spec: dict[str, Any], **meta: Any) -> dict[str, A
     }
 
 
-def _task(status: str) -> dict[str, Any]:
+def task_object(status: str) -> dict[str, Any]:
     obj = _obj("NicoTask", f"t-{uuid.uuid4().hex[:8]}",
                {"siteId": SITE_ID, "rackRef": "rack-1", "operation": "PowerOn",
                 "description": "Power on rack components"}, namespace="bench")
@@ -153,12 +155,20 @@ async def one_round(
         for uid in terminated[:20]:  # warm: token cache, route matching
             assert (await http.post(url.format(uid), json=body, headers=headers)).status_code == 202
         latencies = []
+        cpu0 = time.process_time()
         for i in range(repeats):
             uid = terminated[i % len(terminated)]
             t0 = time.perf_counter()
             r = await http.post(url.format(uid), json=body, headers=headers)
             latencies.append(time.perf_counter() - t0)
             assert r.status_code == 202, r.text
+        repeat_cpu = time.process_time() - cpu0
+        cpu0 = time.process_time()
+        for i in range(repeats):
+            uid = terminated[i % len(terminated)]
+            r = await http.get(f"/v2/org/{ORG}/nico/task/{uid}", params=body, headers=headers)
+            assert r.status_code == 200, r.text
+        get_cpu = time.process_time() - cpu0
         queue = list(running)
 
         async def worker() -> None:
@@ -173,6 +183,8 @@ async def one_round(
     return {
         "repeat_p50_ms": _ms(latencies, 0.50),
         "repeat_p99_ms": _ms(latencies, 0.99),
+        "repeat_cpu_us": round(1e6 * repeat_cpu / repeats, 1),
+        "get_cpu_us": round(1e6 * get_cpu / repeats, 1),
         "fresh_per_s": round(len(running) / fresh_s, 1),
     }
 
@@ -188,8 +200,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     rounds: dict[str, list[dict[str, float]]] = {v: [] for v in versions}
     for _ in range(args.rounds):
         for label, module in versions.items():
-            terminated = [_task("Terminated") for _ in range(100)]
-            running = [_task("Running") for _ in range(args.fresh)]
+            terminated = [task_object("Terminated") for _ in range(100)]
+            running = [task_object("Running") for _ in range(args.fresh)]
             app = build(module, key_dir, terminated + running)
             rounds[label].append(await one_round(
                 app, token, [t["metadata"]["uid"] for t in terminated],
