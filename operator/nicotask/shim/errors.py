@@ -34,10 +34,6 @@ BAD_SITE_ID = "Failed to validate Site specified in request: invalid ID"
 MISSING_SITE_ID = "Site ID must be specified in query parameter 'siteId'"
 UNKNOWN_SITE = "Site specified in request does not exist"
 FOREIGN_SITE = "Site specified in request doesn't belong to current org's Provider"
-AMBIGUOUS_SITE = (
-    "Site specified in request is claimed by more than one Provider; "
-    "access is refused until the duplicate NicoSite is removed"
-)
 TASK_NOT_FOUND = "Task not found: {id}"
 KUBE_UNAVAILABLE = "Task store (Kubernetes API) is unavailable, retry later"
 KEYS_UNAVAILABLE = "Token issuer keys are unavailable, retry later"
