@@ -14,6 +14,14 @@ httpx's ASGI transport, in alternating rounds in one process:
 - fresh cancels: one POST per Running task, `--concurrency` in flight:
   cancels/s (each is one PATCH, answered in process).
 
+With `--http`, each version's app is served instead by uvicorn (uvloop,
+httptools, as `nicotask shim`) in a process of its own, both at once, and
+bench/shimload.py sends the cancels over loopback HTTP, 32 in flight, to one
+then the other in alternating rounds: repeated cancels (10 per Terminated task)
+and fresh cancels, requests/s and p50/p99 of each. The same machine load falls
+on both versions, which the bench's HTTP phase (one version per run) cannot
+promise on a shared machine.
+
 It prints one JSON document: per version, the median over rounds of each
 figure, and the figures of every round. Compare the two versions of one run,
 not figures across runs or with the bench's HTTP phase (that one has sockets,
@@ -189,6 +197,98 @@ async def one_round(
     }
 
 
+def serve(args: argparse.Namespace) -> None:
+    """`--serve`: this tree's app (or the baseline's) on 127.0.0.1:`--port`, state from
+    `--tasks-file`, no lifespan (no Kubernetes)."""
+    import uvicorn
+
+    from nicotask.shim import app as current
+
+    module = load_baseline(args.baseline) if args.serve == "baseline" else current
+    tasks = json.loads(Path(args.tasks_file).read_text())
+    app = build(module, Path(args.key_dir), tasks)
+    uvicorn.run(app, host="127.0.0.1", port=args.port, lifespan="off", loop="uvloop",
+                http="httptools", access_log=False, log_level="warning")
+
+
+def _start_server(
+    label: str, port: int, key_dir: Path, tasks_file: Path, baseline: str
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.shimroutes", "--serve", label, "--port", str(port),
+         "--key-dir", str(key_dir), "--tasks-file", str(tasks_file), "--baseline", baseline],
+        cwd=REPO,
+    )
+
+
+def _load(job: dict[str, Any]) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.shimload"], input=json.dumps(job), cwd=REPO,
+        capture_output=True, text=True, check=True,
+    ).stdout
+    result: dict[str, Any] = json.loads(out)
+    codes = result["status_codes"]
+    assert set(codes) == {"202"}, (codes, result["failures"])
+    return result
+
+
+async def http_rounds(args: argparse.Namespace) -> dict[str, Any]:
+    import socket
+
+    from nicotask_dev.shim.testing import free_port
+
+    key_dir = Path(tempfile.mkdtemp(prefix="shim-bench-keys-"))
+    token = issue_token(key_dir, ORG, ["PROVIDER_ADMIN"], subject="bench")
+    labels = ["current"] + (["baseline"] if args.baseline else [])
+    servers: dict[str, tuple[subprocess.Popen[bytes], str, list[str], list[str]]] = {}
+    try:
+        for label in labels:
+            terminated = [task_object("Terminated") for _ in range(100)]
+            running = [task_object("Running") for _ in range(args.fresh * args.rounds)]
+            tasks_file = key_dir / f"{label}-tasks.json"
+            tasks_file.write_text(json.dumps(terminated + running))
+            port = free_port()
+            proc = _start_server(label, port, key_dir, tasks_file, args.baseline or "main")
+            servers[label] = (proc, f"http://127.0.0.1:{port}",
+                              [t["metadata"]["uid"] for t in terminated],
+                              [t["metadata"]["uid"] for t in running])
+            deadline = time.monotonic() + 60
+            while True:
+                with socket.socket() as sock:
+                    if sock.connect_ex(("127.0.0.1", port)) == 0:
+                        break
+                assert proc.poll() is None and time.monotonic() < deadline, f"{label} did not start"
+                await asyncio.sleep(0.1)
+        rounds: dict[str, list[dict[str, float]]] = {v: [] for v in labels}
+        for i in range(args.rounds):
+            for label in labels if i % 2 == 0 else labels[::-1]:
+                _, url, terminated_uids, running_uids = servers[label]
+                job = {"base_url": url, "token": token, "site_id": SITE_ID, "org": ORG,
+                       "concurrency": args.concurrency}
+                repeat = _load({**job, "tasks": [[u, u] for u in terminated_uids] * 10})
+                fresh_uids = running_uids[i * args.fresh : (i + 1) * args.fresh]
+                fresh = _load({**job, "tasks": [[u, u] for u in fresh_uids]})
+                rounds[label].append({
+                    "repeat_per_s": round(len(repeat["latencies_s"]) / repeat["wall_s"], 1),
+                    "repeat_p50_ms": _ms(repeat["latencies_s"], 0.50),
+                    "repeat_p99_ms": _ms(repeat["latencies_s"], 0.99),
+                    "fresh_per_s": round(len(fresh["latencies_s"]) / fresh["wall_s"], 1),
+                    "fresh_p99_ms": _ms(fresh["latencies_s"], 0.99),
+                })
+    finally:
+        for proc, *_ in servers.values():
+            proc.terminate()
+            proc.wait(timeout=10)
+    return {
+        "parameters": vars(args),
+        "median_over_rounds": {
+            label: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+            for label, rs in rounds.items()
+        },
+        "rounds": rounds,
+    }
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     from nicotask.shim import app as current
 
@@ -226,8 +326,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=2000, help="repeated cancels per round (2000)")
     p.add_argument("--fresh", type=int, default=500, help="fresh cancels per round (500)")
     p.add_argument("--concurrency", type=int, default=32, help="fresh cancels in flight (32)")
+    p.add_argument("--http", action="store_true", help="over HTTP: uvicorn, one per version")
+    p.add_argument("--serve", help=argparse.SUPPRESS)  # internal: one --http server
+    p.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--key-dir", help=argparse.SUPPRESS)
+    p.add_argument("--tasks-file", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    print(json.dumps(asyncio.run(main_async(args)), indent=2))
+    if args.serve:
+        serve(args)
+        return
+    run = http_rounds if args.http else main_async
+    print(json.dumps(asyncio.run(run(args)), indent=2))
 
 
 if __name__ == "__main__":
