@@ -1,13 +1,15 @@
 """The `graceful` phase: graceful stops next to the burst's hard ones.
 
 Runs after the burst cancel (and `plugin-cancel`), on racks they freed: G tasks
-(`--graceful-tasks`, default min(N, 200)) of the rule `bench-graceful`: stage 1
-sleeps GRACEFUL_STAGE_S, stage 2 sleeps an hour, and its cleanup one Sleep of
-CLEANUP_S on every component. Each is stopped with `spec.cancel: true,
-cancelMode: Graceful` as soon as it is Running (its first stage running), 20
+(min(N, 200)) of the rule `bench-graceful`: stage 1 sleeps GRACEFUL_STAGE_S,
+stage 2 sleeps an hour, and its cleanup one Sleep of CLEANUP_S on every
+component. Each is stopped with `spec.cancel: true, cancelMode: Graceful` as
+soon as the bench's watch sees it Running (its first stage running), 20
 patches in flight: the running stage finishes, stage 2 is skipped, the cleanup
-runs, and the task ends Terminated. A Sleep sends no BMC request, so the time
-is measured up to the task's end as the bench's watch sees it:
+runs, and the task ends Terminated. (A task whose patch lands after its first
+stage would wait out the hour: `as_expected` counts the ones that did not.)
+A Sleep sends no BMC request, so the time is measured up to the task's end as
+the bench's watch sees it:
 
 - `latency_ms`: patch sent -> Terminated seen; it includes what was left of the
   running stage, by design (up to GRACEFUL_STAGE_S);
@@ -21,6 +23,7 @@ is measured up to the task's end as the bench's watch sees it:
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 from typing import TYPE_CHECKING, Any
@@ -38,7 +41,7 @@ if TYPE_CHECKING:
 
 RULE_NAME = "bench-graceful"
 RULE_ID = "7a11c0de-0000-4000-8000-00000000b0b1"
-GRACEFUL_STAGE_S = 2.0
+GRACEFUL_STAGE_S = 10.0
 CLEANUP_S = 0.1
 PATCH = {"spec": {"cancel": True, "cancelMode": "Graceful", "cancelReason": "bench"}}
 
@@ -93,21 +96,41 @@ async def graceful(ph: Phases, count: int) -> dict[str, Any]:
         body = o.task(names[i], o.rack_name(i), "graceful", rule_id=RULE_ID)
         await ph._create_task(body)
 
+    sent: dict[str, float] = {}
+    sent_wall: dict[str, float] = {}
+    gate = asyncio.Semaphore(ph.cfg.concurrency)
+    failures: list[BaseException] = []
+
+    async def stop(name: str) -> None:
+        async with gate:
+            sent[name], sent_wall[name] = time.monotonic(), time.time()
+            try:
+                await ph._patch_task(name, PATCH)
+            except Exception as exc:
+                failures.append(exc)
+
+    async def stop_each_once_running() -> list[str]:
+        """Patch each task as soon as the watch sees it Running, while the rest start."""
+        stops: list[asyncio.Task[None]] = []
+        while time.monotonic() < deadline:
+            for name in names:
+                if name not in sent and ph.tw.seen_at(name, "Running") is not None:
+                    sent[name] = time.monotonic()  # claimed; stop() stamps it again
+                    stops.append(asyncio.create_task(stop(name)))
+            if len(sent) == len(names):
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.gather(*stops)
+        return [nm for nm in names if nm in sent]
+
+    stopper = asyncio.create_task(stop_each_once_running())
     errors = await bounded(range(count), create, ph.cfg.concurrency, "graceful: create", deadline)
     if errors:
         ph.errors.append(f"graceful: create: {_first_error(errors)}")
-    running = await ph._wait_running("graceful", names, deadline)
-    progress(f"graceful: stopping {len(running)} Running tasks gracefully")
-    sent: dict[str, float] = {}
-    sent_wall: dict[str, float] = {}
-
-    async def stop(name: str) -> None:
-        sent[name], sent_wall[name] = time.monotonic(), time.time()
-        await ph._patch_task(name, PATCH)
-
-    errors = await bounded(running, stop, ph.cfg.concurrency, "graceful: patch")
-    if errors:
-        ph.errors.append(f"graceful: patch: {_first_error(errors)}")
+    running = await stopper
+    progress(f"graceful: {len(running)} tasks stopped gracefully once Running")
+    if failures:
+        ph.errors.append(f"graceful: patch: {_first_error(failures)}")
     budget = ph.cfg.burst_timeout() + GRACEFUL_STAGE_S
     await ph.tw.wait_for(running, TERMINAL, budget, "graceful: Terminated", _report_wait)
     # The watch's monotonic times, put on the wall clock the reports' times use.
