@@ -320,7 +320,8 @@ async def race_round(
         name = f"race-{i}"
         created = await cluster.create(api.TASKS, task(name, f"rack-{i % RACKS}", rule_id))
         await cluster.wait_status(name, "Running", *TERMINAL, timeout=120)
-        await asyncio.sleep(rng.uniform(0.0, 1.2))
+        # Around the end of its stages (0.4 s + 0.4 s): during stage 1 or 2, or after.
+        await asyncio.sleep(rng.uniform(0.2, 2.0))
         await graceful(cluster, name, f"race {i}")
         done = await cluster.wait_status(name, *TERMINAL, timeout=120)
         await asyncio.sleep(0.3)
