@@ -124,7 +124,7 @@ def test_kubectl_nico_needs_no_server_extra(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO / "operator")])}
     script = (
         "import sys\n"
-        "import nicotask.kubectl_plugin as p, nicotask.kube\n"
+        "import nicotask.kubectl_nico as p, nicotask.kube\n"
         "for args in (['--help'], ['cancel', '--help'], ['report', '--help'],"
         " ['wait', '--help']):\n"
         "    assert p.main(args) == 0, args\n"

@@ -327,3 +327,18 @@ def test_escalation_closes_the_workflows_own_report_when_it_is_newer() -> None:
     plain = decisions.cancelled_status("bob", NOW)(task)
     assert plain is not None and plain.report is not None
     assert [s.number for s in plain.report.stages] == [1]
+
+
+def test_the_cancelled_event_names_who_asked_why_and_an_escalation() -> None:
+    task = _task(S.RUNNING, runId="r1", cancel=True, reason="r", annotations=ALICE)
+    written = task.model_copy(update={"status": decisions.cancelled_status("alice", NOW)(task)})
+    assert decisions.cancelled_event_message(written) == "Cancelled by user (alice): r"
+    escalated = _task(
+        S.RUNNING, runId="r1", cancel=True, mode="Terminate", cancelMode="Graceful",
+        annotations=ALICE,
+    )  # fmt: skip
+    done = decisions.cancelled_status("alice", NOW)(escalated)
+    written = escalated.model_copy(update={"status": done})
+    assert decisions.cancelled_event_message(written) == (
+        "Cancelled by user (alice) (graceful stop escalated to Terminate)"
+    )

@@ -348,7 +348,7 @@ class Controller:
             self.metrics.cancel_latency.observe(
                 (dt.datetime.now(dt.UTC) - requested).total_seconds()
             )
-        self.events.post(written, "Cancelled", written.status.message or state.CANCELLED_BY_USER)
+        self.events.post(written, "Cancelled", decisions.cancelled_event_message(written))
 
     async def _cancel_ignored(self, task: NicoTask) -> None:
         written, changed = await self._write(task, decisions.cancel_ignored_status)

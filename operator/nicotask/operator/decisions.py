@@ -22,6 +22,7 @@ CANCEL_REQUESTED_BY = api.CANCEL_REQUESTED_BY
 
 # Hints a reconcile can carry (see Controller.reconcile).
 CLOSED = "closed"  # Temporal may have closed the task's workflow: read its outcome
+ESCALATED = " (graceful stop escalated to Terminate)"
 
 
 class Action(enum.Enum):
@@ -81,6 +82,14 @@ def cancel_reason(task: NicoTask) -> str:
     text = state.CANCELLED_BY_USER + (f" ({by})" if by else "")
     if task.spec.cancel_reason:
         text += f": {task.spec.cancel_reason}"
+    return text
+
+
+def cancelled_event_message(task: NicoTask) -> str:
+    """The Cancelled Event: who asked, why, and whether a graceful stop was escalated."""
+    text = cancel_reason(task)
+    if (task.status.message or "").endswith(ESCALATED):
+        text += ESCALATED
     return text
 
 
@@ -190,7 +199,7 @@ def cancelled_status(
         report = state.close_report(report, state.CANCELLED_BY_USER, now)
         message = cancel_message(task)
         if task.status.cancel_mode == StopMode.GRACEFUL:
-            message += " (graceful stop escalated to Terminate)"
+            message += ESCALATED
         return move(
             TaskStatus.TERMINATED,
             api.first_line_error(message),
