@@ -9,7 +9,8 @@ plugin, dev environment) reaches the API server through this package:
   `raise_for_status` a raw response's status;
 - `objects`: get/list/create/patch/delete of the custom resources (the hot calls
   read their answers raw and parse them with orjson);
-- `watch`: one WATCH, bookmarks included;
+- `watch`: one WATCH, bookmarks included; `listwatch`: LIST then WATCH for ever,
+  relisting on 410 (the shim's caches, the operator's finished-cancels watch);
 - `status`: the conditional status writer (`update_task_status`) and the
   worker's progress patch;
 - `events`: an Event on a task.

@@ -1,5 +1,6 @@
 """One WATCH: its events, bookmarks included, split and parsed here; an ERROR event
-raises as its status maps (410 as `Expired`)."""
+raises as its status maps (410 as `Expired`). `listwatch.ListWatch` keeps one
+going for ever (LIST, WATCH, relist on 410, backoff on errors)."""
 
 from __future__ import annotations
 
