@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, NoReturn
 
 import orjson
@@ -40,40 +41,34 @@ MAX_DELAY = 10.0
 Obj = dict[str, Any]
 
 
+@dataclass
 class ListWatch:
     """LIST then WATCH one scope of one kind (`run`), feeding two callbacks.
 
     `version` is the resourceVersion the next WATCH starts from (None: LIST
-    first); `lists` counts the LISTs done.
+    first); `lists` counts the LISTs done; `name` names the scope in logs.
     """
 
-    def __init__(
-        self,
-        kube: Watching,
-        plural: str,
-        namespace: str | None,
-        *,
-        on_list: Callable[[list[Obj]], None],
-        on_event: Callable[[str, Obj], None],
-        field_selector: str | None = None,
-        label_selector: str | None = None,
-        timeout_seconds: int = WATCH_TIMEOUT_SECONDS,
-        name: str | None = None,
-    ) -> None:
-        self.kube = kube
-        self.plural = plural
-        self.namespace = namespace
-        self.on_list = on_list
-        self.on_event = on_event
-        self.selectors = {
-            k: v
-            for k, v in {"field_selector": field_selector, "label_selector": label_selector}.items()
-            if v
-        }
-        self.timeout_seconds = timeout_seconds
-        self.name = name or f"{plural} ({namespace or 'all namespaces'})"
-        self.version: str | None = None
-        self.lists = 0
+    kube: Watching
+    plural: str
+    namespace: str | None
+    _: KW_ONLY
+    on_list: Callable[[list[Obj]], None]
+    on_event: Callable[[str, Obj], None]
+    field_selector: str | None = None
+    label_selector: str | None = None
+    timeout_seconds: int = WATCH_TIMEOUT_SECONDS
+    name: str = ""
+    version: str | None = field(default=None, init=False)
+    lists: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        self.name = self.name or f"{self.plural} ({self.namespace or 'all namespaces'})"
+
+    @property
+    def selectors(self) -> dict[str, str]:
+        given = {"field_selector": self.field_selector, "label_selector": self.label_selector}
+        return {k: v for k, v in given.items() if v}
 
     async def run(self) -> NoReturn:
         """LIST and WATCH until cancelled."""
