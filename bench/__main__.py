@@ -11,7 +11,8 @@ bench/results/latest.json and the README's performance table, and stops it all.
   --rss-tasks M      NicoTasks created for the operator RSS figure (default 10000;
                      0: the live operator's RSS after the other phases)
   --shim-cancels K   tasks cancelled through the REST shim (default 100)
-  --phases LIST      which phases (default all): raw,start,steady,steady-cancel,shim,cancel,rss
+  --phases LIST      which phases (default all):
+                     raw,start,steady,steady-cancel,shim,cancel,plugin-cancel,graceful,rss
   --run-dir DIR      run folder of the environment (default: a temporary folder)
   --quick            tasks 50, rss-tasks 1000, shim-cancels 30, steady 20 s
 """
@@ -27,8 +28,10 @@ from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from .env import BenchEnv, progress
+from .graceful import graceful
 from .machine import machine_info
-from .phases import PHASES, Phases, Settings
+from .phases import GRACEFUL_TASKS, PHASES, Phases, Settings
+from .plugincancel import plugin_cancel
 from .readme import main as write_readme_table
 from .report import LATEST, render_table, write_json
 from .targets import evaluate
@@ -45,6 +48,9 @@ def _phase_list(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(
             f"unknown phase(s) {', '.join(unknown)}; choose from {','.join(PHASES)}"
         )
+    # The plugin's cancel and the graceful stops run on the burst cancel's racks, freed by it.
+    if {"plugin-cancel", "graceful"} & set(wanted) and "cancel" not in wanted:
+        wanted.append("cancel")
     # The steady figures and the burst cancel need the start phase's Running tasks.
     if {"steady", "cancel"} & set(wanted) and "start" not in wanted:
         wanted.append("start")
@@ -62,7 +68,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--phases", type=_phase_list, default=PHASES,
         help=f"comma-separated subset of {','.join(PHASES)} (default all; steady and cancel"
-        " bring start)",
+        " bring start, plugin-cancel and graceful bring cancel)",
     )
     p.add_argument("--concurrency", type=int, default=20, help="creates/patches in flight (20)")
     p.add_argument("--shim-concurrency", type=int, default=32, help="shim requests in flight (32)")
@@ -223,6 +229,17 @@ async def run_phases(ph: Phases, results: dict[str, Any]) -> None:
             if got_c is not None:
                 results["cancel"], per_cancel = got_c
                 results.setdefault("calls", {})["per_cancel"] = per_cancel
+        if "plugin-cancel" in on and results.get("cancel"):
+            results["plugin_cancel"] = await r.run(
+                "plugin_cancel", plugin_cancel(ph),
+                cfg.start_timeout() + cfg.burst_timeout() + PHASE_GRACE_S,
+            )
+        if "graceful" in on and results.get("cancel"):
+            count = min(cfg.tasks, GRACEFUL_TASKS)
+            results["graceful"] = await r.run(
+                "graceful", graceful(ph, count),
+                cfg.extra_timeout(count) + cfg.burst_timeout() + PHASE_GRACE_S,
+            )  # fmt: skip
         if "rss" in on:
             if cfg.rss_tasks:
                 results["rss"] = await r.run(

@@ -27,7 +27,7 @@ def provider() -> dict[str, Any]:
 def site() -> dict[str, Any]:
     """The NicoSite the bench's tasks belong to (cluster-scoped), as samples/site.yaml."""
     return api.SITE_RESOURCE.manifest(
-        "acme-site-1",
+        SITE_ID,
         {"siteId": SITE_ID, "providerRef": ORG, "displayName": "ACME site 1 (bench)"},
     )
 

@@ -50,7 +50,11 @@ FIRST_TASK_EACH_S = 0.2
 CALLS_SETTLE_S = 3.0  # after a window's last status: late writes (events, progress) still count
 # The steady figure's components, in table order (every other recorded process is in `total`).
 CPU_COMPONENTS = ("operator", "worker", "temporal", "kube-apiserver", "etcd", "shim", "redfish")
-PHASES = ("raw", "start", "steady", "steady-cancel", "shim", "cancel", "rss")
+PHASES = (
+    "raw", "start", "steady", "steady-cancel", "shim", "cancel", "plugin-cancel", "graceful", "rss"
+)  # fmt: skip
+# Tasks the graceful phase stops (at most; never more than N).
+GRACEFUL_TASKS = 200
 
 
 @dataclass
@@ -798,7 +802,7 @@ class Phases:
 
         Baseline: the operator restarted with the tasks of the earlier phases
         present. Then, with the operator stopped, M finished tasks are created
-        (50 in flight; spec.cancel=true, the operator's finalizer, status
+        (50 in flight; spec.cancel=true, status
         Terminated written through the status subresource) and the operator is
         started again: its RSS once it has seen every task and gone idle.
         """

@@ -143,6 +143,28 @@ def rows(results: dict[str, Any]) -> list[Row]:
             ("cancel", "p50 / floor (idle)", fmt(cancel.get("p50_over_idle_floor"), "x", 2)),
         ]
         out += _cpu_row("cancel", cancel)
+    pc = results.get("plugin_cancel")
+    if isinstance(pc, dict):
+        out += [
+            ("plugin cancel", "kubectl nico cancel --all: tasks Terminated",
+             _done(pc, "terminated", "tasks")),
+            ("plugin cancel", "the plugin's process (list + patches, 32 in flight)",
+             fmt(pc.get("plugin_s"), "s")),
+            ("plugin cancel", "wall (exec -> last Terminated; burst: first patch ->)",
+             fmt(pc.get("wall_s"), "s")),
+            ("plugin cancel", "cancels/s", fmt(pc.get("cancels_per_s"))),
+            ("plugin cancel", "its summary", fmt(pc.get("summary"))),
+        ]  # fmt: skip
+    gr = results.get("graceful")
+    if isinstance(gr, dict):
+        out += [
+            ("graceful", "graceful stops: Terminated (as expected)",
+             f"{_done(gr, 'terminated', 'running')} ({fmt(gr.get('as_expected'))})"),
+            ("graceful", f"patch -> Terminated p50 / p99 (incl. <= {fmt(gr.get('stage_s'))} s"
+             " of running stage)", _lat(gr.get("latency_ms"), ("p50", "p99"))),
+            ("graceful", "running stage's end -> Terminated p50 / p99 (hard: cancel's patch ->)",
+             _lat(gr.get("after_stage_ms"), ("p50", "p99"))),
+        ]  # fmt: skip
     out += _calls_rows(results)
     shim = results.get("shim")
     if isinstance(shim, dict):

@@ -186,6 +186,8 @@ def open_api_schema(kind: Kind) -> dict[str, Any]:
         },
         "required": ["spec"],
     }
+    if "x-kubernetes-validations" in raw:  # rules on the whole object (metadata included)
+        out["x-kubernetes-validations"] = copy.deepcopy(raw["x-kubernetes-validations"])
     if "status" in props:
         status = structural(props["status"], defs, "status")
         kopf = status.get("properties", {}).get("kopf")
@@ -353,6 +355,9 @@ def field_reference_markdown() -> str:
             f"category `{CATEGORY}`."
         )
         parts.append("")
+        for rule in schema.get("x-kubernetes-validations", []):
+            parts.append(f"Rule: {rule['message']}.")
+            parts.append("")
         parts.append(_table(schema, "spec"))
         parts.append("")
         if "status" in schema["properties"]:

@@ -178,6 +178,13 @@ def with_status(
 # --------------------------------------------------------------------------
 
 
+def report_settled(report: TaskReportV1 | None) -> bool:
+    """Nothing in the report will run any more: no stage pending or running."""
+    if report is None or not report.stages:
+        return False
+    return all(s.status not in (ReportStatus.PENDING, ReportStatus.RUNNING) for s in report.stages)
+
+
 def close_report(report: TaskReportV1 | None, error: str, now: dt.datetime) -> TaskReportV1 | None:
     """Leave nothing `running` in a finished task.
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -354,13 +355,15 @@ async def test_every_kind_takes_the_same_uuids_as_its_model(
         for key in path[:-1]:
             target = target[key]
         target[path[-1]] = value
+        body["metadata"]["name"] = f"uuid-{kind.lower()}"
+        if kind == "NicoSite" and valid:
+            body["metadata"]["name"] = value.lower()  # a site is named after its siteId
         try:
             getattr(api, kind).model_validate(body)
             model_ok = True
         except ValidationError:
             model_ok = False
         assert model_ok is valid, (kind, path, value)
-        body["metadata"]["name"] = f"uuid-{kind.lower()}"
         res = await kubectl(
             devenv.kubeconfig, "create", "--validate=strict", "--dry-run=server", "-n", namespace,
             "-f", "-", stdin=json.dumps(body),
@@ -369,6 +372,36 @@ async def test_every_kind_takes_the_same_uuids_as_its_model(
         if not valid:
             field = ".".join(str(p) for p in path[1:]).replace(".0.", "[0].")
             assert f"spec.{field}" in res.err, res.err
+
+
+async def test_a_second_site_for_a_site_id_is_refused(
+    devenv: Any, crds_installed: list[str]
+) -> None:
+    """One siteId, one NicoSite: the API server itself refuses a second one, under another
+    name (the CEL rule, naming the field) or under the same (it exists), whatever the case."""
+    site_id = str(uuid.uuid4())
+
+    def site(name: str, sid: str, provider: str) -> str:
+        return json.dumps({
+            "apiVersion": "nico.dev/v1alpha1", "kind": "NicoSite", "metadata": {"name": name},
+            "spec": {"siteId": sid, "providerRef": provider},
+        })
+
+    res = await kubectl(devenv.kubeconfig, "create", "-f", "-", stdin=site(site_id, site_id, "a"))
+    assert res.rc == 0, res.err
+    try:
+        for name, sid in (("second-site", site_id), ("second-site", site_id.upper()),
+                          (str(uuid.uuid4()), site_id)):
+            res = await kubectl(devenv.kubeconfig, "create", "--validate=strict", "-f", "-",
+                                stdin=site(name, sid, "b"))
+            assert res.rc != 0, f"a second NicoSite {name} for {sid} was accepted"
+            assert "spec.siteId" in res.err, res.err
+            assert "metadata.name must be spec.siteId in lower case" in res.err, res.err
+        res = await kubectl(devenv.kubeconfig, "create", "-f", "-",
+                            stdin=site(site_id, site_id.upper(), "b"))
+        assert res.rc != 0 and "already exists" in res.err, res.err
+    finally:
+        await kubectl(devenv.kubeconfig, "delete", "nicosite", site_id, "--wait=false")
 
 
 def uuid_of(n: int) -> str:

@@ -297,3 +297,22 @@ def test_invalid_samples_refused_by_the_models(path: Path) -> None:
     doc = yaml.safe_load(path.read_text())
     with pytest.raises(ValidationError):
         MODELS[doc["kind"]].model_validate(doc)
+
+
+@pytest.mark.parametrize(
+    ("name", "site_id", "ok"),
+    [
+        (SITE, SITE, True),
+        (SITE, SITE.upper(), True),  # the name is the siteId in lower case
+        ("acme-site-1", SITE, False),
+        (RULE, SITE, False),
+    ],
+)
+def test_a_site_is_named_after_its_site_id(name: str, site_id: str, ok: bool) -> None:
+    doc = {"apiVersion": api.API_VERSION, "kind": "NicoSite", "metadata": {"name": name},
+           "spec": {"siteId": site_id, "providerRef": "acme"}}
+    if ok:
+        assert api.NicoSite.model_validate(doc).metadata.name == site_id.lower()
+    else:
+        with pytest.raises(ValidationError, match=r"metadata\.name must be spec\.siteId"):
+            api.NicoSite.model_validate(doc)

@@ -219,11 +219,16 @@ def test_parse_args_defaults_and_quick() -> None:
 
 def test_parse_args_phases_keep_order_and_bring_start() -> None:
     assert parse_args([]).phases == (
-        "raw", "start", "steady", "steady-cancel", "shim", "cancel", "rss"
-    )
+        "raw", "start", "steady", "steady-cancel", "shim", "cancel", "plugin-cancel",
+        "graceful", "rss",
+    )  # fmt: skip
     assert parse_args(["--phases", "shim,raw"]).phases == ("raw", "shim")
     # the steady figures and the burst cancel need the start phase's Running tasks
     assert parse_args(["--phases", "cancel"]).phases == ("start", "cancel")
+    # the plugin's cancel runs on the racks the burst cancel frees
+    assert parse_args(["--phases", "plugin-cancel"]).phases == (
+        "start", "cancel", "plugin-cancel")
+    assert parse_args(["--phases", "graceful"]).phases == ("start", "cancel", "graceful")
     assert parse_args(["--phases", "steady, raw"]).phases == ("raw", "start", "steady")
     with pytest.raises(SystemExit):
         parse_args(["--phases", "start,warp"])
@@ -556,3 +561,33 @@ def test_cpu_per_task_row_names_each_component_and_keeps_the_bench_apart() -> No
         "12.5 / - = 12.5 (and the bench itself: 3.2)"
     )
     assert not any(f.startswith("CPU") for s, f, _ in table if s == "cancel")
+
+
+def test_rows_of_the_plugin_cancel() -> None:
+    out = rows({"plugin_cancel": {
+        "tasks": 1000, "terminated": 1000, "plugin_s": 18.03, "wall_s": 52.9,
+        "cancels_per_s": 18.9,
+        "summary": "2001 tasks: 1000 cancelled, 1001 already cancelled, 0 already finished",
+    }})  # fmt: skip
+    got = {figure: value for section, figure, value in out if section == "plugin cancel"}
+    assert got["kubectl nico cancel --all: tasks Terminated"] == "1000 of 1000"
+    assert got["the plugin's process (list + patches, 32 in flight)"] == "18.0 s"
+    assert got["wall (exec -> last Terminated; burst: first patch ->)"] == "52.9 s"
+    assert got["cancels/s"] == "18.9"
+    assert got["its summary"].startswith("2001 tasks: 1000 cancelled")
+
+
+def test_rows_of_the_graceful_stops() -> None:
+    out = rows({"graceful": {
+        "tasks": 200, "running": 200, "terminated": 200, "as_expected": 200, "stage_s": 2.0,
+        "latency_ms": {"p50": 1830.0, "p99": 2400.0},
+        "after_stage_ms": {"p50": 310.0, "p99": 900.0},
+    }})  # fmt: skip
+    got = {figure: value for section, figure, value in out if section == "graceful"}
+    assert got["graceful stops: Terminated (as expected)"] == "200 of 200 (200)"
+    assert got["patch -> Terminated p50 / p99 (incl. <= 2.0 s of running stage)"] == (
+        "1830.0 / 2400.0 ms"
+    )
+    assert got["running stage's end -> Terminated p50 / p99 (hard: cancel's patch ->)"] == (
+        "310.0 / 900.0 ms"
+    )

@@ -154,6 +154,16 @@ def test_rule_and_rack_schema_details() -> None:
     assert comps["x-kubernetes-list-map-keys"] == ["id"]
 
 
+def test_a_site_is_named_after_its_site_id_on_the_crds_root() -> None:
+    """One siteId, one NicoSite: the rule sits on the root, where metadata.name is seen."""
+    (rule,) = _schema("NicoSite")["x-kubernetes-validations"]
+    assert rule["rule"] == "self.metadata.name == self.spec.siteId.lowerAscii()"
+    assert rule["fieldPath"] == ".spec.siteId"
+    assert "metadata.name must be spec.siteId" in rule["message"]
+    for kind in ("NicoTask", "NicoRack", "NicoOperationRule", "NicoProvider"):
+        assert "x-kubernetes-validations" not in _schema(kind), kind
+
+
 def test_render_is_deterministic() -> None:
     assert crdgen.render() == crdgen.render()
     for name, text in crdgen.render().items():

@@ -65,6 +65,15 @@ def _running_report() -> TaskReportV1:
     )
 
 
+def _settled_report() -> TaskReportV1:
+    report = _running_report()
+    report.stages[0].status = ReportStatus.COMPLETED
+    report.stages[0].finished_at = NOW
+    report.stages[0].steps[0].status = ReportStatus.COMPLETED
+    report.stages[0].steps[0].finished_at = NOW
+    return report
+
+
 @pytest.mark.parametrize(
     ("task", "hints", "action"),
     [
@@ -99,6 +108,19 @@ def _running_report() -> TaskReportV1:
             _task(S.RUNNING, runId="r1", cancel=True, mode="Terminate", cancelMode="Graceful"),
             set(),
             Action.CANCEL,
+        ),
+        # Its final report (nothing pending or running) is written just before its close.
+        (
+            _task(
+                S.RUNNING,
+                runId="r1",
+                cancel=True,
+                mode="Graceful",
+                cancelMode="Graceful",
+                report=_settled_report().wire(),
+            ),
+            set(),
+            Action.FINISH,
         ),
     ],
 )

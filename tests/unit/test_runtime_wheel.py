@@ -37,7 +37,7 @@ RUNTIME_FILES = [
     "nicotask/shim/app.py",
     "nicotask/shim/config.py",
     "nicotask/shim/jwks.py",
-    "nicotask/kubectl_plugin.py",
+    "nicotask/kubectl_nico/cli.py",
     "nicotask/healthcheck.py",
     "nicotask/redfish.py",
     "nicotask/py.typed",
@@ -111,5 +111,5 @@ def test_it_registers_no_cli_plugin(wheel: zipfile.ZipFile) -> None:
     (entry_points,) = [n for n in wheel.namelist() if n.endswith(".dist-info/entry_points.txt")]
     text = wheel.read(entry_points).decode()
     assert "nicotask = nicotask.__main__:main" in text
-    assert "kubectl-nico = nicotask.kubectl_plugin:main" in text
+    assert "kubectl-nico = nicotask.kubectl_nico:main" in text
     assert "[nicotask.cli]" not in text  # `nicotask dev` and `crds` come from nicotask-dev

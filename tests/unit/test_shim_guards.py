@@ -10,8 +10,9 @@ import httpx
 import pytest
 
 from nicotask.shim.auth import Principal, TokenCache
-from nicotask.shim.cache import TaskCache, record_of
+from nicotask.shim.cache import SiteCache, TaskCache, record_of
 from nicotask.shim.config import ShimSettings
+from nicotask.shim.informer import Obj
 from nicotask.shim.limits import BodyLimit
 from nicotask_dev.shim.devissuer import (
     PRIVATE_KEY_FILE,
@@ -151,3 +152,31 @@ def test_token_cache_is_a_bounded_lru_with_deadlines() -> None:
     assert cache.get("b") is None and cache.get("a") is p and cache.get("c") is p
     cache.put("old", 1.0, p)  # deadline in the past
     assert cache.get("old") is None
+
+
+# ---- one NicoSite per siteId -----------------------------------------------------------------
+
+
+def _site(name: str, site_id: str, provider: str = "acme", uid: str | None = None) -> Obj:
+    return {"apiVersion": "nico.dev/v1alpha1", "kind": "NicoSite",
+            "metadata": {"name": name, "uid": uid or name, "resourceVersion": "1"},
+            "spec": {"siteId": site_id, "providerRef": provider}}
+
+
+def test_sites_are_found_by_name_and_misnamed_ones_ignored(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A NicoSite is named after its siteId (the CRD says so); one made before that rule,
+    under another name, is left out with a warning that names it and its new name."""
+    sites = SiteCache(api_client=None, miss_wait=0)  # type: ignore[arg-type]
+    site_id = "660E8400-E29B-41D4-A716-446655440000"
+    with caplog.at_level(logging.WARNING):
+        sites.informer.put(_site("acme-site-1", site_id.lower(), "beta"))
+    assert sites.site(site_id) is None
+    assert "NicoSite acme-site-1 is ignored" in caplog.text and site_id.lower() in caplog.text
+    sites.informer.put(_site(site_id.lower(), site_id))
+    found = sites.site(site_id)
+    assert found is not None and found.provider_ref == "acme"
+    assert sites.site(site_id.lower()) == found
+    sites.informer.remove(site_id.lower())
+    assert sites.site(site_id) is None

@@ -122,10 +122,12 @@ async def create_provider(custom: client.CustomObjectsApi, name: str, org: str) 
 
 
 async def create_site(
-    custom: client.CustomObjectsApi, name: str, site_id: str, provider: str
+    custom: client.CustomObjectsApi, site_id: str, provider: str, name: str | None = None
 ) -> None:
+    """A NicoSite, named after its siteId unless `name` says otherwise (which the CRD refuses)."""
     await custom.create_cluster_custom_object(api.GROUP, api.VERSION, SITES, {
-        "apiVersion": api.API_VERSION, "kind": "NicoSite", "metadata": {"name": name},
+        "apiVersion": api.API_VERSION, "kind": "NicoSite",
+        "metadata": {"name": site_id.lower() if name is None else name},
         "spec": {"siteId": site_id, "providerRef": provider},
     })
 
@@ -139,8 +141,8 @@ async def make_world(api_client: client.ApiClient) -> World:
     for org in (acme, beta):
         assert org.provider
         await create_provider(custom, org.provider, org.name)
-        for i, site in enumerate(org.sites):
-            await create_site(custom, f"site-{org.name}-{i}", site, org.provider)
+        for site in org.sites:
+            await create_site(custom, site, org.provider)
     return World(acme, beta, lonely)
 
 

@@ -48,7 +48,10 @@ def next_action(
     if CLOSED in hints:
         return Action.FINISH
     if task.spec.cancel:
-        return Action.NOTHING  # stopping gracefully: the workflow ends by itself
+        # Stopping gracefully: the workflow ends by itself. Its last progress write
+        # (the final report: nothing pending or running) comes just before its close,
+        # so read the outcome then rather than wait for the follower to see the close.
+        return Action.FINISH if state.report_settled(status.report) else Action.NOTHING
     if state.queue_expired(status, queue_timeout, now):
         return Action.EXPIRE
     if status.run_id is None:

@@ -1,4 +1,4 @@
-"""The FastAPI app: routes, error handlers, the OpenAPI document and the lifespan.
+"""The FastAPI app: the router, error handlers, the OpenAPI document and the lifespan.
 
 The lifespan opens the Kubernetes client (unless one is given), starts the
 watch-fed caches (providers, sites, tasks) and waits briefly for their first
@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
@@ -24,28 +23,13 @@ from . import errors, metrics, routes
 from .auth import JwksSettings, Verifier
 from .cache import Caches
 from .config import IssuerConfig, ShimSettings
+from .dependencies import Shim
 from .limits import BodyLimit
 from .openapi import build_document
 from .service import TaskService
 from .store import Store
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Shim:
-    """What the handlers use (app.state.shim)."""
-
-    settings: ShimSettings
-    verifier: Verifier
-    store: Store
-    caches: Caches
-    service: TaskService
-
-    @property
-    def index(self) -> Any:
-        """The task cache (kept under its old name for tests and tools)."""
-        return self.caches.tasks
 
 
 def verifier_of(settings: ShimSettings, issuers: list[IssuerConfig] | None = None) -> Verifier:
@@ -104,8 +88,9 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
-    errors.install(app)
-    app.router.routes.extend(routes.ROUTES)
+    errors.install(app, routes.QUERY_RULES)
+    app.router.routes.extend(routes.cancel_routes)  # plain routes, first: see routes.py
+    app.include_router(routes.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     metrics.install(app)  # request metrics by route template and GET /metrics
 

@@ -5,9 +5,8 @@ is the cancel's PATCH (and, on a conflict, one GET). Each cache is an
 Informer plus the secondary index its readers need:
 
 - providers: org -> provider names;
-- sites: siteId (lower case) -> the NicoSites claiming it and their providerRef
-  (two NicoSites of different providers claiming one siteId is logged and
-  refused by orgs.check_site, never resolved by a silent choice);
+- sites: siteId (lower case) -> its NicoSite's providerRef (a NicoSite is named
+  after its siteId, so there is one per site);
 - tasks: uid -> TaskRecord (what routes need, with the REST views already
   encoded), rack -> uids. A task that does not parse as a NicoTask is left
   out with a log line, so one bad object never breaks the others.
@@ -94,48 +93,50 @@ class ProviderCache(_Cache):
 
 
 @dataclass(frozen=True)
-class SiteClaim:
-    name: str
+class Site:
+    name: str  # = its siteId, lower case
     provider_ref: str
 
 
 class SiteCache(_Cache):
+    """The NicoSites by siteId. A NicoSite's name is its siteId in lower case (the CRD
+    refuses any other name), so there is one per site; one not named so (made before
+    the CRD said so) is left out with a warning naming it and what to do."""
+
     kind = "NicoSites"
 
     def __init__(self, api_client: client.ApiClient, miss_wait: float) -> None:
-        self.by_site: dict[str, dict[str, SiteClaim]] = defaultdict(dict)  # siteId -> uid -> claim
+        self.by_site: dict[str, Site] = {}  # name (= siteId, lower case) -> site
         super().__init__(Informer(api_client, SITES, on_change=self._changed), miss_wait)
 
     def _changed(self, old: Obj | None, new: Obj | None) -> None:
         if old is not None:
-            site = _spec(old).get("siteId")
-            if isinstance(site, str):
-                key = site.lower()
-                self.by_site[key].pop(_meta(old).get("uid", ""), None)
-                if not self.by_site[key]:
-                    del self.by_site[key]
+            self.by_site.pop(str(_meta(old).get("name")), None)
         if new is not None:
             site, ref, name = (
                 _spec(new).get("siteId"), _spec(new).get("providerRef"), _meta(new).get("name")
             )
-            if isinstance(site, str) and isinstance(ref, str) and isinstance(name, str):
-                claims = self.by_site[site.lower()]
-                claims[_meta(new)["uid"]] = SiteClaim(name, ref)
-                if len({c.provider_ref for c in claims.values()}) > 1:
-                    log.error(
-                        "siteId %s is claimed by NicoSites of different providers (%s); "
-                        "the shim refuses every request for this site until one is removed",
-                        site, ", ".join(sorted(f"{c.name}->{c.provider_ref}"
-                                               for c in claims.values())),
-                    )
+            if not (isinstance(site, str) and isinstance(ref, str) and isinstance(name, str)):
+                return
+            if name != site.lower():
+                log.warning(
+                    "NicoSite %s is ignored: its name is not its siteId %s in lower case; "
+                    "create it again as %s (docs/operations.md, upgrading)",
+                    name, site, site.lower(),
+                )
+                return
+            self.by_site[name] = Site(name, ref)
 
-    def claims(self, site_id: str) -> list[SiteClaim]:
-        found = self.by_site.get(site_id.lower())
-        return list(found.values()) if found else []
+    def site(self, site_id: str) -> Site | None:
+        return self.by_site.get(site_id.lower())
 
-    async def site_claims(self, site_id: str) -> list[SiteClaim]:
+    async def find(self, site_id: str) -> Site | None:
+        """The NicoSite of `site_id` (after a short wait for the watch), or None."""
         self.require_synced()
-        return list(await self.informer.wait_until(lambda: self.claims(site_id), self.miss_wait))
+        found: Site | None = await self.informer.wait_until(
+            lambda: self.site(site_id), self.miss_wait
+        )
+        return found
 
 
 # ---- tasks ---------------------------------------------------------------------------

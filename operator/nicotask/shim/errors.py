@@ -1,8 +1,10 @@
 """Every error the shim answers is a NICoAPIError body {"source": "nico", "message", "data"}.
 
-Handlers raise `APIError(status, message)`; FastAPI's own errors (unknown
-route, wrong method, request validation) are mapped to the same shape, so no
-client ever sees FastAPI's default `{"detail": ...}`.
+Handlers and dependencies raise `APIError(status, message)`; FastAPI's own
+errors (unknown route, wrong method, request validation) are mapped to the same
+shape and the contract's codes (a refused query parameter is a 400 with the
+contract's message, never a 422), so no client ever sees FastAPI's default
+`{"detail": ...}`.
 """
 
 from __future__ import annotations
@@ -32,10 +34,6 @@ BAD_SITE_ID = "Failed to validate Site specified in request: invalid ID"
 MISSING_SITE_ID = "Site ID must be specified in query parameter 'siteId'"
 UNKNOWN_SITE = "Site specified in request does not exist"
 FOREIGN_SITE = "Site specified in request doesn't belong to current org's Provider"
-AMBIGUOUS_SITE = (
-    "Site specified in request is claimed by more than one Provider; "
-    "access is refused until the duplicate NicoSite is removed"
-)
 TASK_NOT_FOUND = "Task not found: {id}"
 KUBE_UNAVAILABLE = "Task store (Kubernetes API) is unavailable, retry later"
 KEYS_UNAVAILABLE = "Token issuer keys are unavailable, retry later"
@@ -91,13 +89,38 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(status, message, None, headers)
 
 
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    errors = [
-        {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))}
-        for e in exc.errors()
-    ]
-    return error_response(400, "Failed to validate request data", {"errors": errors})
+INVALID_QUERY = "Invalid value for query parameter '{name}': {rule}"
+
+
+def validation_message(loc: tuple[Any, ...], query_rules: dict[str, str]) -> str | None:
+    """The contract's message for a request parameter FastAPI refused, if it has one."""
+    if len(loc) < 2 or loc[0] != "query":
+        return None
+    name = str(loc[1])
+    if name == "siteId":
+        return MISSING_SITE_ID
+    if name in query_rules:
+        return INVALID_QUERY.format(name=name, rule=query_rules[name])
+    return None
+
+
+def _validation_error(query_rules: dict[str, str]) -> Any:
+    async def handler(_: Request, exc: Exception) -> JSONResponse:
+        """400, as the routes' own checks: the first refused parameter in declaration
+        order (the order the old hand-written checks ran in) names the message."""
+        assert isinstance(exc, RequestValidationError)
+        found = exc.errors()
+        for e in found:
+            message = validation_message(tuple(e.get("loc", ())), query_rules)
+            if message is not None:
+                return error_response(400, message)
+        errors = [
+            {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))}
+            for e in found
+        ]
+        return error_response(400, "Failed to validate request data", {"errors": errors})
+
+    return handler
 
 
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:  # pragma: no cover - bugs
@@ -105,9 +128,10 @@ async def _unexpected(_: Request, exc: Exception) -> JSONResponse:  # pragma: no
     return error_response(500, INTERNAL)
 
 
-def install(app: FastAPI) -> None:
-    """Register the handlers that turn every error into a NICoAPIError body."""
+def install(app: FastAPI, query_rules: dict[str, str] | None = None) -> None:
+    """Register the handlers that turn every error into a NICoAPIError body;
+    `query_rules` (query parameter -> "must be ...") words FastAPI's validation errors."""
     app.add_exception_handler(APIError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(RequestValidationError, _validation_error(query_rules or {}))
     app.add_exception_handler(Exception, _unexpected)

@@ -24,7 +24,6 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -57,15 +56,7 @@ class ShimMetrics:
 def route_template(scope: Scope) -> str:
     route = scope.get("route")
     path = getattr(route, "path", None)
-    if isinstance(path, str):
-        return path
-    # Plain Starlette routes do not record themselves in the scope: match again.
-    app = scope.get("app")
-    for candidate in getattr(getattr(app, "router", None), "routes", ()):
-        match, _ = candidate.matches(scope)
-        if match is Match.FULL and isinstance(getattr(candidate, "path", None), str):
-            return str(candidate.path)
-    return UNMATCHED
+    return path if isinstance(path, str) else UNMATCHED
 
 
 class MetricsMiddleware:
