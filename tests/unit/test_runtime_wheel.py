@@ -25,7 +25,7 @@ RUNTIME_FILES = [
     "nicotask/cli.py",
     "nicotask/api/__init__.py",
     "nicotask/api/task.py",
-    "nicotask/kube.py",
+    "nicotask/kube/__init__.py",
     "nicotask/settings.py",
     "nicotask/operator_main.py",
     "nicotask/operator/controller.py",

@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
 
 from nicotask.api import CANCEL_REQUESTED_SELECTOR, TASKS, NicoTask, TaskStatus, status_selector
-from nicotask.kube import Expired, Kube
-
-log = logging.getLogger(__name__)
+from nicotask.kube import Kube
+from nicotask.kube.listwatch import ListWatch
 
 WATCH_TIMEOUT = 300
 
@@ -34,49 +32,33 @@ async def watch_finished_cancels(
     on_task: Callable[[NicoTask], None],
 ) -> None:
     """Run the watches (one per served namespace and status; `shard`: a label selector)."""
-    watches = [
-        _watch(
-            kube, namespace, f"{CANCEL_REQUESTED_SELECTOR},{status_selector(status)}", shard,
-            on_task,
-        )
-        for namespace in list[str | None](namespaces) or [None]
-        for status in (TaskStatus.SUCCEEDED, TaskStatus.FAILED)
-    ]
+
+    def deliver(raw: dict[str, Any]) -> None:
+        with contextlib.suppress(ValidationError):
+            on_task(NicoTask.model_validate(raw))
+
+    def on_list(items: list[dict[str, Any]]) -> None:
+        for raw in items:
+            deliver(raw)
+
+    def on_event(kind: str, raw: dict[str, Any]) -> None:
+        if kind != "DELETED":
+            deliver(raw)
+
+    watches = []
+    for namespace in list[str | None](namespaces) or [None]:
+        for status in (TaskStatus.SUCCEEDED, TaskStatus.FAILED):
+            selector = f"{CANCEL_REQUESTED_SELECTOR},{status_selector(status)}"
+            watch = ListWatch(
+                kube,
+                TASKS,
+                namespace,
+                on_list=on_list,
+                on_event=on_event,
+                field_selector=selector,
+                label_selector=shard,
+                timeout_seconds=WATCH_TIMEOUT,
+                name=f"watch of cancelled finished tasks ({selector})",
+            )
+            watches.append(watch.run())
     await asyncio.gather(*watches)
-
-
-def _deliver(raw: dict[str, Any], on_task: Callable[[NicoTask], None]) -> None:
-    with contextlib.suppress(ValidationError):
-        on_task(NicoTask.model_validate(raw))
-
-
-async def _watch(
-    kube: Kube,
-    namespace: str | None,
-    selector: str,
-    shard: str | None,
-    on_task: Callable[[NicoTask], None],
-) -> None:
-    selectors: dict[str, str | None] = {"field_selector": selector, "label_selector": shard}
-    version: str | None = None
-    while True:
-        try:
-            if version is None:
-                listed = await kube.list_page(TASKS, namespace, **selectors)
-                for raw in listed.get("items", []):
-                    _deliver(raw, on_task)
-                version = listed["metadata"]["resourceVersion"]
-            async for event in kube.watch(TASKS, namespace, version, WATCH_TIMEOUT, **selectors):
-                raw = event["object"]
-                if isinstance(raw, dict):
-                    version = raw.get("metadata", {}).get("resourceVersion", version)
-                    if event["type"] in ("ADDED", "MODIFIED"):
-                        _deliver(raw, on_task)
-        except asyncio.CancelledError:
-            raise
-        except Expired:
-            version = None  # too old: list again
-            continue
-        except Exception as exc:
-            log.warning("watch of cancelled finished tasks (%s): %s", selector, exc)
-            await asyncio.sleep(5)

@@ -1,9 +1,9 @@
 """A watch-fed cache of one custom resource kind (a small informer).
 
 One LIST per scope (cluster-wide, or each served namespace), then a WATCH
-from that list's resourceVersion with bookmarks; 410 Gone or any stream
-error lists again (with backoff on errors). `synced` is set once every scope
-has listed; until then readers answer 503 instead of guessing.
+from that list's resourceVersion with bookmarks, relisted on 410 Gone
+(`nicotask.kube.listwatch`). `synced` is set once every scope has listed;
+until then readers answer 503 instead of guessing.
 
 Objects are kept without `metadata.managedFields` (the bulk of a small
 object and never read). A subclass-free hook, `on_change(old, new)`, keeps
@@ -18,19 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 from kubernetes_asyncio import client
 
-from nicotask.kube import ApiException, Expired, Kube
+from nicotask.kube import Kube
+from nicotask.kube.listwatch import ListWatch
 
-log = logging.getLogger(__name__)
-
-WATCH_TIMEOUT_SECONDS = 290
-MIN_RELIST_SECONDS = 1.0  # never LIST a scope more often than this, whatever the watch does
 Obj = dict[str, Any]
 OnChange = Callable[[Obj | None, Obj | None], None]
 
@@ -131,7 +126,9 @@ class Informer:
 
     def start(self) -> None:
         self._tasks = [
-            asyncio.create_task(self._run(scope), name=f"nicotask-{self.plural}-{scope or 'all'}")
+            asyncio.create_task(
+                self._list_watch(scope).run(), name=f"nicotask-{self.plural}-{scope or 'all'}"
+            )
             for scope in self.scopes
         ]
 
@@ -153,17 +150,19 @@ class Informer:
 
     # ---- list + watch ----------------------------------------------------------------
 
-    async def _list(self, scope: str | None) -> str:
-        resp = await self.kube.list_raw(self.plural, scope)  # parsed with orjson
-        try:
-            result = orjson.loads(await resp.read())
-        finally:
-            resp.release()
-        fresh = {
-            o["metadata"]["uid"]: o
-            for o in result.get("items") or []
-            if (o.get("metadata") or {}).get("uid")
-        }
+    def _list_watch(self, scope: str | None) -> ListWatch:
+        return ListWatch(
+            self.kube,
+            self.plural,
+            scope,
+            on_list=lambda items: self._listed(scope, items),
+            on_event=self._event,
+            name=f"cache of {self.plural} ({scope or 'all namespaces'})",
+        )
+
+    def _listed(self, scope: str | None, items: list[Obj]) -> None:
+        """Replace the scope's objects with a LIST's."""
+        fresh = {o["metadata"]["uid"]: o for o in items if (o.get("metadata") or {}).get("uid")}
         for uid, old in list(self.objects.items()):
             in_scope = scope is None or (old.get("metadata") or {}).get("namespace") == scope
             if in_scope and uid not in fresh:
@@ -174,51 +173,12 @@ class Informer:
         self._scopes_synced.add(scope)
         if len(self._scopes_synced) >= len(self.scopes):
             self.synced.set()
-        return str((result.get("metadata") or {}).get("resourceVersion") or "")
 
-    async def _watch(self, scope: str | None, rv: str) -> str:
-        """Follow one WATCH from rv; the version to watch from next (the server ended it)."""
-        async for event in self.kube.watch(self.plural, scope, rv, WATCH_TIMEOUT_SECONDS):
-            rv = self._event(event, rv)
-        return rv
-
-    def _event(self, event: Obj, rv: str) -> str:
-        kind, obj = event.get("type"), event.get("object") or {}
-        rv = str((obj.get("metadata") or {}).get("resourceVersion") or rv)
-        if kind == "BOOKMARK":
-            return rv
+    def _event(self, kind: str, obj: Obj) -> None:
         uid = (obj.get("metadata") or {}).get("uid")
         if not uid:
-            return rv
+            return
         if kind == "DELETED":
             self.remove(uid)
         else:
             self.put(obj)
-        return rv
-
-    async def _run(self, scope: str | None) -> None:
-        delay = 0.2
-        name = f"{self.plural} ({scope or 'all namespaces'})"
-        loop = asyncio.get_running_loop()
-        last_list = -MIN_RELIST_SECONDS
-        while True:
-            try:
-                await asyncio.sleep(max(0.0, last_list + MIN_RELIST_SECONDS - loop.time()))
-                last_list = loop.time()
-                rv = await self._list(scope)
-                delay = 0.2
-                while True:
-                    rv = await self._watch(scope, rv)
-            except asyncio.CancelledError:
-                raise
-            except Expired:
-                log.info("cache of %s: resourceVersion gone, listing again", name)
-            except ApiException as exc:
-                if exc.status != 410:
-                    log.warning("cache of %s: %s %s", name, exc.status, exc.reason)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 10.0)
-            except Exception as exc:
-                log.warning("cache of %s: %r; listing again", name, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
