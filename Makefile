@@ -10,7 +10,7 @@ RUN_DIR ?= $(CURDIR)/.run/dev
 PYTEST_ARGS ?=
 
 # Go binaries (kube-apiserver, etcd, helm, promtool) are cached in ~/.cache/nicotask, keyed by version.
-.PHONY: help venv binaries helm promtool docs-values lint typecheck crds crds-check unit integration test run stop status bench kind-e2e image node-binaries node-e2e clean
+.PHONY: help venv binaries temporal-server integration-server helm promtool docs-values lint typecheck crds crds-check unit integration test run stop status bench kind-e2e image node-binaries node-e2e clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ venv: $(STAMP) ## Create .venv with nicotask (and its test tools) and nicotask-d
 
 binaries: $(STAMP) ## Build (once, cached in ~/.cache/nicotask) etcd and kube-apiserver from Go modules
 	$(BIN)/nicotask dev build
+
+temporal-server: $(STAMP) ## Build (once, cached in ~/.cache/nicotask) the Temporal server and its SQL tool from go.temporal.io/server
+	$(BIN)/python -m nicotask_dev.devenv.temporalserver
 
 helm: $(STAMP) ## Build (once, cached in ~/.cache/nicotask) the pinned helm from the Go module proxy
 	$(BIN)/python -m nicotask_dev.devenv.helm
@@ -55,9 +58,14 @@ unit: $(STAMP) helm promtool ## Unit tests (no servers; helm renders the chart, 
 integration: $(STAMP) binaries helm ## Integration and e2e tests on a real local control plane, Temporal and BMC emulators
 	$(BIN)/pytest tests/integration tests/e2e -q $(PYTEST_ARGS)
 
+# The second pass: the tests marked temporal_server (tests/conftest.py) against a Temporal
+# server on PostgreSQL (NICOTASK_TEMPORAL=server; installs PostgreSQL with apt-get as root).
+integration-server: $(STAMP) binaries helm temporal-server ## Integration/e2e tests marked temporal_server, on the Temporal server + PostgreSQL
+	NICOTASK_TEMPORAL=server $(BIN)/pytest tests/integration tests/e2e -q -m temporal_server $(PYTEST_ARGS)
+
 test: lint typecheck crds-check unit integration ## Everything CI runs
 
-run: $(STAMP) binaries ## Start the local system in the background (apiserver, etcd, Temporal, BMCs, operator, worker, shim)
+run: $(STAMP) binaries ## Start the local system in the background (apiserver, etcd, Temporal, BMCs, operator, worker, shim; NICOTASK_TEMPORAL=server: Temporal server on PostgreSQL)
 	$(BIN)/nicotask dev up --run-dir $(RUN_DIR) --with-system
 
 stop: $(STAMP) ## Stop what `make run` started
