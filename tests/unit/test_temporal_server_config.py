@@ -107,3 +107,13 @@ def test_as_user_wraps_only_when_a_user_is_given() -> None:
     user = temporalserver.pwd.getpwuid(0)
     argv = temporalserver.as_user(user, ["postgres"])
     assert argv[-2:] == ["--", "postgres"] and "--reuid=0" in argv
+
+
+def test_membership_ports_fit_the_servers_smallint_column(tmp_path: Path) -> None:
+    """The server stores membership ports as a signed 16-bit number (PostgreSQL
+    smallint): an ephemeral port (32768 and up) stops it at start."""
+    state = DevEnv(tmp_path, environ={"NICOTASK_TEMPORAL": "server"})._fresh_state({})
+    low = {name: state["ports"][name] for name in temporalserver.LOW_PORTS}
+    assert len(low) == 4 and all(20000 <= port <= 32767 for port in low.values())
+    again = DevEnv(tmp_path, environ={"NICOTASK_TEMPORAL": "server"})._fresh_state(state)
+    assert {name: again["ports"][name] for name in low} == low  # kept across down/up

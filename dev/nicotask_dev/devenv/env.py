@@ -340,7 +340,10 @@ class DevEnv:
             names += ["temporal", "temporal_http", "temporal_metrics"]
             if self.temporal_ui:
                 names.append("temporal_ui")
-        chosen = ports.pick_ports(names, previous=old.get("ports"))
+        chosen = ports.pick_ports(
+            names, previous=old.get("ports"),
+            low=temporalserver.LOW_PORTS if server else frozenset(),
+        )
         keep = {k: v for k, v in old.items() if k not in ("processes", "up")}
         return {
             **keep,

@@ -82,6 +82,8 @@ PORT_NAMES = (
     "temporal_metrics",
     "postgres",
 )
+# The server keeps membership ports in a smallint column: they must be below 32768.
+LOW_PORTS = frozenset(n for n in PORT_NAMES if n.endswith("_membership"))
 
 
 def mode(environ: dict[str, str] | os._Environ[str]) -> str:
