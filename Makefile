@@ -29,7 +29,7 @@ binaries: $(STAMP) ## Build (once, cached in ~/.cache/nicotask) etcd and kube-ap
 	$(BIN)/nicotask dev build
 
 temporal-server: $(STAMP) ## Build (once, cached in ~/.cache/nicotask) the Temporal server and its SQL tool from go.temporal.io/server
-	$(BIN)/python -m nicotask_dev.devenv.temporalserver
+	$(BIN)/python -c 'from nicotask_dev.devenv.temporalserver import main; main()'
 
 helm: $(STAMP) ## Build (once, cached in ~/.cache/nicotask) the pinned helm from the Go module proxy
 	$(BIN)/python -m nicotask_dev.devenv.helm
