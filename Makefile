@@ -10,7 +10,7 @@ RUN_DIR ?= $(CURDIR)/.run/dev
 PYTEST_ARGS ?=
 
 # Go binaries (kube-apiserver, etcd, helm, promtool) are cached in ~/.cache/nicotask, keyed by version.
-.PHONY: help venv lock lock-check binaries helm promtool docs-values lint typecheck crds crds-check unit integration test test-slow run stop status bench kind-e2e image node-binaries node-e2e clean
+.PHONY: help venv lock lock-check binaries temporal-server integration-server helm promtool docs-values lint typecheck crds crds-check unit integration test test-slow run stop status bench kind-e2e image node-binaries node-e2e clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ lock-check: $(STAMP) ## Fail when a pyproject's dependencies changed without `ma
 
 binaries: $(STAMP) ## Build (once, cached in ~/.cache/nicotask) etcd and kube-apiserver from Go modules
 	$(BIN)/nicotask dev build
+
+temporal-server: $(STAMP) ## Build (once, cached in ~/.cache/nicotask) the Temporal server and its SQL tool from go.temporal.io/server
+	$(BIN)/python -c 'from nicotask_dev.devenv.temporalserver import main; main()'
 
 helm: $(STAMP) ## Build (once, cached in ~/.cache/nicotask) the pinned helm from the Go module proxy
 	$(BIN)/python -m nicotask_dev.devenv.helm
@@ -66,9 +69,14 @@ integration: $(STAMP) binaries helm ## Integration and e2e tests on a real local
 test-slow: $(STAMP) binaries helm ## The long runs of e2e checks (e.g. 300 graceful-stop races)
 	$(BIN)/pytest tests/e2e -q -m slow $(PYTEST_ARGS)
 
+# The second pass: the tests marked temporal_server (tests/conftest.py) against a Temporal
+# server on PostgreSQL (NICOTASK_TEMPORAL=server; installs PostgreSQL with apt-get as root).
+integration-server: $(STAMP) binaries helm temporal-server ## Integration/e2e tests marked temporal_server, on the Temporal server + PostgreSQL
+	NICOTASK_TEMPORAL=server $(BIN)/pytest tests/integration tests/e2e -q -m "temporal_server and not slow" $(PYTEST_ARGS)
+
 test: lint typecheck crds-check lock-check unit integration ## Everything CI runs
 
-run: $(STAMP) binaries ## Start the local system in the background (apiserver, etcd, Temporal, BMCs, operator, worker, shim)
+run: $(STAMP) binaries ## Start the local system in the background (apiserver, etcd, Temporal, BMCs, operator, worker, shim; NICOTASK_TEMPORAL=server: Temporal server on PostgreSQL)
 	$(BIN)/nicotask dev up --run-dir $(RUN_DIR) --with-system
 
 stop: $(STAMP) ## Stop what `make run` started

@@ -7,7 +7,9 @@ here, so integration and e2e tests share one environment per session:
   kube_api         session: kubernetes_asyncio ApiClient (admin)
   namespace        function: a fresh namespace name
   temporal_client  session: temporalio Client
-Every test is marked by its folder: unit, integration, e2e or node.
+Every test is marked by its folder: unit, integration, e2e or node. The tests of
+SERVER_PASS are marked temporal_server too: CI runs them a second time against the
+Temporal server on PostgreSQL (`make integration-server`, NICOTASK_TEMPORAL=server).
 """
 
 from __future__ import annotations
@@ -22,13 +24,34 @@ __all__ = ["devenv", "kube_api", "namespace", "temporal_client"]
 
 _TESTS = Path(__file__).parent
 _KINDS = ("unit", "integration", "e2e", "node")
+# What the second pass runs on the Temporal server (store and visibility on PostgreSQL):
+# every test whose outcome depends on Temporal's behaviour. Lifecycle, every cancel
+# path, queue, races of cancel against completion, drift and the follower's full
+# reconcile (test_lifecycle); the operator SIGKILLed mid-cancel and a Temporal outage
+# (test_recovery); graceful stops, their cleanup and races (test_graceful_stop);
+# cancels through BMCs and the shim; the start-up check; the
+# workflow itself and the progress writes.
+SERVER_PASS = {
+    "e2e/test_lifecycle.py",
+    "e2e/test_recovery.py",
+    "e2e/test_cancel_redfish.py",
+    "e2e/test_shim_cancel.py",
+    "e2e/test_graceful_stop.py",
+    "e2e/test_operator_startup.py",
+    "integration/test_workflow.py",
+    "integration/test_progress_write.py",
+    "integration/test_devenv_smoke.py",
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         try:
-            kind = Path(item.path).relative_to(_TESTS).parts[0]
+            rel = Path(item.path).relative_to(_TESTS)
         except ValueError:
             continue
+        kind = rel.parts[0]
         if kind in _KINDS:
             item.add_marker(getattr(pytest.mark, kind))
+        if rel.as_posix() in SERVER_PASS:
+            item.add_marker(pytest.mark.temporal_server)

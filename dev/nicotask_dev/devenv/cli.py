@@ -111,6 +111,14 @@ def dev(run_dir: Path | None) -> None:
 )
 @click.option("--headless", is_flag=True, help="no Temporal web UI")
 @click.option(
+    "--temporal",
+    "temporal_mode",
+    type=click.Choice(["dev", "server"]),
+    default=None,
+    help="dev: the Temporal CLI's dev server (the default); server: a Temporal server built "
+    "from go.temporal.io/server on PostgreSQL (default: $NICOTASK_TEMPORAL or dev)",
+)
+@click.option(
     "--with-system",
     is_flag=True,
     help="also install the CRDs, start the operator, worker and shim, and apply samples/",
@@ -125,17 +133,19 @@ def up(
     run_dir: Path | None,
     systems: Path | None,
     headless: bool,
+    temporal_mode: str | None,
     with_system: bool,
     with_node: bool,
 ) -> None:
     run_dir = _run_dir(run_dir)
-    env = DevEnv(
-        run_dir,
-        redfish_systems=_load_systems(systems) if systems else None,
-        temporal_ui=not headless,
-        with_node=with_node,
-    )
     try:
+        env = DevEnv(
+            run_dir,
+            redfish_systems=_load_systems(systems) if systems else None,
+            temporal_ui=not headless,
+            with_node=with_node,
+            temporal_mode=temporal_mode,
+        )
         env.up()
         if with_node:
             from . import image, node

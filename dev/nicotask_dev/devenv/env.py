@@ -17,6 +17,10 @@ Real infrastructure instead of the embedded one (read when `up` runs):
                                     when it came from `eval "$(nicotask dev env)"`
                                     (NICOTASK_DEV_RUN_DIR is set) unless
                                     NICOTASK_USE_EXISTING_TEMPORAL=1.
+  NICOTASK_TEMPORAL=server          instead of the CLI's dev server, a Temporal
+                                    server built from go.temporal.io/server on
+                                    PostgreSQL (temporalserver.py); `dev` (the
+                                    default) is the dev server.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from . import gobuild, kube, ports, redfish, temporal
+from . import gobuild, kube, ports, redfish, temporal, temporalserver
 from .pki import Pki, ensure_pki
 from .process import (
     ProcessRecord,
@@ -71,6 +75,7 @@ class DevEnv:
         temporal_ui: bool = True,
         environ: dict[str, str] | None = None,
         with_node: bool = False,
+        temporal_mode: str | None = None,
     ) -> None:
         self.run_dir = Path(run_dir).resolve()
         # A node (node.py) comes after `up`: here only the API server flags it needs.
@@ -78,6 +83,8 @@ class DevEnv:
         self.redfish_systems = redfish_systems
         self.temporal_ui = temporal_ui
         self.environ: dict[str, str] = dict(os.environ if environ is None else environ)
+        # `dev` (the CLI's dev server) or `server` (go.temporal.io/server on PostgreSQL).
+        self.temporal_mode = temporal_mode or temporalserver.mode(self.environ)
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
 
     # ---- paths and state -------------------------------------------------
@@ -135,6 +142,8 @@ class DevEnv:
         recs = {r.name: r for r in self.records(state)}
         external = set(state.get("external", []))
         needed = [n for n in CORE if not _external_covers(n, external)]
+        if state.get("temporal_mode") == "server" and "temporal" not in external:
+            needed.append("postgres")
         return all(n in recs and record_alive(recs[n]) for n in needed)
 
     # ---- processes ------------------------------------------------------
@@ -234,10 +243,17 @@ class DevEnv:
         self._settle()
 
     def _ready_check_for(self, name: str) -> ReadyCheck | None:
+        state = self.load_state()
         if name == "temporal":
             tbin = temporal.temporal_binary()
-            address = self.load_state()["temporal_address"]
+            address = state["temporal_address"]
+            if state.get("temporal_mode") == "server":
+                return lambda: temporalserver.namespace_usable(tbin, address)
             return lambda: temporal.namespace_ready(tbin, address)
+        if name == "postgres":
+            bindir = temporalserver.ensure_postgres()
+            port = state["ports"]["postgres"]
+            return lambda: temporalserver.postgres_ready(bindir, ports.LOOPBACK, port)
         return None
 
     @contextlib.contextmanager
@@ -245,8 +261,9 @@ class DevEnv:
         """Stop one process for the duration of the block, then start it again
         with the same command line and ports (an outage, for tests).
 
-        Temporal keeps its history in temporal.db, so a restarted dev server
-        carries on with the same workflows.
+        Temporal keeps its history in temporal.db (the dev server) or in
+        PostgreSQL (the server: stopping `temporal` leaves the database running),
+        so a restarted Temporal carries on with the same workflows.
         """
         rec = self.record(name)
         self.stop_process(name)
@@ -316,11 +333,17 @@ class DevEnv:
         names = ["redfish"]
         if "kube" not in external:
             names += ["etcd", "etcd_peer", "apiserver"]
-        if "temporal" not in external:
+        server = self.temporal_mode == "server"
+        if "temporal" not in external and server:
+            names += list(temporalserver.PORT_NAMES)
+        elif "temporal" not in external:
             names += ["temporal", "temporal_http", "temporal_metrics"]
             if self.temporal_ui:
                 names.append("temporal_ui")
-        chosen = ports.pick_ports(names, previous=old.get("ports"))
+        chosen = ports.pick_ports(
+            names, previous=old.get("ports"),
+            low=temporalserver.LOW_PORTS if server else frozenset(),
+        )
         keep = {k: v for k, v in old.items() if k not in ("processes", "up")}
         return {
             **keep,
@@ -330,6 +353,7 @@ class DevEnv:
             "ports": {**old.get("ports", {}), **chosen},
             "processes": [],
             "with_node": self.with_node,
+            "temporal_mode": "external" if "temporal" in external else self.temporal_mode,
         }
 
     def _start_all(self, state: dict[str, Any]) -> None:
@@ -338,7 +362,12 @@ class DevEnv:
         external = state["external"]
         waits: list[tuple[subprocess.Popen[bytes], ProcessRecord, ReadyCheck, float]] = []
 
-        # Temporal and the BMC emulator do not depend on anything: start them first.
+        # Temporal and the BMC emulator do not depend on anything: start them first
+        # (the server on PostgreSQL last: it starts in steps while the API server starts).
+        server = state["temporal_mode"] == "server"
+        if server:
+            temporalserver.ensure_built()
+            temporalserver.ensure_postgres()
         if "temporal" in external:
             state["temporal_address"] = self.environ["NICOTASK_TEMPORAL_ADDRESS"]
             state["temporal_namespace"] = self.environ.get(
@@ -346,6 +375,8 @@ class DevEnv:
             )
             state.pop("temporal_ui_url", None)
             log(f"using existing Temporal at {state['temporal_address']}")
+        elif server:
+            pass
         else:
             tbin = temporal.temporal_binary()
             address = f"{host}:{p['temporal']}"
@@ -404,8 +435,33 @@ class DevEnv:
             proc, rec = self._spawn(state, "kube-apiserver", argv, url=api_url)
             waits.append((proc, rec, lambda: kube.apiserver_ready(api_url, pki), 90.0))
 
+        if server:
+            self._start_temporal_server(state)
         for proc, rec, check, timeout in waits:
             self._wait(proc, rec, check, timeout)
+
+    def _start_temporal_server(self, state: dict[str, Any]) -> None:
+        """PostgreSQL, its schemas, the Temporal server and the namespace, in that order."""
+        p, host = state["ports"], ports.LOOPBACK
+        ts = temporalserver
+        server_bin, sql_tool = ts.ensure_built()
+        bindir = ts.ensure_postgres()
+        data = ts.init_postgres(self.run_dir, bindir)
+        argv = ts.postgres_argv(bindir, data, p["postgres"], host)
+        proc, rec = self._spawn(state, "postgres", argv, url=f"postgresql://{host}:{p['postgres']}",
+                                cwd=Path("/"))
+        self._wait(proc, rec, lambda: ts.postgres_ready(bindir, host, p["postgres"]), 60.0)
+        ts.setup_schemas(sql_tool, host, p["postgres"], self.run_dir)
+        address = f"{host}:{p['temporal']}"
+        state["temporal_address"] = address
+        state["temporal_namespace"] = ts.NAMESPACE
+        state["temporal_ui_url"] = ""
+        config = ts.write_config(p, host, self.run_dir)
+        proc, rec = self._spawn(state, "temporal", ts.server_argv(server_bin, config), url=address)
+        tbin = temporal.temporal_binary()
+        self._wait(proc, rec, lambda: ts.frontend_serving(tbin, address), 90.0)
+        ts.register_namespace(tbin, address)
+        self._wait(proc, rec, lambda: ts.namespace_usable(tbin, address), 60.0)
 
     def _stop_all(self, state: dict[str, Any]) -> list[str]:
         stopped = []

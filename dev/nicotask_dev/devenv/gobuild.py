@@ -216,10 +216,14 @@ def go_install_cached(
     version: str,
     path: Path,
     ldflags: Callable[[str, dict[str, str]], str] = lambda go, env: "-s -w",
+    toolchain: str = "local",
 ) -> Path:
     """`go install package@version` once into `path` (a static, trimmed binary); cached after.
 
     `ldflags(go, env)` may consult the module (helm stamps its version and k8s version).
+    `toolchain` is GOTOOLCHAIN: `local`, or a pinned `goX.Y.Z` that the go command fetches
+    from the module proxy (golang.org/toolchain) when the module needs a newer Go than
+    the machine's, so no shell has to set it.
     """
     if path.exists():
         return path
@@ -230,7 +234,7 @@ def go_install_cached(
         **os.environ,
         "GOBIN": str(staging),
         "CGO_ENABLED": "0",
-        "GOTOOLCHAIN": "local",
+        "GOTOOLCHAIN": toolchain,
         "GOFLAGS": "-trimpath",
     }
     print(

@@ -26,6 +26,7 @@ from nicotask.metrics import cancel_pending_since
 from nicotask.operator.controller import Controller
 from nicotask.operator.finished_cancels import watch_finished_cancels
 from nicotask.operator.follower import Follower
+from nicotask.operator.temporal_check import wait_until_usable
 from nicotask.operator.temporal_client import temporal_factory
 from nicotask.settings import get_settings
 from nicotask.temporal.metrics import health_check, probe_reachability
@@ -128,8 +129,11 @@ async def configure(
     else:
         settings.peering.standalone = True
 
-    kube_client = Kube(await new_api_client(component="operator"))
     temporal = temporal_factory(ours)
+    # Unready (no /healthz) until Temporal answers what the follower needs: a wrong
+    # address, namespace or visibility store is one error line naming the setting.
+    await wait_until_usable(ours, temporal)
+    kube_client = Kube(await new_api_client(component="operator"))
     controller = Controller(
         kube=kube_client, temporal=temporal, settings=ours, metrics=memo["metrics"]
     )

@@ -221,12 +221,19 @@ async def _list(client: Client, query: str) -> list[Execution]:
     return out
 
 
+def closed_since_query(task_queue: str, since: dt.datetime) -> str:
+    return f"{_ours(task_queue)} AND CloseTime >= '{_rfc3339(since)}'"
+
+
+def running_query(task_queue: str) -> str:
+    return f"{_ours(task_queue)} AND ExecutionStatus = 'Running'"
+
+
 async def closed_since(client: Client, task_queue: str, since: dt.datetime) -> list[Execution]:
     """Our executions that closed at or after `since` (visibility; may lag a little)."""
-    query = f"{_ours(task_queue)} AND CloseTime >= '{_rfc3339(since)}'"
-    return await _list(client, query)
+    return await _list(client, closed_since_query(task_queue, since))
 
 
 async def running(client: Client, task_queue: str) -> list[Execution]:
     """Our executions that are running now (for the slow full reconcile)."""
-    return await _list(client, f"{_ours(task_queue)} AND ExecutionStatus = 'Running'")
+    return await _list(client, running_query(task_queue))
