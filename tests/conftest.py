@@ -39,6 +39,7 @@ SERVER_PASS = {
     "e2e/test_graceful_stop.py",
     "e2e/test_operator_startup.py",
     "integration/test_workflow.py",
+    "integration/test_workflow_stop.py",
     "integration/test_progress_write.py",
     "integration/test_devenv_smoke.py",
 }
