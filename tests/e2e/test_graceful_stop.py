@@ -405,3 +405,40 @@ async def test_operator_killed_during_a_graceful_stop_still_ends_it(
     assert stage_statuses(done) == ["completed", "skipped", "completed"]
     wf, outcome = await outcome_in_temporal(temporal_client, done["metadata"]["uid"])
     assert wf == WorkflowExecutionStatus.COMPLETED and outcome.report.wire() == st["report"]
+
+
+# ---- deadlines, through the operator ------------------------------------------------
+
+
+async def test_a_task_past_its_not_after_never_starts_and_active_seconds_stop_one(
+    cluster: Cluster, nicotask_system: DevEnvHandle, temporal_client: Client
+) -> None:
+    env = nicotask_system
+    rule_id = new_rule_id()
+    await cluster.create(api.RULES, sleep_cleanup_rule(rule_id, [2.0, 60.0], 0.2))
+    await cluster.create(api.RACKS, rack("rack-1", env.redfish_url, env.redfish_systems[:1]))
+    await cluster.create(api.RACKS, rack("rack-2", env.redfish_url, env.redfish_systems[:1]))
+    # Created past its deadline: Failed, and no workflow ever starts.
+    past = "2026-01-01T00:00:00Z"
+    late = await cluster.create(
+        api.TASKS, task("late", "rack-1", rule_id, deadline={"notAfter": past})
+    )
+    done = await cluster.wait_status("late", *TERMINAL, timeout=30)
+    assert done["status"]["status"] == "Failed", done["status"]
+    assert done["status"]["message"] == (
+        "deadline ran out before the task started (notAfter 2026-01-01T00:00:00.000000Z)"
+    )
+    await cluster.wait_event("late", "DeadlineExceeded")
+    with pytest.raises(Exception, match="not found"):
+        await temporal_client.get_workflow_handle(late["metadata"]["uid"]).describe()
+    # activeSeconds 4 in Terminate mode: stage 1 (2 s) completes, the deadline falls in
+    # stage 2 (60 s), which is cut at once; the queue time before the start is free.
+    await cluster.create(
+        api.TASKS,
+        task("slow", "rack-2", rule_id, deadline={"activeSeconds": 4, "stop": "Terminate"}),
+    )
+    done = await cluster.wait_status("slow", *TERMINAL, timeout=60)
+    st = done["status"]
+    assert st["status"] == "Failed", st
+    assert st["message"] == "deadline ran out (activeSeconds 4): stopped at once, no cleanup"
+    assert stage_statuses(done) == ["completed", "failed"]
