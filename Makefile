@@ -8,6 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 RUN_DIR ?= $(CURDIR)/.run/dev
 PYTEST_ARGS ?=
+SOAK_ARGS ?=
 
 # Go binaries (kube-apiserver, etcd, helm, promtool) are cached in ~/.cache/nicotask, keyed by version.
 .PHONY: help venv binaries helm promtool docs-values lint typecheck crds crds-check unit integration test test-slow run stop status bench kind-e2e image node-binaries node-e2e clean
@@ -38,7 +39,7 @@ docs-values: $(STAMP) ## Regenerate the configuration table in docs/deploy.md fr
 	$(BIN)/python -m nicotask_dev.devenv.helm --write-docs docs/deploy.md
 
 lint: $(STAMP) ## ruff
-	$(BIN)/ruff check operator dev tests bench
+	$(BIN)/ruff check operator dev tests bench soak
 
 typecheck: $(STAMP) ## mypy
 	$(BIN)/mypy

@@ -1,0 +1,177 @@
+"""The fault injector: four tracks that strike at random until the soak's end.
+
+- process: SIGKILL + restart of the active operator, the worker, the shim;
+- standby: SIGSTOP of the active operator replica for longer than its peering
+  lifetime, the standby's takeover timed from its log, then SIGCONT;
+- infra: restart (SIGTERM, data kept) of kube-apiserver, etcd, the Temporal dev server;
+- bmc: the fault proxy slow, answering 5xx, resetting connections, or reporting
+  the wrong power state, for a few seconds.
+
+Each track picks its kinds in shuffled rounds, so every kind gets about as many
+strikes. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.env import progress
+
+from .bmcproxy import FaultProxy
+from .env import PEERING_LIFETIME_S, SoakEnv
+
+TRACKS: dict[str, tuple[str, ...]] = {
+    "process": ("kill_operator", "kill_worker", "kill_shim"),
+    "standby": ("stop_operator",),
+    "infra": ("restart_apiserver", "restart_etcd", "restart_temporal"),
+    "bmc": ("bmc_slow", "bmc_5xx", "bmc_reset", "bmc_wrong_power"),
+}
+KINDS = tuple(k for kinds in TRACKS.values() for k in kinds)
+# Faults during which the API server cannot answer (the shim may answer 503).
+API_DOWN = ("restart_apiserver", "restart_etcd")
+TAKEOVER_MARK = "Resuming operations after the pause"
+
+
+@dataclass
+class Fault:
+    kind: str
+    start: float  # time.monotonic()
+    end: float = 0.0
+    start_wall: float = 0.0
+    detail: str = ""
+    error: str = ""
+    takeover_s: float | None = None
+
+    def to_json(self, t0: float) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "start_s": round(self.start - t0, 3),
+            "end_s": round(self.end - t0, 3),
+            "duration_s": round(self.end - self.start, 3),
+            "detail": self.detail,
+            "error": self.error,
+            "takeover_s": None if self.takeover_s is None else round(self.takeover_s, 3),
+        }
+
+
+@dataclass
+class Injector:
+    senv: SoakEnv
+    proxy: FaultProxy
+    rng: random.Random
+    until: float  # time.monotonic()
+    gap: tuple[float, float] = (1.0, 4.0)
+    faults: list[Fault] = field(default_factory=list)
+    infra_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def run(self) -> None:
+        await asyncio.gather(*(self._track(name, kinds) for name, kinds in TRACKS.items()))
+
+    async def _track(self, name: str, kinds: tuple[str, ...]) -> None:
+        await asyncio.sleep(self.rng.uniform(2.0, 6.0))
+        order: list[str] = []
+        for _ in range(10_000):
+            if time.monotonic() >= self.until:
+                return
+            if not order:
+                order = list(kinds)
+                self.rng.shuffle(order)
+            kind = order.pop()
+            fault = Fault(kind, time.monotonic(), start_wall=time.time())
+            self.faults.append(fault)
+            try:
+                await asyncio.wait_for(getattr(self, kind)(fault), timeout=240)
+            except Exception as exc:
+                fault.error = f"{type(exc).__name__}: {exc}"[:300]
+                progress(f"fault {kind} error: {fault.error}")
+            fault.end = time.monotonic()
+            progress(f"fault {kind} done in {fault.end - fault.start:.1f}s {fault.detail}")
+            await asyncio.sleep(self.rng.uniform(*self.gap))
+
+    # ---- process track ---------------------------------------------------
+
+    async def _kill(self, name: str) -> None:
+        await asyncio.to_thread(self.senv.kill_restart, name)
+
+    async def kill_operator(self, f: Fault) -> None:
+        f.detail = "operator-a (the preferred, active replica)"
+        await self._kill("operator-a")
+
+    async def kill_worker(self, f: Fault) -> None:
+        await self._kill("worker")
+
+    async def kill_shim(self, f: Fault) -> None:
+        await self._kill("shim")
+
+    # ---- standby track -----------------------------------------------------
+
+    async def stop_operator(self, f: Fault) -> None:
+        """SIGSTOP operator-a past its peering lifetime; time operator-b's takeover."""
+        log_path = self.senv.operator_log("operator-b")
+
+        def marks() -> int:
+            try:
+                return log_path.read_text(errors="replace").count(TAKEOVER_MARK)
+            except OSError:
+                return 0
+
+        before = marks()
+        stopped_for = PEERING_LIFETIME_S + self.rng.uniform(4.0, 8.0)
+        self.senv.signal_group("operator-a", signal.SIGSTOP)
+        t0 = time.monotonic()
+        try:
+            while time.monotonic() - t0 < stopped_for:
+                if f.takeover_s is None and await asyncio.to_thread(marks) > before:
+                    f.takeover_s = time.monotonic() - t0
+                await asyncio.sleep(0.25)
+        finally:
+            self.senv.signal_group("operator-a", signal.SIGCONT)
+        f.detail = f"SIGSTOP {stopped_for:.1f}s; takeover {f.takeover_s}"
+
+    # ---- infra track -------------------------------------------------------
+
+    async def _restart(self, name: str, f: Fault) -> None:
+        async with self.infra_lock:
+            saved = await asyncio.to_thread(self.senv.stop_infra, name)
+            down = self.rng.uniform(1.0, 4.0)
+            await asyncio.sleep(down)
+            t = time.monotonic()
+            await asyncio.to_thread(self.senv.start_infra, name, saved)
+            f.detail = f"down {down:.1f}s, ready after {time.monotonic() - t:.1f}s"
+
+    async def restart_apiserver(self, f: Fault) -> None:
+        await self._restart("kube-apiserver", f)
+
+    async def restart_etcd(self, f: Fault) -> None:
+        await self._restart("etcd", f)
+
+    async def restart_temporal(self, f: Fault) -> None:
+        await self._restart("temporal", f)
+
+    # ---- bmc track -----------------------------------------------------------
+
+    async def _bmc(self, mode: str, f: Fault) -> None:
+        secs = self.rng.uniform(3.0, 8.0)
+        self.proxy.mode = mode
+        try:
+            await asyncio.sleep(secs)
+        finally:
+            self.proxy.mode = "normal"
+        f.detail = f"{secs:.1f}s"
+
+    async def bmc_slow(self, f: Fault) -> None:
+        await self._bmc("slow", f)
+
+    async def bmc_5xx(self, f: Fault) -> None:
+        await self._bmc("5xx", f)
+
+    async def bmc_reset(self, f: Fault) -> None:
+        await self._bmc("reset", f)
+
+    async def bmc_wrong_power(self, f: Fault) -> None:
+        await self._bmc("wrong_power", f)
