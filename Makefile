@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 SOAK_ARGS ?=
 
 # Go binaries (kube-apiserver, etcd, helm, promtool) are cached in ~/.cache/nicotask, keyed by version.
-.PHONY: help venv binaries helm promtool docs-values lint typecheck crds crds-check unit integration test test-slow run stop status bench kind-e2e image node-binaries node-e2e clean
+.PHONY: help venv binaries helm promtool docs-values lint typecheck crds crds-check unit integration test test-slow run stop status bench soak kind-e2e image node-binaries node-e2e clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -72,6 +72,9 @@ status: $(STAMP) ## Show what is running
 
 bench: $(STAMP) binaries ## Benchmarks: print figures and write bench/results/latest.json
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+soak: $(STAMP) binaries ## Fault soak (issue 23): tasks, cancels on every path and random faults; exits 1 on a violation
+	$(BIN)/python -m soak $(SOAK_ARGS)
 
 image: $(STAMP) ## Build the image with podman (cached by content; installs podman/runc/mmdebstrap as root)
 	PYTHON=$(BIN)/python bash hack/build-image.sh
