@@ -96,6 +96,8 @@ async def soak(args: argparse.Namespace, senv: SoakEnv) -> dict[str, Any]:
     progress(f"soak: seed {args.seed}; {args.tasks} tasks over {0.7 * args.seconds:.0f} s, "
              f"faults and cancels for {args.seconds:.0f} s")
     inj_task = asyncio.create_task(injector.run())
+    supervising = asyncio.Event()
+    sup_task = asyncio.create_task(injector.supervise(supervising))
 
     async def status_line() -> None:
         while True:
@@ -124,6 +126,8 @@ async def soak(args: argparse.Namespace, senv: SoakEnv) -> dict[str, Any]:
                                                      min(20, len(load.sleep_racks)))
     probes = await load.probe_racks(sample, timeout=120)
     status_task.cancel()
+    supervising.set()
+    await asyncio.wait_for(sup_task, timeout=300)
     # ---- the witnesses -------------------------------------------------------
     final_list = await kube.list_objects(api.TASKS, o.NAMESPACE)
     final = {obj["metadata"]["name"]: obj for obj in final_list}
@@ -182,6 +186,8 @@ async def soak(args: argparse.Namespace, senv: SoakEnv) -> dict[str, Any]:
         "invariants": {k: {"count": len(violations[k]), "violations": violations[k][:50]}
                        for k in INVARIANTS},
         "recovery": rec,
+        "crashes": injector.crashes,
+        "start_failures": injector.start_failures,
         "errors": errors,
     }
 

@@ -14,6 +14,7 @@ strikes. Every wait is bounded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import signal
 import time
@@ -35,6 +36,7 @@ KINDS = tuple(k for kinds in TRACKS.values() for k in kinds)
 # Faults during which the API server cannot answer (the shim may answer 503).
 API_DOWN = ("restart_apiserver", "restart_etcd")
 TAKEOVER_MARK = "Resuming operations after the pause"
+COMPONENTS = ("operator-a", "operator-b", "worker", "shim")
 
 
 @dataclass
@@ -69,8 +71,36 @@ class Injector:
     faults: list[Fault] = field(default_factory=list)
     infra_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
+    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    crashes: list[dict[str, Any]] = field(default_factory=list)
+    start_failures: int = 0
+
+    def lock(self, name: str) -> asyncio.Lock:
+        return self.locks.setdefault(name, asyncio.Lock())
+
     async def run(self) -> None:
         await asyncio.gather(*(self._track(name, kinds) for name, kinds in TRACKS.items()))
+
+    async def supervise(self, stop: asyncio.Event) -> None:
+        """Restart a nicotask process that died outside a fault, as kubelet would."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=2.0)
+            for name in COMPONENTS:
+                lock = self.lock(name)
+                if lock.locked() or self.senv.alive(name):
+                    continue
+                async with lock:
+                    if self.senv.alive(name):
+                        continue
+                    self.crashes.append({"process": name, "t": time.time(),
+                                         "log": self.senv.log_tail(name)})
+                    progress(f"{name} died outside a fault: restarting it")
+                    try:
+                        self.start_failures += await asyncio.to_thread(
+                            self.senv.restart_component, name)
+                    except Exception as exc:
+                        progress(f"restarting {name}: {exc}")
 
     async def _track(self, name: str, kinds: tuple[str, ...]) -> None:
         await asyncio.sleep(self.rng.uniform(2.0, 6.0))
@@ -96,7 +126,9 @@ class Injector:
     # ---- process track ---------------------------------------------------
 
     async def _kill(self, name: str) -> None:
-        await asyncio.to_thread(self.senv.kill_restart, name)
+        async with self.lock(name):
+            await asyncio.to_thread(self.senv.kill_process, name)
+            self.start_failures += await asyncio.to_thread(self.senv.restart_component, name)
 
     async def kill_operator(self, f: Fault) -> None:
         f.detail = "operator-a (the preferred, active replica)"
@@ -120,28 +152,29 @@ class Injector:
             except OSError:
                 return 0
 
-        before = marks()
-        stopped_for = PEERING_LIFETIME_S + self.rng.uniform(4.0, 8.0)
-        self.senv.signal_group("operator-a", signal.SIGSTOP)
-        t0 = time.monotonic()
-        try:
-            while time.monotonic() - t0 < stopped_for:
-                if f.takeover_s is None and await asyncio.to_thread(marks) > before:
-                    f.takeover_s = time.monotonic() - t0
-                await asyncio.sleep(0.25)
-        finally:
-            self.senv.signal_group("operator-a", signal.SIGCONT)
+        async with self.lock("operator-a"):
+            before = marks()
+            stopped_for = PEERING_LIFETIME_S + self.rng.uniform(4.0, 8.0)
+            self.senv.signal_group("operator-a", signal.SIGSTOP)
+            t0 = time.monotonic()
+            try:
+                while time.monotonic() - t0 < stopped_for:
+                    if f.takeover_s is None and await asyncio.to_thread(marks) > before:
+                        f.takeover_s = time.monotonic() - t0
+                    await asyncio.sleep(0.25)
+            finally:
+                self.senv.signal_group("operator-a", signal.SIGCONT)
         f.detail = f"SIGSTOP {stopped_for:.1f}s; takeover {f.takeover_s}"
 
     # ---- infra track -------------------------------------------------------
 
     async def _restart(self, name: str, f: Fault) -> None:
         async with self.infra_lock:
-            saved = await asyncio.to_thread(self.senv.stop_infra, name)
+            await asyncio.to_thread(self.senv.stop_infra, name)
             down = self.rng.uniform(1.0, 4.0)
             await asyncio.sleep(down)
             t = time.monotonic()
-            await asyncio.to_thread(self.senv.start_infra, name, saved)
+            await asyncio.to_thread(self.senv.start_infra, name)
             f.detail = f"down {down:.1f}s, ready after {time.monotonic() - t:.1f}s"
 
     async def restart_apiserver(self, f: Fault) -> None:

@@ -44,6 +44,8 @@ def render(report: dict[str, Any]) -> str:
     for kind, row in r["by_kind"].items():
         lines.append(f"  {kind:<20} n {row['n']:>3}  p50 {row['p50_s']}  max {row['max_s']}")
     lines.append("")
+    lines.append(f"nicotask processes that died outside a fault: {len(report['crashes'])}; "
+                 f"restarts that failed and were retried: {report['start_failures']}")
     lines.append(f"TOTAL VIOLATIONS: {total_violations(report)}"
                  + (f"; errors: {len(report['errors'])}" if report["errors"] else ""))
     return "\n".join(lines)
