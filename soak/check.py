@@ -361,10 +361,19 @@ def recovery(watch: SoakWatch, cancels: list[Cancel], faults: list[Fault]) -> di
             ends.append(h.terminal_t)
         if ends:
             per_kind.setdefault(f.kind, []).append(max(0.0, max(ends) - f.end))
+    latency = [
+        watch.history[c.task].terminal_t - c.accepted  # type: ignore[operator]
+        for c in cancels
+        if c.accepted is not None and c.path != "delete" and c.status_at_accept not in TERMINAL
+        and c.task in watch.history and watch.history[c.task].terminal_t is not None
+    ]
     every = [v for vs in per_kind.values() for v in vs]
     summary = {"faults_with_cancels": len(every), "unrecovered": unrecovered,
                "p50_s": percentile(every, 0.5), "p99_s": percentile(every, 0.99),
-               "max_s": percentile(every, 1.0)}
+               "max_s": percentile(every, 1.0),
+               "cancel_latency": {"n": len(latency), "p50_s": percentile(latency, 0.5),
+                                  "p99_s": percentile(latency, 0.99),
+                                  "max_s": percentile(latency, 1.0)}}
     return {
         **summary,
         "by_kind": {k: {"n": len(v), "p50_s": percentile(v, 0.5), "p99_s": percentile(v, 0.99),

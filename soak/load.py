@@ -290,8 +290,10 @@ class Load:
                          "Content-Type": "application/json"},
             ) as resp,
         ):
-                await resp.read()
+                raw = await resp.read()
                 self.shim_answers.append(ShimAnswer(time.monotonic(), resp.status, c.task))
+                if resp.status != 202:
+                    c.error = raw[:160].decode(errors="replace")
                 if resp.status == 202:
                     return "ok"
                 if resp.status in (400, 404, 409):

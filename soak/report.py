@@ -41,6 +41,9 @@ def render(report: dict[str, Any]) -> str:
         f"p99 {r['p99_s']} s, max {r['max_s']} s over {r['faults_with_cancels']} faults"
         f" ({r['unrecovered']} unrecovered)"
     )
+    cl = r["cancel_latency"]
+    lines.append(f"cancel accepted -> task terminal: p50 {cl['p50_s']} s, p99 {cl['p99_s']} s, "
+                 f"max {cl['max_s']} s (n {cl['n']})")
     for kind, row in r["by_kind"].items():
         lines.append(f"  {kind:<20} n {row['n']:>3}  p50 {row['p50_s']}  max {row['max_s']}")
     lines.append("")
