@@ -1,6 +1,7 @@
-"""The fault injector: four tracks that strike at random until the soak's end.
+"""The fault injector: tracks that strike at random, side by side, until the soak's end.
 
-- process: SIGKILL + restart of the active operator, the worker, the shim;
+- operator, worker, shim: SIGKILL + restart of the active operator replica, the
+  worker, the shim (one track each);
 - standby: SIGSTOP of the active operator replica for longer than its peering
   lifetime, the standby's takeover timed from its log, then SIGCONT;
 - infra: restart (SIGTERM, data kept) of kube-apiserver, etcd, the Temporal dev server;
@@ -27,7 +28,9 @@ from .bmcproxy import FaultProxy
 from .env import PEERING_LIFETIME_S, SoakEnv
 
 TRACKS: dict[str, tuple[str, ...]] = {
-    "process": ("kill_operator", "kill_worker", "kill_shim"),
+    "operator": ("kill_operator",),
+    "worker": ("kill_worker",),
+    "shim": ("kill_shim",),
     "standby": ("stop_operator",),
     "infra": ("restart_apiserver", "restart_etcd", "restart_temporal"),
     "bmc": ("bmc_slow", "bmc_5xx", "bmc_reset", "bmc_wrong_power"),
@@ -67,7 +70,7 @@ class Injector:
     proxy: FaultProxy
     rng: random.Random
     until: float  # time.monotonic()
-    gap: tuple[float, float] = (1.0, 4.0)
+    gap: tuple[float, float] = (0.5, 3.0)
     faults: list[Fault] = field(default_factory=list)
     infra_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -171,7 +174,7 @@ class Injector:
     async def _restart(self, name: str, f: Fault) -> None:
         async with self.infra_lock:
             await asyncio.to_thread(self.senv.stop_infra, name)
-            down = self.rng.uniform(1.0, 4.0)
+            down = self.rng.uniform(0.5, 3.0)
             await asyncio.sleep(down)
             t = time.monotonic()
             await asyncio.to_thread(self.senv.start_infra, name)
@@ -189,7 +192,7 @@ class Injector:
     # ---- bmc track -----------------------------------------------------------
 
     async def _bmc(self, mode: str, f: Fault) -> None:
-        secs = self.rng.uniform(3.0, 8.0)
+        secs = self.rng.uniform(2.0, 6.0)
         self.proxy.mode = mode
         try:
             await asyncio.sleep(secs)
