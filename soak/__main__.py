@@ -147,7 +147,9 @@ async def soak(args: argparse.Namespace, senv: SoakEnv) -> dict[str, Any]:
     rec = recovery(watch, load.cancels, injector.faults)
     await api_client.close()
     await watch_client.close()
+    injector.takeovers()
     takeovers = [f.takeover_s for f in injector.faults if f.takeover_s is not None]
+    standby = Counter(f.standby for f in injector.faults if f.kind == "stop_operator")
     by_kind = {k: {"count": 0, "errors": 0} for k in KINDS}
     for f in injector.faults:
         by_kind[f.kind]["count"] += 1
@@ -173,7 +175,7 @@ async def soak(args: argparse.Namespace, senv: SoakEnv) -> dict[str, Any]:
         "faults": {
             "by_kind": by_kind,
             "takeover_s": {"n": len(takeovers), "p50_s": percentile(takeovers, 0.5),
-                           "max_s": percentile(takeovers, 1.0)},
+                           "max_s": percentile(takeovers, 1.0), "standby": dict(standby)},
             "list": [f.to_json(t0) for f in injector.faults],
         },
         "cancels": {"by_path": by_path, "shim_codes": dict(shim_codes),

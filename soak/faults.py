@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import random
 import signal
 import time
@@ -38,7 +39,6 @@ TRACKS: dict[str, tuple[str, ...]] = {
 KINDS = tuple(k for kinds in TRACKS.values() for k in kinds)
 # Faults during which the API server cannot answer (the shim may answer 503).
 API_DOWN = ("restart_apiserver", "restart_etcd")
-TAKEOVER_MARK = "Resuming operations after the pause"
 COMPONENTS = ("operator-a", "operator-b", "worker", "shim")
 
 
@@ -51,6 +51,9 @@ class Fault:
     detail: str = ""
     error: str = ""
     takeover_s: float | None = None
+    stopped_wall: float | None = None  # SIGSTOP .. SIGCONT, time.time()
+    cont_wall: float | None = None
+    standby: str = ""  # at the SIGSTOP: paused (took over or not) or already active
 
     def to_json(self, t0: float) -> dict[str, Any]:
         return {
@@ -61,6 +64,7 @@ class Fault:
             "detail": self.detail,
             "error": self.error,
             "takeover_s": None if self.takeover_s is None else round(self.takeover_s, 3),
+            "standby": self.standby,
         }
 
 
@@ -146,28 +150,50 @@ class Injector:
     # ---- standby track -----------------------------------------------------
 
     async def stop_operator(self, f: Fault) -> None:
-        """SIGSTOP operator-a past its peering lifetime; time operator-b's takeover."""
-        log_path = self.senv.operator_log("operator-b")
-
-        def marks() -> int:
-            try:
-                return log_path.read_text(errors="replace").count(TAKEOVER_MARK)
-            except OSError:
-                return 0
-
+        """SIGSTOP operator-a past its peering lifetime (takeovers() times the standby)."""
         async with self.lock("operator-a"):
-            before = marks()
             stopped_for = PEERING_LIFETIME_S + self.rng.uniform(4.0, 8.0)
             self.senv.signal_group("operator-a", signal.SIGSTOP)
-            t0 = time.monotonic()
+            f.stopped_wall = time.time()
             try:
-                while time.monotonic() - t0 < stopped_for:
-                    if f.takeover_s is None and await asyncio.to_thread(marks) > before:
-                        f.takeover_s = time.monotonic() - t0
-                    await asyncio.sleep(0.25)
+                await asyncio.sleep(stopped_for)
             finally:
                 self.senv.signal_group("operator-a", signal.SIGCONT)
-        f.detail = f"SIGSTOP {stopped_for:.1f}s; takeover {f.takeover_s}"
+                f.cont_wall = time.time()
+        f.detail = f"SIGSTOP {stopped_for:.1f}s"
+
+    def takeovers(self) -> None:
+        """From operator-b's log: was it paused when operator-a stopped, and when did it
+        resume (kopf logs both, to the millisecond, in this machine's clock)?"""
+        try:
+            text = self.senv.operator_log("operator-b").read_text(errors="replace")
+        except OSError:
+            return
+        events: list[tuple[float, bool]] = []  # (time, active after it)
+        for line in text.splitlines():
+            if "kopf._core.engines.peering" not in line:
+                continue
+            if "Resuming operations" in line or "Pausing operations" in line:
+                try:
+                    stamp = dt.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+                except ValueError:
+                    continue
+                t = stamp.replace(tzinfo=dt.UTC).timestamp()
+                events.append((t, "Resuming" in line))
+        for f in self.faults:
+            if f.kind != "stop_operator" or f.stopped_wall is None:
+                continue
+            s, e = f.stopped_wall, f.cont_wall or f.stopped_wall
+            before = [active for t, active in events if t <= s]
+            if before and before[-1]:
+                f.standby = "already active"
+                continue
+            resumed = [t for t, active in events if active and s < t <= e + 0.5]
+            if resumed:
+                f.standby = "took over"
+                f.takeover_s = resumed[0] - s
+            else:
+                f.standby = "did not take over before SIGCONT"
 
     # ---- infra track -------------------------------------------------------
 

@@ -23,7 +23,8 @@ def render(report: dict[str, Any]) -> str:
     tk = report["faults"].get("takeover_s") or {}
     if tk:
         lines.append(f"standby takeover (SIGSTOP -> resumed): p50 {tk.get('p50_s')} s, "
-                     f"max {tk.get('max_s')} s, n {tk.get('n')}")
+                     f"max {tk.get('max_s')} s, n {tk.get('n')}; standby at the SIGSTOP: "
+                     f"{tk.get('standby')}")
     lines.append("")
     lines.append(f"{'cancel path':<22}{'planned':>8}{'accepted':>9}{'live':>6}")
     for path, row in report["cancels"]["by_path"].items():
