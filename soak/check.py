@@ -256,6 +256,8 @@ class Checker:
                 continue
             # Completion first: Temporal must have closed it by completion, and soon after
             # the cancel unless a fault of the control plane held the cancel up.
+            if trec.status == "NONE" and status == "Failed" and "CancelIgnored" in _conditions(obj):
+                continue  # it failed before it started (a full queue), ahead of the cancel
             if trec.status not in ("COMPLETED", "FAILED", "TIMED_OUT"):
                 self.add("cancel_applied", c.task,
                          f"{c.path} accepted while {c.status_at_accept or '?'}; task {status}, "

@@ -196,7 +196,6 @@ class Load:
         deadline = c.sent + RETRY_FOR_S
         while time.monotonic() < deadline:
             c.attempts += 1
-            before = self.watch.current.get(c.task, "")
             try:
                 code = await getattr(self, f"_via_{c.path}")(c)
             except Exception as exc:
@@ -205,7 +204,13 @@ class Load:
             c.codes.append(code)
             if code == "ok":
                 c.accepted, c.accepted_wall = time.monotonic(), time.time()
-                c.status_at_accept = before
+                # The status the API server's witness holds when the cancel is taken; a
+                # task already seen finished is not a cancel "while running".
+                h = self.watch.history.get(c.task)
+                c.status_at_accept = (
+                    h.terminal if h is not None and h.terminal else
+                    self.watch.current.get(c.task, "") or "Pending"
+                )
                 c.error = ""
                 return
             if code in ("refused", "gone"):  # a final answer: no cancel to apply
