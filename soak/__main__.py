@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,9 @@ def _commit() -> str:
 async def soak(args: argparse.Namespace, senv: SoakEnv) -> dict[str, Any]:
     rng = random.Random(args.seed)
     errors: list[str] = []
+    # Restarts block a thread while they wait for readiness: six tracks, the supervisor
+    # and the takeover reads must never queue behind each other in a small default pool.
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=32))
     proxy = FaultProxy(senv.redfish_url, random.Random(rng.random()))
     await proxy.start()
     api_client = await config.new_client_from_config(config_file=senv.kubeconfig)
@@ -172,6 +176,7 @@ async def soak(args: argparse.Namespace, senv: SoakEnv) -> dict[str, Any]:
                    "cancel_share": args.cancel_share, "redfish_racks": args.redfish_racks,
                    "racks": len(load.sleep_racks) + len(load.redfish_racks)},
         "commit": _commit(),
+        "t0_wall": t0_wall,
         "faults": {
             "by_kind": by_kind,
             "takeover_s": {"n": len(takeovers), "p50_s": percentile(takeovers, 0.5),
