@@ -33,8 +33,16 @@ TRACKS: dict[str, tuple[str, ...]] = {
     "worker": ("kill_worker",),
     "shim": ("kill_shim",),
     "standby": ("stop_operator",),
-    "infra": ("restart_apiserver", "restart_etcd", "restart_temporal"),
+    "apiserver": ("restart_apiserver",),
+    "etcd": ("restart_etcd",),
+    "temporal": ("restart_temporal",),
     "bmc": ("bmc_slow", "bmc_5xx", "bmc_reset", "bmc_wrong_power"),
+}
+# Seconds between one fault of a track and its next: a component killed every few
+# seconds never gets to run at all (a worker killed every 6 s replays and is gone).
+GAPS: dict[str, tuple[float, float]] = {
+    "operator": (8.0, 16.0), "worker": (8.0, 16.0), "shim": (8.0, 16.0),
+    "apiserver": (6.0, 14.0), "etcd": (10.0, 20.0), "temporal": (10.0, 20.0),
 }
 KINDS = tuple(k for kinds in TRACKS.values() for k in kinds)
 # Faults during which the API server cannot answer (the shim may answer 503).
@@ -76,7 +84,6 @@ class Injector:
     until: float  # time.monotonic()
     gap: tuple[float, float] = (0.5, 3.0)
     faults: list[Fault] = field(default_factory=list)
-    infra_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     crashes: list[dict[str, Any]] = field(default_factory=list)
@@ -128,7 +135,7 @@ class Injector:
                 progress(f"fault {kind} error: {fault.error}")
             fault.end = time.monotonic()
             progress(f"fault {kind} done in {fault.end - fault.start:.1f}s {fault.detail}")
-            await asyncio.sleep(self.rng.uniform(*self.gap))
+            await asyncio.sleep(self.rng.uniform(*GAPS.get(name, self.gap)))
 
     # ---- process track ---------------------------------------------------
 
@@ -198,7 +205,7 @@ class Injector:
     # ---- infra track -------------------------------------------------------
 
     async def _restart(self, name: str, f: Fault) -> None:
-        async with self.infra_lock:
+        async with self.lock(name):
             await asyncio.to_thread(self.senv.stop_infra, name)
             down = self.rng.uniform(0.5, 3.0)
             await asyncio.sleep(down)
