@@ -194,6 +194,7 @@ class Load:
                 return
         c.sent = time.monotonic()
         deadline = c.sent + RETRY_FOR_S
+        delay = 1.0
         while time.monotonic() < deadline:
             c.attempts += 1
             try:
@@ -215,7 +216,9 @@ class Load:
                 return
             if code in ("refused", "gone"):  # a final answer: no cancel to apply
                 return
-            await asyncio.sleep(1.0)
+            # As a user would: back off (each `kubectl nico` try is a process start).
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 5.0)
 
     async def _via_merge_patch(self, c: Cancel) -> str:
         return await self._patch(c.task, {"spec": {"cancel": True}})
