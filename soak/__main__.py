@@ -78,6 +78,7 @@ def _commit() -> str:
 
 async def soak(args: argparse.Namespace, senv: SoakEnv) -> dict[str, Any]:
     rng = random.Random(args.seed)
+    commit = _commit()  # the code under test: read before anything can change the tree
     errors: list[str] = []
     # Restarts block a thread while they wait for readiness: six tracks, the supervisor
     # and the takeover reads must never queue behind each other in a small default pool.
@@ -175,7 +176,7 @@ async def soak(args: argparse.Namespace, senv: SoakEnv) -> dict[str, Any]:
         "params": {"seed": args.seed, "tasks": args.tasks, "seconds": args.seconds,
                    "cancel_share": args.cancel_share, "redfish_racks": args.redfish_racks,
                    "racks": len(load.sleep_racks) + len(load.redfish_racks)},
-        "commit": _commit(),
+        "commit": commit,
         "t0_wall": t0_wall,
         "faults": {
             "by_kind": by_kind,
