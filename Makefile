@@ -8,9 +8,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 RUN_DIR ?= $(CURDIR)/.run/dev
 PYTEST_ARGS ?=
+SOAK_ARGS ?=
 
 # Go binaries (kube-apiserver, etcd, helm, promtool) are cached in ~/.cache/nicotask, keyed by version.
-.PHONY: help venv lock lock-check binaries temporal-server integration-server helm promtool docs-values lint typecheck crds crds-check unit integration test test-slow run stop status bench kind-e2e image node-binaries node-e2e clean
+.PHONY: help venv lock lock-check binaries temporal-server integration-server helm promtool docs-values lint typecheck crds crds-check unit integration test test-slow run stop status bench soak kind-e2e image node-binaries node-e2e clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -49,7 +50,7 @@ docs-values: $(STAMP) ## Regenerate the configuration table in docs/deploy.md fr
 	$(BIN)/python -m nicotask_dev.devenv.helm --write-docs docs/deploy.md
 
 lint: $(STAMP) ## ruff
-	$(BIN)/ruff check operator dev tests bench
+	$(BIN)/ruff check operator dev tests bench soak
 
 typecheck: $(STAMP) ## mypy
 	$(BIN)/mypy
@@ -87,6 +88,9 @@ status: $(STAMP) ## Show what is running
 
 bench: $(STAMP) binaries ## Benchmarks: print figures and write bench/results/latest.json
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+soak: $(STAMP) binaries ## Fault soak: tasks, cancels on every path and random faults; exits 1 on a violation
+	$(BIN)/python -m soak $(SOAK_ARGS)
 
 image: $(STAMP) ## Build the image with podman (cached by content; installs podman/runc/mmdebstrap as root)
 	PYTHON=$(BIN)/python bash hack/build-image.sh

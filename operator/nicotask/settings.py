@@ -34,6 +34,14 @@ class Settings(BaseSettings):
         default=None, description="Label selector to shard NicoTasks by site."
     )
     peering: str | None = Field(default=None, description="kopf peering name for HA.")
+    peering_priority: int | None = Field(
+        default=None,
+        description="kopf peering priority of this replica (unset: random, distinct per replica).",
+    )
+    peering_lifetime_seconds: int = Field(
+        default=60, ge=2, description="kopf peering keep-alive lifetime: a standby takes over "
+        "this long after the active replica stops.",
+    )
     queue_limit: int = Field(default=5, ge=0, description="Waiting tasks per rack.")
     queue_timeout_seconds: float = Field(default=3600.0, gt=0)
     reconcile_interval_seconds: float = Field(

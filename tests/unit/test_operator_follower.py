@@ -74,3 +74,61 @@ async def test_full_pass_queues_a_started_task_only_when_two_listings_miss_it(
     controller.queue._queued.clear()
     await follower.full_pass(None)  # type: ignore[arg-type]
     assert dict(controller.queue._queued) == {STARTED: {CLOSED}}  # still missing: again
+
+
+FINISHED = "44444444-4444-4444-4444-444444444444"
+
+
+class _Memo:
+    async def memo(self) -> dict[str, str]:
+        return {"namespace": "ns", "name": "t-4444"}
+
+
+class _Kube:
+    def __init__(self, task: NicoTask) -> None:
+        self.task = task
+
+    async def get_task(self, namespace: str, name: str) -> NicoTask:
+        return self.task
+
+
+@pytest.mark.parametrize("status", ["Terminated", "Succeeded", "Running"])
+async def test_a_workflow_that_runs_for_a_finished_task_is_terminated(
+    monkeypatch: pytest.MonkeyPatch, status: str
+) -> None:
+    """Found by the fault soak: a standby replica, paused by kopf, still
+    started the workflow of a task that the active replica had just cancelled while it
+    was Waiting. The task stayed Terminated (its status write was refused) and the
+    workflow ran its rule to the end: the full pass let it run because its task
+    existed. A running execution whose task is finished is now terminated."""
+    task = _task(FINISHED, None)
+    task = task.model_copy(update={"status": task.status.model_copy(update={"status": status})})
+    controller = Controller(
+        kube=_Kube(task),  # type: ignore[arg-type]
+        temporal=None,  # type: ignore[arg-type]
+        settings=Settings(),
+        metrics=Metrics(),
+    )
+    controller.view.bind({}, {})  # a finished task is not in the view (live tasks only)
+    execution = Execution(
+        workflow_id=FINISHED, run_id="run", close_time=None, raw=_Memo()  # type: ignore[arg-type]
+    )
+
+    async def running(client: Any, task_queue: str) -> list[Execution]:
+        return [execution]
+
+    terminated: list[tuple[str, str]] = []
+
+    async def terminate(client: Any, workflow_id: str, run_id: Any, reason: str) -> Any:
+        terminated.append((workflow_id, reason))
+
+    monkeypatch.setattr(follower_module, "running", running)
+    monkeypatch.setattr(follower_module, "terminate", terminate)
+    follower = Follower(controller, temporal=None)  # type: ignore[arg-type]
+    await follower.full_pass(None)  # type: ignore[arg-type]
+    assert terminated == []  # once is not enough: visibility may trail a close
+    await follower.full_pass(None)  # type: ignore[arg-type]
+    if status == "Running":
+        assert terminated == []  # a live task of another shard: not ours to stop
+    else:
+        assert terminated == [(FINISHED, f"NicoTask already {status}")]

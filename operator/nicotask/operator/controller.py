@@ -427,6 +427,11 @@ class Controller:
         except NotFound:
             current = None
         if current is not None and current.metadata.uid == task.metadata.uid:
+            if state.is_terminal(current.status.status):
+                # Finished by another writer (a replica that was active a moment
+                # ago): its rack is free here too, or the tasks queued behind it
+                # would wait for the queue timeout.
+                self._promote(ns, task.spec.rack_ref)
             return  # still there: it finished, or moved to another shard
         await self._stop_workflow(task, "NicoTask deleted")
         self._promote(ns, task.spec.rack_ref)

@@ -6,8 +6,8 @@ Every `reconcile_interval_seconds` a slower full pass compares all live
 tasks with the executions Temporal says are running (catching anything the
 watermark missed, and executions gone from Temporal: a task missing from two
 passes in a row), and terminates the executions of tasks that were deleted
-while nobody watched. The same loop expires queued tasks and tidies the task
-view.
+while nobody watched, or that run for a task already finished. The same loop
+expires queued tasks and tidies the task view.
 """
 
 from __future__ import annotations
@@ -152,12 +152,17 @@ class Follower:
             task = await self.controller.kube.get_task(namespace, name)
         except NotFound:
             task = None
+        reason = "NicoTask deleted"
         if task is not None and task.metadata.uid == ex.workflow_id:
-            return  # the task exists (another shard's, or finished a moment ago)
+            if not state.is_terminal(task.status.status):
+                return  # the task exists and runs (another shard's, or the view lags)
+            # Finished, yet its workflow runs (a stale replica started it after the task
+            # was cancelled while Waiting): nothing may run for a finished task.
+            reason = f"NicoTask already {task.status.status}"
         with task_context(namespace, name, ex.workflow_id):  # the workflow id is the uid
-            log.info("terminating workflow %s: its NicoTask %s/%s is gone", ex.workflow_id, *ref)
+            log.info("terminating workflow %s of NicoTask %s/%s: %s", ex.workflow_id, *ref, reason)
             try:
-                await terminate(client, ex.workflow_id, None, "NicoTask deleted")
+                await terminate(client, ex.workflow_id, None, reason)
             except TemporalUnavailable:
                 raise
             except Exception:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from typing import Any, TypeVar
 
 import kopf
@@ -28,7 +29,7 @@ from nicotask.operator.finished_cancels import watch_finished_cancels
 from nicotask.operator.follower import Follower
 from nicotask.operator.temporal_check import wait_until_usable
 from nicotask.operator.temporal_client import temporal_factory
-from nicotask.settings import get_settings
+from nicotask.settings import Settings, get_settings
 from nicotask.temporal.metrics import health_check, probe_reachability
 
 TASKS = (api.GROUP, api.VERSION, api.TASKS)
@@ -106,6 +107,28 @@ async def task_event(
 # ---- start-up and clean-up -----------------------------------------------------------
 
 
+def configure_peering(settings: kopf.OperatorSettings, ours: Settings) -> None:
+    """kopf peering: one replica active, the others standby.
+
+    kopf pauses every replica when it sees another one of the same priority,
+    so replicas that all kept kopf's default priority (0) would all pause and
+    none would run. Each replica gets its own priority (random unless
+    NICOTASK_PEERING_PRIORITY sets it): the highest one is active and a standby
+    takes over once the active one's keep-alive lifetime runs out.
+    """
+    if not ours.peering:
+        settings.peering.standalone = True
+        return
+    settings.peering.name = ours.peering
+    settings.peering.mandatory = True
+    settings.peering.lifetime = ours.peering_lifetime_seconds
+    settings.peering.priority = (
+        ours.peering_priority
+        if ours.peering_priority is not None
+        else secrets.randbelow(2**31 - 2) + 1
+    )
+
+
 @kopf.on.startup()
 async def configure(
     settings: kopf.OperatorSettings,
@@ -123,11 +146,7 @@ async def configure(
     settings.watching.field_selectors[TASKS[0], TASKS[2]] = LIVE_ONLY
     if ours.site_selector:
         settings.watching.label_selectors[TASKS[0], TASKS[2]] = ours.site_selector
-    if ours.peering:
-        settings.peering.name = ours.peering
-        settings.peering.mandatory = True
-    else:
-        settings.peering.standalone = True
+    configure_peering(settings, ours)
 
     temporal = temporal_factory(ours)
     # Unready (no /healthz) until Temporal answers what the follower needs: a wrong

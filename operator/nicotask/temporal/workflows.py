@@ -47,6 +47,13 @@ from temporalio.exceptions import (
 )
 from temporalio.exceptions import TimeoutError as ActivityTimeout
 
+# How a failed progress write (a local activity) reaches the workflow. A write that
+# timed out (start-to-close) arrives as ActivityError(cause=TimeoutError) when it
+# happens, but as a bare TimeoutError when a worker replays its marker: catching only
+# the first made a replay take another path than the first run (no retry timer), a
+# nondeterminism error that left the task Running for good (found by the fault soak).
+PUBLISH_FAILURES = (ActivityError, ApplicationError, ActivityTimeout)
+
 with workflow.unsafe.imports_passed_through():
     from nicotask.api import (
         CLEANUP_STAGE_OFFSET,
@@ -598,7 +605,7 @@ class NicoTaskWorkflow:
             last = workflow.now()
             try:
                 await self._publish(update)
-            except (ActivityError, ApplicationError) as err:
+            except PUBLISH_FAILURES as err:
                 # (A local activity's last failure arrives as its ApplicationError.)
                 workflow.logger.warning(
                     "could not publish the report of %s/%s: %s",
@@ -630,7 +637,7 @@ class NicoTaskWorkflow:
                     summary=f"report v{update.sequence}",
                 )
                 return
-            except (ActivityError, ApplicationError):
+            except PUBLISH_FAILURES:
                 if attempt >= policy.maximum_attempts:
                     raise
             await workflow.sleep(delay)

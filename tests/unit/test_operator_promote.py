@@ -1,0 +1,60 @@
+"""A rack's queue moves on when a task finished by another writer leaves the watch.
+
+Found by the fault soak: the standby replica, paused by kopf peering,
+still wrote Succeeded for a task whose workflow completed; the active replica saw
+the task leave its watch of live tasks, found it still there (finished) and did
+nothing, so the task queued behind it on its rack stayed Waiting until the queue
+timeout (an hour by default).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nicotask.api import NicoTask
+from nicotask.metrics import Metrics
+from nicotask.operator.controller import Controller
+from nicotask.settings import Settings
+
+FINISHED = "55555555-5555-5555-5555-555555555555"
+QUEUED = "66666666-6666-6666-6666-666666666666"
+
+
+def _task(uid: str, name: str, status: str, rv: str) -> NicoTask:
+    return NicoTask.model_validate(
+        {
+            "metadata": {"name": name, "namespace": "ns", "uid": uid, "resourceVersion": rv,
+                         "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"siteId": "660e8400-e29b-41d4-a716-446655440000", "rackRef": "rack-1",
+                     "operation": "PowerOn"},
+            "status": {"status": status},
+        }
+    )
+
+
+class _Kube:
+    def __init__(self, task: NicoTask) -> None:
+        self.task = task
+
+    async def get_task(self, namespace: str, name: str) -> NicoTask:
+        return self.task
+
+
+async def test_a_task_finished_elsewhere_frees_its_rack() -> None:
+    running = _task(FINISHED, "t-1", "Running", "10")
+    waiting = _task(QUEUED, "t-2", "Waiting", "11")
+    controller = Controller(
+        kube=_Kube(_task(FINISHED, "t-1", "Succeeded", "12")),  # type: ignore[arg-type]
+        temporal=None,  # type: ignore[arg-type]
+        settings=Settings(),
+        metrics=Metrics(),
+    )
+    by_uid: dict[str, Any] = {QUEUED: [waiting]}
+    controller.view.bind(by_uid, {("ns", "rack-1"): [QUEUED]})
+    # The watch of live tasks drops t-1 with its last live body (it was finished by
+    # the other replica, so this one holds no terminal copy of its own).
+    controller.observe_event("DELETED", running)
+    assert FINISHED in controller.queue._queued
+    controller.queue._queued.clear()
+    await controller.reconcile(FINISHED, frozenset({"deleted"}))
+    assert QUEUED in controller.queue._queued  # the task behind it decides again
