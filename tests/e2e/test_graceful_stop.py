@@ -25,6 +25,7 @@ from e2e_support import (
     task,
 )
 from temporalio.client import Client, WorkflowExecutionStatus
+from test_cancel_redfish import _power as power_through_redfish
 
 from nicotask import api
 from nicotask.temporal.models import WorkflowOutcome
@@ -67,25 +68,9 @@ class RequestLog:
 
 
 async def power_all(env: DevEnvHandle, names: list[str], reset: str, state: str) -> None:
+    """Reset the named systems straight through Redfish; wait until all show `state`."""
     by_name = {s["name"]: s["id"] for s in env.redfish_systems}
-    auth = (env.redfish_user, env.redfish_password)
-    async with httpx.AsyncClient(auth=auth, timeout=10) as http:
-        for name in names:
-            url = f"{env.redfish_url}/redfish/v1/Systems/{by_name[name]}"
-            if (await http.get(url)).json().get("PowerState") != state:
-                answer = await http.post(f"{url}/{RESET}", json={"ResetType": reset})
-                assert answer.status_code < 300, answer.text
-        for _ in range(300):
-            states = [
-                (await http.get(f"{env.redfish_url}/redfish/v1/Systems/{by_name[n]}")).json()[
-                    "PowerState"
-                ]
-                for n in names
-            ]
-            if all(s == state for s in states):
-                return
-            await asyncio.sleep(0.2)
-    raise AssertionError(f"{names} did not reach {state}")
+    await power_through_redfish(env, [by_name[n] for n in names], reset, state)
 
 
 async def power_states(env: DevEnvHandle, names: list[str]) -> dict[str, str]:

@@ -134,6 +134,16 @@ async def graceful_stop_while(
     return outcome, closed
 
 
+async def stopped_into_the_cleanup(h: Harness, handle: WorkflowHandle[Any, Any]) -> None:
+    """A graceful stop in the compute stage, until the cleanup's first ForceOff is sent."""
+    await wait_for(lambda: in_flight(h, COMPUTES), "a compute reset")
+    await stop_gracefully(h, handle)
+    await wait_for(
+        lambda: any(act == PowerAction.FORCE_OFF for _, act, _ in h.bmcs.asked),
+        "the cleanup's first ForceOff",
+    )
+
+
 @pytest.fixture
 def h(pclient: Client) -> Harness:
     harness = Harness(pclient)
@@ -202,12 +212,7 @@ async def test_a_failing_cleanup_fails_the_task_and_names_the_cleanup(h: Harness
     # The ForceOffs are sent but the computes never report Off: the cleanup step times out.
     async with h.worker():
         handle = await h.start(spec)
-        await wait_for(lambda: in_flight(h, COMPUTES), "a compute reset")
-        await stop_gracefully(h, handle)
-        await wait_for(
-            lambda: any(act == PowerAction.FORCE_OFF for _, act, _ in h.bmcs.asked),
-            "the cleanup's first ForceOff",
-        )
+        await stopped_into_the_cleanup(h, handle)
         h.bmcs.apply_resets = False
         outcome = await asyncio.wait_for(handle.result(), timeout=90)
     await replay(handle)
@@ -241,12 +246,7 @@ async def test_terminate_during_cleanup_ends_it_with_the_inflight_step_last(
     spec = power_on_rule(force_off_cleanup(max_parallel=1))
     async with h.worker():
         handle = await h.start(spec)
-        await wait_for(lambda: in_flight(h, COMPUTES), "a compute reset")
-        await stop_gracefully(h, handle)
-        await wait_for(
-            lambda: any(act == PowerAction.FORCE_OFF for _, act, _ in h.bmcs.asked),
-            "the cleanup's first ForceOff",
-        )
+        await stopped_into_the_cleanup(h, handle)
         await handle.terminate(reason="escalated")
         terminated = time.monotonic()
         await asyncio.sleep(2.0)  # anything still queued would go out now
