@@ -327,3 +327,18 @@ async def test_not_after_in_the_past_at_start_stops_before_any_request(h: Harnes
     assert outcome.message.startswith("deadline ran out (notAfter ")
     assert outcome.message.endswith("stopped gracefully, skipped stages 1, 2, 3")
     assert h.bmcs.asked == []
+
+
+async def test_another_cancel_request_later_never_cancels_the_workflow(h: Harness) -> None:
+    """A cancel request can reach the workflow again (the operator restarted before it
+    recorded the first): during the cleanup, and at its final write, it changes nothing."""
+    spec = power_on_rule(force_off_cleanup(max_parallel=1))
+    async with h.worker():
+        handle = await h.start(spec)
+        await stopped_into_the_cleanup(h, handle)
+        await handle.cancel(reason="again, during the cleanup")
+        outcome = await asyncio.wait_for(handle.result(), timeout=90)
+    await replay(handle)
+    assert (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
+    assert outcome.status == TaskStatus.TERMINATED
+    assert outcome.message == "Stopped gracefully after stage 3; cleanup completed"

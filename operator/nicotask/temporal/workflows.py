@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy as TemporalRetryPolicy
@@ -101,6 +102,9 @@ ONE_ATTEMPT = TemporalRetryPolicy(maximum_attempts=1)
 SUCCEEDED_MESSAGE = "Succeeded"
 # Time kept before Temporal's execution timeout to stop a stage and report cleanly.
 EXECUTION_RESERVE = timedelta(seconds=15)
+
+
+T = TypeVar("T")
 
 
 class StepFailed(Exception):
@@ -239,23 +243,13 @@ class NicoTaskWorkflow:
         watchdog = asyncio.create_task(self._watch_deadline(inp.deadline)) if inp.deadline else None
 
         execution = asyncio.create_task(self._execute(inp, targets))
-        while not execution.done():
-            try:
-                # Shielded: Temporal's cancel request reaches this coroutine only,
-                # and becomes a graceful stop instead of cancelling the stage.
-                await asyncio.shield(execution)
-            except asyncio.CancelledError:
-                self._request_stop(StopRequest("", True, by_deadline=False))
-                current = asyncio.current_task()
-                if current is not None:
-                    current.uncancel()
-        status, message = execution.result()
+        status, message = await self._unless_cancelled(execution)
         if watchdog is not None:
             watchdog.cancel()
 
         finished = workflow.now()
         self._closing = True
-        await publisher  # its last act: publish the final report
+        await self._unless_cancelled(publisher)  # its last act: publish the final report
         return WorkflowOutcome(
             status=status,
             message=first_line_error(message),
@@ -304,6 +298,20 @@ class NicoTaskWorkflow:
         if stop.by_deadline:
             return TaskStatus.FAILED, summary
         return TaskStatus.TERMINATED, summary
+
+    async def _unless_cancelled(self, task: asyncio.Task[T]) -> T:
+        """Await `task` shielded: Temporal's cancel request (delivered to this, the run
+        coroutine, whenever it comes, and once per request) becomes a graceful stop
+        instead of cancelling the stage, the cleanup or the final write."""
+        while not task.done():
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                self._request_stop(StopRequest("", True, by_deadline=False))
+                current = asyncio.current_task()
+                if current is not None:
+                    current.uncancel()
+        return task.result()
 
     def _stop_summary(
         self, stop: StopRequest, ran: list[int], skipped: list[int], cleanup_error: str | None
