@@ -326,11 +326,7 @@ class Controller:
         )
         if changed:
             self._post_outcome(written)
-            status = written.status.status
-            self.events.post(
-                written, "CancelIgnored", decisions.cancel_ignored_message(written, status),
-                warning=True,
-            )
+            self._post_cancel_ignored(written)
 
     async def _write_cancelled(
         self,
@@ -353,8 +349,7 @@ class Controller:
     async def _cancel_ignored(self, task: NicoTask) -> None:
         written, changed = await self._write(task, decisions.cancel_ignored_status)
         if changed:
-            message = decisions.cancel_ignored_message(written, written.status.status)
-            self.events.post(written, "CancelIgnored", message, warning=True)
+            self._post_cancel_ignored(written)
 
     # ---- finish (the follower saw the workflow close) ----------------------------
 
@@ -376,8 +371,11 @@ class Controller:
             self._post_outcome(written)
             if written.status.status == TaskStatus.SUCCEEDED and written.spec.cancel:
                 # A graceful stop that came after the last stage: nothing was stopped.
-                message = decisions.cancel_ignored_message(written, written.status.status)
-                self.events.post(written, "CancelIgnored", message, warning=True)
+                self._post_cancel_ignored(written)
+
+    def _post_cancel_ignored(self, task: NicoTask) -> None:
+        message = decisions.cancel_ignored_message(task, task.status.status)
+        self.events.post(task, "CancelIgnored", message, warning=True)
 
     def _post_outcome(self, task: NicoTask) -> None:
         status = task.status.status
