@@ -5,7 +5,7 @@ and after, and no ComputerSystem.Reset may arrive after the task shows
 Terminated (which the operator writes only after Temporal confirmed the
 terminate), beyond a request that was already on the wire. Heartbeats are
 throttled to tens of seconds, so what stops the resets is the worker's
-liveness check before each one (temporal/liveness.py).
+run-guard check before each one (temporal/run_guard.py).
 """
 
 from __future__ import annotations

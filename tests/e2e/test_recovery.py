@@ -11,7 +11,7 @@ from e2e_support import (
 )
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from nicotask.state import CANCELLED_BY_USER
+from nicotask.lifecycle import CANCELLED_BY_USER
 from nicotask_dev.devenv import system
 from nicotask_dev.devenv.testing import DevEnvHandle
 

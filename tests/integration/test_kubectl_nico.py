@@ -26,7 +26,7 @@ from integration_support import (
 )
 from kubernetes_asyncio import client
 
-from nicotask import api, state
+from nicotask import api, lifecycle
 from nicotask.kube import Kube, Refused
 from nicotask_dev import crdgen, lock
 from nicotask_dev.devenv.testing import argocd_health
@@ -134,7 +134,7 @@ async def test_report_cancel_wait(devenv: Any, kube_api: Any, namespace: str, cr
         kube_api, namespace, "power-on-rack-1", description="Power on rack-1"
     )
     start = dt.datetime(2025, 6, 1, 10, 0, 0, tzinfo=dt.UTC)
-    running = state.with_status(
+    running = lifecycle.with_status(
         task, api.TaskStatus.RUNNING, "Running", now=start, report=report(start)
     )
     running.rule_id = RULE
@@ -189,8 +189,8 @@ async def test_report_cancel_wait(devenv: Any, kube_api: Any, namespace: str, cr
     assert not waiter.done()
     task = api.NicoTask.model_validate(obj)
     now = start + dt.timedelta(seconds=7)
-    closed = state.close_report(task.status.report, state.CANCELLED_BY_USER, now)
-    terminated = state.with_status(
+    closed = lifecycle.close_report(task.status.report, lifecycle.CANCELLED_BY_USER, now)
+    terminated = lifecycle.with_status(
         task, api.TaskStatus.TERMINATED, "Cancelled by user (test)", now=now, report=closed
     )
     await write_status(kube_api, task, terminated)
@@ -256,7 +256,7 @@ async def task_with_status(
     )
     now = dt.datetime.now(dt.UTC)
     return await write_status(
-        kube_api, task, state.with_status(task, api.TaskStatus(status), status, now=now)
+        kube_api, task, lifecycle.with_status(task, api.TaskStatus(status), status, now=now)
     )
 
 
@@ -605,7 +605,7 @@ async def test_rerun(devenv: Any, kube_api: Any, namespace: str, crds: None) -> 
         namespace,
     )  # fmt: skip
     task = api.NicoTask.model_validate(obj)
-    done = state.with_status(task, api.TaskStatus.TERMINATED, "Stopped gracefully",
+    done = lifecycle.with_status(task, api.TaskStatus.TERMINATED, "Stopped gracefully",
                              now=dt.datetime.now(dt.UTC))  # fmt: skip
     done.cancel_mode = api.StopMode.GRACEFUL
     done.cancel_reason = "wrong window"

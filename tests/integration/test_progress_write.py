@@ -23,7 +23,7 @@ from temporalio.testing import ActivityEnvironment
 from nicotask import api
 from nicotask.api import ReportStatus, TaskReportV1, TaskReportV1Stage, TaskReportV1Step, TaskStatus
 from nicotask.kube import TASKS, Kube, Refused
-from nicotask.state import with_status
+from nicotask.lifecycle import with_status
 from nicotask.temporal.activities import TaskActivities
 from nicotask.temporal.models import ProgressUpdate, TaskRef
 

@@ -30,9 +30,9 @@ from nicotask import api
 from nicotask.api import NicoRack, NicoTask, Operation, ReportStatus, TaskStatus
 from nicotask.bmc_policy import EndpointPolicy
 from nicotask.kube import TASKS, Kube
+from nicotask.lifecycle import with_status
 from nicotask.rules import builtin_rule
-from nicotask.state import with_status
-from nicotask.temporal.client import start_task_workflow
+from nicotask.temporal.control import start_task_workflow
 from nicotask.temporal.models import WorkflowOutcome, build_workflow_input
 from nicotask.temporal.worker import build_worker
 

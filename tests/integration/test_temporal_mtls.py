@@ -27,7 +27,7 @@ from cryptography.x509.oid import NameOID
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 
 from nicotask.settings import Settings
-from nicotask.temporal.client import connect
+from nicotask.temporal.connection import connect
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -49,8 +49,8 @@ from nicotask.api import (
     TaskStatus,
 )
 from nicotask.kube import NotFound, Refused, SecretData
+from nicotask.lifecycle import allowed_transition, is_terminal, with_status
 from nicotask.redfish import BmcError, BmcUnreachable
-from nicotask.state import allowed_transition, is_terminal, with_status
 from nicotask.temporal.activities import TaskActivities
 from nicotask.temporal.models import (
     WORKFLOW_NAME,
@@ -684,7 +684,7 @@ async def test_no_reset_after_terminate(pclient: Client) -> None:
 
 
 async def test_fail_fast_sibling_sends_no_reset(pclient: Client) -> None:
-    """A sibling cancelled by fail-fast learns it from the liveness check, not a heartbeat."""
+    """A sibling cancelled by fail-fast learns it from the run guard, not a heartbeat."""
     h = Harness(pclient)
     h.bmcs.power["nvswitch-0"] = PowerState.ON
     h.bmcs.apply_resets = False

@@ -10,7 +10,7 @@ from typing import Any
 import lupa
 import pytest
 
-from nicotask import api, state
+from nicotask import api, lifecycle
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "charts" / "nicotask" / "files" / "argocd-health.lua"
@@ -70,31 +70,32 @@ def test_no_status() -> None:
 
 def test_pending() -> None:
     task = make_task()
-    status = state.with_status(task, api.TaskStatus.PENDING, "Starting", now=at(0))
+    status = lifecycle.with_status(task, api.TaskStatus.PENDING, "Starting", now=at(0))
     assert health(obj(task, status)) == ("Progressing", "Pending: Starting")
 
 
 def test_waiting_mentions_the_queue() -> None:
     task = make_task()
-    status = state.with_status(task, api.TaskStatus.WAITING, state.QUEUED_MESSAGE, now=at(0))
-    assert health(obj(task, status)) == ("Progressing", state.QUEUED_MESSAGE)
-    status = state.with_status(task, api.TaskStatus.WAITING, "behind task x", now=at(0))
+    waiting = api.TaskStatus.WAITING
+    status = lifecycle.with_status(task, waiting, lifecycle.QUEUED_MESSAGE, now=at(0))
+    assert health(obj(task, status)) == ("Progressing", lifecycle.QUEUED_MESSAGE)
+    status = lifecycle.with_status(task, api.TaskStatus.WAITING, "behind task x", now=at(0))
     assert health(obj(task, status)) == (
         "Progressing", "Waiting in the rack queue: behind task x")
 
 
 def test_running_shows_the_stage() -> None:
     task = make_task()
-    status = state.with_status(task, api.TaskStatus.RUNNING, "Running", now=at(1),
+    status = lifecycle.with_status(task, api.TaskStatus.RUNNING, "Running", now=at(1),
                                report=report(2))
     assert health(obj(task, status)) == ("Progressing", "Running (stage 2 of 3)")
-    status = state.with_status(task, api.TaskStatus.RUNNING, "Running", now=at(1))
+    status = lifecycle.with_status(task, api.TaskStatus.RUNNING, "Running", now=at(1))
     assert health(obj(task, status)) == ("Progressing", "Running")
 
 
 def test_running_with_cancel_requested() -> None:
     task = make_task(cancel=True)
-    status = state.with_status(task, api.TaskStatus.RUNNING, "Running", now=at(1),
+    status = lifecycle.with_status(task, api.TaskStatus.RUNNING, "Running", now=at(1),
                                report=report(1))
     assert health(obj(task, status)) == (
         "Progressing", "Running (stage 1 of 3) (cancel requested)")
@@ -102,10 +103,10 @@ def test_running_with_cancel_requested() -> None:
 
 def test_cancel_pending_condition() -> None:
     task = make_task(cancel=True)
-    status = state.with_status(task, api.TaskStatus.RUNNING, "Running", now=at(1),
+    status = lifecycle.with_status(task, api.TaskStatus.RUNNING, "Running", now=at(1),
                                report=report(2))
-    status.conditions = state.set_condition(
-        status.conditions, state.CANCEL_PENDING, True, "TemporalUnavailable",
+    status.conditions = lifecycle.set_condition(
+        status.conditions, lifecycle.CANCEL_PENDING, True, "TemporalUnavailable",
         "terminate not confirmed: Temporal unreachable, retrying", 2, at(3))
     assert health(obj(task, status)) == (
         "Progressing", "Cancel pending: terminate not confirmed: Temporal unreachable, retrying")
@@ -113,17 +114,17 @@ def test_cancel_pending_condition() -> None:
 
 def test_succeeded() -> None:
     task = make_task()
-    status = state.with_status(task, api.TaskStatus.SUCCEEDED, "Completed", now=at(9),
+    status = lifecycle.with_status(task, api.TaskStatus.SUCCEEDED, "Completed", now=at(9),
                                report=report(None))
     assert health(obj(task, status)) == ("Healthy", "Completed")
 
 
 def test_succeeded_with_cancel_ignored() -> None:
     task = make_task(cancel=True)
-    status = state.with_status(task, api.TaskStatus.SUCCEEDED, "Completed", now=at(9),
+    status = lifecycle.with_status(task, api.TaskStatus.SUCCEEDED, "Completed", now=at(9),
                                report=report(None))
-    status.conditions = state.set_condition(
-        status.conditions, state.CANCEL_IGNORED, True, "AlreadyFinished",
+    status.conditions = lifecycle.set_condition(
+        status.conditions, lifecycle.CANCEL_IGNORED, True, "AlreadyFinished",
         "cancel ignored: the task had already succeeded", 2, at(10))
     assert health(obj(task, status)) == (
         "Healthy", "Completed; cancel ignored: the task had already succeeded")
@@ -131,29 +132,31 @@ def test_succeeded_with_cancel_ignored() -> None:
 
 def test_terminated_is_healthy() -> None:
     task = make_task(cancel=True)
-    closed = state.close_report(report(2), state.CANCELLED_BY_USER, at(5))
-    status = state.with_status(task, api.TaskStatus.TERMINATED, "Cancelled by user (alice)",
-                               now=at(5), report=closed)
+    closed = lifecycle.close_report(report(2), lifecycle.CANCELLED_BY_USER, at(5))
+    status = lifecycle.with_status(
+        task, api.TaskStatus.TERMINATED, "Cancelled by user (alice)", now=at(5), report=closed
+    )
     assert health(obj(task, status)) == ("Healthy", "Terminated: Cancelled by user (alice)")
-    expired = state.with_status(make_task(), api.TaskStatus.TERMINATED, state.EXPIRED_MESSAGE,
-                                now=at(5))
+    expired = lifecycle.with_status(
+        make_task(), api.TaskStatus.TERMINATED, lifecycle.EXPIRED_MESSAGE, now=at(5)
+    )
     assert health(obj(make_task(), expired)) == (
-        "Healthy", f"Terminated: {state.EXPIRED_MESSAGE}")
+        "Healthy", f"Terminated: {lifecycle.EXPIRED_MESSAGE}")
 
 
 def test_failed_is_degraded() -> None:
     task = make_task()
-    status = state.with_status(task, api.TaskStatus.FAILED, "stage 2 NVSwitch: BMC unreachable",
+    status = lifecycle.with_status(task, api.TaskStatus.FAILED, "stage 2 NVSwitch: BMC unreachable",
                                now=at(5))
     assert health(obj(task, status)) == ("Degraded", "stage 2 NVSwitch: BMC unreachable")
-    status = state.with_status(task, api.TaskStatus.FAILED, None, now=at(5))
+    status = lifecycle.with_status(task, api.TaskStatus.FAILED, None, now=at(5))
     assert health(obj(task, status)) == ("Degraded", "Failed")
 
 
 @pytest.mark.parametrize("status", list(api.TaskStatus))
 def test_every_status_has_a_verdict(status: api.TaskStatus) -> None:
     task = make_task()
-    st = state.with_status(task, status, None, now=at(1))
+    st = lifecycle.with_status(task, status, None, now=at(1))
     verdict, message = health(obj(task, st))
     expected = {"Succeeded": "Healthy", "Terminated": "Healthy", "Failed": "Degraded"}
     assert verdict == expected.get(status.value, "Progressing")

@@ -85,10 +85,10 @@ def test_dockerfile() -> None:
     assert values["podSecurityContext"]["runAsUser"] == 10001
 
 
-def test_gitops_examples() -> None:
+def test_gitops_samples() -> None:
     doc = (REPO / "docs" / "gitops.md").read_text()
-    app = (REPO / "examples" / "argocd-application.yaml").read_text()
-    flux = (REPO / "examples" / "flux-kustomization.yaml").read_text()
+    app = (REPO / "samples" / "gitops" / "argocd-application.yaml").read_text()
+    flux = (REPO / "samples" / "gitops" / "flux-kustomization.yaml").read_text()
     assert app.rstrip() in doc and flux.rstrip() in doc
     (application,) = list(yaml.safe_load_all(app))
     assert application["kind"] == "Application"

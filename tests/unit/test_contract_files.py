@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[2]
 CONTRACT = REPO / "contract"
 # Where our own text lives; build output, venvs and run folders are not ours.
 OWN_TEXT = ["README.md", "Makefile", "Dockerfile", "pyproject.toml"]
-OWN_DIRS = ["operator", "tests", "docs", "bench", "charts", "samples", "hack", "deploy", "examples"]
+OWN_DIRS = ["operator", "tests", "docs", "bench", "charts", "samples", "hack", "deploy"]
 SUFFIXES = {".py", ".md", ".yaml", ".yml", ".toml", ".sh", ".txt", ".tpl", ".json", ""}
 SKIP_PARTS = {"__pycache__", ".venv", ".run", "results"}
 # Spelled in pieces so that this file does not match itself.

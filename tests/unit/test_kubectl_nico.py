@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from nicotask import api, state
+from nicotask import api, lifecycle
 from nicotask.kubectl_nico import cli as kubectl_plugin
 from nicotask.kubectl_nico.common import PluginError, normalize_for, parse_timeout, wait_verdict
 from nicotask.kubectl_nico.report import format_duration, render_report
@@ -55,7 +55,7 @@ def wire(task: api.NicoTask, status: api.NicoTaskStatus) -> dict[str, Any]:
 
 def test_report_of_a_running_task() -> None:
     task = make_task()
-    status = state.with_status(task, api.TaskStatus.RUNNING, "Running", now=at(1),
+    status = lifecycle.with_status(task, api.TaskStatus.RUNNING, "Running", now=at(1),
                                report=running_report())
     status.rule_id = "770e8400-e29b-41d4-a716-446655440001"
     text = render_report(wire(task, status), now=at(9))
@@ -82,8 +82,8 @@ def test_report_of_a_running_task() -> None:
 
 def test_report_of_a_terminated_task_with_errors() -> None:
     task = make_task(cancel=True)
-    closed = state.close_report(running_report(), state.CANCELLED_BY_USER, at(7))
-    status = state.with_status(task, api.TaskStatus.TERMINATED, "Cancelled by user (alice)",
+    closed = lifecycle.close_report(running_report(), lifecycle.CANCELLED_BY_USER, at(7))
+    status = lifecycle.with_status(task, api.TaskStatus.TERMINATED, "Cancelled by user (alice)",
                                now=at(7), report=closed)
     status.started = at(1)
     status.cancel_requested_at = at(6)
@@ -110,9 +110,9 @@ def test_report_without_status_or_report() -> None:
 
 def test_report_cancel_pending_condition() -> None:
     task = make_task(cancel=True)
-    status = state.with_status(task, api.TaskStatus.RUNNING, "Running", now=at(1))
-    status.conditions = state.set_condition(
-        status.conditions, state.CANCEL_PENDING, True, "TemporalUnavailable",
+    status = lifecycle.with_status(task, api.TaskStatus.RUNNING, "Running", now=at(1))
+    status.conditions = lifecycle.set_condition(
+        status.conditions, lifecycle.CANCEL_PENDING, True, "TemporalUnavailable",
         "terminate not confirmed yet: Temporal unreachable", 1, at(2))
     text = render_report(wire(task, status), now=at(3))
     assert "CancelPending: terminate not confirmed yet: Temporal unreachable" in text
@@ -465,7 +465,7 @@ def test_reruns_of() -> None:
 def test_report_shows_cancel_mode_reason_and_rerun_links() -> None:
     task = make_task(cancel=True, cancel_mode=api.StopMode.GRACEFUL, cancel_reason="window")
     task.metadata.annotations = {"nico.dev/rerun-of": "power-on-rack-0"}
-    status = state.with_status(task, api.TaskStatus.RUNNING, "Stopping", now=at(1))
+    status = lifecycle.with_status(task, api.TaskStatus.RUNNING, "Stopping", now=at(1))
     status.cancel_requested_by = "alice"
     status.cancel_requested_at = at(2)
     status.cancel_mode = api.StopMode.GRACEFUL
@@ -480,7 +480,7 @@ def test_report_shows_cancel_mode_reason_and_rerun_links() -> None:
 
 def test_report_shows_an_escalation_not_delivered_yet() -> None:
     task = make_task(cancel=True, cancel_mode=api.StopMode.TERMINATE)
-    status = state.with_status(task, api.TaskStatus.RUNNING, "Stopping", now=at(1))
+    status = lifecycle.with_status(task, api.TaskStatus.RUNNING, "Stopping", now=at(1))
     status.cancel_mode = api.StopMode.GRACEFUL
     text = render_report(wire(task, status), now=at(3))
     assert "Cancel:     Graceful, escalated to Terminate, requested" in text

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from nicotask import state
+from nicotask import lifecycle
 from nicotask.api import (
     NicoTask,
     ReportStatus,
@@ -158,11 +158,11 @@ def test_cancelled_status_closes_the_freshest_report_and_records_who() -> None:
     task = _task(S.RUNNING, runId="r1", report=_running_report().wire())
     new = decisions.cancelled_status("alice", NOW)(task)
     assert new is not None
-    assert new.status == S.TERMINATED and new.message == state.CANCELLED_BY_USER
+    assert new.status == S.TERMINATED and new.message == lifecycle.CANCELLED_BY_USER
     assert new.cancel_requested_by == "alice" and new.cancel_requested_at == NOW
     assert new.report is not None
     (stage,) = new.report.stages
-    assert stage.status == ReportStatus.FAILED and stage.error == state.CANCELLED_BY_USER
+    assert stage.status == ReportStatus.FAILED and stage.error == lifecycle.CANCELLED_BY_USER
     assert stage.steps[0].status == ReportStatus.FAILED
     assert (new.finished is not None and new.started is None) or new.finished >= new.started
     # Terminal is final: a second decision on the written copy changes nothing.
@@ -184,9 +184,9 @@ def test_outcome_with_cancel_ignored_is_one_write() -> None:
     observed = Observed(running=False, status=S.SUCCEEDED, message="Succeeded", outcome=outcome)
     new = decisions.outcome_status(observed, cancel_ignored=True)(_task(S.RUNNING, runId="r"))
     assert new is not None and new.status == S.SUCCEEDED
-    assert any(c.type == state.CANCEL_IGNORED for c in new.conditions)
+    assert any(c.type == lifecycle.CANCEL_IGNORED for c in new.conditions)
     assert "cannot be cancelled (status: Succeeded)" in next(
-        c.message for c in new.conditions if c.type == state.CANCEL_IGNORED
+        c.message for c in new.conditions if c.type == lifecycle.CANCEL_IGNORED
     )
 
 
@@ -201,7 +201,8 @@ def test_cancel_pending_never_touches_a_terminal_task() -> None:
     decide = decisions.cancel_pending_status("alice", NOW, "Temporal unreachable")
     pending = decide(_task(S.RUNNING, runId="r"))
     assert pending is not None and pending.status == S.RUNNING
-    assert any(c.type == state.CANCEL_PENDING and c.status == "True" for c in pending.conditions)
+    conditions = pending.conditions
+    assert any(c.type == lifecycle.CANCEL_PENDING and c.status == "True" for c in conditions)
     assert decide(_task(S.SUCCEEDED)) is None
 
 
@@ -233,7 +234,7 @@ def test_reason_goes_to_temporal_and_the_message_keeps_the_contracts_words() -> 
     plain = decisions.cancelled_status("alice", NOW)(
         _task(S.RUNNING, cancel=True, annotations=ALICE)
     )
-    assert plain is not None and plain.message == state.CANCELLED_BY_USER
+    assert plain is not None and plain.message == lifecycle.CANCELLED_BY_USER
 
 
 def test_stopping_status_keeps_running_and_records_the_graceful_request() -> None:
@@ -242,7 +243,7 @@ def test_stopping_status_keeps_running_and_records_the_graceful_request() -> Non
     assert new is not None and new.status == S.RUNNING
     assert new.cancel_mode == "Graceful" and new.cancel_reason == "oops"
     assert new.cancel_requested_by == "alice" and new.cancel_requested_at == NOW
-    (pending,) = [c for c in new.conditions if c.type == state.CANCEL_PENDING]
+    (pending,) = [c for c in new.conditions if c.type == lifecycle.CANCEL_PENDING]
     assert pending.status == "True" and pending.reason == "StoppingGracefully"
     assert "oops" in pending.message and "running stage finishes" in pending.message
     assert decisions.stopping_status("alice", NOW)(_task(S.TERMINATED, cancel=True)) is None
@@ -256,15 +257,15 @@ def test_graceful_outcome_is_terminated_with_who_why_and_what_ran() -> None:
     new = decisions.outcome_status(observed)(task)
     assert new is not None and new.status == S.TERMINATED
     assert new.message == "Cancelled by user: r; Stopped gracefully after stage 1"
-    assert not any(c.type == state.CANCEL_IGNORED for c in new.conditions)
-    assert not any(c.type == state.CANCEL_PENDING for c in new.conditions)
+    assert not any(c.type == lifecycle.CANCEL_IGNORED for c in new.conditions)
+    assert not any(c.type == lifecycle.CANCEL_PENDING for c in new.conditions)
 
 
 def test_graceful_stop_that_came_after_the_last_stage_is_a_cancel_ignored() -> None:
     task = _task(S.RUNNING, runId="r1", cancel=True, mode="Graceful", cancelMode="Graceful")
     new = decisions.outcome_status(_graceful_outcome(S.SUCCEEDED, "Succeeded"))(task)
     assert new is not None and new.status == S.SUCCEEDED and new.message == "Succeeded"
-    assert any(c.type == state.CANCEL_IGNORED for c in new.conditions)
+    assert any(c.type == lifecycle.CANCEL_IGNORED for c in new.conditions)
 
 
 def test_failed_cleanup_is_failed_and_names_the_cleanup() -> None:

@@ -57,7 +57,7 @@ async def test_full_pass_queues_a_started_task_only_when_two_listings_miss_it(
         metrics=Metrics(),
     )
     tasks = [_task(STARTED, "run"), _task(LATE_IN_VISIBILITY, "run"), _task(NOT_STARTED, None)]
-    controller.view.bind({t.metadata.uid: [t] for t in tasks}, {})
+    controller.live_tasks.bind({t.metadata.uid: [t] for t in tasks}, {})
     # Visibility trails the starts: the first listing has neither started task.
     listings = [[], [_running(LATE_IN_VISIBILITY)], [_running(LATE_IN_VISIBILITY)]]
 
@@ -109,7 +109,7 @@ async def test_a_workflow_that_runs_for_a_finished_task_is_terminated(
         settings=Settings(),
         metrics=Metrics(),
     )
-    controller.view.bind({}, {})  # a finished task is not in the view (live tasks only)
+    controller.live_tasks.bind({}, {})  # a finished task is not in the view (live tasks only)
     execution = Execution(
         workflow_id=FINISHED, run_id="run", close_time=None, raw=_Memo()  # type: ignore[arg-type]
     )

@@ -50,7 +50,7 @@ async def test_a_task_finished_elsewhere_frees_its_rack() -> None:
         metrics=Metrics(),
     )
     by_uid: dict[str, Any] = {QUEUED: [waiting]}
-    controller.view.bind(by_uid, {("ns", "rack-1"): [QUEUED]})
+    controller.live_tasks.bind(by_uid, {("ns", "rack-1"): [QUEUED]})
     # The watch of live tasks drops t-1 with its last live body (it was finished by
     # the other replica, so this one holds no terminal copy of its own).
     controller.observe_event("DELETED", running)

@@ -8,7 +8,7 @@ import pytest
 from temporalio.client import Client, TLSConfig
 
 from nicotask.settings import Settings
-from nicotask.temporal import client as temporal_client
+from nicotask.temporal import connection as temporal_connection
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ async def test_api_key_and_tls_from_the_environment(
     monkeypatch.setenv("NICOTASK_TEMPORAL_API_KEY", "secret-key")
     settings = Settings()
     assert "secret-key" not in repr(settings)  # never in a log line
-    await temporal_client.connect(settings)
+    await temporal_connection.connect(settings)
     assert connect_kwargs["target"] == "eu-west-1.aws.api.temporal.io:7233"
     assert connect_kwargs["namespace"] == "nico.a1b2c"
     assert connect_kwargs["api_key"] == "secret-key"
@@ -44,6 +44,6 @@ async def test_no_api_key_and_no_tls_by_default(
 ) -> None:
     for var in ("NICOTASK_TEMPORAL_TLS", "NICOTASK_TEMPORAL_API_KEY"):
         monkeypatch.delenv(var, raising=False)
-    await temporal_client.connect(Settings())
+    await temporal_connection.connect(Settings())
     assert connect_kwargs["api_key"] is None
     assert connect_kwargs["tls"] is False

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from nicotask import api, state
+from nicotask import api, lifecycle
 from nicotask.api import TASKS
 
 from .errors import Conflict, NotFound
@@ -60,7 +60,7 @@ class TaskStatusWriter(Objects):
 
         `decide` gets the fresh task and returns the new status, or None to
         leave it. A decision that would leave a terminal state, or move the
-        status backwards, is dropped (state.allowed_transition). With `uid`,
+        status backwards, is dropped (lifecycle.allowed_transition). With `uid`,
         an object recreated under the same name is left alone. With `current`
         (a task just read), the first attempt decides on it without a GET;
         if it is stale, the write conflicts and the loop reads fresh (no sleep:
@@ -73,7 +73,7 @@ class TaskStatusWriter(Objects):
             if uid is not None and task.metadata.uid != uid:
                 raise NotFound(f"nicotask {namespace}/{name} with uid {uid}")
             new_status = decide(task)
-            if new_status is None or not state.allowed_transition(
+            if new_status is None or not lifecycle.allowed_transition(
                 task.status.status, new_status.status
             ):
                 return task, False

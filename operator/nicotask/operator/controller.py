@@ -1,7 +1,7 @@
 """The NicoTask lifecycle: admit and start, queue, cancel, finish, expire.
 
 One reconcile per task at a time (the work queue guarantees it): take the
-freshest copy of the task (TaskView), pick the action (decisions.next_action),
+freshest copy of the task (LiveTasks), pick the action (decisions.next_action),
 act, and write status once through Kube.update_task_status, starting from
 that copy (no read first; a conflict reads and decides again).
 
@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import ValidationError
 from temporalio.client import Client
 
-from nicotask import api, state
+from nicotask import api, lifecycle
 from nicotask.api import NicoTask, StopMode, TaskStatus
 from nicotask.kube import RACKS, RULES, Kube, NotFound
 from nicotask.logs import task_context
@@ -34,8 +34,8 @@ from nicotask.metrics import Metrics
 from nicotask.operator import decisions
 from nicotask.operator.decisions import Action, Decide
 from nicotask.operator.events import EventPoster
+from nicotask.operator.live_tasks import LiveTasks, newest
 from nicotask.operator.retention import Retention
-from nicotask.operator.view import TaskView, newest
 from nicotask.operator.workqueue import Retry, WorkQueue
 from nicotask.rules import RuleNotFound, resolve_rule
 from nicotask.settings import Settings
@@ -62,7 +62,7 @@ class Controller:
     temporal: Callable[[], Awaitable[Client]]
     settings: Settings
     metrics: Metrics
-    view: TaskView = field(default_factory=TaskView)
+    live_tasks: LiveTasks = field(default_factory=LiveTasks)
     racks: Any = field(default_factory=dict)  # kopf Index: (namespace, name) -> rack JSON
     rules: Any = field(default_factory=dict)  # kopf Index: namespace -> NicoOperationRule
     _rack_locks: dict[RackKey, asyncio.Lock] = field(default_factory=dict)
@@ -86,10 +86,10 @@ class Controller:
             # A task leaving the watch comes with its last matching (live) body at
             # the new resourceVersion; our own terminal write, if we made it, says
             # why it left, so no GET (ties go to our copy).
-            last = newest(self.view.get(uid), task) or task
-            self.view.forget(uid)
+            last = newest(self.live_tasks.get(uid), task) or task
+            self.live_tasks.forget(uid)
             self._cancel_seen.pop(uid, None)  # finished or gone: no cancel to time any more
-            if not state.is_terminal(last.status.status):
+            if not lifecycle.is_terminal(last.status.status):
                 # Deleted, or moved out of this operator's shard: tell them apart.
                 self._deleted[uid] = task
                 self.queue.add(uid, "deleted")
@@ -109,7 +109,7 @@ class Controller:
 
     def _log_context(self, uid: str) -> AbstractContextManager[object]:
         """Every line logged while reconciling `uid` names the task (logs.py)."""
-        task = self.view.get(uid) or self._deleted.get(uid) or self._finished_cancels.get(uid)
+        task = self.live_tasks.get(uid) or self._deleted.get(uid) or self._finished_cancels.get(uid)
         if task is None:
             return contextlib.nullcontext()
         return task_context(task.metadata.namespace or "", task.metadata.name, uid)
@@ -118,9 +118,9 @@ class Controller:
         if "deleted" in hints and uid in self._deleted:
             await self._deleted_task(self._deleted.pop(uid))
             return
-        # A finished task's cancel arrives on its own watch, while the view may
+        # A finished task's cancel arrives on its own watch, while the live tasks may
         # still hold our older terminal write: decide from the newer copy.
-        task = newest(self.view.get(uid), self._finished_cancels.pop(uid, None))
+        task = newest(self.live_tasks.get(uid), self._finished_cancels.pop(uid, None))
         if task is None:
             return
         now = api.utcnow()
@@ -153,8 +153,8 @@ class Controller:
             )
         except NotFound:
             return task, False
-        self.view.remember(written)
-        if changed and state.is_terminal(written.status.status):
+        self.live_tasks.remember(written)
+        if changed and lifecycle.is_terminal(written.status.status):
             self._finished(written)
         return written, changed
 
@@ -169,10 +169,10 @@ class Controller:
         """The rack is free: let its queued tasks decide again, first in line first."""
         waiting = [
             t
-            for t in self.view.on_rack(namespace, rack)
-            if not state.is_terminal(t.status.status) and t.status.run_id is None
+            for t in self.live_tasks.on_rack(namespace, rack)
+            if not lifecycle.is_terminal(t.status.status) and t.status.run_id is None
         ]
-        for t in sorted(waiting, key=lambda t: state.QueueEntry.of(t).queue_key()):
+        for t in sorted(waiting, key=lambda t: lifecycle.QueueEntry.of(t).queue_key()):
             self.queue.add(t.metadata.uid or "")
 
     async def _fail(self, task: NicoTask, message: str) -> None:
@@ -239,27 +239,27 @@ class Controller:
         self, uid: str, rack: api.NicoRack, resolved: Any
     ) -> NicoTask | None:
         """Under the rack's lock: start, queue or refuse. Returns the task when started."""
-        task = self.view.get(uid)  # fresh again: the lock may have been contended
+        task = self.live_tasks.get(uid)  # fresh again: the lock may have been contended
         if task is None or task.spec.cancel or task.status.run_id is not None:
             if task is not None and task.spec.cancel:
                 self.queue.add(uid)
             return None
-        if state.is_terminal(task.status.status):
+        if lifecycle.is_terminal(task.status.status):
             return None
-        siblings = self.view.on_rack(task.metadata.namespace or "", task.spec.rack_ref)
-        decision = state.admission(
-            state.QueueEntry.of(task),
-            [state.QueueEntry.of(t) for t in siblings],
+        siblings = self.live_tasks.on_rack(task.metadata.namespace or "", task.spec.rack_ref)
+        decision = lifecycle.admission(
+            lifecycle.QueueEntry.of(task),
+            [lifecycle.QueueEntry.of(t) for t in siblings],
             self.settings.queue_limit,
         )
-        if decision is state.Admission.REJECT:
-            await self._fail(task, state.conflict_message(task.spec.rack_ref))
+        if decision is lifecycle.Admission.REJECT:
+            await self._fail(task, lifecycle.conflict_message(task.spec.rack_ref))
             return None
-        if decision is state.Admission.WAIT:
+        if decision is lifecycle.Admission.WAIT:
             if task.status.status != TaskStatus.WAITING:
                 _, changed = await self._write(task, decisions.waiting_status(resolved.rule_id))
                 if changed:
-                    self.events.post(task, "Queued", state.QUEUED_MESSAGE)
+                    self.events.post(task, "Queued", lifecycle.QUEUED_MESSAGE)
             return None
         workflow_input = build_workflow_input(task, rack, resolved.rule_id, resolved.spec)
         try:
@@ -297,7 +297,7 @@ class Controller:
         try:
             result = await stop(client, uid, task.status.run_id, decisions.cancel_reason(task))
         except TemporalUnavailable as exc:
-            if not any(c.type == state.CANCEL_PENDING for c in task.status.conditions):
+            if not any(c.type == lifecycle.CANCEL_PENDING for c in task.status.conditions):
                 message = f"Temporal unreachable, retrying: {api.first_line_error(str(exc))}"
                 await self._write(task, decisions.cancel_pending_status(by, requested_at, message))
             raise Retry(f"cancel waits for Temporal: {exc}", TEMPORAL_RETRY) from exc
@@ -307,7 +307,7 @@ class Controller:
             if changed:
                 self.events.post(
                     written, "StoppingGracefully", f"{decisions.cancel_reason(written)}; "
-                    f"{state.STOPPING_MESSAGE}"
+                    f"{lifecycle.STOPPING_MESSAGE}"
                 )
             return
         if result in (TerminateResult.TERMINATED, TerminateResult.NEVER_STARTED):
@@ -390,16 +390,16 @@ class Controller:
         def only_while_waiting(fresh: NicoTask) -> api.NicoTaskStatus | None:
             if fresh.status.status != TaskStatus.WAITING or fresh.spec.cancel:
                 return None
-            return decisions.move(TaskStatus.TERMINATED, state.EXPIRED_MESSAGE)(fresh)
+            return decisions.move(TaskStatus.TERMINATED, lifecycle.EXPIRED_MESSAGE)(fresh)
 
         written, changed = await self._write(task, only_while_waiting)
         if changed:
-            self.events.post(written, "Expired", state.EXPIRED_MESSAGE)
+            self.events.post(written, "Expired", lifecycle.EXPIRED_MESSAGE)
 
     async def _deadline_before_start(self, task: NicoTask) -> None:
         deadline = task.spec.deadline
         not_after = api.rfc3339(deadline.not_after) if deadline and deadline.not_after else "-"
-        message = state.DEADLINE_BEFORE_START_MESSAGE.format(not_after)
+        message = lifecycle.DEADLINE_BEFORE_START_MESSAGE.format(not_after)
         written, changed = await self._write(task, decisions.deadline_passed_status(message))
         if changed:
             self.events.post(written, "DeadlineExceeded", message, warning=True)
@@ -409,10 +409,9 @@ class Controller:
         (one timer for all)."""
         timeout = dt.timedelta(seconds=self.settings.queue_timeout_seconds)
         now = api.utcnow()
-        for task in self.view.live():
-            if state.queue_expired(task.status, timeout, now) or state.start_deadline_passed(
-                task, now
-            ):
+        for task in self.live_tasks.live():
+            expired = lifecycle.queue_expired(task.status, timeout, now)
+            if expired or lifecycle.start_deadline_passed(task, now):
                 self.queue.add(task.metadata.uid or "")
 
     # ---- delete ---------------------------------------------------------------------
@@ -425,7 +424,7 @@ class Controller:
         except NotFound:
             current = None
         if current is not None and current.metadata.uid == task.metadata.uid:
-            if state.is_terminal(current.status.status):
+            if lifecycle.is_terminal(current.status.status):
                 # Finished by another writer (a replica that was active a moment
                 # ago): its rack is free here too, or the tasks queued behind it
                 # would wait for the queue timeout.

@@ -12,7 +12,7 @@ import datetime as dt
 import enum
 from collections.abc import Callable
 
-from nicotask import api, state
+from nicotask import api, lifecycle
 from nicotask.api import NicoTask, NicoTaskStatus, StopMode, TaskStatus
 from nicotask.temporal.control import Observed
 
@@ -40,7 +40,7 @@ def next_action(
 ) -> Action:
     """What to do for a task now; the same answer for the same task, so retries converge."""
     status = task.status
-    if state.is_terminal(status.status):
+    if lifecycle.is_terminal(status.status):
         if task.spec.cancel and needs_cancel_ignored(task):
             return Action.CANCEL_IGNORED
         return Action.NOTHING
@@ -52,11 +52,11 @@ def next_action(
         # Stopping gracefully: the workflow ends by itself. Its last progress write
         # (the final report: nothing pending or running) comes just before its close,
         # so read the outcome then rather than wait for the follower to see the close.
-        return Action.FINISH if state.report_settled(status.report) else Action.NOTHING
-    if state.queue_expired(status, queue_timeout, now):
+        return Action.FINISH if lifecycle.report_settled(status.report) else Action.NOTHING
+    if lifecycle.queue_expired(status, queue_timeout, now):
         return Action.EXPIRE
     if status.run_id is None:
-        if state.start_deadline_passed(task, now):
+        if lifecycle.start_deadline_passed(task, now):
             return Action.DEADLINE
         return Action.ADMIT
     return Action.NOTHING
@@ -73,13 +73,13 @@ def needs_cancel_ignored(task: NicoTask) -> bool:
     """A finished task (not Terminated) whose cancel was not yet answered."""
     if task.status.status == TaskStatus.TERMINATED:
         return False
-    return not any(c.type == state.CANCEL_IGNORED for c in task.status.conditions)
+    return not any(c.type == lifecycle.CANCEL_IGNORED for c in task.status.conditions)
 
 
 def cancel_reason(task: NicoTask) -> str:
     """Who cancelled and why, in one line: Temporal's reason, and the Events'."""
     by = requested_by(task)
-    text = state.CANCELLED_BY_USER + (f" ({by})" if by else "")
+    text = lifecycle.CANCELLED_BY_USER + (f" ({by})" if by else "")
     if task.spec.cancel_reason:
         text += f": {task.spec.cancel_reason}"
     return text
@@ -97,7 +97,7 @@ def cancel_message(task: NicoTask) -> str:
     """status.message of a cancelled task: the contract's fixed "Cancelled by user",
     and the reason when one was given (who asked is in status.cancelRequestedBy)."""
     reason = task.spec.cancel_reason
-    return state.CANCELLED_BY_USER + (f": {reason}" if reason else "")
+    return lifecycle.CANCELLED_BY_USER + (f": {reason}" if reason else "")
 
 
 def requested_by(task: NicoTask) -> str | None:
@@ -119,12 +119,12 @@ def move(
 
     def decide(task: NicoTask) -> NicoTaskStatus | None:
         current = task.status.status
-        if state.is_terminal(current) or not state.allowed_transition(current, status):
+        if lifecycle.is_terminal(current) or not lifecycle.allowed_transition(current, status):
             return None
-        new = state.with_status(task, status, message, report=report)
+        new = lifecycle.with_status(task, status, message, report=report)
         if extra is not None:
             extra(new)
-        if state.is_terminal(status) and new.started is not None and new.finished is not None:
+        if lifecycle.is_terminal(status) and new.started is not None and new.finished is not None:
             new.finished = max(new.finished, new.started)
         return new
 
@@ -135,7 +135,7 @@ def waiting_status(rule_id: str) -> Decide:
     def keep_rule(s: NicoTaskStatus) -> None:
         s.rule_id = rule_id
 
-    return move(TaskStatus.WAITING, state.QUEUED_MESSAGE, extra=keep_rule)
+    return move(TaskStatus.WAITING, lifecycle.QUEUED_MESSAGE, extra=keep_rule)
 
 
 def started_status(rule_id: str, run_id: str) -> Decide:
@@ -143,11 +143,11 @@ def started_status(rule_id: str, run_id: str) -> Decide:
 
     def decide(task: NicoTask) -> NicoTaskStatus | None:
         current = task.status.status
-        if state.is_terminal(current):
+        if lifecycle.is_terminal(current):
             return None
         running = current == TaskStatus.RUNNING
         target = TaskStatus.RUNNING if running else TaskStatus.PENDING
-        new = state.with_status(task, target, task.status.message if running else "Pending")
+        new = lifecycle.with_status(task, target, task.status.message if running else "Pending")
         new.rule_id = rule_id
         new.workflow_id = task.metadata.uid
         new.run_id = run_id
@@ -162,7 +162,7 @@ def temporal_waiting_status(message: str) -> Decide:
     def decide(task: NicoTask) -> NicoTaskStatus | None:
         if task.status.status != TaskStatus.PENDING or task.status.message == message:
             return None
-        return state.with_status(task, TaskStatus.PENDING, message)
+        return lifecycle.with_status(task, TaskStatus.PENDING, message)
 
     return decide
 
@@ -196,7 +196,7 @@ def cancelled_status(
             report is None or len(workflow_report.stages) >= len(report.stages)
         ):
             report = workflow_report
-        report = state.close_report(report, state.CANCELLED_BY_USER, now)
+        report = lifecycle.close_report(report, lifecycle.CANCELLED_BY_USER, now)
         message = cancel_message(task)
         if task.status.cancel_mode == StopMode.GRACEFUL:
             message += ESCALATED
@@ -215,16 +215,16 @@ def stopping_status(by: str | None, requested_at: dt.datetime) -> Decide:
     ends by itself; a CancelPending condition says what happens meanwhile."""
 
     def decide(task: NicoTask) -> NicoTaskStatus | None:
-        if state.is_terminal(task.status.status):
+        if lifecycle.is_terminal(task.status.status):
             return None
         new = task.status.model_copy(deep=True)
         _record_cancel(task, by, requested_at, StopMode.GRACEFUL)(new)
-        new.conditions = state.set_condition(
+        new.conditions = lifecycle.set_condition(
             new.conditions,
-            state.CANCEL_PENDING,
+            lifecycle.CANCEL_PENDING,
             True,
             "StoppingGracefully",
-            api.first_line_error(f"{cancel_reason(task)}; {state.STOPPING_MESSAGE}"),
+            api.first_line_error(f"{cancel_reason(task)}; {lifecycle.STOPPING_MESSAGE}"),
             task.metadata.generation,
         )
         return new
@@ -270,7 +270,8 @@ def outcome_status(observed: Observed, *, cancel_ignored: bool = False) -> Decid
         status, message = outcome_message(observed, task)
         now = api.utcnow()
         report = observed.outcome.report if observed.outcome else task.status.report
-        report = state.close_report(report, message if status != TaskStatus.SUCCEEDED else "", now)
+        closing = message if status != TaskStatus.SUCCEEDED else ""
+        report = lifecycle.close_report(report, closing, now)
 
         def stamp(s: NicoTaskStatus) -> None:
             outcome = observed.outcome
@@ -291,14 +292,14 @@ def outcome_status(observed: Observed, *, cancel_ignored: bool = False) -> Decid
 
 def cancel_pending_status(by: str | None, requested_at: dt.datetime, message: str) -> Decide:
     def decide(task: NicoTask) -> NicoTaskStatus | None:
-        if state.is_terminal(task.status.status):
+        if lifecycle.is_terminal(task.status.status):
             return None
         new = task.status.model_copy(deep=True)
         new.cancel_requested_at = new.cancel_requested_at or requested_at
         new.cancel_requested_by = by
-        new.conditions = state.set_condition(
+        new.conditions = lifecycle.set_condition(
             new.conditions,
-            state.CANCEL_PENDING,
+            lifecycle.CANCEL_PENDING,
             True,
             "Terminating",
             message,
@@ -310,13 +311,13 @@ def cancel_pending_status(by: str | None, requested_at: dt.datetime, message: st
 
 
 def cancel_ignored_message(task: NicoTask, status: TaskStatus) -> str:
-    return "cancel ignored: " + state.cannot_cancel_message(task.metadata.uid or "", status)
+    return "cancel ignored: " + lifecycle.cannot_cancel_message(task.metadata.uid or "", status)
 
 
 def _cancel_ignored_conditions(task: NicoTask, new: NicoTaskStatus) -> list[api.Condition]:
-    return state.set_condition(
+    return lifecycle.set_condition(
         new.conditions,
-        state.CANCEL_IGNORED,
+        lifecycle.CANCEL_IGNORED,
         True,
         "TaskFinished",
         cancel_ignored_message(task, new.status),
@@ -326,7 +327,7 @@ def _cancel_ignored_conditions(task: NicoTask, new: NicoTaskStatus) -> list[api.
 
 def cancel_ignored_status(task: NicoTask) -> NicoTaskStatus | None:
     """A cancel of a finished task changes nothing but says so, once."""
-    if not state.is_terminal(task.status.status) or not needs_cancel_ignored(task):
+    if not lifecycle.is_terminal(task.status.status) or not needs_cancel_ignored(task):
         return None
     new = task.status.model_copy(deep=True)
     new.conditions = _cancel_ignored_conditions(task, new)

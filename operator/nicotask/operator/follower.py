@@ -7,7 +7,7 @@ tasks with the executions Temporal says are running (catching anything the
 watermark missed, and executions gone from Temporal: a task missing from two
 passes in a row), and terminates the executions of tasks that were deleted
 while nobody watched, or that run for a task already finished. The same loop
-expires queued tasks and tidies the task view.
+expires queued tasks and tidies the live tasks.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 
 from temporalio.client import Client
 
-from nicotask import state
+from nicotask import lifecycle
 from nicotask.kube import NotFound
 from nicotask.logs import task_context
 from nicotask.operator.controller import Controller
@@ -65,10 +65,10 @@ class Follower:
         return self.controller.settings.task_queue
 
     async def housekeeping(self) -> None:
-        """Expire queued tasks and tidy the view, every interval, whatever Temporal does."""
+        """Expire queued tasks and tidy the live tasks, every interval, whatever Temporal does."""
         while True:
             self.controller.expire_due()
-            self.controller.view.prune()
+            self.controller.live_tasks.prune()
             await asyncio.sleep(self.interval)
 
     async def run(self) -> None:
@@ -102,15 +102,15 @@ class Follower:
     async def closed_pass(self, client: Client) -> None:
         """Queue the live tasks whose executions closed since the watermark."""
         closed = await closed_since(client, self.task_queue, self.watermark - OVERLAP)
-        view = self.controller.view
+        live = self.controller.live_tasks
         for ex in closed:
             key = (ex.workflow_id, ex.run_id)
             if key in self._seen or ex.close_time is None:
                 continue
             self._seen[key] = ex.close_time
             self.watermark = max(self.watermark, ex.close_time)
-            task = view.get(ex.workflow_id)
-            if task is not None and not state.is_terminal(task.status.status):
+            task = live.get(ex.workflow_id)
+            if task is not None and not lifecycle.is_terminal(task.status.status):
                 self.controller.queue.add(ex.workflow_id, CLOSED)
         horizon = self.watermark - 2 * OVERLAP
         for key, closed_at in list(self._seen.items()):
@@ -121,20 +121,20 @@ class Follower:
         """Every live task against what Temporal runs; executions whose task is gone."""
         executions = await running(client, self.task_queue)
         running_ids = {ex.workflow_id for ex in executions}
-        view = self.controller.view
+        live = self.controller.live_tasks
         # A started task missing from the list, twice in a row: its execution may have
         # closed unseen. Once is not enough: visibility trails the starts, by seconds
         # in a burst, and each false alarm would cost a DescribeWorkflowExecution.
         missing = {
             task.metadata.uid or ""
-            for task in view.live()
+            for task in live.live()
             if task.status.run_id is not None and task.metadata.uid not in running_ids
         }
         for uid in missing & self._missing:
             self.controller.queue.add(uid, CLOSED)
         self._missing = missing
         # An execution no live task claims, twice in a row: its task may be gone.
-        candidates = {ex.workflow_id for ex in executions if ex.workflow_id not in view}
+        candidates = {ex.workflow_id for ex in executions if ex.workflow_id not in live}
         for ex in executions:
             if ex.workflow_id in candidates and ex.workflow_id in self._orphans:
                 await self._stop_if_orphaned(client, ex)
@@ -154,8 +154,8 @@ class Follower:
             task = None
         reason = "NicoTask deleted"
         if task is not None and task.metadata.uid == ex.workflow_id:
-            if not state.is_terminal(task.status.status):
-                return  # the task exists and runs (another shard's, or the view lags)
+            if not lifecycle.is_terminal(task.status.status):
+                return  # the task exists and runs (another shard's, or the index lags)
             # Finished, yet its workflow runs (a stale replica started it after the task
             # was cancelled while Waiting): nothing may run for a finished task.
             reason = f"NicoTask already {task.status.status}"

@@ -28,8 +28,8 @@ from nicotask.operator.controller import Controller
 from nicotask.operator.finished_cancels import watch_finished_cancels
 from nicotask.operator.follower import Follower
 from nicotask.operator.temporal_check import wait_until_usable
-from nicotask.operator.temporal_client import temporal_factory
 from nicotask.settings import Settings, get_settings
+from nicotask.temporal.connection import lazy_client
 from nicotask.temporal.metrics import health_check, probe_reachability
 
 TASKS = (api.GROUP, api.VERSION, api.TASKS)
@@ -95,7 +95,8 @@ async def task_event(
 ) -> None:
     controller: Controller = memo["controller"]
     kind = event.get("type")
-    task = controller.view.get(uid) if kind != "DELETED" else parse(api.NicoTask, body, logger)
+    live = controller.live_tasks
+    task = live.get(uid) if kind != "DELETED" else parse(api.NicoTask, body, logger)
     if task is None:
         return
     deleted = kind == "DELETED"
@@ -148,7 +149,7 @@ async def configure(
         settings.watching.label_selectors[TASKS[0], TASKS[2]] = ours.site_selector
     configure_peering(settings, ours)
 
-    temporal = temporal_factory(ours)
+    temporal = lazy_client(ours)
     # Unready (no /healthz) until Temporal answers what the follower needs: a wrong
     # address, namespace or visibility store is one error line naming the setting.
     await wait_until_usable(ours, temporal)
@@ -156,7 +157,7 @@ async def configure(
     controller = Controller(
         kube=kube_client, temporal=temporal, settings=ours, metrics=memo["metrics"]
     )
-    controller.view.bind(task_by_uid, task_by_rack)
+    controller.live_tasks.bind(task_by_uid, task_by_rack)
     controller.racks, controller.rules = rack_by_name, rules_by_namespace
     follower = Follower(
         controller,

@@ -33,7 +33,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from nicotask.api import first_line_error
 from nicotask.settings import Settings
-from nicotask.temporal.client import connect
+from nicotask.temporal.connection import connect
 from nicotask.temporal.control import RPC_TIMEOUT, closed_since_query, running_query
 
 log = logging.getLogger("nicotask.operator")

@@ -28,7 +28,7 @@ from pydantic import ValidationError
 
 from nicotask import api
 from nicotask.kube import PROVIDERS, SITES, TASKS
-from nicotask.views import task_model
+from nicotask.shim.rest_task import task_model
 
 from . import errors
 from .informer import Informer, Obj

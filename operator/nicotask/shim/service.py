@@ -17,7 +17,7 @@ import enum
 import logging
 from typing import Any
 
-from nicotask import api, state
+from nicotask import api, lifecycle
 from nicotask.kube import CANCEL_REQUESTED_BY, Conflict, NotFound
 from nicotask.logs import task_context
 
@@ -45,7 +45,7 @@ def task_status(obj: dict[str, Any]) -> api.TaskStatus:
 def decide_cancel(status: api.TaskStatus, cancel_requested: bool) -> CancelDecision:
     if status == api.TaskStatus.TERMINATED:
         return CancelDecision.UNCHANGED
-    if state.is_terminal(status):
+    if lifecycle.is_terminal(status):
         return CancelDecision.FINISHED
     if cancel_requested:
         return CancelDecision.UNCHANGED
@@ -80,7 +80,7 @@ class TaskService:
         rec = await self.find(uid, site_id)
         decision = decide_cancel(rec.status, rec.cancel)
         if decision == CancelDecision.FINISHED:
-            raise errors.APIError(400, state.cannot_cancel_message(rec.uid, rec.status))
+            raise errors.APIError(400, lifecycle.cannot_cancel_message(rec.uid, rec.status))
         if decision == CancelDecision.UNCHANGED:
             return rec.full
         flight = self._inflight.get(rec.uid)
@@ -110,7 +110,7 @@ class TaskService:
                 decision = decide_cancel(rec.status, rec.cancel)
                 if decision == CancelDecision.FINISHED:
                     raise errors.APIError(
-                        400, state.cannot_cancel_message(rec.uid, rec.status)
+                        400, lifecycle.cannot_cancel_message(rec.uid, rec.status)
                     ) from None
                 if decision == CancelDecision.UNCHANGED:
                     return rec.full

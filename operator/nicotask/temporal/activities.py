@@ -8,8 +8,8 @@
 - `run_step_action` runs one step's action on one component through its BMC.
   The input only names the task and the component: everything else comes
   from the cluster (targets.py). Every state-changing BMC request (a Reset)
-  is preceded by a liveness check of the activity's own workflow run
-  (liveness.py): once the workflow is terminated or the activity cancelled,
+  is preceded by a run-guard check of the activity's own workflow run
+  (run_guard.py): once the workflow is terminated or the activity cancelled,
   no Reset goes out. Reads (power state) need no check.
 
 Heartbeats are throttled by the SDK (the heartbeat timeout is tens of
@@ -42,6 +42,7 @@ from nicotask.api import (
 )
 from nicotask.bmc_policy import EndpointPolicy
 from nicotask.kube import NotFound, Refused, SecretData
+from nicotask.lifecycle import health_conditions, is_terminal, with_status
 from nicotask.redfish import (
     BmcAuthFailed,
     BmcError,
@@ -52,8 +53,7 @@ from nicotask.redfish import (
     RedfishDriverFactory,
     driver_factory,
 )
-from nicotask.state import health_conditions, is_terminal, with_status
-from nicotask.temporal.liveness import Liveness
+from nicotask.temporal.run_guard import RunGuard
 from nicotask.temporal.models import (
     PUBLISH_PROGRESS,
     RUN_STEP_ACTION,
@@ -206,14 +206,14 @@ def _gone(ref: TaskRef) -> ApplicationError:
 
 
 class TaskActivities:
-    """The activities, bound to Kubernetes, a BMC driver factory and a liveness check."""
+    """The activities, bound to Kubernetes, a BMC driver factory and a run guard."""
 
     def __init__(
         self,
         kube: TaskStore,
         redfish: RedfishDriverFactory | None = None,
         *,
-        liveness: Liveness | None = None,
+        run_guard: RunGuard | None = None,
         policy: EndpointPolicy | None = None,
         namespaces: Sequence[str] = (),
         cache_seconds: float = 5.0,
@@ -222,7 +222,7 @@ class TaskActivities:
         self.kube = kube
         self.policy = policy or EndpointPolicy()
         self.redfish = redfish or driver_factory(self.policy)
-        self.liveness = liveness
+        self.run_guard = run_guard
         self.heartbeat_interval = heartbeat_interval
         self.targets = TargetResolver(
             kube,
@@ -294,9 +294,9 @@ class TaskActivities:
 
     async def check_live(self, phase: str) -> None:
         """Raise (ending the activity) unless its workflow run still wants it."""
-        if self.liveness is None:
+        if self.run_guard is None:
             return
-        why = await self.liveness(activity.info())
+        why = await self.run_guard(activity.info())
         if why is not None:
             raise ApplicationError(
                 f"not sending {phase}: {why}",

@@ -3,7 +3,7 @@
 A step starts one activity per component at once; without this each would
 GET the same NicoTask, NicoRack and Secret. Values live `ttl` seconds (a few
 seconds: an edit, a deletion or a recreation is seen that much later, while
-the workflow liveness check still gates every BMC reset). Failures are not
+the workflow run guard still gates every BMC reset). Failures are not
 cached, and concurrent loads of one key share one request.
 """
 

@@ -9,25 +9,32 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from dataclasses import dataclass
+from typing import Any
 
 from temporalio.client import (
     Client,
     WorkflowExecution,
     WorkflowExecutionStatus,
     WorkflowFailureError,
+    WorkflowHandle,
 )
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import TerminatedError, WorkflowAlreadyStartedError
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 from temporalio.service import RPCError, RPCStatusCode
 
 from nicotask.api import TaskReportV1, TaskStatus, first_line_error
-from nicotask.temporal.client import MEMO_NAME, MEMO_NAMESPACE, start_task_workflow
 from nicotask.temporal.models import WORKFLOW_NAME, WorkflowInput, WorkflowOutcome
 
 RPC_TIMEOUT = dt.timedelta(seconds=10)
 # A query waits on a worker: short, and without an answer the caller does without.
 QUERY_TIMEOUT = dt.timedelta(seconds=3)
 LIST_PAGE_SIZE = 1000
+# Temporal's own execution timeout is a backstop behind the workflow's in-code
+# deadline (which fails the running stage cleanly and still returns an outcome).
+EXECUTION_TIMEOUT_MARGIN = dt.timedelta(minutes=5)
+MEMO_NAMESPACE = "namespace"
+MEMO_NAME = "name"
 
 
 class TemporalUnavailable(Exception):
@@ -46,6 +53,25 @@ _UNAVAILABLE = {
 
 def _unavailable(exc: RPCError) -> TemporalUnavailable:
     return TemporalUnavailable(first_line_error(str(exc)) or exc.status.name)
+
+
+async def start_task_workflow(
+    client: Client, inp: WorkflowInput, *, task_queue: str
+) -> WorkflowHandle[Any, WorkflowOutcome]:
+    """Start NicoTaskWorkflow for a task: id = task uid; a second start returns the same run."""
+    return await client.start_workflow(
+        WORKFLOW_NAME,
+        inp,
+        id=inp.task.uid,
+        task_queue=task_queue,
+        result_type=WorkflowOutcome,
+        execution_timeout=dt.timedelta(seconds=inp.workflow_timeout_seconds)
+        + EXECUTION_TIMEOUT_MARGIN,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        # Lets the operator find the task of an execution it no longer indexes.
+        memo={MEMO_NAMESPACE: inp.task.namespace, MEMO_NAME: inp.task.name},
+    )
 
 
 async def start_workflow(client: Client, task_queue: str, workflow_input: WorkflowInput) -> str:

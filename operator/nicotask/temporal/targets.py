@@ -38,8 +38,8 @@ from nicotask.api import (
 )
 from nicotask.bmc_policy import EndpointPolicy, EndpointRefused, EndpointUnresolvable
 from nicotask.kube import NotFound, SecretData
+from nicotask.lifecycle import is_terminal
 from nicotask.rules import RuleNotFound, resolve_rule
-from nicotask.state import is_terminal
 from nicotask.temporal.cache import TtlCache
 from nicotask.temporal.models import TaskRef
 

@@ -31,7 +31,7 @@ from nicotask.logs import configure_logging
 from nicotask.redfish import RedfishDriverFactory, driver_factory
 from nicotask.settings import Settings, get_settings
 from nicotask.temporal.activities import TaskActivities, TaskStore
-from nicotask.temporal.liveness import TemporalLiveness
+from nicotask.temporal.run_guard import TemporalRunGuard
 from nicotask.temporal.workflows import NicoTaskWorkflow
 
 log = logging.getLogger(__name__)
@@ -59,13 +59,13 @@ def build_worker(
     """The worker for NicoTaskWorkflow; the client must use the pydantic data converter.
 
     Heartbeats use the SDK's throttling (0.8 x the heartbeat timeout); BMC
-    resets are gated by a liveness check through this client instead.
+    resets are gated by a run guard through this client instead.
     """
     acts = activities or TaskActivities(
         kube, redfish, policy=bmc_policy, namespaces=namespaces or (), cache_seconds=cache_seconds
     )
-    if acts.liveness is None:
-        acts.liveness = TemporalLiveness(client)
+    if acts.run_guard is None:
+        acts.run_guard = TemporalRunGuard(client)
     return Worker(
         client,
         task_queue=task_queue,
@@ -152,7 +152,7 @@ async def serve_health(
 async def run_worker(settings: Settings, *, health_host: str = "0.0.0.0") -> int:
     from nicotask.kube import Kube, new_api_client
     from nicotask.temporal import metrics
-    from nicotask.temporal.client import connect
+    from nicotask.temporal.connection import connect
 
     api_client = await new_api_client(settings.kubeconfig, component="worker")
     try:

@@ -85,7 +85,7 @@ with workflow.unsafe.imports_passed_through():
 
 # The heartbeat timeout only detects a lost worker; the SDK throttles the
 # heartbeats it sends to 0.8 x this, so a live activity costs Temporal about
-# one write per 48 s. BMC resets are gated by a liveness check (liveness.py),
+# one write per 48 s. BMC resets are gated by a run guard (run_guard.py),
 # not by heartbeats.
 HEARTBEAT_TIMEOUT = timedelta(seconds=60)
 ACTIVITY_HEARTBEAT_SECONDS = 5.0
@@ -525,7 +525,7 @@ class NicoTaskWorkflow:
                         start_to_close_timeout=timedelta(seconds=step.timeout_seconds),
                         heartbeat_timeout=HEARTBEAT_TIMEOUT,
                         retry_policy=retry_policy(step),
-                        # Fail-fast moves on at once; the activity's resets are gated on liveness.
+                        # Fail-fast moves on at once; the activity's resets are gated by the run guard.
                         cancellation_type=workflow.ActivityCancellationType.TRY_CANCEL,
                         summary=f"{step.action.type.value} {step.component_type.value} {target.id}",
                     )

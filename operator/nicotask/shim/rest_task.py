@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .api import NicoTask, Task, TaskStatus
+from nicotask.api import NicoTask, Task, TaskStatus
 
 
 def task_from_cr(obj: dict[str, Any]) -> NicoTask:

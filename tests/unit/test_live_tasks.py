@@ -1,4 +1,4 @@
-"""The operator's TaskView and the copy a reconcile decides from."""
+"""The operator's LiveTasks and the copy a reconcile decides from."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 from nicotask.api import NicoTask, TaskStatus
 from nicotask.metrics import Metrics
 from nicotask.operator.controller import Controller
-from nicotask.operator.view import TaskView, newest
+from nicotask.operator.live_tasks import LiveTasks, newest
 from nicotask.settings import Settings
 
 UID = "22222222-2222-2222-2222-222222222222"
@@ -44,24 +44,24 @@ def test_newest_picks_the_highest_resource_version() -> None:
 
 
 def test_view_prefers_a_newer_own_write_until_the_index_catches_up() -> None:
-    view = TaskView()
+    live = LiveTasks()
     by_uid: dict[str, Any] = {UID: [_task(10, TaskStatus.PENDING)]}
-    view.bind(by_uid, {("ns", "rack-1"): [UID]})
+    live.bind(by_uid, {("ns", "rack-1"): [UID]})
     written = _task(11, TaskStatus.RUNNING)
-    view.remember(written)
-    assert view.get(UID) is written
+    live.remember(written)
+    assert live.get(UID) is written
     by_uid[UID] = [_task(12, TaskStatus.RUNNING)]
-    assert view.get(UID) is by_uid[UID][0]
-    view.prune()
+    assert live.get(UID) is by_uid[UID][0]
+    live.prune()
     by_uid.clear()
-    assert view.get(UID) is None
+    assert live.get(UID) is None
 
 
 async def test_cancel_of_a_finished_task_is_answered_despite_a_stale_own_write() -> None:
     """The watch dropped the task (finished) before our terminal write was remembered;
     the later cancel, seen by the finished-cancels watch, must still be answered."""
     controller = _controller()
-    controller.view.remember(_task(20, TaskStatus.SUCCEEDED))  # stale: no cancel
+    controller.live_tasks.remember(_task(20, TaskStatus.SUCCEEDED))  # stale: no cancel
     answered: list[NicoTask] = []
 
     async def cancel_ignored(task: NicoTask) -> None:
@@ -84,7 +84,7 @@ def _controller() -> Controller:
 
 def test_a_task_we_finished_leaves_the_watch_without_a_read() -> None:
     controller = _controller()
-    controller.view.remember(_task(30, TaskStatus.TERMINATED, cancel=True))
+    controller.live_tasks.remember(_task(30, TaskStatus.TERMINATED, cancel=True))
     # The watch's DELETED carries the last matching (Running) body at the new rv.
     controller.observe_event("DELETED", _task(30, TaskStatus.RUNNING, cancel=True))
     assert UID not in controller._deleted

@@ -22,14 +22,14 @@ from temporalio.service import RPCError, RPCStatusCode
 _RPC_TIMEOUT = timedelta(seconds=10)
 
 
-class Liveness(Protocol):
+class RunGuard(Protocol):
     async def __call__(self, info: activity.Info) -> str | None:
         """None when the activity may act; else why it may not."""
         ...
 
 
-class TemporalLiveness:
-    """Liveness from Temporal's own record of the run (one RPC per check)."""
+class TemporalRunGuard:
+    """The run guard from Temporal's own record of the run (one RPC per check)."""
 
     def __init__(self, client: Client) -> None:
         self.client = client

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from nicotask import state
+from nicotask import lifecycle
 from nicotask.api import (
     NicoTask,
     ReportStatus,
@@ -38,7 +38,7 @@ S = TaskStatus
     ],
 )
 def test_transitions_are_monotonic_and_terminal_is_final(old: S, new: S, ok: bool) -> None:
-    assert state.allowed_transition(old, new) is ok
+    assert lifecycle.allowed_transition(old, new) is ok
 
 
 def _task(status: S = S.PENDING, **meta: object) -> NicoTask:
@@ -62,26 +62,26 @@ def _task(status: S = S.PENDING, **meta: object) -> NicoTask:
 
 
 def test_with_status_sets_timestamps_and_kstatus_conditions() -> None:
-    running = state.with_status(_task(), S.RUNNING, "Running", now=T0)
+    running = lifecycle.with_status(_task(), S.RUNNING, "Running", now=T0)
     assert running.started == T0 and running.finished is None
     conds = {c.type: c.status for c in running.conditions}
     assert conds == {"Ready": "False", "Reconciling": "True", "Stalled": "False"}
 
-    failed = state.with_status(_task(S.RUNNING), S.FAILED, "boom", now=T0)
+    failed = lifecycle.with_status(_task(S.RUNNING), S.FAILED, "boom", now=T0)
     conds = {c.type: c.status for c in failed.conditions}
     assert failed.finished == T0
     assert conds == {"Ready": "False", "Reconciling": "False", "Stalled": "True"}
 
-    done = state.with_status(_task(S.RUNNING), S.TERMINATED, "Cancelled by user", now=T0)
+    done = lifecycle.with_status(_task(S.RUNNING), S.TERMINATED, "Cancelled by user", now=T0)
     assert {c.type: c.status for c in done.conditions}["Ready"] == "True"
 
 
 def test_condition_transition_time_moves_only_on_change() -> None:
-    conds = state.set_condition([], "Ready", False, "Running", now=T0)
+    conds = lifecycle.set_condition([], "Ready", False, "Running", now=T0)
     later = T0 + dt.timedelta(minutes=1)
-    same = state.set_condition(conds, "Ready", False, "Running", "still", now=later)
+    same = lifecycle.set_condition(conds, "Ready", False, "Running", "still", now=later)
     assert same[0].last_transition_time == T0
-    flipped = state.set_condition(same, "Ready", True, "Succeeded", now=later)
+    flipped = lifecycle.set_condition(same, "Ready", True, "Succeeded", now=later)
     assert flipped[0].last_transition_time == later
 
 
@@ -115,7 +115,7 @@ def _report() -> TaskReportV1:
 
 def test_close_report_leaves_nothing_running() -> None:
     now = T0 + dt.timedelta(seconds=5)
-    closed = state.close_report(_report(), "Cancelled by user", now)
+    closed = lifecycle.close_report(_report(), "Cancelled by user", now)
     assert closed is not None
     s1, s2, s3 = closed.stages
     assert s1.status == ReportStatus.COMPLETED and s1.error is None
@@ -130,12 +130,12 @@ def test_close_report_leaves_nothing_running() -> None:
 def test_close_report_keeps_first_error() -> None:
     report = _report()
     report.error = "first failure"
-    closed = state.close_report(report, "Cancelled by user", T0)
+    closed = lifecycle.close_report(report, "Cancelled by user", T0)
     assert closed is not None and closed.error == "first failure"
 
 
-def _entry(name: str, minute: int, status: S = S.PENDING, wf: bool = False) -> state.QueueEntry:
-    return state.QueueEntry(
+def _entry(name: str, minute: int, status: S = S.PENDING, wf: bool = False) -> lifecycle.QueueEntry:
+    return lifecycle.QueueEntry(
         uid=f"uid-{name}",
         name=name,
         created=T0 + dt.timedelta(minutes=minute),
@@ -146,39 +146,39 @@ def _entry(name: str, minute: int, status: S = S.PENDING, wf: bool = False) -> s
 
 def test_admission_first_come_first_served() -> None:
     a, b = _entry("a", 0), _entry("b", 1)
-    assert state.admission(a, [a, b], 5) is state.Admission.ADMIT
-    assert state.admission(b, [a, b], 5) is state.Admission.WAIT
+    assert lifecycle.admission(a, [a, b], 5) is lifecycle.Admission.ADMIT
+    assert lifecycle.admission(b, [a, b], 5) is lifecycle.Admission.WAIT
 
 
 def test_admission_respects_a_running_holder_and_ignores_finished_tasks() -> None:
     holder = _entry("h", 5, S.RUNNING, wf=True)
     old_done = _entry("old", 0, S.SUCCEEDED, wf=True)
     me = _entry("me", 6)
-    assert state.admission(me, [holder, old_done, me], 5) is state.Admission.WAIT
-    assert state.admission(me, [old_done, me], 5) is state.Admission.ADMIT
+    assert lifecycle.admission(me, [holder, old_done, me], 5) is lifecycle.Admission.WAIT
+    assert lifecycle.admission(me, [old_done, me], 5) is lifecycle.Admission.ADMIT
 
 
 def test_admission_queue_limit() -> None:
     holder = _entry("h", 0, S.RUNNING, wf=True)
     waiting = [_entry(f"w{i}", i + 1, S.WAITING) for i in range(5)]
     sixth = _entry("late", 10)
-    assert state.admission(waiting[-1], [holder, *waiting], 5) is state.Admission.WAIT
-    assert state.admission(sixth, [holder, *waiting, sixth], 5) is state.Admission.REJECT
+    assert lifecycle.admission(waiting[-1], [holder, *waiting], 5) is lifecycle.Admission.WAIT
+    assert lifecycle.admission(sixth, [holder, *waiting, sixth], 5) is lifecycle.Admission.REJECT
 
 
 def test_queue_expiry() -> None:
     task = _task(S.WAITING)
     task.status.waiting_since = T0
     hour = dt.timedelta(hours=1)
-    assert not state.queue_expired(task.status, hour, T0 + dt.timedelta(minutes=59))
-    assert state.queue_expired(task.status, hour, T0 + hour)
+    assert not lifecycle.queue_expired(task.status, hour, T0 + dt.timedelta(minutes=59))
+    assert lifecycle.queue_expired(task.status, hour, T0 + hour)
 
 
 def test_queued_tasks_keep_their_place_whatever_their_names() -> None:
     holder = _entry("h", 0, S.RUNNING, wf=True)
     # Created in the same second; "z" joined the queue first.
-    z = state.QueueEntry("uid-z", "z", T0, S.WAITING, False, queued_at=T0)
-    a = state.QueueEntry("uid-a", "a", T0, S.PENDING, False)
-    assert state.admission(a, [holder, z, a], 1) is state.Admission.REJECT
-    assert state.admission(z, [holder, z, a], 1) is state.Admission.WAIT
-    assert state.admission(z, [z, a], 1) is state.Admission.ADMIT
+    z = lifecycle.QueueEntry("uid-z", "z", T0, S.WAITING, False, queued_at=T0)
+    a = lifecycle.QueueEntry("uid-a", "a", T0, S.PENDING, False)
+    assert lifecycle.admission(a, [holder, z, a], 1) is lifecycle.Admission.REJECT
+    assert lifecycle.admission(z, [holder, z, a], 1) is lifecycle.Admission.WAIT
+    assert lifecycle.admission(z, [z, a], 1) is lifecycle.Admission.ADMIT

@@ -1,7 +1,9 @@
-"""Pure decisions about a task's status: the state machine, conditions, the rack queue.
+"""A task's lifecycle: the status state machine, its conditions, the rack queue.
 
-Nothing here does I/O, so every rule is unit-tested directly and every
-handler that uses it can be repeated after a crash with the same outcome.
+These are the rules any writer of a task's status obeys (operator, worker, shim);
+what the operator does next is operator/decisions.py. Nothing here does I/O, so
+every rule is unit-tested directly and every handler that uses it can be
+repeated after a crash with the same outcome.
 """
 
 from __future__ import annotations

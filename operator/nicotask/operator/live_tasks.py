@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from nicotask import state
+from nicotask import lifecycle
 from nicotask.api import NicoTask
 
 
@@ -34,7 +34,7 @@ def _first(store: Any) -> Any:
     return None
 
 
-class TaskView:
+class LiveTasks:
     def __init__(self) -> None:
         self._by_uid: Any = {}  # kopf Index: uid -> Store[NicoTask]
         self._by_rack: Any = {}  # kopf Index: (namespace, rack) -> Store[uid]
@@ -72,7 +72,7 @@ class TaskView:
     def live(self) -> Iterator[NicoTask]:
         for uid in list(self._by_uid):
             task = self.get(uid)
-            if task is not None and not state.is_terminal(task.status.status):
+            if task is not None and not lifecycle.is_terminal(task.status.status):
                 yield task
 
     def __contains__(self, uid: str) -> bool:

@@ -14,7 +14,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from nicotask.api import NicoTask, TaskStatus
-from nicotask.views import task_from_cr, task_model, task_view
+from nicotask.shim.rest_task import task_from_cr, task_model, task_view
 
 OPENAPI = Path(__file__).resolve().parents[2] / "contract" / "openapi.yaml"
 UID = "3f2a3c1e-8d2b-4a55-9c41-0c9f4b8f2d10"
