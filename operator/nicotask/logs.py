@@ -24,8 +24,6 @@ from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-TASK_FIELDS = ("namespace", "name", "uid")
-
 
 @dataclass(frozen=True)
 class TaskRef:

@@ -256,14 +256,6 @@ class RedfishDriver:
             self._root = None
 
 
-def default_driver_factory(
-    endpoint: str, username: str, password: str, verify: bool | str
-) -> PowerDriver:
-    """A driver under the default policy (no special addresses, http allowed:
-    the activity has already applied the rack's http opt-in)."""
-    return RedfishDriver(endpoint, username, password, verify)
-
-
 def driver_factory(policy: EndpointPolicy) -> RedfishDriverFactory:
     """Drivers whose every request is checked against `policy`."""
 

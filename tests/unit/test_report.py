@@ -122,17 +122,7 @@ def test_happy_path_timestamps() -> None:
         r = rep.complete_step(r, number, 0, T[t + 1])
         r = rep.complete_stage(r, number, T[t + 1])
     assert statuses(r) == [(C, [C, C]), (C, [C]), (C, [C])]
-    assert rep.is_finished(r)
     assert r.error is None
-
-
-def test_start_step_starts_its_stage() -> None:
-    r = rep.start_step(rep.initial_report(RULE, COUNTS), 1, 1, T[1])
-    assert statuses(r)[0] == (R, [P, R])
-    assert r.stages[0].started_at == T[1]
-    r = rep.start_step(r, 1, 0, T[2])
-    assert r.stages[0].steps[0].started_at == T[2]
-    assert r.stages[0].started_at == T[1]
 
 
 def test_fail_fast() -> None:
@@ -150,7 +140,6 @@ def test_fail_fast() -> None:
     assert [s.status for s in later] == [P, P]
     assert all(s.started_at is None for s in later)
     assert r.error == "NVSwitch nv-0: BMC unreachable"
-    assert rep.is_finished(r)
 
 
 def test_fail_fast_keeps_completed_siblings_and_first_error() -> None:
@@ -208,12 +197,6 @@ def test_fail_stage_for_a_deadline() -> None:
 def test_unknown_stage() -> None:
     with pytest.raises(KeyError):
         rep.start_stage(rep.initial_report(RULE, COUNTS), 9, T[0])
-
-
-def test_is_finished() -> None:
-    r = rep.initial_report(RULE, COUNTS)
-    assert not rep.is_finished(r)
-    assert rep.is_finished(rep.initial_report(RULE, {}))  # everything skipped
 
 
 def test_a_stop_skips_every_pending_stage_and_step_and_leaves_the_rest() -> None:

@@ -14,7 +14,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from nicotask.api import NicoTask, TaskStatus
-from nicotask.shim.rest_task import task_from_cr, task_model, task_view
+from nicotask.shim.rest_task import task_from_cr, task_model
 
 OPENAPI = Path(__file__).resolve().parents[2] / "contract" / "openapi.yaml"
 UID = "3f2a3c1e-8d2b-4a55-9c41-0c9f4b8f2d10"
@@ -151,7 +151,7 @@ def test_task_view_matches_contract(
     validator: jsonschema.Draft202012Validator, state: TaskStatus, include_report: bool
 ) -> None:
     cr = _cr(_status(state))
-    body = task_view(cr, include_report=include_report)
+    body = task_model(cr, include_report=include_report).wire()
     validator.validate(body)
     assert body["id"] == UID
     assert body["status"] == state.value
@@ -169,12 +169,12 @@ def test_task_view_matches_contract(
     for key in (*internal, "observedGeneration"):
         assert key not in body
     # the typed model gives the same view
-    assert task_view(task_from_cr(cr), include_report=include_report) == body
+    assert task_model(task_from_cr(cr), include_report=include_report).wire() == body
 
 
 def test_no_status_yet(validator: jsonschema.Draft202012Validator) -> None:
     for cr in (_cr(None), {**_cr(None), "status": None}, _cr({})):
-        body = task_view(cr)
+        body = task_model(cr).wire()
         validator.validate(body)
         assert body["status"] == "Pending"
         assert body["ruleId"] is None
@@ -183,7 +183,7 @@ def test_no_status_yet(validator: jsonschema.Draft202012Validator) -> None:
 
 
 def test_failed_report_errors_are_truncated(validator: jsonschema.Draft202012Validator) -> None:
-    body = task_view(_cr(_status(TaskStatus.FAILED)))
+    body = task_model(_cr(_status(TaskStatus.FAILED))).wire()
     validator.validate(body)
     errors = [
         body["report"]["error"],
@@ -198,14 +198,14 @@ def test_failed_report_errors_are_truncated(validator: jsonschema.Draft202012Val
 def test_rule_id_null_until_resolved(validator: jsonschema.Draft202012Validator) -> None:
     cr = _cr(_status(TaskStatus.PENDING))
     cr["spec"]["ruleId"] = RULE  # pinned, but not yet recorded as resolved
-    body = task_view(cr)
+    body = task_model(cr).wire()
     validator.validate(body)
     assert body["ruleId"] is None
 
 
 def test_contract_rejects_a_broken_view(validator: jsonschema.Draft202012Validator) -> None:
     """The validator really checks: a wrong status or id is caught."""
-    body = task_view(_cr(_status(TaskStatus.RUNNING)))
+    body = task_model(_cr(_status(TaskStatus.RUNNING))).wire()
     for key, value in (("status", "Cancelled"), ("id", "not-a-uuid"), ("created", "yesterday")):
         broken = copy.deepcopy(body)
         broken[key] = value
@@ -225,4 +225,4 @@ def test_missing_uid_is_an_error() -> None:
     cr = _cr(None)
     del cr["metadata"]["uid"]
     with pytest.raises(ValueError, match="uid"):
-        task_view(cr)
+        task_model(cr).wire()

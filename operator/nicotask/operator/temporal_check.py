@@ -42,12 +42,6 @@ log = logging.getLogger("nicotask.operator")
 REPEAT_SECONDS = 60.0
 MAX_BACKOFF_SECONDS = 15.0
 
-_UNREACHABLE = {
-    RPCStatusCode.UNAVAILABLE,
-    RPCStatusCode.DEADLINE_EXCEEDED,
-    RPCStatusCode.CANCELLED,
-    RPCStatusCode.UNKNOWN,
-}
 _DENIED = {RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.UNAUTHENTICATED}
 _UNSUPPORTED = {
     RPCStatusCode.INVALID_ARGUMENT,

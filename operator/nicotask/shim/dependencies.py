@@ -96,13 +96,7 @@ async def member_scope(request: Request, org: Org, authorization: Authorization 
     return await authorize(request, org, authorization, admin=False)
 
 
-async def admin_scope(request: Request, org: Org, authorization: Authorization = None) -> OrgScope:
-    """A provider admin of `org`, and the org's providers."""
-    return await authorize(request, org, authorization, admin=True)
-
-
 Member = Annotated[OrgScope, Depends(member_scope)]
-ProviderAdmin = Annotated[OrgScope, Depends(admin_scope)]
 
 
 def check_task_id(raw: str) -> str:

@@ -1,4 +1,4 @@
-"""Views of a NicoTask: the REST Task JSON of contract/openapi.yaml.
+"""A NicoTask as the REST Task of contract/openapi.yaml.
 
 One function maps the custom resource (spec, status, metadata.uid) to the
 REST representation; the shim serves nothing else for a task.
@@ -24,7 +24,13 @@ def task_from_cr(obj: dict[str, Any]) -> NicoTask:
 
 
 def task_model(task: NicoTask | dict[str, Any], include_report: bool = True) -> Task:
-    """The REST Task model of a NicoTask."""
+    """The REST Task model of a NicoTask (a model or a raw object); `.wire()` is its JSON.
+
+    - id is metadata.uid; status is Pending until the operator wrote one;
+    - ruleId is always present, null until a rule was resolved;
+    - created falls back to metadata.creationTimestamp, updated to created;
+    - report only when `include_report` and the task has one.
+    """
     cr = task if isinstance(task, NicoTask) else task_from_cr(task)
     status = cr.status
     task_id = cr.metadata.uid or status.id
@@ -44,13 +50,3 @@ def task_model(task: NicoTask | dict[str, Any], include_report: bool = True) -> 
         report=status.report if include_report else None,
     )
 
-
-def task_view(task: NicoTask | dict[str, Any], include_report: bool = True) -> dict[str, Any]:
-    """The REST Task JSON of a NicoTask (a model or a raw object).
-
-    - id is metadata.uid; status is Pending until the operator wrote one;
-    - ruleId is always present, null until a rule was resolved;
-    - created falls back to metadata.creationTimestamp, updated to created;
-    - report only when `include_report` and the task has one.
-    """
-    return task_model(task, include_report).wire()

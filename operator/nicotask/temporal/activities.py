@@ -53,7 +53,6 @@ from nicotask.redfish import (
     RedfishDriverFactory,
     driver_factory,
 )
-from nicotask.temporal.run_guard import RunGuard
 from nicotask.temporal.models import (
     PUBLISH_PROGRESS,
     RUN_STEP_ACTION,
@@ -62,6 +61,7 @@ from nicotask.temporal.models import (
     StepResult,
     TaskRef,
 )
+from nicotask.temporal.run_guard import RunGuard
 from nicotask.temporal.targets import (
     ERR_CREDENTIALS,
     ERR_REFUSED,

@@ -41,16 +41,6 @@ class TemporalUnavailable(Exception):
     """Temporal could not be reached; the caller retries with backoff."""
 
 
-_UNAVAILABLE = {
-    RPCStatusCode.UNAVAILABLE,
-    RPCStatusCode.DEADLINE_EXCEEDED,
-    RPCStatusCode.CANCELLED,
-    RPCStatusCode.UNKNOWN,
-    RPCStatusCode.INTERNAL,
-    RPCStatusCode.RESOURCE_EXHAUSTED,
-}
-
-
 def _unavailable(exc: RPCError) -> TemporalUnavailable:
     return TemporalUnavailable(first_line_error(str(exc)) or exc.status.name)
 

@@ -126,19 +126,6 @@ def start_stage(report: TaskReportV1, number: int, now: dt.datetime) -> TaskRepo
     return out
 
 
-def start_step(report: TaskReportV1, number: int, index: int, now: dt.datetime) -> TaskReportV1:
-    """One pending step starts (its stage too, if it was pending)."""
-    out = report.model_copy(deep=True)
-    stage = _stage(out, number)
-    step = stage.steps[index]
-    if step.status == ReportStatus.PENDING:
-        step.status = ReportStatus.RUNNING
-        step.started_at = now
-    if stage.status == ReportStatus.PENDING:
-        stage.status = ReportStatus.RUNNING
-        stage.started_at = now
-    return out
-
 
 def complete_step(report: TaskReportV1, number: int, index: int, now: dt.datetime) -> TaskReportV1:
     """A running step completed. A step already terminal (failed by fail-fast) stays."""
@@ -211,9 +198,3 @@ def _fail_stage(
         out.error = message
     return out
 
-
-def is_finished(report: TaskReportV1) -> bool:
-    """A stage failed, or every stage is completed or skipped."""
-    if any(s.status == ReportStatus.FAILED for s in report.stages):
-        return True
-    return all(s.status in (ReportStatus.COMPLETED, ReportStatus.SKIPPED) for s in report.stages)

@@ -525,7 +525,7 @@ class NicoTaskWorkflow:
                         start_to_close_timeout=timedelta(seconds=step.timeout_seconds),
                         heartbeat_timeout=HEARTBEAT_TIMEOUT,
                         retry_policy=retry_policy(step),
-                        # Fail-fast moves on at once; the activity's resets are gated by the run guard.
+                        # Fail-fast moves on at once; the run guard gates the activity's resets.
                         cancellation_type=workflow.ActivityCancellationType.TRY_CANCEL,
                         summary=f"{step.action.type.value} {step.component_type.value} {target.id}",
                     )
