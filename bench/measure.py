@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -65,19 +64,6 @@ def rate(count: int, seconds: float | None) -> float | None:
     if seconds is None or seconds <= 0:
         return None
     return round(count / seconds, 1)
-
-
-class Clock:
-    """Monotonic seconds since the bench started (for progress lines and spans)."""
-
-    def __init__(self) -> None:
-        self.t0 = time.monotonic()
-
-    def now(self) -> float:
-        return time.monotonic()
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.t0
 
 
 def parse_status_kb(text: str, key: str) -> int | None:
