@@ -5,8 +5,8 @@ from __future__ import annotations
 import importlib.metadata
 import json
 from pathlib import Path
-from typing import Any
 
+import kubernetes_asyncio.client
 import pytest
 import yaml
 
@@ -99,13 +99,6 @@ def test_plurals_kinds_and_finished_statuses_are_defined_once() -> None:
     }  # fmt: skip
 
 
-def _fake_client() -> Any:
-    from types import SimpleNamespace
-
-    session = SimpleNamespace(_trust_env=True)
-    return SimpleNamespace(rest_client=SimpleNamespace(pool_manager=session))
-
-
 @pytest.mark.parametrize(
     ("env", "netrc", "trusted"),
     [
@@ -116,7 +109,7 @@ def _fake_client() -> Any:
         ({}, True, True),
     ],
 )
-def test_the_environment_is_trusted_only_when_it_says_something(
+async def test_the_environment_is_trusted_only_when_it_says_something(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, env: dict[str, str], netrc: bool, trusted: bool
 ) -> None:
     for name in [*kube.PROXY_VARIABLES, *(n.lower() for n in kube.PROXY_VARIABLES), "NETRC"]:
@@ -126,9 +119,18 @@ def test_the_environment_is_trusted_only_when_it_says_something(
     monkeypatch.setenv("HOME", str(tmp_path))
     if netrc:
         (tmp_path / ".netrc").write_text("machine example login u password p\n")
-    api_client = _fake_client()
-    kube.trust_env_only_if_used(api_client)
-    assert api_client.rest_client.pool_manager._trust_env is trusted
+    api_client = kubernetes_asyncio.client.ApiClient()
+    connector = api_client.rest_client.pool_manager.connector
+    try:
+        kube.trust_env_only_if_used(api_client)
+        session = api_client.rest_client.pool_manager
+        kube.trust_env_only_if_used(api_client)  # a second call (the shim's) changes nothing
+        assert api_client.rest_client.pool_manager is session
+        assert session.trust_env is trusted
+        assert session.connector is connector and not session.closed  # same TLS and pool
+    finally:
+        await api_client.close()
+    assert connector.closed  # closing the client still closes its connections
 
 
 async def test_list_page_waits_out_429_as_told() -> None:

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import yaml
 from kubernetes_asyncio import client, config
 
@@ -59,6 +60,8 @@ async def new_api_client(
     return api_client
 
 
+# As kubernetes-asyncio sets it: a watch event of a large object can exceed aiohttp's default.
+_READ_BUFSIZE = 2**21
 PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "WS_PROXY", "WSS_PROXY")
 
 
@@ -70,8 +73,17 @@ def trust_env_only_if_used(api_client: client.ApiClient) -> None:
     names = [*PROXY_VARIABLES, *(n.lower() for n in PROXY_VARIABLES), "NETRC"]
     if any(os.environ.get(n) for n in names) or (Path.home() / ".netrc").exists():
         return
-    session = api_client.rest_client.pool_manager
-    session._trust_env = False  # aiohttp has no public setter after construction
+    rest = api_client.rest_client
+    session = rest.pool_manager
+    if not session.trust_env:
+        return  # done already
+    connector = session.connector
+    # aiohttp fixes trust_env when a session is made: the same connector (TLS,
+    # pool) moves to a new session that does not trust the environment.
+    session.detach()
+    rest.pool_manager = aiohttp.ClientSession(
+        connector=connector, trust_env=False, read_bufsize=_READ_BUFSIZE
+    )
 
 
 def _kubeconfig_context(path: str | Path, context: str | None) -> tuple[dict[str, Any], Any]:
