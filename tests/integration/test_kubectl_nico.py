@@ -29,7 +29,7 @@ from kubernetes_asyncio import client
 from nicotask import api, lifecycle
 from nicotask.kube import Kube, Refused
 from nicotask_dev import crdgen, lock
-from nicotask_dev.devenv.testing import argocd_health
+from nicotask_dev.devenv.testing import argocd_health, fresh_namespace
 
 BIN = Path(sys.executable).parent
 PLUGIN = BIN / "kubectl-nico"
@@ -380,13 +380,8 @@ async def test_bulk_cancel_of_many_shows_progress_and_a_summary(
 
 @pytest.fixture
 async def second_namespace(kube_api: Any) -> Any:
-    name = f"t-{secrets.token_hex(4)}"
-    core = client.CoreV1Api(kube_api)
-    await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    try:
+    async with fresh_namespace(kube_api) as name:
         yield name
-    finally:
-        await core.delete_namespace(name)
 
 
 async def test_bulk_cancel_refused_by_rbac_in_the_middle_of_a_list(

@@ -99,9 +99,9 @@ async def kube_api(devenv: DevEnvHandle) -> AsyncIterator[Any]:
         await client.close()
 
 
-@pytest_asyncio.fixture(loop_scope="session")
-async def namespace(kube_api: Any) -> AsyncIterator[str]:
-    """A fresh namespace `t-<random>` for one test; deleted afterwards.
+@contextlib.asynccontextmanager
+async def fresh_namespace(kube_api: Any) -> AsyncIterator[str]:
+    """A new namespace `t-<random>`, deleted on exit.
 
     Without kube-controller-manager a deleted namespace stays Terminating;
     its name is never reused, so that does no harm.
@@ -118,6 +118,13 @@ async def namespace(kube_api: Any) -> AsyncIterator[str]:
     finally:
         with contextlib.suppress(NotFound), api_errors(f"namespace {name}"):
             await core.delete_namespace(name)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def namespace(kube_api: Any) -> AsyncIterator[str]:
+    """A fresh namespace for one test; deleted afterwards."""
+    async with fresh_namespace(kube_api) as name:
+        yield name
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
