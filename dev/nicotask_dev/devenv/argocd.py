@@ -140,6 +140,7 @@ def start(env: DevEnv, resync_seconds: int = RESYNC_SECONDS) -> None:
     redis = ensure_redis()
     install(env)
     home = env.run_dir / "argocd"
+    home.mkdir(parents=True, exist_ok=True)
     chosen = ports.pick_ports(["redis", "repo", "repo_metrics", "controller_metrics"])
     redis_addr = f"{ports.LOOPBACK}:{chosen['redis']}"
     env.start_process(
@@ -152,7 +153,7 @@ def start(env: DevEnv, resync_seconds: int = RESYNC_SECONDS) -> None:
         "argocd-repo-server",
         [binary, "--address", ports.LOOPBACK, "--port", str(chosen["repo"]),
          "--metrics-address", ports.LOOPBACK, "--metrics-port", str(chosen["repo_metrics"]),
-         "--disable-tls", "--redis", redis_addr, "--logformat", "text"],
+         "--disable-tls", "--client-ca-path", "", "--redis", redis_addr, "--logformat", "text"],
         env=_environ(env, "argocd-repo-server", home / "repo-server"),
         ready_check=_tcp_open(chosen["repo"]),
     )
