@@ -31,6 +31,10 @@ pytestmark = pytest.mark.gitops
 
 FOLDER = "site"
 CANCEL_REFUSED = "spec.cancel cannot be set back to false"
+# Argo CD applies the objects of one sync wave concurrently: without an earlier wave for
+# racks and rules, the operator can see a task before its rack and fail it
+# ("NicoRack rack-1 not found"). docs/gitops.md tells users to do the same.
+EARLIER_WAVE = {"argocd.argoproj.io/sync-wave": "-1"}
 # Commit to Terminated with a refresh right after the push: Argo CD's sync (a
 # server-side apply) plus the operator's cancel path (a few seconds in the e2e settings).
 CANCEL_BOUND_SECONDS = 30.0
@@ -57,7 +61,10 @@ async def app(argo_cd: DevEnvHandle, kube_api: Any, namespace: str) -> AsyncIter
 
 def _repo(tmp_path: Path, env: DevEnvHandle, rules: list[dict[str, Any]]) -> GitRepo:
     repo = GitRepo(tmp_path / "git")
-    repo.write(f"{FOLDER}/rack.yaml", [rack("rack-1", env.redfish_url, env.redfish_systems[:1])])
+    the_rack = rack("rack-1", env.redfish_url, env.redfish_systems[:1])
+    for obj in [the_rack, *rules]:
+        obj["metadata"]["annotations"] = dict(EARLIER_WAVE)
+    repo.write(f"{FOLDER}/rack.yaml", [the_rack])
     repo.write(f"{FOLDER}/rules.yaml", rules)
     return repo
 

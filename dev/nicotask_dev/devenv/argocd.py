@@ -131,6 +131,7 @@ def _environ(env: DevEnv, component: str, home: Path) -> dict[str, str]:
         "ARGOCD_ASK_PASS_SOCK": str(home / "askpass.sock"),
         "TMPDIR": str(home / "tmp"),
         "HOME": str(home),
+        "PATH": f"{argocdbuild.scripts_dir()}{os.pathsep}{os.environ.get('PATH', '')}",
     }
 
 
@@ -138,6 +139,7 @@ def start(env: DevEnv, resync_seconds: int = RESYNC_SECONDS) -> None:
     """Install Argo CD's objects and start redis, the repo server and the controller."""
     binary = str(argocdbuild.ensure_built())
     redis = ensure_redis()
+    stop(env)  # left from an earlier start in this run folder: its ports are not these
     install(env)
     home = env.run_dir / "argocd"
     home.mkdir(parents=True, exist_ok=True)

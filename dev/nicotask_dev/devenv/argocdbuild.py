@@ -10,7 +10,7 @@ The module's go.mod asks for a newer Go than the machine's, so the build sets
 GOTOOLCHAIN (the go command fetches that toolchain from the module proxy).
 
 Next to the binary: the module's CRDs (manifests/crds), which the local Argo CD
-installs. ``python -m nicotask_dev.devenv.argocdbuild`` builds when absent and
+installs, and the scripts the image puts on PATH (hack/*-wrapper.sh). ``python -m nicotask_dev.devenv.argocdbuild`` builds when absent and
 prints the binary's path.
 """
 
@@ -31,6 +31,10 @@ MODULE = "github.com/argoproj/argo-cd/v3"
 GO_TOOLCHAIN = "go1.27.3"
 LOCAL_REPLACE = "replace github.com/argoproj/argo-cd/gitops-engine/v3 => ./gitops-engine"
 CRD_FILES = ("application-crd.yaml", "appproject-crd.yaml")
+# Scripts the image puts on PATH (its Dockerfile copies them to /usr/local/bin): the repo
+# server runs git-verify-wrapper.sh on every revision it renders (and fails the render
+# with "permission denied" when it is missing).
+SCRIPTS = ("git-verify-wrapper.sh", "gpg-wrapper.sh")
 
 
 def build_dir(version: str = VERSION) -> Path:
@@ -43,6 +47,16 @@ def binary_path(version: str = VERSION) -> Path:
 
 def crd_paths(version: str = VERSION) -> list[Path]:
     return [build_dir(version) / "crds" / name for name in CRD_FILES]
+
+
+def scripts_dir(version: str = VERSION) -> Path:
+    """The folder of the image's helper scripts, for the repo server's PATH."""
+    return build_dir(version) / "bin"
+
+
+def _installed(version: str) -> bool:
+    files = [*crd_paths(version), *(scripts_dir(version) / n for n in SCRIPTS)]
+    return all(p.exists() for p in files)
 
 
 def _log(msg: str) -> None:
@@ -77,12 +91,12 @@ def _module_source(version: str, env: dict[str, str]) -> Path:
 
 
 def ensure_built(version: str = VERSION) -> Path:
-    """The cached `argocd` binary (built when absent), with the CRDs next to it."""
+    """The cached `argocd` binary (built when absent), with the CRDs and scripts next to it."""
     override = os.environ.get("NICOTASK_ARGOCD")
     if override:
         return Path(override)
     path = binary_path(version)
-    if path.exists() and all(p.exists() for p in crd_paths(version)):
+    if path.exists() and _installed(version):
         return path
     build_dir(version).mkdir(parents=True, exist_ok=True)
     env = _environ()
@@ -93,6 +107,10 @@ def ensure_built(version: str = VERSION) -> Path:
     for name in CRD_FILES:
         shutil.copyfile(module_dir / "manifests" / "crds" / name, crds / name)
         (crds / name).chmod(0o644)
+    scripts_dir(version).mkdir(exist_ok=True)
+    for name in SCRIPTS:
+        shutil.copyfile(module_dir / "hack" / name, scripts_dir(version) / name)
+        (scripts_dir(version) / name).chmod(0o755)
     if path.exists():
         return path
     src = build_dir(version) / "src"
