@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 SOAK_ARGS ?=
 
 # Go binaries (kube-apiserver, etcd, helm, promtool) are cached in ~/.cache/nicotask, keyed by version.
-.PHONY: help venv lock lock-check binaries temporal-server integration-server helm promtool docs-values lint typecheck crds crds-check unit integration test test-slow run stop status bench soak kind-e2e image node-binaries node-e2e clean
+.PHONY: help venv lock lock-check binaries temporal-server integration-server helm promtool docs-values lint typecheck crds crds-check unit integration test test-slow run stop status bench soak argocd gitops-e2e kind-e2e image node-binaries node-e2e clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ helm: $(STAMP) ## Build (once, cached in ~/.cache/nicotask) the pinned helm from
 promtool: $(STAMP) ## Build (once, cached in ~/.cache/nicotask) the pinned promtool from the Go module proxy
 	$(BIN)/python -m nicotask_dev.devenv.promtool
 
+argocd: $(STAMP) ## Build (once, cached in ~/.cache/nicotask) Argo CD from github.com/argoproj/argo-cd/v3 (about 5 min the first time)
+	$(BIN)/python -m nicotask_dev.devenv.argocdbuild
+
 docs-values: $(STAMP) ## Regenerate the configuration table in docs/deploy.md from values.yaml
 	$(BIN)/python -m nicotask_dev.devenv.helm --write-docs docs/deploy.md
 
@@ -65,13 +68,18 @@ unit: $(STAMP) helm promtool ## Unit tests (no servers; helm renders the chart, 
 	$(BIN)/pytest tests/unit -q $(PYTEST_ARGS)
 
 integration: $(STAMP) binaries helm ## Integration and e2e tests on a real local control plane, Temporal and BMC emulators
-	$(BIN)/pytest tests/integration tests/e2e -q -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/pytest tests/integration tests/e2e -q -m "not slow and not gitops" $(PYTEST_ARGS)
 
 test-slow: $(STAMP) binaries helm ## The long runs of e2e checks (e.g. 300 graceful-stop races)
 	$(BIN)/pytest tests/e2e -q -m slow $(PYTEST_ARGS)
 
 # The second pass: the tests marked temporal_server (tests/conftest.py) against a Temporal
 # server on PostgreSQL (NICOTASK_TEMPORAL=server; installs PostgreSQL with apt-get as root).
+# A real Argo CD (application controller, repo server, redis) syncing tasks from a local
+# Git repository (docs/gitops.md); installs redis-server with apt-get as root when missing.
+gitops-e2e: $(STAMP) binaries argocd ## GitOps e2e: Argo CD syncs, cancels and prunes tasks by Git commits
+	$(BIN)/pytest tests/e2e -q -s -m gitops $(PYTEST_ARGS)
+
 integration-server: $(STAMP) binaries helm temporal-server ## Integration/e2e tests marked temporal_server, on the Temporal server + PostgreSQL
 	NICOTASK_TEMPORAL=server $(BIN)/pytest tests/integration tests/e2e -q -m "temporal_server and not slow" $(PYTEST_ARGS)
 
