@@ -161,6 +161,10 @@ class Controller:
         self.view.remember(written)
         if changed and state.is_terminal(written.status.status):
             self._finished(written)
+        elif decisions.finished_elsewhere(task, written, changed):
+            # Another writer had finished it (a replica active a moment ago): our view
+            # held it live until now, so its rack was busy here; free it.
+            self._promote(written.metadata.namespace or "", written.spec.rack_ref)
         return written, changed
 
     def _finished(self, task: NicoTask) -> None:

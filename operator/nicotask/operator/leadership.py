@@ -153,6 +153,9 @@ class Leadership:
             return
         failing = False
         while True:
+            # Judged by the clock before each read too: resumed after a SIGSTOP, the
+            # expired keep-alive is seen before the one kopf writes on waking up.
+            self.active()
             try:
                 self.observe(await self._read())
                 failing = False
