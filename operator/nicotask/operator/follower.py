@@ -46,6 +46,11 @@ OVERLAP = dt.timedelta(seconds=10)
 STARTUP_LOOKBACK = dt.timedelta(minutes=1)
 
 
+def resume_watermark(watermark: dt.datetime, now: dt.datetime) -> dt.datetime:
+    """Where the closed pass resumes after a standby: never further back than at start-up."""
+    return max(watermark, now - STARTUP_LOOKBACK)
+
+
 class Follower:
     def __init__(
         self,
@@ -93,9 +98,12 @@ class Follower:
             await leadership.wait_active()
             try:
                 if leadership.term != self._term:
-                    # Active again (or for the first time): what was missed meanwhile.
+                    # Active again (or for the first time): the view against a LIST and a
+                    # full pass at once; closes are re-read back to at most the start-up
+                    # look-back (after a long standby, the full pass finds the rest).
                     self._term = leadership.term
                     self._next_full = 0.0
+                    self.watermark = resume_watermark(self.watermark, dt.datetime.now(dt.UTC))
                 client = await self.temporal()
                 if time.monotonic() >= self._next_full:
                     await resync(self.controller)
