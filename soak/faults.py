@@ -170,23 +170,24 @@ class Injector:
         f.detail = f"SIGSTOP {stopped_for:.1f}s"
 
     def takeovers(self) -> None:
-        """From operator-b's log: was it paused when operator-a stopped, and when did it
-        resume (kopf logs both, to the millisecond, in this machine's clock)?"""
+        """From operator-b's log: was it standing by when operator-a stopped, and when
+        did it start serving (operator/leadership.py logs both, to the millisecond, in
+        this machine's clock: kopf's resume and the settle time after it)?"""
         try:
             text = self.senv.operator_log("operator-b").read_text(errors="replace")
         except OSError:
             return
         events: list[tuple[float, bool]] = []  # (time, active after it)
         for line in text.splitlines():
-            if "kopf._core.engines.peering" not in line:
+            if "nicotask.operator.leadership" not in line:
                 continue
-            if "Resuming operations" in line or "Pausing operations" in line:
+            if "peering: active" in line or "peering: standby" in line:
                 try:
                     stamp = dt.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
                 except ValueError:
                     continue
                 t = stamp.replace(tzinfo=dt.UTC).timestamp()
-                events.append((t, "Resuming" in line))
+                events.append((t, "peering: active" in line))
         for f in self.faults:
             if f.kind != "stop_operator" or f.stopped_wall is None:
                 continue

@@ -262,6 +262,12 @@ def admission(me: QueueEntry, rack_tasks: Iterable[QueueEntry], queue_limit: int
     then the rest by creation time (name, then uid break ties), so every
     operator replica and every retry decides the same way.
     """
+    if me.has_workflow or me.status == TaskStatus.RUNNING:
+        # `me` holds the rack: its workflow runs, though its run id was never written
+        # (the start's status write failed, the worker wrote Running first). Starting
+        # it again attaches to that execution and records it; queueing it behind the
+        # tasks that wait for it left both waiting for good (found by the fault soak).
+        return Admission.ADMIT
     live = [e for e in rack_tasks if not is_terminal(e.status) and e.uid != me.uid]
     holder = any(e.has_workflow or e.status == TaskStatus.RUNNING for e in live)
     queue = sorted(

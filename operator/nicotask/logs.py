@@ -20,6 +20,7 @@ import contextlib
 import contextvars
 import json
 import logging
+import sys
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -67,12 +68,24 @@ def task_logger(log: logging.Logger, namespace: str, name: str, uid: str) -> Tas
     return TaskLoggerAdapter(log, {"namespace": namespace, "task_name": name, "uid": uid})
 
 
+# kopf's module holding the cause of the handler being run.
+KOPF_EXECUTION = "kopf._core.actions.execution"
+
+
 def _kopf_object() -> dict[str, Any] | None:
     """The object of the kopf handler being run (kopf keeps its cause in a contextvar), so
-    the operator's lines name their task without each handler entering task_context."""
-    try:
-        from kopf._core.actions.execution import cause_var
-    except ImportError:  # kopf absent (shim image slimmed) or moved: no fields, no crash
+    the operator's lines name their task without each handler entering task_context.
+
+    Only when kopf is loaded already (the operator): a log line never imports. In the
+    worker, an import here ran inside Temporal's workflow sandbox (a workflow's log
+    line), which re-imports kopf for each run: seconds on a loaded machine, past the
+    deadlock detector's 2 s, and the workflow task failed; the cache eviction that
+    followed could not finish either (the thread was still importing: "Eviction
+    processed, but N tasks remain"), and the task stayed Running until the worker
+    restarted (found by the fault soak)."""
+    execution = sys.modules.get(KOPF_EXECUTION)
+    cause_var = getattr(execution, "cause_var", None)
+    if cause_var is None:  # kopf not loaded (worker, shim) or moved: no fields
         return None
     cause = cause_var.get(None)
     extra = getattr(getattr(cause, "logger", None), "extra", None) or {}

@@ -7,6 +7,7 @@ Events, and deletions of finished tasks past their TTL.
 from __future__ import annotations
 
 import logging
+from typing import Any, cast
 
 import kopf
 from prometheus_client import start_http_server
@@ -14,6 +15,7 @@ from prometheus_client import start_http_server
 from nicotask.logs import configure_logging
 from nicotask.metrics import Metrics
 from nicotask.operator import handlers
+from nicotask.operator.leadership import own_identity
 from nicotask.settings import get_settings
 
 log = logging.getLogger("nicotask.operator")
@@ -25,7 +27,10 @@ def operator_main(*, verbose: bool = False) -> int:
     configure_logging(settings.json_logs, verbose)
     metrics = Metrics()
     start_http_server(settings.metrics_port, addr="0.0.0.0", registry=metrics.registry)
-    memo = kopf.Memo(metrics=metrics)
+    # kopf's peering identity, known to us too: the work queue and the follower act only
+    # while the peering says this replica is the active one (operator/leadership.py).
+    identity = own_identity()
+    memo = kopf.Memo(metrics=metrics, identity=identity)
     assert handlers.TASKS  # the import registers the handlers with kopf
     log.info(
         "operator starting: namespaces=%s selector=%s temporal=%s queue=%s",
@@ -41,5 +46,6 @@ def operator_main(*, verbose: bool = False) -> int:
         memo=memo,
         standalone=not settings.peering,
         peering_name=settings.peering,
+        identity=cast(Any, identity),  # kopf's Identity (a NewType of str, not exported)
     )
     return 0

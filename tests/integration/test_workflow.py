@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import importlib.abc
+import io
 import itertools
+import logging
+import sys
 import threading
 import time
 import uuid
@@ -50,6 +54,7 @@ from nicotask.api import (
 )
 from nicotask.kube import NotFound, Refused, SecretData
 from nicotask.lifecycle import allowed_transition, is_terminal, with_status
+from nicotask.logs import TaskFieldsFilter
 from nicotask.redfish import BmcError, BmcUnreachable
 from nicotask.temporal.activities import TaskActivities
 from nicotask.temporal.models import (
@@ -635,6 +640,46 @@ async def test_publish_failures_are_not_fatal(pclient: Client) -> None:
     outcome = await h.run(spec)
     assert outcome.status == TaskStatus.SUCCEEDED
     assert h.store.calls >= 2  # retried, then given up, without failing the task
+
+
+class SlowKopfImport(importlib.abc.MetaPathFinder):
+    """Makes importing kopf slow, as it is on a loaded machine (the sandbox re-imports
+    every module it does not pass through, for each workflow run), and records it."""
+
+    def __init__(self) -> None:
+        self.looked_up: list[str] = []
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> None:
+        if name == "kopf" or name.startswith("kopf."):
+            self.looked_up.append(name)
+            time.sleep(3)  # past the workflow deadlock detector's 2 s
+        return None  # the other finders do the import
+
+
+async def test_a_workflow_log_line_imports_nothing(pclient: Client) -> None:
+    """A workflow's log line (a failed progress write) goes through the process's log
+    filter inside the workflow sandbox. The filter imported kopf there: seconds on the
+    soak's loaded machine, the deadlock detector failed the workflow task, and the
+    eviction that followed could not finish ("Eviction processed, but N tasks
+    remain"): the task stayed Running until the worker restarted."""
+    root = logging.getLogger()
+    handler = logging.StreamHandler(io.StringIO())
+    handler.addFilter(TaskFieldsFilter())  # as configure_logging installs it
+    root.addHandler(handler)
+    finder = SlowKopfImport()
+    sys.meta_path.insert(0, finder)
+    try:
+        h = Harness(pclient, broken_store=True)  # every progress write fails: a warning
+        spec = rule(step(ComponentType.COMPUTE, 1, sleep_action(0.1)))
+        async with h.worker():
+            handle = await h.start(spec)
+            outcome = await asyncio.wait_for(handle.result(), timeout=60)
+    finally:
+        sys.meta_path.remove(finder)
+        root.removeHandler(handler)
+    assert outcome.status == TaskStatus.SUCCEEDED
+    assert "could not publish the report" in handler.stream.getvalue()
+    assert finder.looked_up == []
 
 
 async def test_progress_never_overwrites_a_terminal_status(pclient: Client) -> None:

@@ -23,8 +23,9 @@ ROOTS = {
     "dev": ("nicotask-dev",),
     "tests": ("base", "server", "dev", "nicotask-dev"),
     "bench": ("base", "server", "dev", "nicotask-dev"),
+    "soak": ("base", "server", "dev", "nicotask-dev"),
 }
-FIRST_PARTY = {"nicotask", "nicotask_dev", "bench"}
+FIRST_PARTY = {"nicotask", "nicotask_dev", "bench", "soak"}
 
 
 def _optional(tree: ast.AST) -> set[int]:

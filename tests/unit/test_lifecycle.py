@@ -158,6 +158,19 @@ def test_admission_respects_a_running_holder_and_ignores_finished_tasks() -> Non
     assert lifecycle.admission(me, [old_done, me], 5) is lifecycle.Admission.ADMIT
 
 
+def test_the_holder_itself_is_admitted_even_with_tasks_waiting_behind_it() -> None:
+    # Running (the worker wrote it) without a run id (the start's status write failed,
+    # then another replica took over), with a task already Waiting for it: admitted,
+    # so starting it again records its execution. Queued, both waited for good (found
+    # by the fault soak).
+    me = _entry("me", 0, S.RUNNING, wf=False)
+    behind = lifecycle.QueueEntry("uid-b", "b", T0, S.WAITING, False, queued_at=T0)
+    assert lifecycle.admission(me, [me, behind], 5) is lifecycle.Admission.ADMIT
+    assert lifecycle.admission(behind, [me, behind], 5) is lifecycle.Admission.WAIT
+    started = _entry("s", 0, S.PENDING, wf=True)  # its run id written, still Pending
+    assert lifecycle.admission(started, [started, behind], 5) is lifecycle.Admission.ADMIT
+
+
 def test_admission_queue_limit() -> None:
     holder = _entry("h", 0, S.RUNNING, wf=True)
     waiting = [_entry(f"w{i}", i + 1, S.WAITING) for i in range(5)]

@@ -130,3 +130,29 @@ def test_shim_process_logs_json(tmp_path: Path) -> None:
     parsed = [json.loads(line) for line in logged]
     assert {p["logger"] for p in parsed} >= {"uvicorn.error"}
     assert any(p["message"] == "Application startup failed. Exiting." for p in parsed)
+
+
+def test_a_log_line_never_imports_kopf(
+    capture: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In the worker, kopf is not loaded: the filter must not import it to look for a kopf
+    handler's object. A workflow's log line runs the filter inside Temporal's sandbox,
+    which re-imports kopf for each run: slow enough to trip the deadlock detector, and
+    the workflow's cache eviction then never finished (found by the fault soak)."""
+    import builtins
+
+    imported: list[str] = []
+    real_import = builtins.__import__
+
+    def spy(name: str, *args: object, **kwargs: object) -> object:
+        imported.append(name)
+        return real_import(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    for name in [m for m in sys.modules if m == "kopf" or m.startswith("kopf.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(builtins, "__import__", spy)
+    logging.getLogger("nicotask.temporal.workflows").warning("could not publish")
+    monkeypatch.undo()
+    (line,) = lines(capture)
+    assert line["message"] == "could not publish" and "uid" not in line
+    assert not [n for n in imported if n.startswith("kopf")], imported

@@ -132,3 +132,15 @@ async def test_a_workflow_that_runs_for_a_finished_task_is_terminated(
         assert terminated == []  # a live task of another shard: not ours to stop
     else:
         assert terminated == [(FINISHED, f"NicoTask already {status}")]
+
+
+def test_after_a_standby_closes_are_reread_back_to_the_start_up_look_back_at_most() -> None:
+    import datetime as dt
+
+    from nicotask.operator.follower import STARTUP_LOOKBACK, resume_watermark
+
+    now = dt.datetime(2026, 12, 6, 12, 0, tzinfo=dt.UTC)
+    hours_ago = now - dt.timedelta(hours=5)  # a standby for hours
+    assert resume_watermark(hours_ago, now) == now - STARTUP_LOOKBACK
+    recent = now - dt.timedelta(seconds=20)  # paused for a moment: nothing skipped
+    assert resume_watermark(recent, now) == recent

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from nicotask.api import NicoTask
+from nicotask.api import NicoTask, TaskStatus
 from nicotask.metrics import Metrics
+from nicotask.operator import decisions
 from nicotask.operator.controller import Controller
 from nicotask.settings import Settings
 
@@ -58,3 +59,42 @@ async def test_a_task_finished_elsewhere_frees_its_rack() -> None:
     controller.queue._queued.clear()
     await controller.reconcile(FINISHED, frozenset({"deleted"}))
     assert QUEUED in controller.queue._queued  # the task behind it decides again
+
+
+class _KubeFinishedElsewhere:
+    """A conditional write that finds the task already finished (by another replica)."""
+
+    def __init__(self, fresh: NicoTask) -> None:
+        self.fresh = fresh
+
+    async def update_task_status(
+        self, namespace: str, name: str, decide: Any, **_: Any
+    ) -> tuple[NicoTask, bool]:
+        return self.fresh, decide(self.fresh) is not None
+
+
+async def test_a_write_that_finds_the_task_finished_elsewhere_frees_its_rack() -> None:
+    # The view held t-1 live (a copy kopf's re-list left behind); reading its outcome
+    # and writing it found it Succeeded already: nothing written, yet the rack is free.
+    stale = _task(FINISHED, "t-1", "Running", "10")
+    waiting = _task(QUEUED, "t-2", "Waiting", "11")
+    controller = Controller(
+        kube=_KubeFinishedElsewhere(_task(FINISHED, "t-1", "Succeeded", "12")),  # type: ignore[arg-type]
+        temporal=None,  # type: ignore[arg-type]
+        settings=Settings(),
+        metrics=Metrics(),
+    )
+    by_uid: dict[str, Any] = {FINISHED: [stale], QUEUED: [waiting]}
+    controller.live_tasks.bind(by_uid, {("ns", "rack-1"): [FINISHED, QUEUED]})
+    written, changed = await controller._write(stale, decisions.move(TaskStatus.SUCCEEDED, "done"))
+    assert not changed and written.status.status == TaskStatus.SUCCEEDED
+    assert QUEUED in controller.queue._queued  # the task behind it decides again
+    assert controller.live_tasks.get(FINISHED) is written  # and the live tasks know it finished
+
+
+def test_finished_elsewhere_only_when_our_copy_was_live() -> None:
+    live, done = _task(FINISHED, "t-1", "Running", "10"), _task(FINISHED, "t-1", "Failed", "12")
+    assert decisions.finished_elsewhere(live, done, changed=False)
+    assert not decisions.finished_elsewhere(live, done, changed=True)  # we finished it
+    assert not decisions.finished_elsewhere(done, done, changed=False)  # we knew
+    assert not decisions.finished_elsewhere(live, live, changed=False)  # still live

@@ -34,6 +34,7 @@ from nicotask.metrics import Metrics
 from nicotask.operator import decisions
 from nicotask.operator.decisions import Action, Decide
 from nicotask.operator.events import EventPoster
+from nicotask.operator.leadership import Leadership
 from nicotask.operator.live_tasks import LiveTasks, newest
 from nicotask.operator.retention import Retention
 from nicotask.operator.workqueue import Retry, WorkQueue
@@ -65,6 +66,7 @@ class Controller:
     live_tasks: LiveTasks = field(default_factory=LiveTasks)
     racks: Any = field(default_factory=dict)  # kopf Index: (namespace, name) -> rack JSON
     rules: Any = field(default_factory=dict)  # kopf Index: namespace -> NicoOperationRule
+    leadership: Leadership = field(default_factory=Leadership)  # default: always active
     _rack_locks: dict[RackKey, asyncio.Lock] = field(default_factory=dict)
     _cancel_seen: dict[str, dt.datetime] = field(default_factory=dict)
     _deleted: dict[str, NicoTask] = field(default_factory=dict)
@@ -72,7 +74,10 @@ class Controller:
 
     def __post_init__(self) -> None:
         self.queue: WorkQueue[str] = WorkQueue(
-            self.reconcile, self.settings.operator_workers, log_context=self._log_context
+            self.reconcile,
+            self.settings.operator_workers,
+            log_context=self._log_context,
+            gate=self.leadership.wait_active,
         )
         self.events = EventPoster(self.kube)
         self.retention = Retention(self.kube, self.settings.ttl_seconds_after_finished)
@@ -156,6 +161,10 @@ class Controller:
         self.live_tasks.remember(written)
         if changed and lifecycle.is_terminal(written.status.status):
             self._finished(written)
+        elif decisions.finished_elsewhere(task, written, changed):
+            # Another writer had finished it (a replica active a moment ago): our live tasks
+            # held it live until now, so its rack was busy here; free it.
+            self._promote(written.metadata.namespace or "", written.spec.rack_ref)
         return written, changed
 
     def _finished(self, task: NicoTask) -> None:

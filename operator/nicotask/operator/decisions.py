@@ -104,6 +104,15 @@ def requested_by(task: NicoTask) -> str | None:
     return task.metadata.annotations.get(CANCEL_REQUESTED_BY)
 
 
+def finished_elsewhere(ours: NicoTask, fresh: NicoTask, changed: bool) -> bool:
+    """A write found the task finished by another writer: our copy had it live."""
+    return (
+        not changed
+        and lifecycle.is_terminal(fresh.status.status)
+        and not lifecycle.is_terminal(ours.status.status)
+    )
+
+
 # ---- status decisions ---------------------------------------------------------
 
 

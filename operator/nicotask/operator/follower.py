@@ -8,6 +8,11 @@ watermark missed, and executions gone from Temporal: a task missing from two
 passes in a row), and terminates the executions of tasks that were deleted
 while nobody watched, or that run for a task already finished. The same loop
 expires queued tasks and tidies the live tasks.
+
+It acts only while this replica is active (operator/leadership.py): a paused
+standby's follower acting on its frozen copies started and finished tasks
+beside the active replica. Each time the replica becomes active, and in
+every full pass, the live tasks are checked against a LIST (operator/resync.py).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from nicotask.kube import NotFound
 from nicotask.logs import task_context
 from nicotask.operator.controller import Controller
 from nicotask.operator.decisions import CLOSED
+from nicotask.operator.resync import resync
 from nicotask.temporal.control import (
     Execution,
     TemporalUnavailable,
@@ -38,6 +44,11 @@ log = logging.getLogger(__name__)
 # Visibility records land a little after the close; re-read this far back.
 OVERLAP = dt.timedelta(seconds=10)
 STARTUP_LOOKBACK = dt.timedelta(minutes=1)
+
+
+def resume_watermark(watermark: dt.datetime, now: dt.datetime) -> dt.datetime:
+    """Where the closed pass resumes after a standby: never further back than at start-up."""
+    return max(watermark, now - STARTUP_LOOKBACK)
 
 
 class Follower:
@@ -58,6 +69,7 @@ class Follower:
         self._orphans: set[str] = set()
         self._missing: set[str] = set()
         self._next_full = 0.0
+        self._term = 0  # the leadership term the live tasks were last checked in
         self.reachable = True
 
     @property
@@ -67,8 +79,9 @@ class Follower:
     async def housekeeping(self) -> None:
         """Expire queued tasks and tidy the live tasks, every interval, whatever Temporal does."""
         while True:
-            self.controller.expire_due()
             self.controller.live_tasks.prune()
+            if self.controller.leadership.active():
+                self.controller.expire_due()
             await asyncio.sleep(self.interval)
 
     async def run(self) -> None:
@@ -80,10 +93,20 @@ class Follower:
 
     async def _follow(self) -> None:
         backoff = self.interval
+        leadership = self.controller.leadership
         while True:
+            await leadership.wait_active()
             try:
+                if leadership.term != self._term:
+                    # Active again (or for the first time): the live tasks against a LIST and a
+                    # full pass at once; closes are re-read back to at most the start-up
+                    # look-back (after a long standby, the full pass finds the rest).
+                    self._term = leadership.term
+                    self._next_full = 0.0
+                    self.watermark = resume_watermark(self.watermark, dt.datetime.now(dt.UTC))
                 client = await self.temporal()
                 if time.monotonic() >= self._next_full:
+                    await resync(self.controller)
                     await self.full_pass(client)
                     self._next_full = time.monotonic() + self.full_interval
                 await self.closed_pass(client)

@@ -27,6 +27,7 @@ from nicotask.metrics import cancel_pending_since
 from nicotask.operator.controller import Controller
 from nicotask.operator.finished_cancels import watch_finished_cancels
 from nicotask.operator.follower import Follower
+from nicotask.operator.leadership import Leadership, peering_reader
 from nicotask.operator.temporal_check import wait_until_usable
 from nicotask.settings import Settings, get_settings
 from nicotask.temporal.connection import lazy_client
@@ -154,8 +155,22 @@ async def configure(
     # address, namespace or visibility store is one error line naming the setting.
     await wait_until_usable(ours, temporal)
     kube_client = Kube(await new_api_client(component="operator"))
+    leadership = (
+        Leadership(
+            peering_reader(kube_client, ours.peering, ours.namespaces),
+            identity=memo["identity"],
+            priority=settings.peering.priority,
+            interval=min(1.0, ours.peering_lifetime_seconds / 4),
+        )
+        if ours.peering
+        else Leadership()
+    )
     controller = Controller(
-        kube=kube_client, temporal=temporal, settings=ours, metrics=memo["metrics"]
+        kube=kube_client,
+        temporal=temporal,
+        settings=ours,
+        metrics=memo["metrics"],
+        leadership=leadership,
     )
     controller.live_tasks.bind(task_by_uid, task_by_rack)
     controller.racks, controller.rules = rack_by_name, rules_by_namespace
@@ -169,6 +184,7 @@ async def configure(
     controller.events.start()
     memo["controller"] = controller
     memo["background"] = [
+        asyncio.create_task(leadership.run(), name="leadership"),
         asyncio.create_task(follower.run(), name="follower"),
         asyncio.create_task(_retention(controller), name="retention"),
         asyncio.create_task(_reachability(controller), name="temporal-reachability"),

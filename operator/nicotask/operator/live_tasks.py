@@ -22,6 +22,11 @@ def _rv(task: NicoTask) -> int:
         return 0
 
 
+def resource_version(task: NicoTask) -> int:
+    """The task's resourceVersion as etcd's integer (0 when it is not one)."""
+    return _rv(task)
+
+
 def newest(*copies: NicoTask | None) -> NicoTask | None:
     """The copy with the highest resourceVersion, the first on a tie (None if none)."""
     present = [c for c in copies if c is not None]
@@ -39,13 +44,20 @@ class LiveTasks:
         self._by_uid: Any = {}  # kopf Index: uid -> Store[NicoTask]
         self._by_rack: Any = {}  # kopf Index: (namespace, rack) -> Store[uid]
         self._written: dict[str, NicoTask] = {}
+        # Copies kopf's index still holds of tasks that left the watch unseen (kopf
+        # re-lists after a pause or a broken watch, and drops nothing it does not
+        # list again): uid -> the resourceVersion up to which its copies are stale.
+        self._gone: dict[str, int] = {}
 
     def bind(self, by_uid: Any, by_rack: Any) -> None:
         self._by_uid, self._by_rack = by_uid, by_rack
 
     def _indexed(self, uid: str) -> NicoTask | None:
         store = self._by_uid.get(uid)
-        return None if store is None else _first(store)
+        task = None if store is None else _first(store)
+        if task is not None and uid in self._gone and _rv(task) <= self._gone[uid]:
+            return None
+        return task
 
     def get(self, uid: str) -> NicoTask | None:
         indexed, written = self._indexed(uid), self._written.get(uid)
@@ -65,6 +77,12 @@ class LiveTasks:
     def forget(self, uid: str) -> None:
         self._written.pop(uid, None)
 
+    def hide(self, task: NicoTask) -> None:
+        """`task` left the watch unseen: its copies up to this one are not live tasks."""
+        uid = task.metadata.uid or ""
+        self._gone[uid] = max(self._gone.get(uid, 0), _rv(task))
+        self._written.pop(uid, None)
+
     def on_rack(self, namespace: str, rack: str) -> list[NicoTask]:
         uids = self._by_rack.get((namespace, rack)) or ()
         return [t for t in (self.get(u) for u in list(uids)) if t is not None]
@@ -76,7 +94,7 @@ class LiveTasks:
                 yield task
 
     def __contains__(self, uid: str) -> bool:
-        return uid in self._by_uid
+        return self._indexed(uid) is not None
 
     def prune(self) -> None:
         """Drop remembered copies the watch has caught up with or that left it."""
@@ -84,3 +102,6 @@ class LiveTasks:
             indexed = self._indexed(uid)
             if indexed is None or _rv(indexed) >= _rv(written):
                 del self._written[uid]
+        for uid in list(self._gone):
+            if uid not in self._by_uid or self._indexed(uid) is not None:
+                del self._gone[uid]  # kopf dropped it, or it came back newer

@@ -25,6 +25,10 @@ def _no_context(key: object) -> AbstractContextManager[object]:
     return contextlib.nullcontext()
 
 
+async def _always() -> None:
+    return None
+
+
 class WorkQueue(Generic[K]):
     """Run `handler(key, hints)` for queued keys with `workers` at a time.
 
@@ -32,6 +36,8 @@ class WorkQueue(Generic[K]):
     while the key waits. The handler raising `Retry` re-adds the key after its
     delay; any other exception is logged and retried after `error_delay`.
     `log_context(key)` wraps each run and its failure line (e.g. the task's log fields).
+    `gate()` is awaited before each key is taken (e.g. until this replica is active):
+    keys wait in the queue meanwhile; work already running finishes.
     """
 
     def __init__(
@@ -40,8 +46,10 @@ class WorkQueue(Generic[K]):
         workers: int,
         error_delay: float = 5.0,
         log_context: LogContext[K] = _no_context,
+        gate: Callable[[], Awaitable[None]] = _always,
     ) -> None:
         self._handler = handler
+        self._gate = gate
         self._log_context = log_context
         self._workers = max(1, workers)
         self._error_delay = error_delay
@@ -80,7 +88,10 @@ class WorkQueue(Generic[K]):
         self._timers[key] = loop.call_at(due, fire)
 
     async def _next(self) -> tuple[K, frozenset[str]]:
-        while not self._queued:
+        while True:
+            await self._gate()
+            if self._queued:
+                break
             self._ready.clear()
             await self._ready.wait()
         key, hints = self._queued.popitem(last=False)
