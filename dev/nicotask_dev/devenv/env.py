@@ -276,6 +276,7 @@ class DevEnv:
                 ready_check=self._ready_check_for(name),
                 timeout=timeout,
                 url=rec.url,
+                cwd=Path(rec.extra["cwd"]) if "cwd" in rec.extra else None,
                 extra=rec.extra,
             )
 
@@ -448,8 +449,10 @@ class DevEnv:
         bindir = ts.ensure_postgres()
         data = ts.init_postgres(self.run_dir, bindir)
         argv = ts.postgres_argv(bindir, data, p["postgres"], host)
+        # From /, which the unprivileged user can read (the run folder's parents may not
+        # be); recorded, so a restart (`stopped`) starts it there too.
         proc, rec = self._spawn(state, "postgres", argv, url=f"postgresql://{host}:{p['postgres']}",
-                                cwd=Path("/"))
+                                cwd=Path("/"), extra={"cwd": "/"})
         self._wait(proc, rec, lambda: ts.postgres_ready(bindir, host, p["postgres"]), 60.0)
         ts.setup_schemas(sql_tool, host, p["postgres"], self.run_dir)
         address = f"{host}:{p['temporal']}"
