@@ -1,6 +1,6 @@
 """`python -m bench` (`make bench`): figures of the operator and the shim.
 
-Starts a fresh local system (kube-apiserver + etcd, Temporal dev server,
+Starts a fresh local system (kube-apiserver + etcd, Temporal dev server or server,
 sushy-tools, worker, operator with a 30 s reconcile, shim), measures every
 phase side by side in one run, prints a table (with the targets of
 bench/targets.py next to the figures, PASS / FAIL as information: the exit code
@@ -14,6 +14,10 @@ bench/results/latest.json and the README's performance table, and stops it all.
   --phases LIST      which phases (default all):
                      raw,start,steady,steady-cancel,shim,cancel,plugin-cancel,graceful,rss
   --run-dir DIR      run folder of the environment (default: a temporary folder)
+  --temporal MODE    dev (default: the Temporal CLI's dev server on SQLite) or server
+                     (go.temporal.io/server on PostgreSQL, as NICOTASK_TEMPORAL=server
+                     starts it; its CPU and PostgreSQL's are counted like the others';
+                     figures go to bench/results/latest-server.json instead)
   --quick            tasks 50, rss-tasks 1000, shim-cancels 30, steady 20 s
 """
 
@@ -33,7 +37,7 @@ from .machine import machine_info
 from .phases import GRACEFUL_TASKS, PHASES, Phases, Settings
 from .plugincancel import plugin_cancel
 from .readme import main as write_readme_table
-from .report import LATEST, render_table, write_json
+from .report import LATEST, LATEST_SERVER, render_table, write_json
 from .targets import evaluate
 
 T = TypeVar("T")
@@ -80,6 +84,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--steady-cancel-seconds", type=float, default=20.0, help="steady cancels for (20 s)"
     )
     p.add_argument("--run-dir", default=None, help="run folder (default: a temporary folder)")
+    p.add_argument(
+        "--temporal", choices=("dev", "server"), default="dev",
+        help="dev: the CLI's dev server (default); server: the Temporal server on PostgreSQL"
+        " (figures to bench/results/latest-server.json)",
+    )
     p.add_argument(
         "--quick", action="store_true", help="tasks 50, rss-tasks 1000, shim 30, steady 20 s"
     )
@@ -266,10 +275,13 @@ def main(argv: list[str] | None = None) -> int:
         "steady_s": cfg.steady_s,
         "steady_cancel_rate": cfg.steady_cancel_rate,
         "steady_cancel_s": cfg.steady_cancel_s,
+        "temporal": args.temporal,
     }
     results: dict[str, Any] = {"machine": machine_info(), "params": params}
     t0 = time.monotonic()
-    benv = BenchEnv.create(args.run_dir, worker_activities=cfg.racks + 50)
+    benv = BenchEnv.create(
+        args.run_dir, worker_activities=cfg.racks + 50, temporal_mode=args.temporal
+    )
     params["run_dir"] = str(benv.run_dir)
     ph = Phases(benv, cfg)
     rc = 0
@@ -294,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     results["runtime_s"] = round(time.monotonic() - t0, 1)
     results["errors"] = ph.errors
     results["targets"] = evaluate(results)
-    path = write_json(results)
+    path = write_json(results, LATEST if args.temporal == "dev" else LATEST_SERVER)
     print(render_table(results))
     print(f"figures written to {path.relative_to(LATEST.parents[2])}")
     write_readme_table([])

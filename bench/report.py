@@ -11,6 +11,8 @@ from .targets import evaluate, scale_note
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 LATEST = RESULTS_DIR / "latest.json"
+# A run with `--temporal server` (the Temporal server on PostgreSQL) writes here instead.
+LATEST_SERVER = RESULTS_DIR / "latest-server.json"
 
 Row = tuple[str, str, str]
 
