@@ -450,9 +450,11 @@ class DevEnv:
         data = ts.init_postgres(self.run_dir, bindir)
         argv = ts.postgres_argv(bindir, data, p["postgres"], host)
         # From /, which the unprivileged user can read (the run folder's parents may not
-        # be); recorded, so a restart (`stopped`) starts it there too.
+        # be); recorded, so a restart (`stopped`) starts it there too. Stopped with
+        # SIGINT, PostgreSQL's fast shutdown (as `pg_ctl stop` does): SIGTERM is its
+        # smart shutdown, which waits for every client to leave.
         proc, rec = self._spawn(state, "postgres", argv, url=f"postgresql://{host}:{p['postgres']}",
-                                cwd=Path("/"), extra={"cwd": "/"})
+                                cwd=Path("/"), extra={"cwd": "/", "stop_signal": "SIGINT"})
         self._wait(proc, rec, lambda: ts.postgres_ready(bindir, host, p["postgres"]), 60.0)
         ts.setup_schemas(sql_tool, host, p["postgres"], self.run_dir)
         address = f"{host}:{p['temporal']}"
