@@ -266,6 +266,7 @@ class DevEnv:
         so a restarted Temporal carries on with the same workflows.
         """
         rec = self.record(name)
+        place = [r.name for r in self.records(self.load_state())].index(name)
         self.stop_process(name)
         try:
             yield rec
@@ -279,6 +280,18 @@ class DevEnv:
                 cwd=Path(rec.extra["cwd"]) if "cwd" in rec.extra else None,
                 extra=rec.extra,
             )
+            self._move_record(name, place)
+
+    def _move_record(self, name: str, place: int) -> None:
+        """Put a restarted process back in its place in the start order, so `down` still
+        stops it where it did (PostgreSQL after the Temporal server that uses it)."""
+        with self._lock():
+            state = self.load_state()
+            procs = state.get("processes", [])
+            moved = [p for p in procs if p.get("name") == name]
+            procs = [p for p in procs if p.get("name") != name]
+            state["processes"] = procs[:place] + moved + procs[place:]
+            self.save_state(state)
 
     def _settle(self) -> None:
         for pid, proc in list(self._procs.items()):
