@@ -91,9 +91,8 @@ def _note(label: str, r: dict[str, Any]) -> str:
     params, machine = r.get("params") or {}, r.get("machine") or {}
     load = machine.get("loadavg_start") or machine.get("loadavg") or []
     load_text = f", load average {load[0]:.1f} at its start" if load else ""
-    commit = str(machine.get("git_commit") or "?")[:7]
     return (f"{label}: `--tasks {params.get('tasks', '?')}`, {machine.get('time', '?')}, "
-            f"commit {commit}, {machine.get('nproc', '?')} cores{load_text}")
+            f"{machine.get('nproc', '?')} cores{load_text}")
 
 
 def table(dev: dict[str, Any], server: dict[str, Any]) -> str:
