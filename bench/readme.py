@@ -1,8 +1,9 @@
 """The README's performance table, generated from bench/results/latest.json.
 
 `make bench` rewrites it after each run, so the README always shows the committed
-figures and nothing else (and, once bench/results/latest-server.json exists, the
-dev server and the Temporal server side by side: bench/sidebyside.py);
+figures and nothing else (and, from bench/results/temporal-dev.json and
+temporal-server.json, the dev server and the Temporal server side by side:
+bench/sidebyside.py);
 `python -m bench.readme` rewrites it by hand, `--check` fails when it is not the
 table latest.json gives (tests/unit/test_bench_readme.py).
 How the figures moved over time belongs in bench/README.md, not here.
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import sidebyside
-from .report import LATEST, LATEST_SERVER
+from .report import LATEST, PAIR_DEV, PAIR_SERVER
 from .targets import FAIL, PASS, get
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -142,13 +143,15 @@ def main(argv: list[str] | None = None) -> int:
     results = json.loads(LATEST.read_text())
     current = README.read_text()
     wanted = refresh(current, results)
-    # The dev server and the server on PostgreSQL side by side, once a server run exists.
-    if LATEST_SERVER.exists():
-        wanted = sidebyside.refresh(wanted, results, json.loads(LATEST_SERVER.read_text()))
+    # The dev server and the server on PostgreSQL side by side, once both runs exist.
+    if PAIR_DEV.exists() and PAIR_SERVER.exists():
+        wanted = sidebyside.refresh(
+            wanted, json.loads(PAIR_DEV.read_text()), json.loads(PAIR_SERVER.read_text())
+        )
     if "--check" in argv:
         if wanted != current:
             print("README.md's performance tables are not bench/results/latest.json's "
-                  "(and latest-server.json's): run `python -m bench.readme`", file=sys.stderr)
+                  "(and temporal-*.json's): run `python -m bench.readme`", file=sys.stderr)
             return 1
         return 0
     if wanted != current:

@@ -1,12 +1,13 @@
 """The README's second performance table: the dev server and the Temporal server side by side.
 
-Two bench runs, one per Temporal: `make bench` (the CLI's dev server on SQLite,
-bench/results/latest.json) and `make bench BENCH_ARGS="--temporal server"` (the
-server from go.temporal.io/server on PostgreSQL, bench/results/latest-server.json).
-Each column's ratios are against its own run's baselines (raw StartWorkflow,
+Two bench runs with the same flags, one per Temporal, one after the other:
+`make bench BENCH_ARGS="--temporal both ..."` runs the phases on the CLI's dev
+server on SQLite (bench/results/temporal-dev.json), then on the server from
+go.temporal.io/server on PostgreSQL (bench/results/temporal-server.json). Each
+column's ratios are against its own run's baselines (raw StartWorkflow,
 Temporal's own start with a first workflow task, the loaded floor), so runs taken
 under different load on a shared machine still compare. bench/readme.py writes the
-block after each run; without latest-server.json it writes nothing.
+block after each run; without both files it writes nothing.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from typing import Any
 
 from .targets import get
 
-BEGIN = ("<!-- BEGIN BENCH TEMPORAL TABLE (make bench writes it from bench/results/latest.json"
-         " and latest-server.json) -->")
+BEGIN = ("<!-- BEGIN BENCH TEMPORAL TABLE (make bench writes it from"
+         " bench/results/temporal-dev.json and temporal-server.json) -->")
 END = "<!-- END BENCH TEMPORAL TABLE -->"
 MISSING = "-"
 # Who pays for a start or a cancel: nicotask's side and Temporal's.
@@ -91,7 +92,8 @@ def _note(label: str, r: dict[str, Any]) -> str:
     params, machine = r.get("params") or {}, r.get("machine") or {}
     load = machine.get("loadavg_start") or machine.get("loadavg") or []
     load_text = f", load average {load[0]:.1f} at its start" if load else ""
-    return (f"{label}: `--tasks {params.get('tasks', '?')}`, {machine.get('time', '?')}, "
+    return (f"{label}: `--tasks {params.get('tasks', '?')}`, phases "
+            f"{params.get('phases', '?')}, {machine.get('time', '?')}, "
             f"{machine.get('nproc', '?')} cores{load_text}")
 
 
