@@ -1,6 +1,6 @@
 """`python -m bench` (`make bench`): figures of the operator and the shim.
 
-Starts a fresh local system (kube-apiserver + etcd, Temporal dev server,
+Starts a fresh local system (kube-apiserver + etcd, Temporal dev server or server,
 sushy-tools, worker, operator with a 30 s reconcile, shim), measures every
 phase side by side in one run, prints a table (with the targets of
 bench/targets.py next to the figures, PASS / FAIL as information: the exit code
@@ -14,6 +14,13 @@ bench/results/latest.json and the README's performance table, and stops it all.
   --phases LIST      which phases (default all):
                      raw,start,steady,steady-cancel,shim,cancel,plugin-cancel,graceful,rss
   --run-dir DIR      run folder of the environment (default: a temporary folder)
+  --temporal MODE    dev (default: the Temporal CLI's dev server on SQLite), server
+                     (go.temporal.io/server on PostgreSQL, as NICOTASK_TEMPORAL=server
+                     starts it; its CPU and PostgreSQL's are counted like the others';
+                     figures to bench/results/temporal-server.json, not latest.json) or
+                     both (a run on each with the same flags, one after the other:
+                     temporal-dev.json and temporal-server.json, the README's
+                     side-by-side table)
   --quick            tasks 50, rss-tasks 1000, shim-cancels 30, steady 20 s
 """
 
@@ -25,6 +32,7 @@ import sys
 import time
 import traceback
 from collections.abc import Awaitable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from .env import BenchEnv, progress
@@ -33,7 +41,7 @@ from .machine import machine_info
 from .phases import GRACEFUL_TASKS, PHASES, Phases, Settings
 from .plugincancel import plugin_cancel
 from .readme import main as write_readme_table
-from .report import LATEST, render_table, write_json
+from .report import LATEST, PAIR_DEV, PAIR_SERVER, render_table, write_json
 from .targets import evaluate
 
 T = TypeVar("T")
@@ -80,6 +88,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--steady-cancel-seconds", type=float, default=20.0, help="steady cancels for (20 s)"
     )
     p.add_argument("--run-dir", default=None, help="run folder (default: a temporary folder)")
+    p.add_argument(
+        "--temporal", choices=("dev", "server", "both"), default="dev",
+        help="dev: the CLI's dev server (default); server: the Temporal server on PostgreSQL"
+        " (figures to bench/results/temporal-server.json); both: a run on each, one after"
+        " the other (bench/results/temporal-dev.json and temporal-server.json)",
+    )
     p.add_argument(
         "--quick", action="store_true", help="tasks 50, rss-tasks 1000, shim 30, steady 20 s"
     )
@@ -251,9 +265,9 @@ async def run_phases(ph: Phases, results: dict[str, Any]) -> None:
         await ph.close()
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    cfg = settings(args)
+def run_once(args: argparse.Namespace, cfg: Settings, temporal: str) -> tuple[int, Path]:
+    """One run of the phases on a fresh system with `temporal` (dev or server); its figures
+    written where that mode's go (RESULTS); the exit code and the file."""
     params: dict[str, Any] = {
         "tasks": cfg.tasks,
         "rss_tasks": cfg.rss_tasks,
@@ -266,10 +280,11 @@ def main(argv: list[str] | None = None) -> int:
         "steady_s": cfg.steady_s,
         "steady_cancel_rate": cfg.steady_cancel_rate,
         "steady_cancel_s": cfg.steady_cancel_s,
+        "temporal": temporal,
     }
     results: dict[str, Any] = {"machine": machine_info(), "params": params}
     t0 = time.monotonic()
-    benv = BenchEnv.create(args.run_dir, worker_activities=cfg.racks + 50)
+    benv = BenchEnv.create(args.run_dir, worker_activities=cfg.racks + 50, temporal_mode=temporal)
     params["run_dir"] = str(benv.run_dir)
     ph = Phases(benv, cfg)
     rc = 0
@@ -294,12 +309,36 @@ def main(argv: list[str] | None = None) -> int:
     results["runtime_s"] = round(time.monotonic() - t0, 1)
     results["errors"] = ph.errors
     results["targets"] = evaluate(results)
-    path = write_json(results)
+    path = write_json(results, RESULTS[(args.temporal, temporal)])
     print(render_table(results))
     print(f"figures written to {path.relative_to(LATEST.parents[2])}")
-    write_readme_table([])
     if rc != 0 and benv.owned_dir:
         print(f"run folder kept for its logs: {benv.run_dir}", file=sys.stderr)
+    return rc, path
+
+
+# Where each run's figures go, by (--temporal, the run's Temporal): a dev-server run
+# alone is the README's main table; `both` writes the pair the side-by-side table shows.
+RESULTS = {
+    ("dev", "dev"): LATEST,
+    ("server", "server"): PAIR_SERVER,
+    ("both", "dev"): PAIR_DEV,
+    ("both", "server"): PAIR_SERVER,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    cfg = settings(args)
+    modes = ("dev", "server") if args.temporal == "both" else (args.temporal,)
+    rc = 0
+    for temporal in modes:
+        progress(f"run with the Temporal {'dev server' if temporal == 'dev' else 'server'}")
+        code, _ = run_once(args, cfg, temporal)
+        rc = rc or code
+        if code == 130:
+            break
+    write_readme_table([])
     return rc
 
 

@@ -48,27 +48,35 @@ class BenchEnv:
     run_dir: Path
     owned_dir: bool
     worker_activities: int
+    # `dev` (the Temporal CLI's dev server, SQLite) or `server` (go.temporal.io/server on
+    # PostgreSQL; its `temporal` and `postgres` processes are counted like every other).
+    temporal_mode: str = "dev"
     env: DevEnv = field(init=False)
     state: dict[str, Any] = field(default_factory=dict)
     shim_url: str = ""
 
     @classmethod
-    def create(cls, run_dir: str | None, worker_activities: int) -> BenchEnv:
+    def create(
+        cls, run_dir: str | None, worker_activities: int, temporal_mode: str = "dev"
+    ) -> BenchEnv:
         if run_dir:
             path, owned = Path(run_dir).resolve(), False
             path.mkdir(parents=True, exist_ok=True)
         else:
             path, owned = Path(tempfile.mkdtemp(prefix="nicotask-bench-")), True
-        return cls(path, owned, worker_activities)
+        return cls(path, owned, worker_activities, temporal_mode)
 
     def __post_init__(self) -> None:
-        self.env = DevEnv(self.run_dir, temporal_ui=False, environ=_clean_environ())
+        self.env = DevEnv(
+            self.run_dir, temporal_ui=False, environ=_clean_environ(),
+            temporal_mode=self.temporal_mode,
+        )
 
     def up(self) -> None:
         # The processes started below inherit os.environ (system_environ): keep it clean too.
         for key in [k for k in os.environ if k.startswith("NICOTASK_") or k == "KUBECONFIG"]:
             del os.environ[key]
-        progress(f"starting the environment in {self.run_dir}")
+        progress(f"starting the environment in {self.run_dir} (Temporal: {self.temporal_mode})")
         self.state = self.env.up()
         system.install_crds(self.env)
         system.start_worker(
@@ -152,7 +160,8 @@ class BenchEnv:
 
     @property
     def temporal_metrics_url(self) -> str | None:
-        """The dev server's Prometheus endpoint (`--metrics-port`), None for an external one."""
+        """Temporal's Prometheus endpoint (the dev server's `--metrics-port`, the server's
+        `global.metrics.prometheus`), None for an external one."""
         if "temporal" in self.state.get("external", []):
             return None
         port = self.state.get("ports", {}).get("temporal_metrics")

@@ -1,8 +1,11 @@
 """The README's performance table, generated from bench/results/latest.json.
 
 `make bench` rewrites it after each run, so the README always shows the committed
-figures and nothing else; `python -m bench.readme` rewrites it by hand, `--check`
-fails when it is not the table latest.json gives (tests/unit/test_bench_readme.py).
+figures and nothing else (and, from bench/results/temporal-dev.json and
+temporal-server.json, the dev server and the Temporal server side by side:
+bench/sidebyside.py);
+`python -m bench.readme` rewrites it by hand, `--check` fails when it is not the
+table latest.json gives (tests/unit/test_bench_readme.py).
 How the figures moved over time belongs in bench/README.md, not here.
 """
 
@@ -14,7 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .report import LATEST
+from . import sidebyside
+from .report import LATEST, PAIR_DEV, PAIR_SERVER
 from .targets import FAIL, PASS, get
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -23,7 +27,8 @@ END = "<!-- END BENCH TABLE -->"
 MISSING = "-"
 # Components in the CPU rows, as the bench names them and as the table says them.
 COMPONENTS = {"temporal": "Temporal", "kube-apiserver": "kube-apiserver", "worker": "worker",
-              "operator": "operator", "etcd": "etcd", "shim": "shim", "redfish": "BMC emulators"}
+              "operator": "operator", "etcd": "etcd", "shim": "shim", "redfish": "BMC emulators",
+              "postgres": "PostgreSQL"}
 
 
 def _n(value: Any) -> float | None:
@@ -138,15 +143,20 @@ def main(argv: list[str] | None = None) -> int:
     results = json.loads(LATEST.read_text())
     current = README.read_text()
     wanted = refresh(current, results)
+    # The dev server and the server on PostgreSQL side by side, once both runs exist.
+    if PAIR_DEV.exists() and PAIR_SERVER.exists():
+        wanted = sidebyside.refresh(
+            wanted, json.loads(PAIR_DEV.read_text()), json.loads(PAIR_SERVER.read_text())
+        )
     if "--check" in argv:
         if wanted != current:
-            print("README.md's performance table is not bench/results/latest.json's: "
-                  "run `python -m bench.readme`", file=sys.stderr)
+            print("README.md's performance tables are not bench/results/latest.json's "
+                  "(and temporal-*.json's): run `python -m bench.readme`", file=sys.stderr)
             return 1
         return 0
     if wanted != current:
         README.write_text(wanted)
-        print("README.md: performance table rewritten from bench/results/latest.json")
+        print("README.md: performance tables rewritten from bench/results/latest*.json")
     return 0
 
 

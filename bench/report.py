@@ -11,6 +11,10 @@ from .targets import evaluate, scale_note
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 LATEST = RESULTS_DIR / "latest.json"
+# The side-by-side pair (`--temporal both`; `--temporal server` writes the second alone):
+# the same phases on the dev server and on the Temporal server on PostgreSQL.
+PAIR_DEV = RESULTS_DIR / "temporal-dev.json"
+PAIR_SERVER = RESULTS_DIR / "temporal-server.json"
 
 Row = tuple[str, str, str]
 

@@ -28,12 +28,16 @@ _KINDS = ("unit", "integration", "e2e", "node")
 # every test whose outcome depends on Temporal's behaviour. Lifecycle, every cancel
 # path, queue, races of cancel against completion, drift and the follower's full
 # reconcile (test_lifecycle); the operator SIGKILLed mid-cancel and a Temporal outage
-# (test_recovery); graceful stops, their cleanup and races (test_graceful_stop);
+# (test_recovery); PostgreSQL restarted under 200 live tasks (test_postgres_restart) and
+# closes that visibility shows late (test_visibility_lag), both this pass only;
+# graceful stops, their cleanup and races (test_graceful_stop);
 # cancels through BMCs and the shim; the start-up check; the
 # workflow itself and the progress writes.
 SERVER_PASS = {
     "e2e/test_lifecycle.py",
     "e2e/test_recovery.py",
+    "e2e/test_postgres_restart.py",
+    "e2e/test_visibility_lag.py",
     "e2e/test_cancel_redfish.py",
     "e2e/test_shim_cancel.py",
     "e2e/test_graceful_stop.py",

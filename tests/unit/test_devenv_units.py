@@ -124,3 +124,24 @@ def test_pid_alive_checks_start_time() -> None:
     assert pid_alive(me)
     assert pid_alive(me, start_time(me))
     assert not pid_alive(me, start_time(me) + 1)
+
+
+def test_a_restarted_process_keeps_its_place_and_its_stop_signal(tmp_path: Path) -> None:
+    """`stopped` stops a process with its recorded signal (PostgreSQL: SIGINT) and starts
+    it again in its place in the start order, so `down` still stops PostgreSQL after the
+    Temporal server that uses it."""
+    env = DevEnv(tmp_path, environ={})
+    script = "trap 'touch stopped-by-int; exit 0' INT; while true; do sleep 0.1; done"
+    for name in ("first", "db", "server"):
+        env.start_process(name, ["bash", "-c", script], cwd=tmp_path,
+                          extra={"cwd": str(tmp_path), "stop_signal": "SIGINT"})
+    try:
+        before = env.record("db")
+        with env.stopped("db") as rec:
+            assert rec.pid == before.pid and not pid_alive(before.pid)
+            assert (tmp_path / "stopped-by-int").exists()  # its recorded stop signal
+        after = env.record("db")
+        assert after.pid != before.pid and after.extra["stop_signal"] == "SIGINT"
+        assert [r.name for r in DevEnv.records(env.load_state())] == ["first", "db", "server"]
+    finally:
+        assert env.down() == ["server", "db", "first"]

@@ -122,6 +122,9 @@ def _settled_report() -> TaskReportV1:
             set(),
             Action.FINISH,
         ),
+        # So is a workflow's that ends by itself: its close need not wait for visibility.
+        (_task(S.RUNNING, runId="r1", report=_settled_report().wire()), set(), Action.FINISH),
+        (_task(S.RUNNING, runId="r1", report=_running_report().wire()), set(), Action.NOTHING),
     ],
 )
 def test_next_action(task: NicoTask, hints: set[str], action: Action) -> None:

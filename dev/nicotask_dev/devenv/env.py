@@ -266,6 +266,7 @@ class DevEnv:
         so a restarted Temporal carries on with the same workflows.
         """
         rec = self.record(name)
+        place = [r.name for r in self.records(self.load_state())].index(name)
         self.stop_process(name)
         try:
             yield rec
@@ -276,8 +277,21 @@ class DevEnv:
                 ready_check=self._ready_check_for(name),
                 timeout=timeout,
                 url=rec.url,
+                cwd=Path(rec.extra["cwd"]) if "cwd" in rec.extra else None,
                 extra=rec.extra,
             )
+            self._move_record(name, place)
+
+    def _move_record(self, name: str, place: int) -> None:
+        """Put a restarted process back in its place in the start order, so `down` still
+        stops it where it did (PostgreSQL after the Temporal server that uses it)."""
+        with self._lock():
+            state = self.load_state()
+            procs = state.get("processes", [])
+            moved = [p for p in procs if p.get("name") == name]
+            procs = [p for p in procs if p.get("name") != name]
+            state["processes"] = procs[:place] + moved + procs[place:]
+            self.save_state(state)
 
     def _settle(self) -> None:
         for pid, proc in list(self._procs.items()):
@@ -448,8 +462,12 @@ class DevEnv:
         bindir = ts.ensure_postgres()
         data = ts.init_postgres(self.run_dir, bindir)
         argv = ts.postgres_argv(bindir, data, p["postgres"], host)
+        # From /, which the unprivileged user can read (the run folder's parents may not
+        # be); recorded, so a restart (`stopped`) starts it there too. Stopped with
+        # SIGINT, PostgreSQL's fast shutdown (as `pg_ctl stop` does): SIGTERM is its
+        # smart shutdown, which waits for every client to leave.
         proc, rec = self._spawn(state, "postgres", argv, url=f"postgresql://{host}:{p['postgres']}",
-                                cwd=Path("/"))
+                                cwd=Path("/"), extra={"cwd": "/", "stop_signal": "SIGINT"})
         self._wait(proc, rec, lambda: ts.postgres_ready(bindir, host, p["postgres"]), 60.0)
         ts.setup_schemas(sql_tool, host, p["postgres"], self.run_dir)
         address = f"{host}:{p['temporal']}"

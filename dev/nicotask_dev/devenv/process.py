@@ -203,7 +203,8 @@ def wait_ready(
 
 
 def stop(rec: ProcessRecord, grace: float = 5.0) -> bool:
-    """SIGTERM the process group, then SIGKILL after `grace` seconds.
+    """SIGTERM (or the record's `stop_signal`) to the process group, then SIGKILL after
+    `grace` seconds.
 
     Returns True if the process was running.
     """
@@ -217,7 +218,7 @@ def stop(rec: ProcessRecord, grace: float = 5.0) -> bool:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(rec.pid, sig)
 
-    signal_group(signal.SIGTERM)
+    signal_group(signal.Signals[rec.extra.get("stop_signal", "SIGTERM")])
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         if not record_alive(rec):

@@ -63,6 +63,9 @@ DB_USER = "temporal"
 DB_PASSWORD = "temporal"
 STORE_DB = "temporal"
 VISIBILITY_DB = "temporal_visibility"
+# Connections per service and store, at least (PostgreSQL allows 200 in all: 5 services
+# x (the store's 20 + visibility's 10) fit).
+MIN_CONNS_PER_STORE = 10
 
 MODE_ENV = "NICOTASK_TEMPORAL"
 MODES = ("dev", "server")
@@ -319,6 +322,10 @@ def server_config(
         sql = store["sql"]
         sql["connectAddr"] = f"{host}:{ports['postgres']}"
         sql["user"], sql["password"] = DB_USER, DB_PASSWORD
+        # The module's file gives visibility 2 connections per service: one slow write
+        # (a lagging or locked record) would hold up every other visibility write.
+        sql["maxConns"] = max(int(sql.get("maxConns") or 0), MIN_CONNS_PER_STORE)
+        sql["maxIdleConns"] = max(int(sql.get("maxIdleConns") or 0), MIN_CONNS_PER_STORE)
     glob = cfg["global"]
     glob["membership"]["broadcastAddress"] = host
     glob.pop("pprof", None)

@@ -17,6 +17,9 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
+import sys
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +28,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from . import temporalserver
 from .env import DevEnv
 
 
@@ -66,14 +70,34 @@ class DevEnvHandle:
         return self.env.exports()
 
 
+def _own_run_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bool]:
+    """A fresh run folder, and whether it lies outside pytest's temporary folders.
+
+    PostgreSQL (the Temporal server's database) runs as another user when we are root
+    and needs to reach its data folder for as long as it runs: its checkpointer opens
+    `global/pg_control` by full path. Every pytest session that starts on the machine
+    takes the group and other bits off `/tmp/pytest-of-<user>` (it keeps that folder
+    private), which cuts PostgreSQL off mid-run: a PANIC, a database that will not
+    restart, and "no usable database connection found" from Temporal. Then the run
+    folder is a folder of its own in the system's temporary folder instead.
+    """
+    if temporalserver.mode(os.environ) == "server" and temporalserver.pg_user() is not None:
+        return Path(tempfile.mkdtemp(prefix="nicotask-devenv-")), True
+    return tmp_path_factory.mktemp("devenv"), False
+
+
 @pytest.fixture(scope="session")
-def devenv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevEnvHandle]:
+def devenv(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[DevEnvHandle]:
     reuse = os.environ.get("NICOTASK_TEST_RUN_DIR")
+    outside = False
     if reuse:
         env = DevEnv(Path(reuse), temporal_ui=False)
         owned = False
     else:
-        env = DevEnv(tmp_path_factory.mktemp("devenv"), temporal_ui=False)
+        run_dir, outside = _own_run_dir(tmp_path_factory)
+        env = DevEnv(run_dir, temporal_ui=False)
         owned = True
     try:
         state = env.up()
@@ -85,6 +109,12 @@ def devenv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevEnvHandle]:
     finally:
         if owned:
             env.down()
+        # pytest keeps its own folders of the last sessions; ours goes unless a test
+        # failed (its logs explain the failure).
+        if outside and not request.session.testsfailed:
+            shutil.rmtree(env.run_dir, ignore_errors=True)
+        elif outside:
+            print(f"\nrun folder kept for its logs: {env.run_dir}", file=sys.stderr)
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

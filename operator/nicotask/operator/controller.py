@@ -55,6 +55,10 @@ log = logging.getLogger(__name__)
 
 RackKey = tuple[str, str]
 TEMPORAL_RETRY = 3.0
+# A workflow whose final report is out but which still runs: look again after 1 s,
+# 2 s, 4 s... up to every 30 s.
+SETTLED_RECHECK_S = 1.0
+SETTLED_RECHECK_MAX_S = 30.0
 
 
 @dataclass
@@ -71,6 +75,7 @@ class Controller:
     _cancel_seen: dict[str, dt.datetime] = field(default_factory=dict)
     _deleted: dict[str, NicoTask] = field(default_factory=dict)
     _finished_cancels: dict[str, NicoTask] = field(default_factory=dict)
+    _settled_checks: dict[str, int] = field(default_factory=dict)  # uid -> rechecks so far
 
     def __post_init__(self) -> None:
         self.queue: WorkQueue[str] = WorkQueue(
@@ -94,6 +99,7 @@ class Controller:
             last = newest(self.live_tasks.get(uid), task) or task
             self.live_tasks.forget(uid)
             self._cancel_seen.pop(uid, None)  # finished or gone: no cancel to time any more
+            self._settled_checks.pop(uid, None)
             if not lifecycle.is_terminal(last.status.status):
                 # Deleted, or moved out of this operator's shard: tell them apart.
                 self._deleted[uid] = task
@@ -171,6 +177,7 @@ class Controller:
         uid = task.metadata.uid or ""
         self.metrics.finished(task.status.status)
         self._cancel_seen.pop(uid, None)
+        self._settled_checks.pop(uid, None)
         self.retention.schedule(task)
         self._promote(task.metadata.namespace or "", task.spec.rack_ref)
 
@@ -369,6 +376,13 @@ class Controller:
         except TemporalUnavailable as exc:
             raise Retry(f"reading the outcome waits for Temporal: {exc}", TEMPORAL_RETRY) from exc
         if observed is not None and observed.running:
+            if lifecycle.report_settled(task.status.report):
+                # Its final report is out and the close follows within moments; check
+                # again, less and less often (a workflow that never closes is left to
+                # the follower then).
+                checks = self._settled_checks.get(uid, 0)
+                self._settled_checks[uid] = checks + 1
+                self.queue.add_after(uid, min(SETTLED_RECHECK_S * 2**checks, SETTLED_RECHECK_MAX_S))
             return
         if observed is None:
             if task.status.run_id is None:

@@ -48,11 +48,14 @@ def next_action(
         return Action.CANCEL
     if CLOSED in hints:
         return Action.FINISH
+    if status.run_id is not None and lifecycle.report_settled(status.report):
+        # The workflow ends by itself (its rule done, failed, or stopped gracefully):
+        # its last progress write (the final report: nothing pending or running) comes
+        # just before its close, so read the outcome then rather than wait for the
+        # follower, whose visibility may show the close late.
+        return Action.FINISH
     if task.spec.cancel:
-        # Stopping gracefully: the workflow ends by itself. Its last progress write
-        # (the final report: nothing pending or running) comes just before its close,
-        # so read the outcome then rather than wait for the follower to see the close.
-        return Action.FINISH if lifecycle.report_settled(status.report) else Action.NOTHING
+        return Action.NOTHING  # stopping gracefully: the workflow ends by itself
     if lifecycle.queue_expired(status, queue_timeout, now):
         return Action.EXPIRE
     if status.run_id is None:
