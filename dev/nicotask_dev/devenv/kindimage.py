@@ -19,7 +19,8 @@ the node image itself, the way kind's images/base Dockerfile does:
 
 The image is tagged with a hash of its inputs and rebuilt only when they change.
 
-    python -m nicotask_dev.devenv.kindimage     # build when needed, print the tag
+    python -m nicotask_dev.devenv.kindimage            # build when needed, print the tag
+    python -m nicotask_dev.devenv.kindimage --config   # the kind config for it (YAML)
 """
 
 from __future__ import annotations
@@ -32,12 +33,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from . import gobuild, image, kindcomponents, kubeset
+from .kindtool import KIND_VERSION
 
 NODE_REPOSITORY = "localhost/nicotask-kind-node"
 ROOTFS_REPOSITORY = "localhost/nicotask-kind-rootfs"
-KIND_VERSION = "v0.33.0"
 POD_SUBNET = "10.244.0.0/24"  # the first node's podCIDR of kind's default 10.244.0.0/16
 ROOTFS_PACKAGES = (
     "systemd", "systemd-sysv", "dbus", "containerd", "runc", "containernetworking-plugins",
@@ -88,7 +92,7 @@ def containerd_config() -> str:
     """kind's containerd config for containerd 1.6 (no fuse-overlayfs, no product-files
     hook) with the sandbox image kubeadm names and Debian's CNI plugin folder."""
     cri = 'plugins."io.containerd.grpc.v1.cri"'
-    return f"""# nicotask offline kind node (kindimage.py): kind's config, for Debian's containerd 1.6
+    return f"""# offline kind node (nicotask kindimage.py): kind's config, containerd 1.6
 version = 2
 [{cri}]
   sandbox_image = "{kindcomponents.PAUSE_IMAGE}"
@@ -171,10 +175,10 @@ COPY bin/ /usr/bin/
 COPY images/ /kind/images/
 RUN chmod 755 /usr/local/bin/* /kind/bin/* \\
     && ln -sf /usr/bin/containerd /usr/local/bin/containerd \\
-    && find /lib/systemd/system/sysinit.target.wants/ -name "systemd-tmpfiles-setup.service" -delete \\
-    && rm -f /lib/systemd/system/multi-user.target.wants/* /etc/systemd/system/*.wants/* \\
-       /lib/systemd/system/local-fs.target.wants/* /lib/systemd/system/sockets.target.wants/*udev* \\
-       /lib/systemd/system/sockets.target.wants/*initctl* /lib/systemd/system/basic.target.wants/* \\
+    && rm -f /lib/systemd/system/sysinit.target.wants/systemd-tmpfiles-setup.service \\
+    && cd /lib/systemd/system && rm -f multi-user.target.wants/* /etc/systemd/system/*.wants/* \\
+       local-fs.target.wants/* sockets.target.wants/*udev* sockets.target.wants/*initctl* \\
+       basic.target.wants/* && cd / \\
     && echo "ReadKMsg=no" >> /etc/systemd/journald.conf \\
     && systemctl enable kubelet.service containerd.service undo-mount-hacks.service {import_unit} \\
     && systemctl mask systemd-binfmt.service \\
@@ -244,7 +248,35 @@ def build() -> str:
     return tag
 
 
+def kind_config() -> dict[str, Any]:
+    """The kind cluster config the offline node image needs: no kindnetd (the static CNI
+    config is in the image), cgroup v1 allowed (kubelet and kubeadm >= 1.35 refuse it
+    unless told), and the etcd image tag of the dev environment's etcd."""
+    return {
+        "kind": "Cluster",
+        "apiVersion": "kind.x-k8s.io/v1alpha4",
+        "networking": {"disableDefaultCNI": True},
+        "nodes": [{"role": "control-plane"}],
+        "kubeadmConfigPatches": [
+            yaml.safe_dump({"kind": "KubeletConfiguration", "failCgroupV1": False,
+                            # a shared machine's disk: never evict or collect our images
+                            "imageGCHighThresholdPercent": 100,
+                            "evictionHard": {"memory.available": "0%",
+                                             "nodefs.available": "0%",
+                                             "nodefs.inodesFree": "0%",
+                                             "imagefs.available": "0%"}}),
+            yaml.safe_dump({"kind": "InitConfiguration", "nodeRegistration": {
+                "ignorePreflightErrors": ["SystemVerification"]}}),
+            yaml.safe_dump({"kind": "ClusterConfiguration", "etcd": {
+                "local": {"imageTag": kindcomponents.ETCD_IMAGE_TAG}}}),
+        ],
+    }
+
+
 def main() -> None:
+    if sys.argv[1:] == ["--config"]:
+        print(yaml.safe_dump(kind_config(), sort_keys=False), end="")
+        return
     try:
         print(build())
     except RuntimeError as exc:
