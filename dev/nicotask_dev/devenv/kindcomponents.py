@@ -114,6 +114,28 @@ def _archive(name: str, tag: str) -> Path:
     return dest
 
 
+def kubeadm_images() -> list[str]:
+    """What kubeadm at kubeset.VERSION will run, with the kind config's etcd tag."""
+    config = (f"apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\n"
+              f"kubernetesVersion: {kubeset.VERSION}\n"
+              f"etcd:\n  local:\n    imageTag: {ETCD_IMAGE_TAG}\n")
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+        f.write(config)
+        f.flush()
+        proc = subprocess.run([str(kubeset.path("kubeadm")), "config", "images", "list",
+                               "--config", f.name], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"kubeadm config images list: {proc.stderr.strip()}")
+    return proc.stdout.split()
+
+
+def check_names(tags: list[str]) -> None:
+    """Every image kubeadm names must be one of ours, or the node would try to pull."""
+    missing = sorted(set(kubeadm_images()) - set(tags))
+    if missing:
+        raise RuntimeError(f"kubeadm wants images the node image does not have: {missing}")
+
+
 def ensure_archives() -> dict[str, Path]:
     from .kindimage import ensure_rootfs
 
@@ -126,5 +148,6 @@ def ensure_archives() -> dict[str, Path]:
     _build(tag, kube_proxy_containerfile(ensure_rootfs()), {"kube-proxy":
                                                               kubeset.path("kube-proxy")})
     out["kube-proxy"] = _archive("kube-proxy", tag)
+    check_names([t for t, _ in binaries().values()] + [tag])
     _log(f"component images: {', '.join(sorted(out))}")
     return out
