@@ -75,7 +75,7 @@ cleanup() {
   [ -n "$PF_PID" ] && kill "$PF_PID" 2>/dev/null || true
   [ "${KEEP_CLUSTER:-0}" = 1 ] || "$KIND" delete cluster --name "$CLUSTER" || true
   [ "$MADE_MODULES" = 1 ] && rmdir /lib/modules 2>/dev/null || true
-  rm -f "$KUBECONFIG"
+  [ "${KEEP_CLUSTER:-0}" = 1 ] || rm -f "$KUBECONFIG"
 }
 trap cleanup EXIT
 
