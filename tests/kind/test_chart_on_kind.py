@@ -72,8 +72,8 @@ def release(kube: Kube, cluster: KindCluster) -> Iterator[Path]:
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{kube.diagnostics()}") from None
     kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": TASKS_NS}})
-    # A kept cluster (KEEP_CLUSTER=1) may hold the tasks and client pod of an earlier run.
-    kube.kubectl("delete", "nicotasks,pods", "--all", "-n", TASKS_NS, "--wait",
+    # A kept cluster (KEEP_CLUSTER=1) may hold the tasks, rules and pods of an earlier run.
+    kube.kubectl("delete", "nicotasks,nicooperationrules,pods", "--all", "-n", TASKS_NS, "--wait",
                  "--timeout=90s")
     kube.kubectl("apply", "-f", str(CHART.parents[1] / "samples" / "provider.yaml"),
                  "-f", str(CHART.parents[1] / "samples" / "site.yaml"))
