@@ -157,5 +157,5 @@ done
 phase "e2e tests against the cluster"
 NICOTASK_USE_EXISTING_CLUSTER=1 \
 NICOTASK_TEMPORAL_ADDRESS="127.0.0.1:$TEMPORAL_PORT" \
-  "$BIN/pytest" tests/e2e -q "$@"
+  "$BIN/pytest" tests/e2e -q -m "not slow" "$@"
 phase "done"
