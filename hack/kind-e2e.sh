@@ -6,8 +6,8 @@
 #   (two operator replicas), operator, worker and shim Ready, a cancel through the shim's
 #   Service by its cluster DNS name from a pod, `helm test`, 5. `kubectl nico` smoke,
 #   6. the e2e tests with KUBECONFIG from kind and Temporal through a port-forward. The e2e
-#   tests start their own operator and worker (next to the emulated BMCs), so the chart's
-#   operator and worker are scaled to 0 first.
+#   tests start their own operator, worker and shim (next to the emulated BMCs), so the
+#   release is uninstalled first (its CRDs stay).
 #
 # Two routes (docs/deploy.md, "Trying it on kind"); KIND_ROUTE=docker|podman picks one,
 # otherwise docker when a Docker engine answers, else podman:
@@ -144,8 +144,12 @@ NICOTASK_KIND_TEMPORAL=temporal.temporal.svc.cluster.local:7233 NICOTASK_KIND_WO
 smoke=$(PATH="$PWD/$BIN:$PATH" "$KUBECTL" nico report does-not-exist -n default 2>&1 || true)
 grep -q 'not found' <<<"$smoke" || { echo "kind-e2e: kubectl nico smoke failed: $smoke" >&2; exit 1; }
 
-# The e2e suite runs its own operator and worker next to the emulated BMCs.
-"$KUBECTL" -n "$NAMESPACE" scale deployment/nicotask-operator deployment/nicotask-worker --replicas=0
+# The e2e suite runs its own operator, worker and shim next to the emulated BMCs: the
+# release goes (in the documented order: tasks first, while its operator still removes
+# their finalizers), its CRDs stay. Its admission policy would refuse the suite's shim,
+# which sets cancelRequestedBy as the kind admin rather than the chart's ServiceAccount.
+"$KUBECTL" delete nicotasks --all -A --wait --timeout=90s
+"$HELM" uninstall nicotask -n "$NAMESPACE" --wait --timeout 3m
 
 "$KUBECTL" -n temporal port-forward service/temporal "$TEMPORAL_PORT:7233" >/dev/null &
 PF_PID=$!
