@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 SOAK_ARGS ?=
 
 # Go binaries (kube-apiserver, etcd, helm, promtool) are cached in ~/.cache/nicotask, keyed by version.
-.PHONY: help venv lock lock-check binaries temporal-server integration-server helm promtool docs-values lint typecheck crds crds-check unit integration test test-slow run stop status bench soak argocd gitops-e2e kind-e2e image node-binaries node-e2e clean
+.PHONY: help venv lock lock-check binaries temporal-server integration-server helm promtool docs-values lint typecheck crds crds-check unit integration test test-slow run stop status bench soak argocd gitops-e2e kind-image kind-e2e image node-binaries node-e2e clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -109,7 +109,10 @@ node-binaries: $(STAMP) ## Build (once, cached) kubelet, kube-scheduler and kube
 node-e2e: $(STAMP) binaries helm image node-binaries ## The chart's pods on a real kubelet node (containerd, CNI): install, cancel, upgrade, uninstall
 	$(BIN)/pytest tests/node -q $(PYTEST_ARGS)
 
-kind-e2e: ## (needs Docker) kind cluster, image, helm install, e2e tests
+kind-image: $(STAMP) ## Build (cached by content) the offline kind node image: Kubernetes v1.35.4 in one go build, Debian rootfs, component images (root)
+	$(BIN)/python -m nicotask_dev.devenv.kindimage
+
+kind-e2e: $(STAMP) helm ## kind cluster (Docker, or offline: podman + the kind-image as root), chart, helm test, e2e tests
 	bash hack/kind-e2e.sh
 
 clean: ## Remove the venv and run folders (the Go build cache in ~/.cache/nicotask stays)

@@ -23,7 +23,7 @@ from nicotask_dev.devenv.testing import devenv, kube_api, namespace, temporal_cl
 __all__ = ["devenv", "kube_api", "namespace", "temporal_client"]
 
 _TESTS = Path(__file__).parent
-_KINDS = ("unit", "integration", "e2e", "node")
+_KINDS = ("unit", "integration", "e2e", "node", "kind")
 # What the second pass runs on the Temporal server (store and visibility on PostgreSQL):
 # every test whose outcome depends on Temporal's behaviour. Lifecycle, every cancel
 # path, queue, races of cancel against completion, drift and the follower's full

@@ -43,8 +43,8 @@ COMPONENTS = ("operator", "worker", "shim")
 
 
 class Kube:
-    def __init__(self, env: DevEnvHandle, home: Path) -> None:
-        self.kubeconfig = str(env.kubeconfig)
+    def __init__(self, kubeconfig: Path, home: Path) -> None:
+        self.kubeconfig = str(kubeconfig)
         self.kubectl_bin = kubectl_binary()
         self.helm_bin = str(ensure_helm())
         self.env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "KUBECONFIG": self.kubeconfig,
@@ -116,7 +116,7 @@ def stages(task: dict[str, Any]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def kube(node_env: DevEnvHandle, tmp_path_factory: pytest.TempPathFactory) -> Kube:
-    return Kube(node_env, tmp_path_factory.mktemp("helm-home"))
+    return Kube(node_env.kubeconfig, tmp_path_factory.mktemp("helm-home"))
 
 
 def node_values(node_env: DevEnvHandle, image_tag: str, tmp: Path) -> Path:

@@ -162,14 +162,15 @@ def wrapper_gomod(binary: GoBinary, replaces: list[tuple[str, str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def ensure_built(binary: GoBinary) -> Path:
-    """Return the cached binary, building it first when absent."""
-    if binary.path.exists():
-        return binary.path
-    go = go_command()
-    workdir = binary.path.parent / "wrapper"
+def build_env() -> dict[str, str]:
+    return {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod", "GOTOOLCHAIN": "local"}
+
+
+def prepare_wrapper(binary: GoBinary, workdir: Path, packages: tuple[str, ...] = ()) -> Path:
+    """The wrapper module in `workdir` with `binary`'s module and siblings resolved
+    (for its package, or for `packages` of the same module)."""
+    go, env = go_command(), build_env()
     workdir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod", "GOTOOLCHAIN": "local"}
     _log(f"{binary.name} {binary.version}: fetching {binary.module} (first time only)")
     info = json.loads(
         _run([go, "mod", "download", "-json", f"{binary.module}@{binary.version}"], workdir, env)
@@ -177,7 +178,18 @@ def ensure_built(binary: GoBinary) -> Path:
     replaces = relative_replaces(Path(info["GoMod"]).read_text())
     (workdir / "go.mod").write_text(wrapper_gomod(binary, replaces))
     _log(f"{binary.name}: resolving dependencies ({len(replaces)} sibling modules)")
-    _run([go, "get", f"{binary.package}@{binary.version}"], workdir, env)
+    _run([go, "get", *(f"{p}@{binary.version}" for p in packages or (binary.package,))],
+         workdir, env)
+    return workdir
+
+
+def ensure_built(binary: GoBinary) -> Path:
+    """Return the cached binary, building it first when absent."""
+    if binary.path.exists():
+        return binary.path
+    go = go_command()
+    workdir = prepare_wrapper(binary, binary.path.parent / "wrapper")
+    env = build_env()
     _log(
         f"{binary.name}: compiling {binary.package} "
         "(several minutes on 2 cores the first time; cached afterwards)"
