@@ -24,7 +24,7 @@ ROOTS = {
     "tests": ("base", "server", "dev", "nicotask-dev"),
     "bench": ("base", "server", "dev", "nicotask-dev"),
 }
-FIRST_PARTY = {"nicotask", "nicotask_dev", "bench"}
+FIRST_PARTY = {"nicotask", "nicotask_dev", "bench", "soak"}
 
 
 def _optional(tree: ast.AST) -> set[int]:
