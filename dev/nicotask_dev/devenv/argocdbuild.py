@@ -10,8 +10,9 @@ The module's go.mod asks for a newer Go than the machine's, so the build sets
 GOTOOLCHAIN (the go command fetches that toolchain from the module proxy).
 
 Next to the binary: the module's CRDs (manifests/crds), which the local Argo CD
-installs, and the scripts the image puts on PATH (hack/*-wrapper.sh). ``python -m nicotask_dev.devenv.argocdbuild`` builds when absent and
-prints the binary's path.
+installs, and the scripts the image puts on PATH (hack/*-wrapper.sh).
+``python -m nicotask_dev.devenv.argocdbuild`` builds when absent and prints the
+binary's path.
 """
 
 from __future__ import annotations
