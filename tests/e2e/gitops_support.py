@@ -72,6 +72,7 @@ class Application:
         await self.custom.patch_namespaced_custom_object(
             GROUP, VERSION, NAMESPACE, PLURAL, self.name,
             {"metadata": {"annotations": {"argocd.argoproj.io/refresh": "hard"}}},
+            _content_type="application/merge-patch+json",
         )
 
     def note(self, line: str) -> None:
