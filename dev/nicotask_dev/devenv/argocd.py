@@ -121,8 +121,8 @@ def install(env: DevEnv) -> None:
         kubectl(env, "apply", "--server-side", "--force-conflicts", "-f", str(crd))
     # Not `kubectl wait`: on a CRD just created it fails (".status.conditions accessor
     # error: <nil>") instead of waiting for the status to appear.
-    for crd in ("applications.argoproj.io", "appprojects.argoproj.io"):
-        _wait_established(env, crd)
+    for name in ("applications.argoproj.io", "appprojects.argoproj.io"):
+        _wait_established(env, name)
     docs = config_objects(HEALTH_LUA.read_text())
     kubectl(env, "apply", "--server-side", "--force-conflicts", "-f", "-",
             stdin=yaml.safe_dump_all(docs))
