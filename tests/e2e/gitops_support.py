@@ -34,6 +34,8 @@ def summary(app: dict[str, Any], task: str | None = None) -> str:
         f"health={(st.get('health') or {}).get('status')}",
         f"operation={op.get('phase')}: {op.get('message', '')}".rstrip(": "),
     ]
+    for cond in st.get("conditions") or []:
+        parts.append(f"condition {cond.get('type')}: {cond.get('message', '')}")
     if task:
         h = resource(app, "NicoTask", task).get("health") or {}
         parts.append(f"task {task}: {h.get('status')} {h.get('message', '')}".rstrip())
@@ -72,6 +74,7 @@ class Application:
         await self.custom.patch_namespaced_custom_object(
             GROUP, VERSION, NAMESPACE, PLURAL, self.name,
             {"metadata": {"annotations": {"argocd.argoproj.io/refresh": "hard"}}},
+            _content_type="application/merge-patch+json",
         )
 
     def note(self, line: str) -> None:

@@ -23,6 +23,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -105,12 +106,23 @@ def config_objects(health_lua: str) -> list[dict[str, Any]]:
     ]
 
 
+def _wait_established(env: DevEnv, crd: str, timeout: float = 60.0) -> None:
+    jsonpath = '{.status.conditions[?(@.type=="Established")].status}'
+    deadline = time.monotonic() + timeout
+    while kubectl(env, "get", "crd", crd, "-o", f"jsonpath={jsonpath}").strip() != "True":
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"CRD {crd} not Established within {timeout:.0f}s")
+        time.sleep(0.2)
+
+
 def install(env: DevEnv) -> None:
     """Argo CD's CRDs (Established), then its configuration objects."""
     for crd in argocdbuild.crd_paths():
         kubectl(env, "apply", "--server-side", "--force-conflicts", "-f", str(crd))
-    kubectl(env, "wait", "--for=condition=Established", "--timeout=60s",
-            "crd/applications.argoproj.io", "crd/appprojects.argoproj.io")
+    # Not `kubectl wait`: on a CRD just created it fails (".status.conditions accessor
+    # error: <nil>") instead of waiting for the status to appear.
+    for name in ("applications.argoproj.io", "appprojects.argoproj.io"):
+        _wait_established(env, name)
     docs = config_objects(HEALTH_LUA.read_text())
     kubectl(env, "apply", "--server-side", "--force-conflicts", "-f", "-",
             stdin=yaml.safe_dump_all(docs))

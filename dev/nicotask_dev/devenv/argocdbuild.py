@@ -122,7 +122,10 @@ def ensure_built(version: str = VERSION) -> Path:
             p.chmod(0o755 if p.is_dir() else 0o644)
     gomod = src / "go.mod"
     gomod.write_text(without_local_replace(gomod.read_text()))
-    _log(f"argocd {version}: compiling ./cmd (about 5 minutes on 2 cores the first time)")
+    _log(
+        f"argocd {version}: compiling ./cmd (271 s on 2 idle cores; 57 min measured on "
+        "2 cores shared with three other Go builds; cached afterwards)"
+    )
     started = time.monotonic()
     tmp = path.with_suffix(".partial")
     ldflags = f"-s -w -X {MODULE}/common.version={version.lstrip('v')}"
