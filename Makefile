@@ -52,8 +52,9 @@ argocd: $(STAMP) ## Build (once, cached in ~/.cache/nicotask) Argo CD from githu
 docs-values: $(STAMP) ## Regenerate the configuration table in docs/deploy.md from values.yaml
 	$(BIN)/python -m nicotask_dev.devenv.helm --write-docs docs/deploy.md
 
-lint: $(STAMP) ## ruff
+lint: $(STAMP) ## ruff: the linter, and the formatter's check (`ruff format` fixes it)
 	$(BIN)/ruff check operator dev tests bench soak
+	$(BIN)/ruff format --check operator dev tests bench soak
 
 typecheck: $(STAMP) ## mypy
 	$(BIN)/mypy

@@ -69,12 +69,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--tasks", type=int, default=None, help="N Running tasks (default 200, <= 1000)")
     p.add_argument(
-        "--rss-tasks", type=int, default=None,
+        "--rss-tasks",
+        type=int,
+        default=None,
         help="M NicoTasks for the RSS figure (default 10000; 0: the live operator)",
     )
     p.add_argument("--shim-cancels", type=int, default=None, help="K shim cancels (default 100)")
     p.add_argument(
-        "--phases", type=_phase_list, default=PHASES,
+        "--phases",
+        type=_phase_list,
+        default=PHASES,
         help=f"comma-separated subset of {','.join(PHASES)} (default all; steady and cancel"
         " bring start, plugin-cancel and graceful bring cancel)",
     )
@@ -89,7 +93,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--run-dir", default=None, help="run folder (default: a temporary folder)")
     p.add_argument(
-        "--temporal", choices=("dev", "server", "both"), default="dev",
+        "--temporal",
+        choices=("dev", "server", "both"),
+        default="dev",
         help="dev: the CLI's dev server (default); server: the Temporal server on PostgreSQL"
         " (figures to bench/results/temporal-server.json); both: a run on each, one after"
         " the other (bench/results/temporal-dev.json and temporal-server.json)",
@@ -184,9 +190,7 @@ async def run_phases(ph: Phases, results: dict[str, Any]) -> None:
     try:
         await r.run("setup", ph.setup(), 300 + cfg.racks * 0.2, required=True)
         if "raw" in on:
-            results["raw"] = await r.run(
-                "raw", ph.raw(), ph.raw_budget() + PHASE_GRACE_S
-            )
+            results["raw"] = await r.run("raw", ph.raw(), ph.raw_budget() + PHASE_GRACE_S)
         # The floor twice: on the idle system, and under the load the cancels run in.
         idle = await r.run(
             "floor_idle",
@@ -237,7 +241,8 @@ async def run_phases(ph: Phases, results: dict[str, Any]) -> None:
         if "cancel" in on and running:
             idle_ms = idle["floor_ms"] if idle else None
             got_c = await r.run(
-                "cancel", ph.cancel(running, floor_ms, idle_ms),
+                "cancel",
+                ph.cancel(running, floor_ms, idle_ms),
                 cfg.burst_timeout() + PHASE_GRACE_S,
             )
             if got_c is not None:
@@ -245,7 +250,8 @@ async def run_phases(ph: Phases, results: dict[str, Any]) -> None:
                 results.setdefault("calls", {})["per_cancel"] = per_cancel
         if "plugin-cancel" in on and results.get("cancel"):
             results["plugin_cancel"] = await r.run(
-                "plugin_cancel", plugin_cancel(ph),
+                "plugin_cancel",
+                plugin_cancel(ph),
                 cfg.start_timeout() + cfg.burst_timeout() + PHASE_GRACE_S,
             )
         if "graceful" in on and results.get("cancel"):

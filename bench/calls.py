@@ -92,9 +92,7 @@ def persistence(
     namespace left out)."""
     if before.persistence is None or after.persistence is None:
         return {}
-    return group(
-        counter_delta(before.persistence, after.persistence), persistence_key(exclude)
-    )
+    return group(counter_delta(before.persistence, after.persistence), persistence_key(exclude))
 
 
 def writes(stored: dict[str, float]) -> float:

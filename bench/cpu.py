@@ -80,8 +80,7 @@ def component_ticks(
     """Per component: (pid, start time) -> (ppid, ticks) of every process of its tree."""
     return {
         name: {
-            (p, stats[p].started): (stats[p].ppid, stats[p].ticks)
-            for p in tree_pids(stats, root)
+            (p, stats[p].started): (stats[p].ppid, stats[p].ticks) for p in tree_pids(stats, root)
         }
         for name, root in roots.items()
     }

@@ -37,9 +37,7 @@ def progress(msg: str) -> None:
 def _clean_environ() -> dict[str, str]:
     """os.environ without anything that would point the DevEnv at outside infrastructure."""
     return {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("NICOTASK_") and k != "KUBECONFIG"
+        k: v for k, v in os.environ.items() if not k.startswith("NICOTASK_") and k != "KUBECONFIG"
     }
 
 
@@ -68,7 +66,9 @@ class BenchEnv:
 
     def __post_init__(self) -> None:
         self.env = DevEnv(
-            self.run_dir, temporal_ui=False, environ=_clean_environ(),
+            self.run_dir,
+            temporal_ui=False,
+            environ=_clean_environ(),
             temporal_mode=self.temporal_mode,
         )
 

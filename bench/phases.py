@@ -209,9 +209,7 @@ class Phases:
         """Namespace, BMC secret, provider and site, the Sleep rule, racks, the spare task,
         and the bench's own Temporal namespace."""
         assert self.api is not None
-        register = asyncio.create_task(
-            rawtemporal.register_namespace(self.benv.temporal_address)
-        )
+        register = asyncio.create_task(rawtemporal.register_namespace(self.benv.temporal_address))
         core = client.CoreV1Api(self.api)
         with contextlib.suppress(client.ApiException):
             await core.create_namespace(
@@ -353,9 +351,7 @@ class Phases:
         )
         return names, sent, errors
 
-    async def _wait_running(
-        self, label: str, names: list[str], deadline: float
-    ) -> list[str]:
+    async def _wait_running(self, label: str, names: list[str], deadline: float) -> list[str]:
         await self.tw.wait_for(
             names,
             ("Running", *TERMINAL),
@@ -418,8 +414,10 @@ class Phases:
     def _cpu_mark(self) -> tuple[dict[str, Any], float, float]:
         """Where a phase's CPU count starts: every component's ticks, the clock, our own CPU."""
         own = os.times()
-        return component_ticks(snapshot(), self.benv.process_roots()), time.monotonic(), (
-            own.user + own.system
+        return (
+            component_ticks(snapshot(), self.benv.process_roots()),
+            time.monotonic(),
+            (own.user + own.system),
         )
 
     def _cpu_ms_per_task(
@@ -606,7 +604,8 @@ class Phases:
         cpu_ms = self._cpu_ms_per_task(mark, len(done))
         done_set = set(done)
         other = [
-            nm for nm in running
+            nm
+            for nm in running
             if nm not in done_set and any(self.tw.seen_at(nm, s) for s in TERMINAL)
         ]
         if len(done) < n:
@@ -729,9 +728,13 @@ class Phases:
             "tasks": [[nm, self.tw.uids[nm]] for nm in names],
         }
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench.shimload",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, cwd=str(REPO),
+            sys.executable,
+            "-m",
+            "bench.shimload",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=str(REPO),
         )
         out, err = await proc.communicate(orjson.dumps(job))
         if proc.returncode != 0:
@@ -849,9 +852,7 @@ class Phases:
             "operator_mb": rss_mb,
             "tasks": total,
             "delta_mb": delta,
-            "delta_mb_per_1000": (
-                round(delta * 1000 / m, 2) if delta is not None and m else None
-            ),
+            "delta_mb_per_1000": (round(delta * 1000 / m, 2) if delta is not None and m else None),
             "hwm_mb": _mb(after["hwm_kb"]),
             "baseline_hwm_mb": _mb(before["hwm_kb"]),
             "live_operator_mb_before_restart": _mb(live["rss_kb"]),

@@ -83,7 +83,9 @@ async def throughput(
     async def start(i: int) -> None:
         t = time.perf_counter()
         handles[i] = await client.start_workflow(
-            NOOP_WORKFLOW, id=f"{queue}-{i}", task_queue=queue,
+            NOOP_WORKFLOW,
+            id=f"{queue}-{i}",
+            task_queue=queue,
             execution_timeout=timedelta(hours=1),
         )
         start_lat.append(time.perf_counter() - t)
@@ -167,7 +169,9 @@ async def first_task_throughput(
 
     async def start(i: int) -> None:
         handles[i] = await client.start_workflow(
-            FirstTaskWorkflow.run, id=f"{queue}-{i}", task_queue=queue,
+            FirstTaskWorkflow.run,
+            id=f"{queue}-{i}",
+            task_queue=queue,
             execution_timeout=timedelta(hours=1),
         )
 

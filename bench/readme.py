@@ -26,9 +26,16 @@ BEGIN = "<!-- BEGIN BENCH TABLE (make bench writes it from bench/results/latest.
 END = "<!-- END BENCH TABLE -->"
 MISSING = "-"
 # Components in the CPU rows, as the bench names them and as the table says them.
-COMPONENTS = {"temporal": "Temporal", "kube-apiserver": "kube-apiserver", "worker": "worker",
-              "operator": "operator", "etcd": "etcd", "shim": "shim", "redfish": "BMC emulators",
-              "postgres": "PostgreSQL"}
+COMPONENTS = {
+    "temporal": "Temporal",
+    "kube-apiserver": "kube-apiserver",
+    "worker": "worker",
+    "operator": "operator",
+    "etcd": "etcd",
+    "shim": "shim",
+    "redfish": "BMC emulators",
+    "postgres": "PostgreSQL",
+}
 
 
 def _n(value: Any) -> float | None:
@@ -52,8 +59,14 @@ def _cpu(section: dict[str, Any] | None, unit: str) -> str:
     """'85 ms: Temporal 33, kube-apiserver 21, ...' (largest first, zeros left out)."""
     if not isinstance(section, dict) or _n(section.get("total")) is None:
         return MISSING
-    parts = sorted(((v, COMPONENTS.get(k, k)) for k, v in section.items()
-                    if k in COMPONENTS and _n(v) and round(v) > 0), reverse=True)
+    parts = sorted(
+        (
+            (v, COMPONENTS.get(k, k))
+            for k, v in section.items()
+            if k in COMPONENTS and _n(v) and round(v) > 0
+        ),
+        reverse=True,
+    )
     detail = ", ".join(f"{name} {v:.0f}" for v, name in parts)
     return f"{section['total']:.0f} {unit}" + (f": {detail}" if detail else "")
 
@@ -64,46 +77,70 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str]]:
     rate = get(r, "steady_cancel.rate_per_s") or params.get("steady_cancel_rate", "?")
     rss_tasks = f"{get(r, 'rss.tasks'):,}" if _n(get(r, "rss.tasks")) else "the"
 
-    start = _needs("start.running", "start.tasks", "start.total_s", "start.tasks_per_s",
-                   "raw.start_per_s")(
-        lambda run, n, s, per_s, raw: f"{run:.0f} of {n:.0f} in {s:.0f} s ({per_s}/s; "
-                                      f"raw StartWorkflow {raw}/s)")
+    start = _needs(
+        "start.running", "start.tasks", "start.total_s", "start.tasks_per_s", "raw.start_per_s"
+    )(
+        lambda run, n, s, per_s, raw: (
+            f"{run:.0f} of {n:.0f} in {s:.0f} s ({per_s}/s; raw StartWorkflow {raw}/s)"
+        )
+    )
     first = _needs("raw.first_task_per_s", "raw.start_per_s")(
-        lambda f, raw: f"{f}/s ({f / raw:.2f} x raw StartWorkflow)")
+        lambda f, raw: f"{f}/s ({f / raw:.2f} x raw StartWorkflow)"
+    )
     writes = _needs("calls.per_start.temporal_writes", "calls.per_cancel.temporal_writes")(
-        lambda s, c: f"{s:.2f} / {c:.2f}")
+        lambda s, c: f"{s:.2f} / {c:.2f}"
+    )
     steady = _needs("steady.cpu_cores.total")(lambda c: f"{c:.2f} cores")
-    single = _needs("steady_cancel.latency_ms.p50", "steady_cancel.p50_over_floor",
-                    "steady_cancel.floor_ms", "steady_cancel.latency_ms.p99")(
-        lambda p50, over, floor, p99: f"{p50:.0f} ms ({over}x the loaded floor of "
-                                      f"{floor:.0f} ms) / {p99:.0f} ms")
-    burst = _needs("cancel.terminated", "cancel.tasks", "cancel.cancels_per_s",
-                   "raw.terminate_per_s")(
-        lambda done, n, per_s, raw: f"{done:.0f} of {n:.0f} Terminated, {per_s}/s "
-                                    f"(raw TerminateWorkflow {raw}/s)")
+    single = _needs(
+        "steady_cancel.latency_ms.p50",
+        "steady_cancel.p50_over_floor",
+        "steady_cancel.floor_ms",
+        "steady_cancel.latency_ms.p99",
+    )(
+        lambda p50, over, floor, p99: (
+            f"{p50:.0f} ms ({over}x the loaded floor of {floor:.0f} ms) / {p99:.0f} ms"
+        )
+    )
+    burst = _needs(
+        "cancel.terminated", "cancel.tasks", "cancel.cancels_per_s", "raw.terminate_per_s"
+    )(
+        lambda done, n, per_s, raw: (
+            f"{done:.0f} of {n:.0f} Terminated, {per_s}/s (raw TerminateWorkflow {raw}/s)"
+        )
+    )
     api = _needs("calls.per_start.apiserver", "calls.per_cancel.apiserver")(
-        lambda s, c: f"{s:.2f} / {c:.2f}")
+        lambda s, c: f"{s:.2f} / {c:.2f}"
+    )
     rpcs = _needs("calls.per_start.temporal", "calls.per_cancel.temporal")(
-        lambda s, c: f"{s:.2f} / {c:.2f}")
+        lambda s, c: f"{s:.2f} / {c:.2f}"
+    )
     rss = _needs("rss.operator_mb")(lambda mb: f"{mb:.1f} MB")
-    fresh = _needs("shim.fresh.requests_per_s", "shim.fresh.latency_ms.p50",
-                   "shim.fresh.p50_over_patch")(
-        lambda per_s, p50, over: f"{per_s:.0f}/s, p50 {p50:.0f} ms ({over}x a raw PATCH "
-                                 "with as many in flight)")
-    repeat = _needs("shim.repeat.requests_per_s", "shim.repeat.latency_ms.p50",
-                    "shim.repeat.latency_ms.p99")(
-        lambda per_s, p50, p99: f"{per_s:,.0f}/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms "
-                                "(no API call)")
+    fresh = _needs(
+        "shim.fresh.requests_per_s", "shim.fresh.latency_ms.p50", "shim.fresh.p50_over_patch"
+    )(
+        lambda per_s, p50, over: (
+            f"{per_s:.0f}/s, p50 {p50:.0f} ms ({over}x a raw PATCH with as many in flight)"
+        )
+    )
+    repeat = _needs(
+        "shim.repeat.requests_per_s", "shim.repeat.latency_ms.p50", "shim.repeat.latency_ms.p99"
+    )(lambda per_s, p50, p99: f"{per_s:,.0f}/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms (no API call)")
     return [
         ("tasks Running after the start phase", start(r)),
         ("Temporal alone: StartWorkflow + a first workflow task", first(r)),
         ("CPU per started task, all components", _cpu(get(r, "start.cpu_ms_per_task"), "ms")),
         ("Temporal store writes per start / per cancel", writes(r)),
         (f"CPU of the whole system, {tasks} tasks Running and idle", steady(r)),
-        (f"single cancels at {rate:g}/s while they run: patch -> Terminated p50 / p99"
-         if _n(rate) else "single cancels: patch -> Terminated p50 / p99", single(r)),
-        (f"burst cancel of every Running task ({params.get('concurrency', '?')} in flight)",
-         burst(r)),
+        (
+            f"single cancels at {rate:g}/s while they run: patch -> Terminated p50 / p99"
+            if _n(rate)
+            else "single cancels: patch -> Terminated p50 / p99",
+            single(r),
+        ),
+        (
+            f"burst cancel of every Running task ({params.get('concurrency', '?')} in flight)",
+            burst(r),
+        ),
         ("CPU per cancel in the burst", _cpu(get(r, "cancel.cpu_ms_per_task"), "ms")),
         ("API-server calls per start / per cancel", api(r)),
         ("Temporal RPCs per start / per cancel", rpcs(r)),
@@ -122,10 +159,16 @@ def table(results: dict[str, Any]) -> str:
     failed = [t["target"] for t in targets if t.get("verdict") == FAIL]
     lines = [BEGIN, "", "| figure | value |", "|---|---|"]
     lines += [f"| {figure} | {value} |" for figure, value in rows(results)]
-    lines += ["", f"Measured with `--tasks {params.get('tasks', '?')}` on "
-                  f"{machine.get('nproc', '?')} cores ({machine.get('cpu', '?')}); "
-                  f"{met} of {len(targets)} targets met"
-                  + (f" (not: {'; '.join(failed)})" if failed else "") + ".", "", END]
+    lines += [
+        "",
+        f"Measured with `--tasks {params.get('tasks', '?')}` on "
+        f"{machine.get('nproc', '?')} cores ({machine.get('cpu', '?')}); "
+        f"{met} of {len(targets)} targets met"
+        + (f" (not: {'; '.join(failed)})" if failed else "")
+        + ".",
+        "",
+        END,
+    ]
     return "\n".join(lines)
 
 
@@ -150,8 +193,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     if "--check" in argv:
         if wanted != current:
-            print("README.md's performance tables are not bench/results/latest.json's "
-                  "(and temporal-*.json's): run `python -m bench.readme`", file=sys.stderr)
+            print(
+                "README.md's performance tables are not bench/results/latest.json's "
+                "(and temporal-*.json's): run `python -m bench.readme`",
+                file=sys.stderr,
+            )
             return 1
         return 0
     if wanted != current:

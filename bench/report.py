@@ -49,7 +49,8 @@ def _cpu_row(phase: str, figures: dict[str, Any]) -> list[tuple[str, str, str]]:
         (
             phase,
             "CPU ms per task (" + ", ".join(parts) + ")",
-            " / ".join(fmt(v) for v in parts.values()) + f" = {fmt(cpu.get('total'))}"
+            " / ".join(fmt(v) for v in parts.values())
+            + f" = {fmt(cpu.get('total'))}"
             + f" (and the bench itself: {fmt(cpu.get('bench'))})",
         )
     ]
@@ -91,9 +92,7 @@ def rows(results: dict[str, Any]) -> list[Row]:
             (
                 "raw",
                 "StartWorkflow / Terminate p50",
-                fmt_pair(
-                    _get(raw, "start_ms", "p50"), _get(raw, "terminate_ms", "p50"), "ms"
-                ),
+                fmt_pair(_get(raw, "start_ms", "p50"), _get(raw, "terminate_ms", "p50"), "ms"),
             ),
         ]
     for key, when in (("floor_idle", "idle"), ("floor", "loaded")):

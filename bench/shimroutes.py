@@ -62,14 +62,18 @@ def load_baseline(rev: str) -> types.ModuleType:
     """The shim package of `rev` as the package `nicotask_shim_baseline` (its `app` module)."""
     files = subprocess.run(
         ["git", "-C", str(REPO), "ls-tree", "--name-only", f"{rev}:{SHIM_DIR}"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.split()
     folder = Path(tempfile.mkdtemp(prefix="shim-baseline-"))
     for name in files:
         if name.endswith(".py"):
             text = subprocess.run(
                 ["git", "-C", str(REPO), "show", f"{rev}:{SHIM_DIR}/{name}"],
-                check=True, capture_output=True, text=True,
+                check=True,
+                capture_output=True,
+                text=True,
             ).stdout
             (folder / name).write_text(text)
     name = "nicotask_shim_baseline"
@@ -85,20 +89,40 @@ def load_baseline(rev: str) -> types.ModuleType:
 
 def _obj(kind: str, name: str, spec: dict[str, Any], **meta: Any) -> dict[str, Any]:
     return {
-        "apiVersion": api.API_VERSION, "kind": kind,
-        "metadata": {"name": name, "uid": str(uuid.uuid4()), "resourceVersion": "1",
-                     "creationTimestamp": "2026-01-01T00:00:00Z", **meta},
+        "apiVersion": api.API_VERSION,
+        "kind": kind,
+        "metadata": {
+            "name": name,
+            "uid": str(uuid.uuid4()),
+            "resourceVersion": "1",
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+            **meta,
+        },
         "spec": spec,
     }
 
 
 def task_object(status: str) -> dict[str, Any]:
-    obj = _obj("NicoTask", f"t-{uuid.uuid4().hex[:8]}",
-               {"siteId": SITE_ID, "rackRef": "rack-1", "operation": "PowerOn",
-                "description": "Power on rack components"}, namespace="bench")
+    obj = _obj(
+        "NicoTask",
+        f"t-{uuid.uuid4().hex[:8]}",
+        {
+            "siteId": SITE_ID,
+            "rackRef": "rack-1",
+            "operation": "PowerOn",
+            "description": "Power on rack components",
+        },
+        namespace="bench",
+    )
     now = "2026-01-01T00:00:01.000000Z"
-    obj["status"] = {"id": obj["metadata"]["uid"], "status": status, "message": status,
-                     "created": now, "updated": now, "started": now}
+    obj["status"] = {
+        "id": obj["metadata"]["uid"],
+        "status": status,
+        "message": status,
+        "created": now,
+        "updated": now,
+        "started": now,
+    }
     if status == "Terminated":
         obj["status"]["finished"] = now
     return obj
@@ -132,9 +156,7 @@ def build(app_module: types.ModuleType, key_dir: Path, tasks: list[dict[str, Any
     app = app_module.create_app(settings)
     caches = cache.Caches(None, [], 0)
     caches.providers.informer.put(_obj("NicoProvider", ORG, {"org": ORG, "providerId": SITE_ID}))
-    caches.sites.informer.put(
-        _obj("NicoSite", SITE_ID, {"siteId": SITE_ID, "providerRef": ORG})
-    )
+    caches.sites.informer.put(_obj("NicoSite", SITE_ID, {"siteId": SITE_ID, "providerRef": ORG}))
     for obj in tasks:
         caches.tasks.informer.put(obj)
     for c in caches.all:
@@ -152,7 +174,11 @@ def _ms(values: list[float], q: float) -> float:
 
 
 async def one_round(
-    app: Any, token: str, terminated: list[str], running: list[str], repeats: int,
+    app: Any,
+    token: str,
+    terminated: list[str],
+    running: list[str],
+    repeats: int,
     concurrency: int,
 ) -> dict[str, float]:
     headers = {"Authorization": f"Bearer {token}"}
@@ -207,24 +233,49 @@ def serve(args: argparse.Namespace) -> None:
     module = load_baseline(args.baseline) if args.serve == "baseline" else current
     tasks = json.loads(Path(args.tasks_file).read_text())
     app = build(module, Path(args.key_dir), tasks)
-    uvicorn.run(app, host="127.0.0.1", port=args.port, lifespan="off", loop="uvloop",
-                http="httptools", access_log=False, log_level="warning")
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=args.port,
+        lifespan="off",
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+    )
 
 
 def _start_server(
     label: str, port: int, key_dir: Path, tasks_file: Path, baseline: str
 ) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "bench.shimroutes", "--serve", label, "--port", str(port),
-         "--key-dir", str(key_dir), "--tasks-file", str(tasks_file), "--baseline", baseline],
+        [
+            sys.executable,
+            "-m",
+            "bench.shimroutes",
+            "--serve",
+            label,
+            "--port",
+            str(port),
+            "--key-dir",
+            str(key_dir),
+            "--tasks-file",
+            str(tasks_file),
+            "--baseline",
+            baseline,
+        ],
         cwd=REPO,
     )
 
 
 def _load(job: dict[str, Any]) -> dict[str, Any]:
     out = subprocess.run(
-        [sys.executable, "-m", "bench.shimload"], input=json.dumps(job), cwd=REPO,
-        capture_output=True, text=True, check=True,
+        [sys.executable, "-m", "bench.shimload"],
+        input=json.dumps(job),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     result: dict[str, Any] = json.loads(out)
     codes = result["status_codes"]
@@ -249,9 +300,12 @@ async def http_rounds(args: argparse.Namespace) -> dict[str, Any]:
             tasks_file.write_text(json.dumps(terminated + running))
             port = free_port()
             proc = _start_server(label, port, key_dir, tasks_file, args.baseline or "main")
-            servers[label] = (proc, f"http://127.0.0.1:{port}",
-                              [t["metadata"]["uid"] for t in terminated],
-                              [t["metadata"]["uid"] for t in running])
+            servers[label] = (
+                proc,
+                f"http://127.0.0.1:{port}",
+                [t["metadata"]["uid"] for t in terminated],
+                [t["metadata"]["uid"] for t in running],
+            )
             deadline = time.monotonic() + 60
             while True:
                 with socket.socket() as sock:
@@ -263,18 +317,25 @@ async def http_rounds(args: argparse.Namespace) -> dict[str, Any]:
         for i in range(args.rounds):
             for label in labels if i % 2 == 0 else labels[::-1]:
                 _, url, terminated_uids, running_uids = servers[label]
-                job = {"base_url": url, "token": token, "site_id": SITE_ID, "org": ORG,
-                       "concurrency": args.concurrency}
+                job = {
+                    "base_url": url,
+                    "token": token,
+                    "site_id": SITE_ID,
+                    "org": ORG,
+                    "concurrency": args.concurrency,
+                }
                 repeat = _load({**job, "tasks": [[u, u] for u in terminated_uids] * 10})
                 fresh_uids = running_uids[i * args.fresh : (i + 1) * args.fresh]
                 fresh = _load({**job, "tasks": [[u, u] for u in fresh_uids]})
-                rounds[label].append({
-                    "repeat_per_s": round(len(repeat["latencies_s"]) / repeat["wall_s"], 1),
-                    "repeat_p50_ms": _ms(repeat["latencies_s"], 0.50),
-                    "repeat_p99_ms": _ms(repeat["latencies_s"], 0.99),
-                    "fresh_per_s": round(len(fresh["latencies_s"]) / fresh["wall_s"], 1),
-                    "fresh_p99_ms": _ms(fresh["latencies_s"], 0.99),
-                })
+                rounds[label].append(
+                    {
+                        "repeat_per_s": round(len(repeat["latencies_s"]) / repeat["wall_s"], 1),
+                        "repeat_p50_ms": _ms(repeat["latencies_s"], 0.50),
+                        "repeat_p99_ms": _ms(repeat["latencies_s"], 0.99),
+                        "fresh_per_s": round(len(fresh["latencies_s"]) / fresh["wall_s"], 1),
+                        "fresh_p99_ms": _ms(fresh["latencies_s"], 0.99),
+                    }
+                )
     finally:
         for proc, *_ in servers.values():
             proc.terminate()
@@ -303,10 +364,16 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             terminated = [task_object("Terminated") for _ in range(100)]
             running = [task_object("Running") for _ in range(args.fresh)]
             app = build(module, key_dir, terminated + running)
-            rounds[label].append(await one_round(
-                app, token, [t["metadata"]["uid"] for t in terminated],
-                [t["metadata"]["uid"] for t in running], args.repeats, args.concurrency,
-            ))
+            rounds[label].append(
+                await one_round(
+                    app,
+                    token,
+                    [t["metadata"]["uid"] for t in terminated],
+                    [t["metadata"]["uid"] for t in running],
+                    args.repeats,
+                    args.concurrency,
+                )
+            )
     summary = {
         label: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
         for label, rs in rounds.items()
@@ -319,8 +386,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.shimroutes", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.shimroutes",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--baseline", default="main", help="git revision to compare ('' for none)")
     p.add_argument("--rounds", type=int, default=5, help="alternating rounds per version (5)")
     p.add_argument("--repeats", type=int, default=2000, help="repeated cancels per round (2000)")

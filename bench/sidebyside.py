@@ -17,8 +17,10 @@ from typing import Any
 
 from .targets import get
 
-BEGIN = ("<!-- BEGIN BENCH TEMPORAL TABLE (make bench writes it from"
-         " bench/results/temporal-dev.json and temporal-server.json) -->")
+BEGIN = (
+    "<!-- BEGIN BENCH TEMPORAL TABLE (make bench writes it from"
+    " bench/results/temporal-dev.json and temporal-server.json) -->"
+)
 END = "<!-- END BENCH TEMPORAL TABLE -->"
 MISSING = "-"
 # Who pays for a start or a cancel: nicotask's side and Temporal's.
@@ -60,31 +62,70 @@ def _steady(r: dict[str, Any]) -> str:
 def rows(r: dict[str, Any]) -> list[tuple[str, str]]:
     """One column: (figure, value) for one run."""
     return [
-        ("raw StartWorkflow / TerminateWorkflow", _cell(
-            r, ("raw.start_per_s", "raw.terminate_per_s"),
-            lambda s, t: f"{s:.1f}/s / {t:.1f}/s")),
-        ("Temporal's own start with a first workflow task", _cell(
-            r, ("raw.first_task_per_s", "raw.start_per_s"),
-            lambda f, s: f"{f:.1f}/s ({f / s:.2f} x raw start)")),
-        ("nicotask start (create -> Running)", _cell(
-            r, ("start.tasks_per_s", "raw.first_task_per_s", "start.running", "start.tasks"),
-            lambda s, f, run, n: f"{s:.1f}/s ({s / f:.2f} x Temporal's own; "
-                                 f"{run:.0f} of {n:.0f} Running)")),
+        (
+            "raw StartWorkflow / TerminateWorkflow",
+            _cell(
+                r, ("raw.start_per_s", "raw.terminate_per_s"), lambda s, t: f"{s:.1f}/s / {t:.1f}/s"
+            ),
+        ),
+        (
+            "Temporal's own start with a first workflow task",
+            _cell(
+                r,
+                ("raw.first_task_per_s", "raw.start_per_s"),
+                lambda f, s: f"{f:.1f}/s ({f / s:.2f} x raw start)",
+            ),
+        ),
+        (
+            "nicotask start (create -> Running)",
+            _cell(
+                r,
+                ("start.tasks_per_s", "raw.first_task_per_s", "start.running", "start.tasks"),
+                lambda s, f, run, n: (
+                    f"{s:.1f}/s ({s / f:.2f} x Temporal's own; {run:.0f} of {n:.0f} Running)"
+                ),
+            ),
+        ),
         ("CPU per start", _cpu_split(r, "start.cpu_ms_per_task")),
         ("steady CPU, all tasks Running and idle", _steady(r)),
-        ("single cancels: p50 / p99", _cell(
-            r, ("steady_cancel.latency_ms.p50", "steady_cancel.p50_over_floor",
-                "steady_cancel.latency_ms.p99"),
-            lambda p50, over, p99: f"{p50:.0f} ms ({over:.2f}x the loaded floor) / {p99:.0f} ms")),
-        ("burst cancel", _cell(
-            r, ("cancel.cancels_per_s", "raw.terminate_per_s", "cancel.terminated",
-                "cancel.tasks"),
-            lambda c, t, done, n: f"{c:.1f}/s ({c / t:.2f} x raw Terminate; "
-                                  f"{done:.0f} of {n:.0f} Terminated)")),
+        (
+            "single cancels: p50 / p99",
+            _cell(
+                r,
+                (
+                    "steady_cancel.latency_ms.p50",
+                    "steady_cancel.p50_over_floor",
+                    "steady_cancel.latency_ms.p99",
+                ),
+                lambda p50, over, p99: (
+                    f"{p50:.0f} ms ({over:.2f}x the loaded floor) / {p99:.0f} ms"
+                ),
+            ),
+        ),
+        (
+            "burst cancel",
+            _cell(
+                r,
+                (
+                    "cancel.cancels_per_s",
+                    "raw.terminate_per_s",
+                    "cancel.terminated",
+                    "cancel.tasks",
+                ),
+                lambda c, t, done, n: (
+                    f"{c:.1f}/s ({c / t:.2f} x raw Terminate; {done:.0f} of {n:.0f} Terminated)"
+                ),
+            ),
+        ),
         ("CPU per cancel in the burst", _cpu_split(r, "cancel.cpu_ms_per_task")),
-        ("Temporal store writes per start / per cancel", _cell(
-            r, ("calls.per_start.temporal_writes", "calls.per_cancel.temporal_writes"),
-            lambda s, c: f"{s:.2f} / {c:.2f}")),
+        (
+            "Temporal store writes per start / per cancel",
+            _cell(
+                r,
+                ("calls.per_start.temporal_writes", "calls.per_cancel.temporal_writes"),
+                lambda s, c: f"{s:.2f} / {c:.2f}",
+            ),
+        ),
     ]
 
 
@@ -92,17 +133,22 @@ def _note(label: str, r: dict[str, Any]) -> str:
     params, machine = r.get("params") or {}, r.get("machine") or {}
     load = machine.get("loadavg_start") or machine.get("loadavg") or []
     load_text = f", load average {load[0]:.1f} at its start" if load else ""
-    return (f"{label}: `--tasks {params.get('tasks', '?')}`, phases "
-            f"{params.get('phases', '?')}, {machine.get('time', '?')}, "
-            f"{machine.get('nproc', '?')} cores{load_text}")
+    return (
+        f"{label}: `--tasks {params.get('tasks', '?')}`, phases "
+        f"{params.get('phases', '?')}, {machine.get('time', '?')}, "
+        f"{machine.get('nproc', '?')} cores{load_text}"
+    )
 
 
 def table(dev: dict[str, Any], server: dict[str, Any]) -> str:
     """The Markdown block between BEGIN and END (markers included)."""
     left, right = dict(rows(dev)), rows(server)
-    lines = [BEGIN, "",
-             "| figure | Temporal dev server (SQLite) | Temporal server (PostgreSQL) |",
-             "|---|---|---|"]
+    lines = [
+        BEGIN,
+        "",
+        "| figure | Temporal dev server (SQLite) | Temporal server (PostgreSQL) |",
+        "|---|---|---|",
+    ]
     lines += [f"| {figure} | {left[figure]} | {value} |" for figure, value in right]
     lines += ["", f"{_note('Dev server', dev)}; {_note('server', server)}.", "", END]
     return "\n".join(lines)

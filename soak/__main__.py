@@ -56,8 +56,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--out", default=str(DEFAULT_OUT))
     p.add_argument("--cancel-share", type=float, default=0.35)
     p.add_argument("--redfish-racks", type=int, default=4)
-    p.add_argument("--drain-seconds", type=float, default=300.0,
-                   help="after the faults, how long tasks may take to finish (300)")
+    p.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=300.0,
+        help="after the faults, how long tasks may take to finish (300)",
+    )
     p.add_argument("--run-dir", default=None)
     p.add_argument("--keep-run-dir", action="store_true")
     args = p.parse_args(argv)
@@ -70,8 +74,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def _commit() -> str:
     try:
-        return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, timeout=10).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         return "?"
 
@@ -98,8 +106,10 @@ async def soak(args: argparse.Namespace, senv: SoakEnv) -> dict[str, Any]:
     t0, t0_wall = time.monotonic(), time.time()
     until = t0 + args.seconds
     injector = Injector(senv, proxy, random.Random(rng.random()), until)
-    progress(f"soak: seed {args.seed}; {args.tasks} tasks over {0.7 * args.seconds:.0f} s, "
-             f"faults and cancels for {args.seconds:.0f} s")
+    progress(
+        f"soak: seed {args.seed}; {args.tasks} tasks over {0.7 * args.seconds:.0f} s, "
+        f"faults and cancels for {args.seconds:.0f} s"
+    )
     inj_task = asyncio.create_task(injector.run())
     supervising = asyncio.Event()
     sup_task = asyncio.create_task(injector.supervise(supervising))
@@ -108,9 +118,11 @@ async def soak(args: argparse.Namespace, senv: SoakEnv) -> dict[str, Any]:
         while True:
             await asyncio.sleep(15)
             c = Counter(watch.current.values())
-            progress(f"+{time.monotonic() - t0:.0f}s tasks {dict(c)}; faults "
-                     f"{len(injector.faults)}; cancels accepted "
-                     f"{sum(1 for x in load.cancels if x.accepted)}/{len(load.cancels)}")
+            progress(
+                f"+{time.monotonic() - t0:.0f}s tasks {dict(c)}; faults "
+                f"{len(injector.faults)}; cancels accepted "
+                f"{sum(1 for x in load.cancels if x.accepted)}/{len(load.cancels)}"
+            )
 
     status_task = asyncio.create_task(status_line())
     await load.run(args.tasks, 0.7 * args.seconds, args.cancel_share, until - 5)
@@ -122,13 +134,19 @@ async def soak(args: argparse.Namespace, senv: SoakEnv) -> dict[str, Any]:
     await load.drain(timeout=120)
     deleted = {c.task for c in load.cancels if c.path == "delete" and c.accepted}
     names = [n for n in load.created if n not in deleted]
-    done = await watch.wait_for(names, TERMINAL, args.drain_seconds, "drain",
-                                report=lambda lbl, d, n: progress(f"{lbl}: {d}/{n} finished"))
+    done = await watch.wait_for(
+        names,
+        TERMINAL,
+        args.drain_seconds,
+        "drain",
+        report=lambda lbl, d, n: progress(f"{lbl}: {d}/{n} finished"),
+    )
     if done < len(names):
         progress(f"drain: {done}/{len(names)} finished (deleted ones never finish)")
     # The racks: a one-second task on some of them (every Redfish rack) must run.
-    sample = sorted(load.redfish_racks) + rng.sample(load.sleep_racks,
-                                                     min(20, len(load.sleep_racks)))
+    sample = sorted(load.redfish_racks) + rng.sample(
+        load.sleep_racks, min(20, len(load.sleep_racks))
+    )
     probes = await load.probe_racks(sample, timeout=120)
     status_task.cancel()
     supervising.set()
@@ -143,9 +161,18 @@ async def soak(args: argparse.Namespace, senv: SoakEnv) -> dict[str, Any]:
     await watch.stop()
     await proxy.stop()
     checker = Checker(
-        t0=t0, t0_wall=t0_wall, watch=watch, final=final, trecs=trecs, running=running,
-        bmc_log=proxy.log, redfish_racks=load.redfish_racks, task_rack=load.task_rack,
-        cancels=load.cancels, faults=injector.faults, shim_answers=load.shim_answers,
+        t0=t0,
+        t0_wall=t0_wall,
+        watch=watch,
+        final=final,
+        trecs=trecs,
+        running=running,
+        bmc_log=proxy.log,
+        redfish_racks=load.redfish_racks,
+        task_rack=load.task_rack,
+        cancels=load.cancels,
+        faults=injector.faults,
+        shim_answers=load.shim_answers,
         probes=probes,
     )
     violations = checker.run()
@@ -167,32 +194,47 @@ async def soak(args: argparse.Namespace, senv: SoakEnv) -> dict[str, Any]:
         row["live"] += c.accepted is not None and c.status_at_accept not in TERMINAL
     outcomes = Counter(
         (obj.get("status") or {}).get("status") or "none"
-        for name, obj in final.items() if not name.startswith("probe-"))
+        for name, obj in final.items()
+        if not name.startswith("probe-")
+    )
     outcomes["deleted"] = len(deleted)
     shim_codes = Counter(str(a.status) for a in load.shim_answers)
     errors += load.create_errors[:20]
     errors += [f"{f.kind}: {f.error}" for f in injector.faults if f.error][:20]
     return {
-        "params": {"seed": args.seed, "tasks": args.tasks, "seconds": args.seconds,
-                   "cancel_share": args.cancel_share, "redfish_racks": args.redfish_racks,
-                   "racks": len(load.sleep_racks) + len(load.redfish_racks)},
+        "params": {
+            "seed": args.seed,
+            "tasks": args.tasks,
+            "seconds": args.seconds,
+            "cancel_share": args.cancel_share,
+            "redfish_racks": args.redfish_racks,
+            "racks": len(load.sleep_racks) + len(load.redfish_racks),
+        },
         "commit": commit,
         "t0_wall": t0_wall,
         "faults": {
             "by_kind": by_kind,
-            "takeover_s": {"n": len(takeovers), "p50_s": percentile(takeovers, 0.5),
-                           "max_s": percentile(takeovers, 1.0), "standby": dict(standby)},
+            "takeover_s": {
+                "n": len(takeovers),
+                "p50_s": percentile(takeovers, 0.5),
+                "max_s": percentile(takeovers, 1.0),
+                "standby": dict(standby),
+            },
             "list": [f.to_json(t0) for f in injector.faults],
         },
-        "cancels": {"by_path": by_path, "shim_codes": dict(shim_codes),
-                    "list": [c.to_json(t0) for c in load.cancels]},
+        "cancels": {
+            "by_path": by_path,
+            "shim_codes": dict(shim_codes),
+            "list": [c.to_json(t0) for c in load.cancels],
+        },
         "outcomes": dict(sorted(outcomes.items())),
         "created": len(load.created),
         "bmc_requests": len(proxy.log),
         "bmc_power_changes": sum(r.power_change for r in proxy.log),
         "watch": {"events": watch.events, "restarts": watch.restarts},
-        "invariants": {k: {"count": len(violations[k]), "violations": violations[k][:50]}
-                       for k in INVARIANTS},
+        "invariants": {
+            k: {"count": len(violations[k]), "violations": violations[k][:50]} for k in INVARIANTS
+        },
         "recovery": rec,
         "crashes": injector.crashes,
         "start_failures": injector.start_failures,
@@ -215,8 +257,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             senv.stop_all_now()
         finally:
-            senv.down(keep_dir=args.keep_run_dir or report is None
-                      or (report is not None and total_violations(report) > 0))
+            senv.down(
+                keep_dir=args.keep_run_dir
+                or report is None
+                or (report is not None and total_violations(report) > 0)
+            )
     report["wall_s"] = round(time.monotonic() - t_start, 1)
     report["run_dir"] = str(senv.run_dir)
     out = Path(args.out)

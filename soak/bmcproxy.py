@@ -96,8 +96,9 @@ class FaultProxy:
             except ValueError:
                 reset_type = "?"
         mode = self.mode
-        rec = BmcRequest(t, request.method, path, _system_of(path), power_change, reset_type,
-                         mode, 0)
+        rec = BmcRequest(
+            t, request.method, path, _system_of(path), power_change, reset_type, mode, 0
+        )
         self.log.append(rec)
         if mode == "reset":
             # The connection dies before any answer (the BMC never saw the request).
@@ -110,8 +111,11 @@ class FaultProxy:
         if mode == "slow":
             await asyncio.sleep(self.rng.uniform(1.0, 4.0))
         assert self._session is not None
-        headers = {k: v for k, v in request.headers.items()
-                   if k.lower() not in ("host", "content-length", "transfer-encoding")}
+        headers = {
+            k: v
+            for k, v in request.headers.items()
+            if k.lower() not in ("host", "content-length", "transfer-encoding")
+        }
         try:
             async with self._session.request(
                 request.method, self.upstream + request.path_qs, data=body, headers=headers

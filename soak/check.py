@@ -118,22 +118,39 @@ def _running_in_report(obj: dict[str, Any]) -> list[str]:
 
 
 def _conditions(obj: dict[str, Any]) -> dict[str, str]:
-    return {c.get("type", ""): c.get("status", "")
-            for c in (obj.get("status") or {}).get("conditions") or []}
+    return {
+        c.get("type", ""): c.get("status", "")
+        for c in (obj.get("status") or {}).get("conditions") or []
+    }
 
 
 class Checker:
     def __init__(
-        self, *, t0: float, t0_wall: float, watch: SoakWatch, final: dict[str, dict[str, Any]],
-        trecs: dict[str, TRec], running: list[str], bmc_log: list[BmcRequest],
-        redfish_racks: dict[str, str], task_rack: dict[str, str], cancels: list[Cancel],
-        faults: list[Fault], shim_answers: list[ShimAnswer], probes: dict[str, str],
+        self,
+        *,
+        t0: float,
+        t0_wall: float,
+        watch: SoakWatch,
+        final: dict[str, dict[str, Any]],
+        trecs: dict[str, TRec],
+        running: list[str],
+        bmc_log: list[BmcRequest],
+        redfish_racks: dict[str, str],
+        task_rack: dict[str, str],
+        cancels: list[Cancel],
+        faults: list[Fault],
+        shim_answers: list[ShimAnswer],
+        probes: dict[str, str],
     ) -> None:
         self.t0, self.t0_wall = t0, t0_wall
         self.watch, self.final, self.trecs, self.running = watch, final, trecs, running
         self.bmc_log, self.redfish_racks, self.task_rack = bmc_log, redfish_racks, task_rack
         self.cancels, self.faults, self.shim_answers, self.probes = (
-            cancels, faults, shim_answers, probes)
+            cancels,
+            faults,
+            shim_answers,
+            probes,
+        )
         self.violations: dict[str, list[dict[str, Any]]] = {k: [] for k in INVARIANTS}
 
     def mono_to_wall(self, t: float) -> float:
@@ -151,14 +168,16 @@ class Checker:
         bmc = [
             f"+{r.t - self.t0_wall:.2f}s {r.method} {r.path.rsplit('/', 1)[-1]} "
             f"{r.reset_type} mode={r.mode} -> {r.status}"
-            for r in self.bmc_log if system and r.system == system and r.power_change
+            for r in self.bmc_log
+            if system and r.system == system and r.power_change
         ][-12:]
         created = self.watch.first_seen.get(name, {})
         lo = min(created.values()) if created else self.t0
         hi = self.watch.history[name].terminal_t if name in self.watch.history else None
         faults = [
             f"{f.kind} +{f.start - self.t0:.1f}s..+{f.end - self.t0:.1f}s"
-            for f in self.faults if f.end >= lo - 2 and (hi is None or f.start <= hi + 2)
+            for f in self.faults
+            if f.end >= lo - 2 and (hi is None or f.start <= hi + 2)
         ]
         tl = self.watch.timeline(name, self.t0)
         if trec and trec.start:
@@ -169,10 +188,16 @@ class Checker:
             if c.task == name and c.accepted is not None:
                 tl.append(f"+{c.accepted - self.t0:.2f}s cancel accepted via {c.path}")
         return {
-            "task": name, "uid": uid, "rack": rack,
-            "api": None if obj is None else {
-                "status": st.get("status"), "message": st.get("message"),
-                "reportSequence": st.get("reportSequence"), "conditions": _conditions(obj),
+            "task": name,
+            "uid": uid,
+            "rack": rack,
+            "api": None
+            if obj is None
+            else {
+                "status": st.get("status"),
+                "message": st.get("message"),
+                "reportSequence": st.get("reportSequence"),
+                "conditions": _conditions(obj),
                 "spec.cancel": (obj.get("spec") or {}).get("cancel"),
                 "cancelMode": (obj.get("spec") or {}).get("cancelMode"),
             },
@@ -221,8 +246,11 @@ class Checker:
                 continue
             expected = trec.expected_task_status()
             if expected != status:
-                self.add("status_matches_temporal", name,
-                         f"task {status}, Temporal {trec.status} (outcome {trec.outcome})")
+                self.add(
+                    "status_matches_temporal",
+                    name,
+                    f"task {status}, Temporal {trec.status} (outcome {trec.outcome})",
+                )
 
     def _fault_between(self, a_wall: float, b_wall: float) -> bool:
         for f in self.faults:
@@ -251,24 +279,33 @@ class Checker:
                 continue  # Terminated; or reported by task_terminal
             if c.path == "graceful":
                 if status == "Succeeded" and "CancelIgnored" not in _conditions(obj):
-                    self.add("cancel_applied", c.task,
-                             "graceful stop accepted, Succeeded without CancelIgnored")
+                    self.add(
+                        "cancel_applied",
+                        c.task,
+                        "graceful stop accepted, Succeeded without CancelIgnored",
+                    )
                 continue
             # Completion first: Temporal must have closed it by completion, and soon after
             # the cancel unless a fault of the control plane held the cancel up.
             if trec.status == "NONE" and status == "Failed" and "CancelIgnored" in _conditions(obj):
                 continue  # it failed before it started (a full queue), ahead of the cancel
             if trec.status not in ("COMPLETED", "FAILED", "TIMED_OUT"):
-                self.add("cancel_applied", c.task,
-                         f"{c.path} accepted while {c.status_at_accept or '?'}; task {status}, "
-                         f"Temporal {trec.status}")
+                self.add(
+                    "cancel_applied",
+                    c.task,
+                    f"{c.path} accepted while {c.status_at_accept or '?'}; task {status}, "
+                    f"Temporal {trec.status}",
+                )
                 continue
             close = trec.close or 0.0
             late = close - c.accepted_wall
             if late > CANCEL_SLACK_S and not self._fault_between(c.accepted_wall, close):
-                self.add("cancel_applied", c.task,
-                         f"{c.path} accepted {late:.1f}s before the workflow completed "
-                         f"({status}) with no fault in between: the cancel was lost")
+                self.add(
+                    "cancel_applied",
+                    c.task,
+                    f"{c.path} accepted {late:.1f}s before the workflow completed "
+                    f"({status}) with no fault in between: the cancel was lost",
+                )
             elif status == "Succeeded" and "CancelIgnored" not in _conditions(obj):
                 self.add("cancel_applied", c.task, "completed first, no CancelIgnored")
 
@@ -297,12 +334,16 @@ class Checker:
             last = max(before, key=lambda w: w[1]) if before else None
             name = last[2] if last else ""
             after = f"{r.t - last[1]:.3f}s after {name}'s workflow closed" if last else "no task"
-            self.add("no_power_change_after_close", name,
-                     f"{r.reset_type} to {rack} at +{r.t - self.t0_wall:.2f}s, {after}")
+            self.add(
+                "no_power_change_after_close",
+                name,
+                f"{r.reset_type} to {rack} at +{r.t - self.t0_wall:.2f}s, {after}",
+            )
 
     def check_orphans(self) -> None:
         live = {
-            obj["metadata"]["uid"] for obj in self.final.values()
+            obj["metadata"]["uid"]
+            for obj in self.final.values()
             if (obj.get("status") or {}).get("status") not in TERMINAL
         }
         by_uid = {u: n for n, u in self.watch.uids.items()}
@@ -311,14 +352,20 @@ class Checker:
                 continue
             name = by_uid.get(wid, "")
             gone = name not in self.final
-            self.add("no_orphan_workflow", name,
-                     f"workflow {wid} runs; its task {'was deleted' if gone else 'is finished'}")
+            self.add(
+                "no_orphan_workflow",
+                name,
+                f"workflow {wid} runs; its task {'was deleted' if gone else 'is finished'}",
+            )
 
     def check_probes(self) -> None:
         for rack, status in sorted(self.probes.items()):
             if status != "Succeeded":
-                self.add("no_rack_locked", f"probe-{rack}",
-                         f"probe task on {rack} ended {status or 'not finished'}")
+                self.add(
+                    "no_rack_locked",
+                    f"probe-{rack}",
+                    f"probe task on {rack} ended {status or 'not finished'}",
+                )
 
     def check_shim(self) -> None:
         down = [(f.start, f.end + SHIM_503_GRACE_S) for f in self.faults if f.kind in API_DOWN]
@@ -327,8 +374,11 @@ class Checker:
                 continue
             if a.status == 503 and any(s - 1 <= a.t <= e for s, e in down):
                 continue
-            self.add("shim_no_unexpected_5xx", a.task,
-                     f"shim answered {a.status} at +{a.t - self.t0:.2f}s")
+            self.add(
+                "shim_no_unexpected_5xx",
+                a.task,
+                f"shim answered {a.status} at +{a.t - self.t0:.2f}s",
+            )
         for c in self.cancels:
             if c.path != "rest_shim" or c.accepted is None:
                 continue
@@ -349,8 +399,14 @@ def recovery(watch: SoakWatch, cancels: list[Cancel], faults: list[Fault]) -> di
     per_kind: dict[str, list[float]] = {}
     unrecovered = 0
     for f in faults:
-        during = [c for c in cancels if c.accepted is not None and c.path != "delete"
-                  and f.start <= c.accepted <= f.end and c.status_at_accept not in TERMINAL]
+        during = [
+            c
+            for c in cancels
+            if c.accepted is not None
+            and c.path != "delete"
+            and f.start <= c.accepted <= f.end
+            and c.status_at_accept not in TERMINAL
+        ]
         if not during:
             continue
         ends: list[float] = []
@@ -366,20 +422,37 @@ def recovery(watch: SoakWatch, cancels: list[Cancel], faults: list[Fault]) -> di
     latency = [
         watch.history[c.task].terminal_t - c.accepted  # type: ignore[operator]
         for c in cancels
-        if c.accepted is not None and c.path != "delete" and c.status_at_accept not in TERMINAL
-        and c.task in watch.history and watch.history[c.task].terminal_t is not None
+        if c.accepted is not None
+        and c.path != "delete"
+        and c.status_at_accept not in TERMINAL
+        and c.task in watch.history
+        and watch.history[c.task].terminal_t is not None
     ]
     every = [v for vs in per_kind.values() for v in vs]
-    summary = {"faults_with_cancels": len(every), "unrecovered": unrecovered,
-               "p50_s": percentile(every, 0.5), "p99_s": percentile(every, 0.99),
-               "max_s": percentile(every, 1.0),
-               "cancel_latency": {"n": len(latency), "p50_s": percentile(latency, 0.5),
-                                  "p99_s": percentile(latency, 0.99),
-                                  "max_s": percentile(latency, 1.0)}}
+    summary = {
+        "faults_with_cancels": len(every),
+        "unrecovered": unrecovered,
+        "p50_s": percentile(every, 0.5),
+        "p99_s": percentile(every, 0.99),
+        "max_s": percentile(every, 1.0),
+        "cancel_latency": {
+            "n": len(latency),
+            "p50_s": percentile(latency, 0.5),
+            "p99_s": percentile(latency, 0.99),
+            "max_s": percentile(latency, 1.0),
+        },
+    }
     return {
         **summary,
-        "by_kind": {k: {"n": len(v), "p50_s": percentile(v, 0.5), "p99_s": percentile(v, 0.99),
-                        "max_s": percentile(v, 1.0)} for k, v in sorted(per_kind.items())},
+        "by_kind": {
+            k: {
+                "n": len(v),
+                "p50_s": percentile(v, 0.5),
+                "p99_s": percentile(v, 0.99),
+                "max_s": percentile(v, 1.0),
+            }
+            for k, v in sorted(per_kind.items())
+        },
     }
 
 

@@ -41,12 +41,20 @@ class SoakEnv(BenchEnv):
         self.state = self.env.up()
         system.install_crds(self.env)
         system.kubectl(self.env, "apply", "-f", str(PEERING_CRDS))
-        system.kubectl(self.env, "wait", "--for=condition=Established", "--timeout=60s",
-                       "crd/clusterkopfpeerings.kopf.dev")
         system.kubectl(
-            self.env, "apply", "-f", "-",
+            self.env,
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/clusterkopfpeerings.kopf.dev",
+        )
+        system.kubectl(
+            self.env,
+            "apply",
+            "-f",
+            "-",
             stdin=f"apiVersion: kopf.dev/v1\nkind: ClusterKopfPeering\nmetadata:\n"
-                  f"  name: {PEERING}\n",
+            f"  name: {PEERING}\n",
         )
         system.start_worker(
             self.env, NICOTASK_WORKER_MAX_CONCURRENT_ACTIVITIES=str(self.worker_activities)
@@ -67,7 +75,10 @@ class SoakEnv(BenchEnv):
         return self.env.record(name).pid
 
     def _respawn(
-        self, name: str, environ: dict[str, str] | None, check: ReadyCheck | None,
+        self,
+        name: str,
+        environ: dict[str, str] | None,
+        check: ReadyCheck | None,
         timeout: float,
     ) -> None:
         """Start a recorded process again with its command line, URL and ports.
@@ -79,8 +90,9 @@ class SoakEnv(BenchEnv):
         rec = self.env.record(name)
         with self.env._lock():
             state = self.env.load_state()
-            proc, new = self.env._spawn(state, name, rec.argv, url=rec.url, env=environ,
-                                        extra=rec.extra)
+            proc, new = self.env._spawn(
+                state, name, rec.argv, url=rec.url, env=environ, extra=rec.extra
+            )
         try:
             wait_ready(new, check, timeout=timeout, proc=proc)
         except BaseException:
@@ -91,23 +103,35 @@ class SoakEnv(BenchEnv):
         rec = self.env.record(name)
         if name == "shim":
             port = rec.url.rsplit(":", 1)[1]
-            environ = system.system_environ(self.env, {
-                "NICOTASK_SHIM_HOST": "127.0.0.1", "NICOTASK_SHIM_PORT": port,
-                "NICOTASK_SHIM_ISSUERS_FILE": str(write_issuers_file(self.env.run_dir)),
-            })
+            environ = system.system_environ(
+                self.env,
+                {
+                    "NICOTASK_SHIM_HOST": "127.0.0.1",
+                    "NICOTASK_SHIM_PORT": port,
+                    "NICOTASK_SHIM_ISSUERS_FILE": str(write_issuers_file(self.env.run_dir)),
+                },
+            )
             return environ, system._http_ok(f"{rec.url}/readyz")
         health, metrics = str(rec.extra["health_port"]), str(rec.extra["metrics_port"])
         if name in OPERATORS:
-            extra = {"NICOTASK_HEALTH_PORT": health, "NICOTASK_METRICS_PORT": metrics,
-                     "NICOTASK_PEERING_PRIORITY": OPERATORS[name], **OPERATOR_SETTINGS}
+            extra = {
+                "NICOTASK_HEALTH_PORT": health,
+                "NICOTASK_METRICS_PORT": metrics,
+                "NICOTASK_PEERING_PRIORITY": OPERATORS[name],
+                **OPERATOR_SETTINGS,
+            }
         elif name == "worker":
-            extra = {"NICOTASK_WORKER_HEALTH_PORT": health,
-                     "NICOTASK_WORKER_METRICS_PORT": metrics,
-                     "NICOTASK_WORKER_MAX_CONCURRENT_ACTIVITIES": str(self.worker_activities)}
+            extra = {
+                "NICOTASK_WORKER_HEALTH_PORT": health,
+                "NICOTASK_WORKER_METRICS_PORT": metrics,
+                "NICOTASK_WORKER_MAX_CONCURRENT_ACTIVITIES": str(self.worker_activities),
+            }
         else:
             raise ValueError(name)
-        return (system.system_environ(self.env, extra),
-                system._http_ok(f"http://127.0.0.1:{health}/healthz"))
+        return (
+            system.system_environ(self.env, extra),
+            system._http_ok(f"http://127.0.0.1:{health}/healthz"),
+        )
 
     def kill_restart(self, name: str) -> None:
         """SIGKILL the process group, then start it again on the same ports."""

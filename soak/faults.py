@@ -41,8 +41,12 @@ TRACKS: dict[str, tuple[str, ...]] = {
 # Seconds between one fault of a track and its next: a component killed every few
 # seconds never gets to run at all (a worker killed every 6 s replays and is gone).
 GAPS: dict[str, tuple[float, float]] = {
-    "operator": (8.0, 16.0), "worker": (8.0, 16.0), "shim": (8.0, 16.0),
-    "apiserver": (6.0, 14.0), "etcd": (10.0, 20.0), "temporal": (10.0, 20.0),
+    "operator": (8.0, 16.0),
+    "worker": (8.0, 16.0),
+    "shim": (8.0, 16.0),
+    "apiserver": (6.0, 14.0),
+    "etcd": (10.0, 20.0),
+    "temporal": (10.0, 20.0),
 }
 KINDS = tuple(k for kinds in TRACKS.values() for k in kinds)
 # Faults during which the API server cannot answer (the shim may answer 503).
@@ -107,12 +111,14 @@ class Injector:
                 async with lock:
                     if self.senv.alive(name):
                         continue
-                    self.crashes.append({"process": name, "t": time.time(),
-                                         "log": self.senv.log_tail(name)})
+                    self.crashes.append(
+                        {"process": name, "t": time.time(), "log": self.senv.log_tail(name)}
+                    )
                     progress(f"{name} died outside a fault: restarting it")
                     try:
                         self.start_failures += await asyncio.to_thread(
-                            self.senv.restart_component, name)
+                            self.senv.restart_component, name
+                        )
                     except Exception as exc:
                         progress(f"restarting {name}: {exc}")
 

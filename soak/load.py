@@ -46,11 +46,14 @@ class Cancel:
 
     def to_json(self, t0: float) -> dict[str, Any]:
         return {
-            "task": self.task, "path": self.path,
+            "task": self.task,
+            "path": self.path,
             "sent_s": round(self.sent - t0, 3) if self.sent else None,
             "accepted_s": None if self.accepted is None else round(self.accepted - t0, 3),
-            "status_at_accept": self.status_at_accept, "attempts": self.attempts,
-            "codes": self.codes[-10:], "error": self.error,
+            "status_at_accept": self.status_at_accept,
+            "attempts": self.attempts,
+            "codes": self.codes[-10:],
+            "error": self.error,
         }
 
 
@@ -62,8 +65,9 @@ class ShimAnswer:
 
 
 class Load:
-    def __init__(self, senv: SoakEnv, kube: Kube, watch: SoakWatch, rng: random.Random,
-                 proxy_url: str) -> None:
+    def __init__(
+        self, senv: SoakEnv, kube: Kube, watch: SoakWatch, rng: random.Random, proxy_url: str
+    ) -> None:
         self.senv, self.kube, self.watch, self.rng = senv, kube, watch, rng
         self.proxy_url = proxy_url
         self.sleep_rules: list[o.Rule] = []
@@ -87,14 +91,21 @@ class Load:
         core = self.kube.core
         with contextlib.suppress(client.ApiException):
             await core.create_namespace(
-                client.V1Namespace(metadata=client.V1ObjectMeta(name=o.NAMESPACE)))
+                client.V1Namespace(metadata=client.V1ObjectMeta(name=o.NAMESPACE))
+            )
         with contextlib.suppress(client.ApiException):
-            await core.create_namespaced_secret(o.NAMESPACE, client.V1Secret(
-                metadata=client.V1ObjectMeta(
-                    name=o.SECRET, labels={api.BMC_CREDENTIALS_LABEL: "true"}),
-                string_data={"username": str(self.senv.state["redfish_user"]),
-                             "password": str(self.senv.state["redfish_password"])},
-            ))
+            await core.create_namespaced_secret(
+                o.NAMESPACE,
+                client.V1Secret(
+                    metadata=client.V1ObjectMeta(
+                        name=o.SECRET, labels={api.BMC_CREDENTIALS_LABEL: "true"}
+                    ),
+                    string_data={
+                        "username": str(self.senv.state["redfish_user"]),
+                        "password": str(self.senv.state["redfish_password"]),
+                    },
+                ),
+            )
         from bench import objects as bo
 
         for plural, body in ((api.PROVIDERS, bo.provider()), (api.SITES, bo.site())):
@@ -121,16 +132,24 @@ class Load:
                     await self.kube.create(api.RACKS, body, o.NAMESPACE)
 
         await asyncio.gather(*(make(b) for b in bodies))
-        self._token = issue_token(key_dir=self.senv.run_dir, org=o.ORG,
-                                  roles=["PROVIDER_ADMIN"], subject="soak", ttl=6 * 3600)
-        progress(f"setup: {len(self.sleep_racks)} sleep racks, {len(self.redfish_racks)}"
-                 f" Redfish racks behind the fault proxy, {len(self.sleep_rules)} + "
-                 f"{len(self.redfish_rules)} rules")
+        self._token = issue_token(
+            key_dir=self.senv.run_dir,
+            org=o.ORG,
+            roles=["PROVIDER_ADMIN"],
+            subject="soak",
+            ttl=6 * 3600,
+        )
+        progress(
+            f"setup: {len(self.sleep_racks)} sleep racks, {len(self.redfish_racks)}"
+            f" Redfish racks behind the fault proxy, {len(self.sleep_rules)} + "
+            f"{len(self.redfish_rules)} rules"
+        )
 
     # ---- creating ----------------------------------------------------------------
 
-    async def run(self, tasks: int, create_for: float, cancel_share: float,
-                  cancel_until: float) -> None:
+    async def run(
+        self, tasks: int, create_for: float, cancel_share: float, cancel_until: float
+    ) -> None:
         """Create `tasks` tasks evenly over `create_for` seconds; plan the cancels."""
         t_start = time.monotonic()
         redfish_share = 0.06 if self.redfish_racks else 0.0
@@ -209,8 +228,9 @@ class Load:
                 # task already seen finished is not a cancel "while running".
                 h = self.watch.history.get(c.task)
                 c.status_at_accept = (
-                    h.terminal if h is not None and h.terminal else
-                    self.watch.current.get(c.task, "") or "Pending"
+                    h.terminal
+                    if h is not None and h.terminal
+                    else self.watch.current.get(c.task, "") or "Pending"
                 )
                 c.error = ""
                 return
@@ -224,8 +244,16 @@ class Load:
         return await self._patch(c.task, {"spec": {"cancel": True}})
 
     async def _via_graceful(self, c: Cancel) -> str:
-        return await self._patch(c.task, {"spec": {"cancel": True, "cancelMode": "Graceful",
-                                                   "cancelReason": "soak graceful stop"}})
+        return await self._patch(
+            c.task,
+            {
+                "spec": {
+                    "cancel": True,
+                    "cancelMode": "Graceful",
+                    "cancelReason": "soak graceful stop",
+                }
+            },
+        )
 
     async def _patch(self, name: str, body: dict[str, Any]) -> str:
         try:
@@ -241,14 +269,23 @@ class Load:
     async def _via_server_side_apply(self, c: Cancel) -> str:
         from kubernetes_asyncio.client import ApiException
 
-        body = {"apiVersion": f"{api.GROUP}/{api.VERSION}", "kind": "NicoTask",
-                "metadata": {"name": c.task, "namespace": o.NAMESPACE},
-                "spec": {"cancel": True}}
+        body = {
+            "apiVersion": f"{api.GROUP}/{api.VERSION}",
+            "kind": "NicoTask",
+            "metadata": {"name": c.task, "namespace": o.NAMESPACE},
+            "spec": {"cancel": True},
+        }
         custom: Any = self.kube.custom
         try:
             await custom.patch_namespaced_custom_object(
-                api.GROUP, api.VERSION, o.NAMESPACE, api.TASKS, c.task, body,
-                field_manager="soak-gitops", force=True,
+                api.GROUP,
+                api.VERSION,
+                o.NAMESPACE,
+                api.TASKS,
+                c.task,
+                body,
+                field_manager="soak-gitops",
+                force=True,
                 _content_type="application/apply-patch+yaml",
             )
         except ApiException as exc:
@@ -269,8 +306,15 @@ class Load:
     async def _via_kubectl_nico(self, c: Cancel) -> str:
         kubeconfig = self.senv.kubeconfig
         proc = await asyncio.create_subprocess_exec(
-            KUBECTL_NICO, "cancel", c.task, "-n", o.NAMESPACE, "--kubeconfig", kubeconfig,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            KUBECTL_NICO,
+            "cancel",
+            c.task,
+            "-n",
+            o.NAMESPACE,
+            "--kubeconfig",
+            kubeconfig,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         try:
             out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
@@ -293,20 +337,23 @@ class Load:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
             http.post(
-                url, data=orjson.dumps({"siteId": o.SITE_ID}),
-                headers={"Authorization": f"Bearer {self._token}",
-                         "Content-Type": "application/json"},
+                url,
+                data=orjson.dumps({"siteId": o.SITE_ID}),
+                headers={
+                    "Authorization": f"Bearer {self._token}",
+                    "Content-Type": "application/json",
+                },
             ) as resp,
         ):
-                raw = await resp.read()
-                self.shim_answers.append(ShimAnswer(time.monotonic(), resp.status, c.task))
-                if resp.status != 202:
-                    c.error = raw[:160].decode(errors="replace")
-                if resp.status == 202:
-                    return "ok"
-                if resp.status in (400, 404, 409):
-                    return "refused"  # finished already (400) or unknown: a final answer
-                return f"http:{resp.status}"
+            raw = await resp.read()
+            self.shim_answers.append(ShimAnswer(time.monotonic(), resp.status, c.task))
+            if resp.status != 202:
+                c.error = raw[:160].decode(errors="replace")
+            if resp.status == 202:
+                return "ok"
+            if resp.status in (400, 404, 409):
+                return "refused"  # finished already (400) or unknown: a final answer
+            return f"http:{resp.status}"
 
     # ---- probes --------------------------------------------------------------------------
 
@@ -319,8 +366,9 @@ class Load:
             names[name] = rack
             with contextlib.suppress(Conflict):
                 await self.kube.create(api.TASKS, o.task(name, rack, rule), o.NAMESPACE)
-        await self.watch.wait_for(list(names), ["Succeeded", "Failed", "Terminated"],
-                                  timeout, "probes")
+        await self.watch.wait_for(
+            list(names), ["Succeeded", "Failed", "Terminated"], timeout, "probes"
+        )
         return {rack: self.watch.current.get(name, "") for name, rack in names.items()}
 
 

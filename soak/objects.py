@@ -47,10 +47,18 @@ def _power_step(stage: int, power: str, expected: str) -> dict[str, Any]:
         "componentType": "Compute",
         "stage": stage,
         "timeoutSeconds": 90,
-        "retry": {"maxAttempts": 3, "initialIntervalSeconds": 1, "backoffCoefficient": 2,
-                  "maxIntervalSeconds": 5},
-        "action": {"type": "PowerControl", "power": power, "expectedState": expected,
-                   "pollIntervalSeconds": 1},
+        "retry": {
+            "maxAttempts": 3,
+            "initialIntervalSeconds": 1,
+            "backoffCoefficient": 2,
+            "maxIntervalSeconds": 5,
+        },
+        "action": {
+            "type": "PowerControl",
+            "power": power,
+            "expectedState": expected,
+            "pollIntervalSeconds": 1,
+        },
     }
 
 
@@ -99,8 +107,12 @@ def redfish_rules() -> list[Rule]:
 
 def probe_rule() -> Rule:
     name = "soak-probe"
-    spec: dict[str, Any] = {"ruleId": _rule_id(name), "operation": "PowerOn", "default": False,
-            "steps": [_sleep_step(1, 1.0)]}
+    spec: dict[str, Any] = {
+        "ruleId": _rule_id(name),
+        "operation": "PowerOn",
+        "default": False,
+        "steps": [_sleep_step(1, 1.0)],
+    }
     return Rule(name, spec["ruleId"], "PowerOn", False, api.RULE_RESOURCE.manifest(name, spec))
 
 
@@ -112,8 +124,11 @@ def rack(name: str, endpoint: str, system: dict[str, Any]) -> dict[str, Any]:
             "credentials": {"name": SECRET},
             "tls": {"allowInsecureHttp": True},
             "components": [
-                {"id": system["name"], "type": "Compute",
-                 "redfish": {"endpoint": endpoint, "systemId": system["id"]}}
+                {
+                    "id": system["name"],
+                    "type": "Compute",
+                    "redfish": {"endpoint": endpoint, "systemId": system["id"]},
+                }
             ],
         },
     )
@@ -122,7 +137,12 @@ def rack(name: str, endpoint: str, system: dict[str, Any]) -> dict[str, Any]:
 def task(name: str, rack_name: str, rule: Rule) -> dict[str, Any]:
     return api.TASK_RESOURCE.manifest(
         name,
-        {"siteId": SITE_ID, "rackRef": rack_name, "operation": rule.operation,
-         "ruleId": rule.rule_id, "description": f"soak {rule.name}"},
+        {
+            "siteId": SITE_ID,
+            "rackRef": rack_name,
+            "operation": rule.operation,
+            "ruleId": rule.rule_id,
+            "description": f"soak {rule.name}",
+        },
         labels={"soak.nico.dev/rule": rule.name},
     )

@@ -22,9 +22,11 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"{kind:<22}{row['count']:>6}{row['errors']:>8}")
     tk = report["faults"].get("takeover_s") or {}
     if tk:
-        lines.append(f"standby takeover (SIGSTOP -> resumed): p50 {tk.get('p50_s')} s, "
-                     f"max {tk.get('max_s')} s, n {tk.get('n')}; standby at the SIGSTOP: "
-                     f"{tk.get('standby')}")
+        lines.append(
+            f"standby takeover (SIGSTOP -> resumed): p50 {tk.get('p50_s')} s, "
+            f"max {tk.get('max_s')} s, n {tk.get('n')}; standby at the SIGSTOP: "
+            f"{tk.get('standby')}"
+        )
     lines.append("")
     lines.append(f"{'cancel path':<22}{'planned':>8}{'accepted':>9}{'live':>6}")
     for path, row in report["cancels"]["by_path"].items():
@@ -43,13 +45,19 @@ def render(report: dict[str, Any]) -> str:
         f" ({r['unrecovered']} unrecovered)"
     )
     cl = r["cancel_latency"]
-    lines.append(f"cancel accepted -> task terminal: p50 {cl['p50_s']} s, p99 {cl['p99_s']} s, "
-                 f"max {cl['max_s']} s (n {cl['n']})")
+    lines.append(
+        f"cancel accepted -> task terminal: p50 {cl['p50_s']} s, p99 {cl['p99_s']} s, "
+        f"max {cl['max_s']} s (n {cl['n']})"
+    )
     for kind, row in r["by_kind"].items():
         lines.append(f"  {kind:<20} n {row['n']:>3}  p50 {row['p50_s']}  max {row['max_s']}")
     lines.append("")
-    lines.append(f"nicotask processes that died outside a fault: {len(report['crashes'])}; "
-                 f"restarts that failed and were retried: {report['start_failures']}")
-    lines.append(f"TOTAL VIOLATIONS: {total_violations(report)}"
-                 + (f"; errors: {len(report['errors'])}" if report["errors"] else ""))
+    lines.append(
+        f"nicotask processes that died outside a fault: {len(report['crashes'])}; "
+        f"restarts that failed and were retried: {report['start_failures']}"
+    )
+    lines.append(
+        f"TOTAL VIOLATIONS: {total_violations(report)}"
+        + (f"; errors: {len(report['errors'])}" if report["errors"] else "")
+    )
     return "\n".join(lines)

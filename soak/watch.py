@@ -57,18 +57,26 @@ class SoakWatch(TaskWatch):
             del h.events[:100]
         if isinstance(seq, int):
             if seq < h.max_seq:
-                self.violations.append({
-                    "invariant": "report_sequence_monotonic", "task": name, "uid": h.uid,
-                    "detail": f"reportSequence {seq} after {h.max_seq} (rv {rv})",
-                    "t": time.time(),
-                })
+                self.violations.append(
+                    {
+                        "invariant": "report_sequence_monotonic",
+                        "task": name,
+                        "uid": h.uid,
+                        "detail": f"reportSequence {seq} after {h.max_seq} (rv {rv})",
+                        "t": time.time(),
+                    }
+                )
             h.max_seq = max(h.max_seq, seq)
         if h.terminal and status != h.terminal:
-            self.violations.append({
-                "invariant": "terminal_is_final", "task": name, "uid": h.uid,
-                "detail": f"status {status!r} after terminal {h.terminal!r} (rv {rv})",
-                "t": time.time(),
-            })
+            self.violations.append(
+                {
+                    "invariant": "terminal_is_final",
+                    "task": name,
+                    "uid": h.uid,
+                    "detail": f"status {status!r} after terminal {h.terminal!r} (rv {rv})",
+                    "t": time.time(),
+                }
+            )
         if status in TERMINAL and not h.terminal:
             h.terminal, h.terminal_t = status, now
 

@@ -66,19 +66,23 @@ def policy(delegates: list[str]) -> list[dict[str, Any]]:
             "spec": {
                 "failurePolicy": "Fail",
                 "matchConstraints": {
-                    "resourceRules": [{
-                        "apiGroups": [api.GROUP],
-                        "apiVersions": ["*"],
-                        "operations": ["CREATE", "UPDATE"],
-                        "resources": [api.TASKS],
-                    }],
+                    "resourceRules": [
+                        {
+                            "apiGroups": [api.GROUP],
+                            "apiVersions": ["*"],
+                            "operations": ["CREATE", "UPDATE"],
+                            "resources": [api.TASKS],
+                        }
+                    ],
                 },
                 "variables": [*VARIABLES, delegates_variable(delegates)],
-                "validations": [{
-                    "expression": VALIDATION_EXPRESSION,
-                    "messageExpression": MESSAGE_EXPRESSION,
-                    "reason": "Forbidden",
-                }],
+                "validations": [
+                    {
+                        "expression": VALIDATION_EXPRESSION,
+                        "messageExpression": MESSAGE_EXPRESSION,
+                        "reason": "Forbidden",
+                    }
+                ],
             },
         },
         {
@@ -96,10 +100,23 @@ def install_policy(kubeconfig: Path, delegates: list[str], timeout: float = 60.0
 
     docs = "".join(f"---\n{json.dumps(d)}\n" for d in policy(delegates))
     done = subprocess.run(
-        [kubectl_binary(), "--kubeconfig", str(kubeconfig), "apply", "--server-side",
-         "--force-conflicts", "--field-manager=nicotask-admission", "-f", "-"],
-        input=docs, capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, "KUBECONFIG": str(kubeconfig)}, check=False,
+        [
+            kubectl_binary(),
+            "--kubeconfig",
+            str(kubeconfig),
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=nicotask-admission",
+            "-f",
+            "-",
+        ],
+        input=docs,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+        check=False,
     )
     if done.returncode != 0:
         raise RuntimeError(f"kubectl apply of the admission policy failed: {done.stderr.strip()}")
@@ -110,7 +127,17 @@ def uninstall_policy(kubeconfig: Path, timeout: float = 60.0) -> None:
 
     for kind in ("validatingadmissionpolicybinding", "validatingadmissionpolicy"):
         subprocess.run(
-            [kubectl_binary(), "--kubeconfig", str(kubeconfig), "delete", kind, POLICY_NAME,
-             "--ignore-not-found"],
-            capture_output=True, text=True, timeout=timeout, check=False,
+            [
+                kubectl_binary(),
+                "--kubeconfig",
+                str(kubeconfig),
+                "delete",
+                kind,
+                POLICY_NAME,
+                "--ignore-not-found",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )

@@ -49,8 +49,14 @@ LOCK_DIR = REPO / "requirements"
 PYPROJECTS = ("pyproject.toml", "dev/pyproject.toml")
 # The oldest Python the project supports; --universal adds markers for the newer ones.
 PYTHON_VERSION = "3.11"
-UV_ARGS = ("--universal", "--python-version", PYTHON_VERSION, "--generate-hashes",
-           "--custom-compile-command", "make lock")
+UV_ARGS = (
+    "--universal",
+    "--python-version",
+    PYTHON_VERSION,
+    "--generate-hashes",
+    "--custom-compile-command",
+    "make lock",
+)
 DIGEST_PREFIX = "# inputs: sha256:"
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;\\]+)")
 
@@ -89,16 +95,28 @@ def build_requires() -> list[str]:
 def locks() -> tuple[Lock, ...]:
     header = "# Written by `make lock` (nicotask_dev.lock): the input of requirements/{}.txt.\n"
     return (  # in the order they are resolved: dev first, the others within its pins
-        Lock("dev", "requirements/dev.in", covers=("base", "server", "dev", "nicotask-dev"),
-             generated_input=header.format("dev") + "-e .[server,dev]\n-e ./dev\n",
-             no_emit=("nicotask", "nicotask-dev")),
-        Lock("build", "requirements/build.in", covers=("build",),
-             generated_input=header.format("build") + "".join(f"{r}\n" for r in build_requires()),
-             constraint="requirements/dev.txt"),
-        Lock("runtime", "pyproject.toml", covers=("base", "server"), extras=("server",),
-             constraint="requirements/dev.txt"),
-        Lock("kubectl-nico", "pyproject.toml", covers=("base",),
-             constraint="requirements/dev.txt"),
+        Lock(
+            "dev",
+            "requirements/dev.in",
+            covers=("base", "server", "dev", "nicotask-dev"),
+            generated_input=header.format("dev") + "-e .[server,dev]\n-e ./dev\n",
+            no_emit=("nicotask", "nicotask-dev"),
+        ),
+        Lock(
+            "build",
+            "requirements/build.in",
+            covers=("build",),
+            generated_input=header.format("build") + "".join(f"{r}\n" for r in build_requires()),
+            constraint="requirements/dev.txt",
+        ),
+        Lock(
+            "runtime",
+            "pyproject.toml",
+            covers=("base", "server"),
+            extras=("server",),
+            constraint="requirements/dev.txt",
+        ),
+        Lock("kubectl-nico", "pyproject.toml", covers=("base",), constraint="requirements/dev.txt"),
     )
 
 
@@ -159,8 +177,9 @@ def check(digest: str | None = None) -> list[str]:
         text = lock.path.read_text()
         first = text.splitlines()[0] if text else ""
         if first != DIGEST_PREFIX + digest:
-            problems.append(f"{rel} was resolved from other inputs than "
-                            f"{' and '.join(PYPROJECTS)} now declare")
+            problems.append(
+                f"{rel} was resolved from other inputs than {' and '.join(PYPROJECTS)} now declare"
+            )
         if lock.generated_input is not None:
             source = REPO / lock.source
             if not source.is_file() or source.read_text() != lock.generated_input:
@@ -170,8 +189,10 @@ def check(digest: str | None = None) -> list[str]:
             within = pins((REPO / lock.constraint).read_text())
             for name in sorted(set(pinned) & set(within)):
                 if pinned[name] != within[name]:
-                    problems.append(f"{rel} pins {name} to {', '.join(sorted(pinned[name]))}, "
-                                    f"{lock.constraint} to {', '.join(sorted(within[name]))}")
+                    problems.append(
+                        f"{rel} pins {name} to {', '.join(sorted(pinned[name]))}, "
+                        f"{lock.constraint} to {', '.join(sorted(within[name]))}"
+                    )
         for req in direct_requirements(lock.covers):
             versions = pinned.get(canonicalize_name(req.name), set())
             if not any(req.specifier.contains(v, prereleases=True) for v in versions):
@@ -200,8 +221,11 @@ def modules_of(distributions: set[str]) -> set[str]:
     """The top-level modules the installed distributions provide."""
     from importlib.metadata import packages_distributions
 
-    return {module for module, dists in packages_distributions().items()
-            if {canonicalize_name(d) for d in dists} & distributions}
+    return {
+        module
+        for module, dists in packages_distributions().items()
+        if {canonicalize_name(d) for d in dists} & distributions
+    }
 
 
 SITECUSTOMIZE = '''"""From nicotask_dev.lock.write_import_blocker: these modules are hidden."""
@@ -260,13 +284,27 @@ def compile_all(extra_args: list[str]) -> None:
     for lock in locks():
         if lock.generated_input is not None:
             (REPO / lock.source).write_text(lock.generated_input)
-        args = [uv_binary(), "pip", "compile", lock.source, *UV_ARGS, "--quiet",
-                "-o", str(lock.path.relative_to(REPO))]
+        args = [
+            uv_binary(),
+            "pip",
+            "compile",
+            lock.source,
+            *UV_ARGS,
+            "--quiet",
+            "-o",
+            str(lock.path.relative_to(REPO)),
+        ]
         args += [a for extra in lock.extras for a in ("--extra", extra)]
         args += [a for pkg in lock.no_emit for a in ("--no-emit-package", pkg)]
         args += ["--constraint", lock.constraint] if lock.constraint else []
-        proc = subprocess.run([*args, *extra_args], cwd=REPO, env=uv_env(),
-                              capture_output=True, text=True, check=False)
+        proc = subprocess.run(
+            [*args, *extra_args],
+            cwd=REPO,
+            env=uv_env(),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if proc.returncode != 0:
             raise SystemExit(f"{' '.join(args[1:4])} failed:\n{proc.stdout}{proc.stderr}")
         text = lock.path.read_text()
@@ -275,12 +313,20 @@ def compile_all(extra_args: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nicotask_dev.lock", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m nicotask_dev.lock",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--check", action="store_true", help="fail when a lock is out of date")
     parser.add_argument("--upgrade", action="store_true", help="newest versions of everything")
-    parser.add_argument("--upgrade-package", action="append", default=[], metavar="NAME",
-                        help="newest version of this package only (repeatable)")
+    parser.add_argument(
+        "--upgrade-package",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="newest version of this package only (repeatable)",
+    )
     args = parser.parse_args(argv)
     if args.check:
         problems = check()

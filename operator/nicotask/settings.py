@@ -39,7 +39,9 @@ class Settings(BaseSettings):
         description="kopf peering priority of this replica (unset: random, distinct per replica).",
     )
     peering_lifetime_seconds: int = Field(
-        default=60, ge=2, description="kopf peering keep-alive lifetime: a standby takes over "
+        default=60,
+        ge=2,
+        description="kopf peering keep-alive lifetime: a standby takes over "
         "this long after the active replica stops.",
     )
     queue_limit: int = Field(default=5, ge=0, description="Waiting tasks per rack.")

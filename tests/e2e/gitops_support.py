@@ -72,7 +72,11 @@ class Application:
     async def hard_refresh(self) -> None:
         """What a Git webhook (or `argocd app get --hard-refresh`) does: re-read Git now."""
         await self.custom.patch_namespaced_custom_object(
-            GROUP, VERSION, NAMESPACE, PLURAL, self.name,
+            GROUP,
+            VERSION,
+            NAMESPACE,
+            PLURAL,
+            self.name,
             {"metadata": {"annotations": {"argocd.argoproj.io/refresh": "hard"}}},
             _content_type="application/merge-patch+json",
         )
@@ -110,8 +114,11 @@ def synced_at(revision: str) -> Callable[[dict[str, Any]], bool]:
         st = app.get("status") or {}
         op = st.get("operationState") or {}
         sync_rev = ((op.get("syncResult") or {}).get("revision")) or ""
-        return bool(sync_rev == revision and op.get("phase") == "Succeeded"
-                    and (st.get("sync") or {}).get("status") == "Synced")
+        return bool(
+            sync_rev == revision
+            and op.get("phase") == "Succeeded"
+            and (st.get("sync") or {}).get("status") == "Synced"
+        )
 
     return check
 

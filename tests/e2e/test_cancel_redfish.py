@@ -104,9 +104,9 @@ async def _power(env: DevEnvHandle, ids: list[str], reset: str, state: str) -> N
             assert answer.status_code < 300, answer.text
         for _ in range(300):
             states = [
-                (await http.get(f"{env.redfish_url}/redfish/v1/Systems/{sid}")).json().get(
-                    "PowerState"
-                )
+                (await http.get(f"{env.redfish_url}/redfish/v1/Systems/{sid}"))
+                .json()
+                .get("PowerState")
                 for sid in ids
             ]
             if all(s == state for s in states):

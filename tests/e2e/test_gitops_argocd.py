@@ -124,16 +124,22 @@ async def test_commits_run_cancel_refuse_and_prune_tasks(
     app.note(f"commit {rev[:8]}: rack-1, two rules and task first")
     await app.create(_application(app, repo, namespace))
     running = await app.wait(
-        lambda a: synced_at(rev)(a) and task_health("first", "Progressing")(a)
-        and app_health("Progressing")(a),
-        "sync with task first Progressing", task="first",
+        lambda a: (
+            synced_at(rev)(a)
+            and task_health("first", "Progressing")(a)
+            and app_health("Progressing")(a)
+        ),
+        "sync with task first Progressing",
+        task="first",
     )
     first_health = resource(running, "NicoTask", "first")["health"]
     assert first_health["message"].startswith(("Running", "Pending", "Waiting"))
     first_uid = (await cluster.get_task("first"))["metadata"]["uid"]
     done = await app.wait(
         lambda a: task_health("first", "Healthy")(a) and app_health("Healthy")(a),
-        "task first Healthy", task="first", timeout=120,
+        "task first Healthy",
+        task="first",
+        timeout=120,
     )
     assert resource(done, "NicoTask", "first")["health"]["message"] == "Succeeded"
     assert status_of(await cluster.get_task("first")) == "Succeeded"
@@ -143,7 +149,8 @@ async def test_commits_run_cancel_refuse_and_prune_tasks(
     rev = await _commit(app, repo, "task long")
     await app.wait(
         lambda a: synced_at(rev)(a) and task_health("long", "Progressing")(a),
-        "sync with task long", task="long",
+        "sync with task long",
+        task="long",
     )
     long_task = await cluster.wait_status("long", "Running")
     long_uid = long_task["metadata"]["uid"]
@@ -156,9 +163,11 @@ async def test_commits_run_cancel_refuse_and_prune_tasks(
     to_terminated = time.monotonic() - committed
     app.note(f"task long Terminated {to_terminated:.1f}s after the cancel commit")
     healthy = await app.wait(
-        lambda a: synced_at(rev)(a) and task_health("long", "Healthy")(a)
-        and app_health("Healthy")(a),
-        "task long Healthy after the cancel", task="long",
+        lambda a: (
+            synced_at(rev)(a) and task_health("long", "Healthy")(a) and app_health("Healthy")(a)
+        ),
+        "task long Healthy after the cancel",
+        task="long",
     )
     app.note(f"Argo CD shows it {time.monotonic() - committed:.1f}s after the cancel commit")
     assert terminated["metadata"]["uid"] == long_uid
@@ -174,7 +183,8 @@ async def test_commits_run_cancel_refuse_and_prune_tasks(
     rev = await _commit(app, repo, "un-cancel task long (refused)")
     refused = await app.wait(
         lambda a: CANCEL_REFUSED in _conditions(a, "ComparisonError"),
-        "a ComparisonError with the API server's message", task="long",
+        "a ComparisonError with the API server's message",
+        task="long",
     )
     assert refused["status"]["sync"]["status"] == "Unknown"
     assert "Forbidden" in _conditions(refused, "ComparisonError")
@@ -197,7 +207,8 @@ async def test_commits_run_cancel_refuse_and_prune_tasks(
     rev = await _commit(app, repo, "remove tasks doomed and first")
     await app.wait(
         lambda a: synced_at(rev)(a) and not resource(a, "NicoTask", "doomed"),
-        "the prune", task="doomed",
+        "the prune",
+        task="doomed",
     )
     await _gone(cluster, "doomed")
     await _gone(cluster, "first")
@@ -225,7 +236,9 @@ async def test_task_deleted_by_its_ttl_is_recreated_by_self_heal(
     await app.wait(synced_at(rev), "the first sync", task="ttl")
     first = await cluster.wait_status("ttl", "Succeeded")
     again = await cluster.wait_task(
-        "ttl", lambda t: t["metadata"]["uid"] != first["metadata"]["uid"], timeout=60,
+        "ttl",
+        lambda t: t["metadata"]["uid"] != first["metadata"]["uid"],
+        timeout=60,
         what="a new task of the same name",
     )
     app.note(f"task ttl re-created as {again['metadata']['uid']} (a second run)")

@@ -321,8 +321,10 @@ async def race_round(
             # before the stop arrived (its final report has the operator read the outcome
             # at once), CancelIgnored comes with the stop, after the terminal status.
             final = await cluster.wait_task(
-                name, lambda t: (condition(t, "CancelIgnored") or {}).get("status") == "True",
-                30, "CancelIgnored",
+                name,
+                lambda t: (condition(t, "CancelIgnored") or {}).get("status") == "True",
+                30,
+                "CancelIgnored",
             )
             assert status_of(final) == "Succeeded"
             assert stages == ["completed", "completed"], stages

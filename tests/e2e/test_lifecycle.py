@@ -40,7 +40,8 @@ def status_writers(task_obj: dict[str, Any]) -> set[str]:
     """The field managers of the status subresource: the API server names them after
     the writer's User-Agent (`nicotask-operator/0.1.0` -> `nicotask-operator`)."""
     return {
-        m["manager"] for m in task_obj["metadata"].get("managedFields") or []
+        m["manager"]
+        for m in task_obj["metadata"].get("managedFields") or []
         if m.get("subresource") == "status"
     }
 

@@ -41,15 +41,22 @@ def json_lines(path: str) -> list[dict[str, Any]]:
 
 
 def cycle_rule(rule_id: str) -> dict[str, Any]:
-    return api.RULE_RESOURCE.manifest("obs-cycle", {
-        "ruleId": rule_id,
-        "operation": "PowerCycle",
-        "steps": [{
-            "componentType": "Compute", "stage": 1, "timeoutSeconds": 60,
-            "retry": {"maxAttempts": 1},
-            "action": {"type": "PowerControl", "power": "PowerCycle"},
-        }],
-    })
+    return api.RULE_RESOURCE.manifest(
+        "obs-cycle",
+        {
+            "ruleId": rule_id,
+            "operation": "PowerCycle",
+            "steps": [
+                {
+                    "componentType": "Compute",
+                    "stage": 1,
+                    "timeoutSeconds": 60,
+                    "retry": {"maxAttempts": 1},
+                    "action": {"type": "PowerControl", "power": "PowerCycle"},
+                }
+            ],
+        },
+    )
 
 
 async def test_chart_metrics_exist_and_logs_name_the_task(
@@ -69,7 +76,8 @@ async def test_chart_metrics_exist_and_logs_name_the_task(
     cycle_id = new_rule_id()
     await cluster.create(api.RULES, cycle_rule(cycle_id))
     cycled = await cluster.create(
-        api.TASKS, task("obs-cycle", "obs-rack", cycle_id, operation="PowerCycle"))
+        api.TASKS, task("obs-cycle", "obs-rack", cycle_id, operation="PowerCycle")
+    )
     done = await cluster.wait_status("obs-cycle", "Succeeded", "Failed", timeout=90)
     assert done["status"]["status"] == "Succeeded", done["status"]
 
@@ -83,8 +91,9 @@ async def test_chart_metrics_exist_and_logs_name_the_task(
     url = f"{shim_url}/v2/org/acme/nico/task/{uid}"
     async with httpx.AsyncClient(timeout=30) as http:
         assert (await http.get(url, params={"siteId": SITE_ID})).status_code == 401
-        answer = await http.post(f"{url}/cancel", json={"siteId": SITE_ID},
-                                 headers={"Authorization": f"Bearer {token}"})
+        answer = await http.post(
+            f"{url}/cancel", json={"siteId": SITE_ID}, headers={"Authorization": f"Bearer {token}"}
+        )
         assert answer.status_code == 202, answer.text
     await cluster.wait_status("obs-sleep", "Terminated", timeout=30)
 
@@ -109,8 +118,10 @@ async def test_chart_metrics_exist_and_logs_name_the_task(
     bmc = {(lb["action"], lb["outcome"]) for lb, v in worker["nicotask_worker_bmc_requests_total"]}
     assert ("allowed_resets", "ok") in bmc
     assert ("reset_PowerCycle", "ok") in bmc or ("reset_On", "ok") in bmc
-    steps = {(lb["action_type"], lb["outcome"])
-             for lb, v in worker["nicotask_worker_step_duration_seconds_count"]}
+    steps = {
+        (lb["action_type"], lb["outcome"])
+        for lb, v in worker["nicotask_worker_step_duration_seconds_count"]
+    }
     assert ("PowerControl", "ok") in steps
     assert [v for _, v in worker["nicotask_temporal_reachable"]] == [1.0]
     assert any(name.startswith("temporal_") for name in worker)
@@ -120,8 +131,13 @@ async def test_chart_metrics_exist_and_logs_name_the_task(
 
     # The worker's JSON lines: one per BMC power request, naming the task.
     lines = json_lines(env.env.record("worker").log)
-    resets = [line for line in lines if line["logger"] == "nicotask.worker.bmc"
-              and line.get("uid") == cycled["metadata"]["uid"] and "reset_" in line["message"]]
+    resets = [
+        line
+        for line in lines
+        if line["logger"] == "nicotask.worker.bmc"
+        and line.get("uid") == cycled["metadata"]["uid"]
+        and "reset_" in line["message"]
+    ]
     assert resets, "no BMC power request line for the task"
     for line in resets:
         assert line["namespace"] == cluster.ns and line["name"] == "obs-cycle"
@@ -137,9 +153,10 @@ async def test_chart_metrics_exist_and_logs_name_the_task(
     assert {line["message"].split(":")[0] for line in about} >= {"Started", "Cancelled"}, about
     for line in about:
         assert (line["namespace"], line["name"]) == (cluster.ns, "obs-sleep"), line
-    shim_lines = [line for line in json_lines(env.env.record("shim").log)
-                  if line.get("uid") == sleep_uid]
-    assert [line["message"] for line in shim_lines] == ["cancel requested by obs"], (
-        json_lines(env.env.record("shim").log)[-8:]
-    )
+    shim_lines = [
+        line for line in json_lines(env.env.record("shim").log) if line.get("uid") == sleep_uid
+    ]
+    assert [line["message"] for line in shim_lines] == ["cancel requested by obs"], json_lines(
+        env.env.record("shim").log
+    )[-8:]
     assert (shim_lines[0]["namespace"], shim_lines[0]["name"]) == (cluster.ns, "obs-sleep")

@@ -76,9 +76,20 @@ async def test_wrong_namespace_is_one_error_line_until_the_namespace_is_register
         # Registered later: the operator becomes ready without a restart.
         await asyncio.to_thread(
             subprocess.run,
-            [str(temporal.temporal_binary()), "operator", "namespace", "create", missing,
-             "--retention", "24h", "--address", env.temporal_address],
-            check=True, capture_output=True, timeout=30,
+            [
+                str(temporal.temporal_binary()),
+                "operator",
+                "namespace",
+                "create",
+                missing,
+                "--retention",
+                "24h",
+                "--address",
+                env.temporal_address,
+            ],
+            check=True,
+            capture_output=True,
+            timeout=30,
         )
         deadline = time.monotonic() + 60
         while not await asyncio.to_thread(_healthy, url):

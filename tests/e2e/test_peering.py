@@ -37,11 +37,17 @@ def _peering(env: DevEnv) -> str:
     name = f"e2e-{secrets.token_hex(3)}"
     system.kubectl(env, "apply", "-f", str(PEERING_CRDS))
     system.kubectl(
-        env, "wait", "--for=condition=Established", "--timeout=60s",
+        env,
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
         "crd/clusterkopfpeerings.kopf.dev",
     )
     system.kubectl(
-        env, "apply", "-f", "-",
+        env,
+        "apply",
+        "-f",
+        "-",
         stdin=f"apiVersion: kopf.dev/v1\nkind: ClusterKopfPeering\nmetadata:\n  name: {name}\n",
     )
     return name

@@ -48,8 +48,11 @@ async def _tasks(cluster: Cluster) -> dict[str, dict[str, Any]]:
 
 
 async def _wait_all(
-    cluster: Cluster, names: set[str], ok: Callable[[dict[str, Any]], bool],
-    timeout: float, what: str,
+    cluster: Cluster,
+    names: set[str],
+    ok: Callable[[dict[str, Any]], bool],
+    timeout: float,
+    what: str,
 ) -> dict[str, dict[str, Any]]:
     deadline = time.monotonic() + timeout
     while True:
@@ -79,8 +82,11 @@ async def test_postgres_restarted_under_live_tasks(
     await cluster.create(api.RULES, sleep_rule(short_rule, [2.0]))
     total = LIVE + CREATED_DURING
     await _bounded(
-        (lambda i=i: cluster.create(api.RACKS, rack(f"rack-{i}", nicotask_system.redfish_url,
-                                                    system)))
+        (
+            lambda i=i: cluster.create(
+                api.RACKS, rack(f"rack-{i}", nicotask_system.redfish_url, system)
+            )
+        )
         for i in range(total)
     )
     live = [f"live-{i}" for i in range(LIVE)]
@@ -93,13 +99,10 @@ async def test_postgres_restarted_under_live_tasks(
     during = [f"new-{i}" for i in range(CREATED_DURING)]
 
     with env.stopped("postgres"):
-        patched = await _bounded(
-            (lambda n=n: cluster.cancel(n)) for n in sorted(cancelled)
-        )
+        patched = await _bounded((lambda n=n: cluster.cancel(n)) for n in sorted(cancelled))
         assert {status_of(t) for t in patched} == {"Running"}
         await _bounded(
-            (lambda i=i: cluster.create(
-                api.TASKS, task(during[i], f"rack-{LIVE + i}", short_rule)))
+            (lambda i=i: cluster.create(api.TASKS, task(during[i], f"rack-{LIVE + i}", short_rule)))
             for i in range(CREATED_DURING)
         )
         # Every cancel is waiting for Temporal, and none is applied without it.

@@ -63,8 +63,9 @@ async def _visible_status(client: Client, workflow_id: str) -> WorkflowExecution
 
 def _lock(workflow_id: str) -> str:
     # The close is an upsert of this row: it waits for the lock.
-    return (f"SELECT run_id FROM executions_visibility WHERE workflow_id = '{workflow_id}' "
-            "FOR UPDATE;")
+    return (
+        f"SELECT run_id FROM executions_visibility WHERE workflow_id = '{workflow_id}' FOR UPDATE;"
+    )
 
 
 async def _running_task(
@@ -86,8 +87,7 @@ async def test_a_close_that_visibility_shows_late_reaches_the_task(
     await cluster.create(api.RULES, sleep_rule(long_rule, [300]))
     await cluster.create(api.RULES, sleep_rule(short_rule, [0.5]))
     for i in (1, 2):
-        await cluster.create(api.RACKS, rack(f"rack-{i}", env.redfish_url,
-                                             env.redfish_systems[:1]))
+        await cluster.create(api.RACKS, rack(f"rack-{i}", env.redfish_url, env.redfish_systems[:1]))
     uid = await _running_task(cluster, env, temporal_client, "late", "rack-1", long_rule)
 
     async with PsqlSession(env.env, VISIBILITY_DB) as db:

@@ -7,7 +7,6 @@ The shared `crds` and `pclient` fixtures are below, and the shim's: `world` (org
 providers, sites), `key_dir` (the dev issuer's keys), `shim_server` and `http`.
 """
 
-
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path

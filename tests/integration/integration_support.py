@@ -149,7 +149,9 @@ async def cached(server: ServerThread, *tasks: dict[str, Any], versions: bool = 
     for task in tasks:
         uid, rv = task["metadata"]["uid"], task["metadata"]["resourceVersion"]
         assert await wait_for(
-            lambda uid=uid, rv=rv: (r := records.lookup(uid)) is not None
-            and (not versions or r.resource_version == rv),
+            lambda uid=uid, rv=rv: (
+                (r := records.lookup(uid)) is not None
+                and (not versions or r.resource_version == rv)
+            ),
             10,
         )

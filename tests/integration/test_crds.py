@@ -316,8 +316,15 @@ async def test_api_server_and_models_accept_the_same_uuids(
         body = json.loads(_task(f"uuid-{field.lower()}"))
         body["spec"][field] = value
         res = await kubectl(
-            devenv.kubeconfig, "create", "--validate=strict", "--dry-run=server", "-n", namespace,
-            "-f", "-", stdin=json.dumps(body),
+            devenv.kubeconfig,
+            "create",
+            "--validate=strict",
+            "--dry-run=server",
+            "-n",
+            namespace,
+            "-f",
+            "-",
+            stdin=json.dumps(body),
         )
         assert (res.rc == 0) is valid, (field, value, res.err)
         if not valid:
@@ -365,8 +372,15 @@ async def test_every_kind_takes_the_same_uuids_as_its_model(
             model_ok = False
         assert model_ok is valid, (kind, path, value)
         res = await kubectl(
-            devenv.kubeconfig, "create", "--validate=strict", "--dry-run=server", "-n", namespace,
-            "-f", "-", stdin=json.dumps(body),
+            devenv.kubeconfig,
+            "create",
+            "--validate=strict",
+            "--dry-run=server",
+            "-n",
+            namespace,
+            "-f",
+            "-",
+            stdin=json.dumps(body),
         )
         assert (res.rc == 0) is valid, (kind, path, value, res.err)
         if not valid:
@@ -382,23 +396,37 @@ async def test_a_second_site_for_a_site_id_is_refused(
     site_id = str(uuid.uuid4())
 
     def site(name: str, sid: str, provider: str) -> str:
-        return json.dumps({
-            "apiVersion": "nico.dev/v1alpha1", "kind": "NicoSite", "metadata": {"name": name},
-            "spec": {"siteId": sid, "providerRef": provider},
-        })
+        return json.dumps(
+            {
+                "apiVersion": "nico.dev/v1alpha1",
+                "kind": "NicoSite",
+                "metadata": {"name": name},
+                "spec": {"siteId": sid, "providerRef": provider},
+            }
+        )
 
     res = await kubectl(devenv.kubeconfig, "create", "-f", "-", stdin=site(site_id, site_id, "a"))
     assert res.rc == 0, res.err
     try:
-        for name, sid in (("second-site", site_id), ("second-site", site_id.upper()),
-                          (str(uuid.uuid4()), site_id)):
-            res = await kubectl(devenv.kubeconfig, "create", "--validate=strict", "-f", "-",
-                                stdin=site(name, sid, "b"))
+        for name, sid in (
+            ("second-site", site_id),
+            ("second-site", site_id.upper()),
+            (str(uuid.uuid4()), site_id),
+        ):
+            res = await kubectl(
+                devenv.kubeconfig,
+                "create",
+                "--validate=strict",
+                "-f",
+                "-",
+                stdin=site(name, sid, "b"),
+            )
             assert res.rc != 0, f"a second NicoSite {name} for {sid} was accepted"
             assert "spec.siteId" in res.err, res.err
             assert "metadata.name must be spec.siteId in lower case" in res.err, res.err
-        res = await kubectl(devenv.kubeconfig, "create", "-f", "-",
-                            stdin=site(site_id, site_id.upper(), "b"))
+        res = await kubectl(
+            devenv.kubeconfig, "create", "-f", "-", stdin=site(site_id, site_id.upper(), "b")
+        )
         assert res.rc != 0 and "already exists" in res.err, res.err
     finally:
         await kubectl(devenv.kubeconfig, "delete", "nicosite", site_id, "--wait=false")
@@ -419,14 +447,26 @@ async def test_http_bmc_endpoint_needs_the_racks_opt_in(
         component["redfish"]["endpoint"] = "http://10.0.0.5"
     body["spec"].pop("tls", None)
     res = await kubectl(
-        devenv.kubeconfig, "create", "--dry-run=server", "-n", namespace, "-f", "-",
+        devenv.kubeconfig,
+        "create",
+        "--dry-run=server",
+        "-n",
+        namespace,
+        "-f",
+        "-",
         stdin=json.dumps(body),
     )
     assert res.rc != 0
     assert "http:// BMC endpoints need spec.tls.allowInsecureHttp: true" in res.err, res.err
     body["spec"]["tls"] = {"allowInsecureHttp": True}
     res = await kubectl(
-        devenv.kubeconfig, "create", "--dry-run=server", "-n", namespace, "-f", "-",
+        devenv.kubeconfig,
+        "create",
+        "--dry-run=server",
+        "-n",
+        namespace,
+        "-f",
+        "-",
         stdin=json.dumps(body),
     )
     assert res.rc == 0, res.err

@@ -28,9 +28,23 @@ def dev_shim(run_dir: Path, kubeconfig: str, port: int, **env: str) -> subproces
     environ = {**os.environ, "KUBERNETES_SERVICE_HOST": "10.96.0.1", **env}
     environ.pop("NICOTASK_SHIM_ISSUERS_FILE", None)
     return subprocess.Popen(
-        [sys.executable, "-m", "nicotask", "dev", "shim", "--run-dir", str(run_dir),
-         "--kubeconfig", kubeconfig, "--port", str(port)],
-        env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "nicotask",
+            "dev",
+            "shim",
+            "--run-dir",
+            str(run_dir),
+            "--kubeconfig",
+            kubeconfig,
+            "--port",
+            str(port),
+        ],
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
@@ -66,13 +80,18 @@ def test_override_warns_and_generates_no_key(devenv: Any, tmp_path: Path) -> Non
             assert time.monotonic() < deadline, "the shim did not become ready"
             time.sleep(0.3)
         token = issue_token(tmp_path, "nobody-org", ["PROVIDER_ADMIN"], "alice")
-        answer = httpx.get(f"{url}/v2/org/nobody-org/nico/task/x",
-                           headers={"Authorization": f"Bearer {token}"}, timeout=5)
+        answer = httpx.get(
+            f"{url}/v2/org/nobody-org/nico/task/x",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=5,
+        )
         # Authenticated by the dev key (not 401); the org has no provider here.
         assert answer.status_code == 400, answer.text
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=30)
     assert "DEV TOKEN ISSUER TRUSTED INSIDE A POD" in out, out
-    assert ((tmp_path / PRIVATE_KEY_FILE).read_bytes(),
-            (tmp_path / PUBLIC_KEY_FILE).read_bytes()) == before
+    assert (
+        (tmp_path / PRIVATE_KEY_FILE).read_bytes(),
+        (tmp_path / PUBLIC_KEY_FILE).read_bytes(),
+    ) == before

@@ -40,9 +40,7 @@ async def test_version_is_the_pinned_build(kube_api: Any, devenv: DevEnvHandle) 
     assert info.git_version == gobuild.KUBERNETES_VERSION
 
 
-async def test_rbac_denies_a_service_account_without_rights(
-    kube_api: Any, namespace: str
-) -> None:
+async def test_rbac_denies_a_service_account_without_rights(kube_api: Any, namespace: str) -> None:
     core = client.CoreV1Api(kube_api)
     await core.create_namespaced_service_account(
         namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="nobody"))

@@ -37,7 +37,11 @@ class Cluster:
     def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             [self.helm_bin, "--kubeconfig", str(self.kubeconfig), *args],
-            capture_output=True, text=True, env=self.env, timeout=180, check=False,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=180,
+            check=False,
         )
         if check:
             assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -46,11 +50,21 @@ class Cluster:
     def kubectl(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [self.kubectl_bin, "--kubeconfig", str(self.kubeconfig), *args],
-            capture_output=True, text=True, env=self.env, timeout=60, check=False,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=60,
+            check=False,
         )
 
-    def can_i(self, sa: str, verb: str, resource: str, namespace: str | None = None,
-              subresource: str | None = None) -> bool:
+    def can_i(
+        self,
+        sa: str,
+        verb: str,
+        resource: str,
+        namespace: str | None = None,
+        subresource: str | None = None,
+    ) -> bool:
         args = ["auth", "can-i", verb, resource, f"--as={sa}"]
         args += ["-n", namespace] if namespace else []
         args += [f"--subresource={subresource}"] if subresource else []
@@ -102,23 +116,37 @@ def test_install_cluster_wide_least_privilege(
     cluster: Cluster, namespace: str, release: list[tuple[str, str]]
 ) -> None:
     name = f"nt-{secrets.token_hex(3)}"
-    installed = cluster.helm("install", name, str(CHART), "-n", namespace,
-                             "--set", "temporal.address=temporal.example:7233")
+    installed = cluster.helm(
+        "install",
+        name,
+        str(CHART),
+        "-n",
+        namespace,
+        "--set",
+        "temporal.address=temporal.example:7233",
+    )
     release.append((name, namespace))
     # The defaults that need the site's values are named in the NOTES, each with its risk.
-    notes = installed.stdout[installed.stdout.index("Hardening left to you"):]
-    for setting in ("temporal.tls.enabled=false", "watchNamespaces is empty",
-                    "worker.bmcNetworks is empty", "networkPolicy.temporal.ingress.enabled=false"):
+    notes = installed.stdout[installed.stdout.index("Hardening left to you") :]
+    for setting in (
+        "temporal.tls.enabled=false",
+        "watchNamespaces is empty",
+        "worker.bmcNetworks is empty",
+        "networkPolicy.temporal.ingress.enabled=false",
+    ):
         assert f"  - {setting}" in notes, notes
     listed = cluster.helm("list", "-n", namespace, "-o", "json").stdout
     assert f'"name":"{name}"' in listed and '"status":"deployed"' in listed
     # Accepted server-side: every object exists.
-    for kind, obj in [("deployment", f"{name}-nicotask-operator"),
-                      ("deployment", f"{name}-nicotask-worker"),
-                      ("deployment", f"{name}-nicotask-shim"),
-                      ("service", f"{name}-nicotask-shim"),
-                      ("poddisruptionbudget", f"{name}-nicotask-worker"),
-                      ("crd", TASKS), ("crd", "clusterkopfpeerings.kopf.dev")]:
+    for kind, obj in [
+        ("deployment", f"{name}-nicotask-operator"),
+        ("deployment", f"{name}-nicotask-worker"),
+        ("deployment", f"{name}-nicotask-shim"),
+        ("service", f"{name}-nicotask-shim"),
+        ("poddisruptionbudget", f"{name}-nicotask-worker"),
+        ("crd", TASKS),
+        ("crd", "clusterkopfpeerings.kopf.dev"),
+    ]:
         got = cluster.kubectl("get", kind, obj, "-n", namespace, "-o", "name")
         assert got.returncode == 0, got.stderr
 
@@ -194,16 +222,26 @@ def test_install_namespaced_with_peering(
     name = f"nt-{secrets.token_hex(3)}"
     try:
         installed = cluster.helm(
-            "install", name, str(CHART), "-n", namespace,
-            "-f", str(CHART / "ci" / "all-features-values.yaml"),
+            "install",
+            name,
+            str(CHART),
+            "-n",
+            namespace,
+            "-f",
+            str(CHART / "ci" / "all-features-values.yaml"),
             # No Prometheus Operator CRDs here.
-            "--set", "serviceMonitor.enabled=false", "--set", "podMonitor.enabled=false",
-            "--set", "prometheusRule.enabled=false",
-            "--set-json", f"watchNamespaces={list(watched)!r}".replace("'", '"'),
+            "--set",
+            "serviceMonitor.enabled=false",
+            "--set",
+            "podMonitor.enabled=false",
+            "--set",
+            "prometheusRule.enabled=false",
+            "--set-json",
+            f"watchNamespaces={list(watched)!r}".replace("'", '"'),
         )
         release.append((name, namespace))
         # Hardened here but for the frontend policy (Temporal's namespace is not ours).
-        notes = installed.stdout[installed.stdout.index("Hardening left to you"):]
+        notes = installed.stdout[installed.stdout.index("Hardening left to you") :]
         assert [ln for ln in notes.splitlines() if ln.startswith("  - ")] == [
             "  - networkPolicy.temporal.ingress.enabled=false: anything that reaches the"
             " Temporal frontend can start and stop tasks"
@@ -241,19 +279,45 @@ def test_editor_and_viewer_roles_for_people(
     kube-controller-manager, which this control plane does not run: the aggregation labels
     are checked by the render tests.)"""
     name = f"nt-{secrets.token_hex(3)}"
-    cluster.helm("install", name, str(CHART), "-n", namespace,
-                 "--set", "temporal.address=temporal.example:7233")
+    cluster.helm(
+        "install",
+        name,
+        str(CHART),
+        "-n",
+        namespace,
+        "--set",
+        "temporal.address=temporal.example:7233",
+    )
     release.append((name, namespace))
     for role, user in (("editor", "alice"), ("viewer", "bob")):
-        got = cluster.kubectl("create", "rolebinding", f"{name}-{user}", "-n", namespace,
-                              f"--clusterrole={name}-nicotask-{role}", f"--user={user}")
+        got = cluster.kubectl(
+            "create",
+            "rolebinding",
+            f"{name}-{user}",
+            "-n",
+            namespace,
+            f"--clusterrole={name}-nicotask-{role}",
+            f"--user={user}",
+        )
         assert got.returncode == 0, got.stderr
     # carol administers racks and rules here, dave the cluster-scoped providers and sites too.
-    got = cluster.kubectl("create", "rolebinding", f"{name}-carol", "-n", namespace,
-                          f"--clusterrole={name}-nicotask-admin", "--user=carol")
+    got = cluster.kubectl(
+        "create",
+        "rolebinding",
+        f"{name}-carol",
+        "-n",
+        namespace,
+        f"--clusterrole={name}-nicotask-admin",
+        "--user=carol",
+    )
     assert got.returncode == 0, got.stderr
-    got = cluster.kubectl("create", "clusterrolebinding", f"{name}-dave",
-                          f"--clusterrole={name}-nicotask-admin", "--user=dave")
+    got = cluster.kubectl(
+        "create",
+        "clusterrolebinding",
+        f"{name}-dave",
+        f"--clusterrole={name}-nicotask-admin",
+        "--user=dave",
+    )
     assert got.returncode == 0, got.stderr
     try:
         for verb in ("create", "patch", "update", "delete", "get", "list", "watch"):

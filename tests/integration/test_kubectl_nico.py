@@ -42,8 +42,11 @@ NO_SERVER_EXTRA: list[Path] = []
 
 @pytest.fixture(scope="module", autouse=True)
 def no_server_extra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    NO_SERVER_EXTRA.append(lock.write_import_blocker(
-        tmp_path_factory.mktemp("no-server-extra"), lock.server_only_modules()).parent)
+    NO_SERVER_EXTRA.append(
+        lock.write_import_blocker(
+            tmp_path_factory.mktemp("no-server-extra"), lock.server_only_modules()
+        ).parent
+    )
     yield
     NO_SERVER_EXTRA.clear()
 
@@ -54,7 +57,9 @@ def crds(devenv: Any) -> None:
 
 
 async def run(
-    devenv: Any, *args: str | bytes, via_kubectl: bool = False,
+    devenv: Any,
+    *args: str | bytes,
+    via_kubectl: bool = False,
     kubeconfig: Path | None = None,
 ) -> tuple[int, str, str]:
     env = {
@@ -130,9 +135,7 @@ def report(now: dt.datetime) -> api.TaskReportV1:
 
 
 async def test_report_cancel_wait(devenv: Any, kube_api: Any, namespace: str, crds: None) -> None:
-    task = await create_task(
-        kube_api, namespace, "power-on-rack-1", description="Power on rack-1"
-    )
+    task = await create_task(kube_api, namespace, "power-on-rack-1", description="Power on rack-1")
     start = dt.datetime(2025, 6, 1, 10, 0, 0, tzinfo=dt.UTC)
     running = lifecycle.with_status(
         task, api.TaskStatus.RUNNING, "Running", now=start, report=report(start)
@@ -242,13 +245,17 @@ async def test_not_found_and_current_namespace(
     assert "No report yet." in out
 
 
-
 # ---- cancel of many tasks --------------------------------------------------------------------
 
 
 async def task_with_status(
-    kube_api: Any, namespace: str, name: str, status: str, rack: str = "rack-1",
-    labels: dict[str, str] | None = None, **spec: Any,
+    kube_api: Any,
+    namespace: str,
+    name: str,
+    status: str,
+    rack: str = "rack-1",
+    labels: dict[str, str] | None = None,
+    **spec: Any,
 ) -> api.NicoTask:
     """A task with a status written as the operator would (the operator is not running)."""
     task = await create_task(
@@ -316,13 +323,14 @@ async def test_bulk_cancel_by_selector_rack_and_all(
     assert "nicotask.nico.dev/b1 cancel requested (Terminate)" in out
     assert "nicotask.nico.dev/g1 cancel escalated to Terminate" in out
     assert summary_line(out) == (
-        "2 tasks: 2 cancelled (1 escalated to Terminate), 0 already cancelled, "
-        "0 already finished"
+        "2 tasks: 2 cancelled (1 escalated to Terminate), 0 already cancelled, 0 already finished"
     )
     b1 = await read_task(kube_api, namespace, "b1")
     assert b1["spec"]["cancel"] is True
     assert (b1["spec"]["cancelMode"], b1["spec"]["cancelReason"]) == (
-        "Terminate", "rack 2 maintenance")
+        "Terminate",
+        "rack 2 maintenance",
+    )
     assert b1["metadata"]["annotations"]["nico.dev/cancel-requested-by"] == ADMIN_USER
     g1 = await read_task(kube_api, namespace, "g1")
     assert (g1["spec"]["cancelMode"], g1["spec"]["cancelReason"]) == ("Terminate", "first")
@@ -330,9 +338,7 @@ async def test_bulk_cancel_by_selector_rack_and_all(
     # -l with --mode Graceful: the three running ones; s1 finished and keeps its spec.
     rc, out, err = await run(devenv, "cancel", "-l", "team=a", "--mode", "Graceful", "-y", *ns)
     assert rc == 0, err
-    assert summary_line(out) == (
-        "4 tasks: 3 cancelled, 0 already cancelled, 1 already finished"
-    )
+    assert summary_line(out) == ("4 tasks: 3 cancelled, 0 already cancelled, 1 already finished")
     assert "nicotask.nico.dev/s1 already finished (Succeeded): not cancelled" in out
     for name in ("a1", "a2", "a3"):
         obj = await read_task(kube_api, namespace, name)
@@ -385,7 +391,11 @@ async def second_namespace(kube_api: Any) -> Any:
 
 
 async def test_bulk_cancel_refused_by_rbac_in_the_middle_of_a_list(
-    devenv: Any, kube_api: Any, namespace: str, second_namespace: str, crds: None,
+    devenv: Any,
+    kube_api: Any,
+    namespace: str,
+    second_namespace: str,
+    crds: None,
     tmp_path: Path,
 ) -> None:
     """A user who may read tasks everywhere but patch only p1 and p3 in one namespace:
@@ -527,8 +537,7 @@ async def test_bulk_cancel_refused_by_admission_shows_the_servers_message(
         rc, out, err = await run(devenv, "cancel", "-l", "wave=1", "--yes", "-n", namespace)
         assert rc == 1
         assert summary_line(out) == (
-            "3 tasks: 2 cancelled, 0 already cancelled, 0 already finished, "
-            "1 refused by admission"
+            "3 tasks: 2 cancelled, 0 already cancelled, 0 already finished, 1 refused by admission"
         )
         (line,) = [x for x in err.splitlines() if "refused by admission" in x]
         assert line.startswith("error: nicotask.nico.dev/r2 refused by admission: ")
@@ -609,8 +618,10 @@ async def test_rerun(devenv: Any, kube_api: Any, namespace: str, crds: None) -> 
     old_version = task.metadata.resource_version
     rc, out, err = await run(devenv, "rerun", "nightly", *ns)
     assert rc == 0, err
-    assert out == "nicotask.nico.dev/nightly-rerun-1 created (rerun of nightly, which was " \
-                  "Terminated)\n"
+    assert (
+        out == "nicotask.nico.dev/nightly-rerun-1 created (rerun of nightly, which was "
+        "Terminated)\n"
+    )
     new = await read_task(kube_api, namespace, "nightly-rerun-1")
     assert new["spec"] == {"siteId": task.spec.site_id, "rackRef": "rack-7",
                            "operation": "PowerOn", "cancel": False, **spec}  # fmt: skip
@@ -621,7 +632,8 @@ async def test_rerun(devenv: Any, kube_api: Any, namespace: str, crds: None) -> 
     assert "status" not in new or not new["status"].get("status")
     # The old task is not written to (Git owns it): the link is found by the label.
     assert (await read_task(kube_api, namespace, "nightly"))["metadata"][
-        "resourceVersion"] == old_version
+        "resourceVersion"
+    ] == old_version
     rc, out, err = await run(devenv, "rerun", "nightly", *ns)
     assert rc == 0 and "nicotask.nico.dev/nightly-rerun-2 created" in out, err
     # A rerun that has not run yet is live: not rerun.

@@ -207,8 +207,11 @@ async def test_terminal_write_from_a_stale_copy_closes_the_newer_report(
     assert await publish(acts, newer) is True  # the worker moved on after that read
 
     written, changed = await kube.update_task_status(
-        namespace, "stale", decisions.cancelled_status("alice", api.utcnow()),
-        uid=ref.uid, current=held,
+        namespace,
+        "stale",
+        decisions.cancelled_status("alice", api.utcnow()),
+        uid=ref.uid,
+        current=held,
     )
     assert changed
     stored = await kube.get_task(namespace, "stale")

@@ -46,17 +46,31 @@ async def _service_account(kube_api: Any, namespace: str, name: str) -> str:
     """A ServiceAccount that may get/patch/create NicoTasks in `namespace`; its token."""
     rbac = client.RbacAuthorizationV1Api(kube_api)
     await create_service_account(kube_api, namespace, name)
-    await rbac.create_namespaced_role(namespace, {  # type: ignore[arg-type]
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": name},
-        "rules": [{"apiGroups": [api.GROUP], "resources": [TASKS],
-                   "verbs": ["get", "patch", "create", "update"]}],
-    })
-    await rbac.create_namespaced_role_binding(namespace, {  # type: ignore[arg-type]
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-        "metadata": {"name": name},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
-    })
+    await rbac.create_namespaced_role(
+        namespace,
+        {  # type: ignore[arg-type]
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": name},
+            "rules": [
+                {
+                    "apiGroups": [api.GROUP],
+                    "resources": [TASKS],
+                    "verbs": ["get", "patch", "create", "update"],
+                }
+            ],
+        },
+    )
+    await rbac.create_namespaced_role_binding(
+        namespace,
+        {  # type: ignore[arg-type]
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+        },
+    )
     return await service_account_token(kube_api, namespace, name)
 
 
@@ -71,7 +85,8 @@ async def policy(devenv: DevEnvHandle, namespace: str, crds: None) -> AsyncItera
     """The policy with the dev environment's delegates plus this test's delegate SA."""
     delegate = f"system:serviceaccount:{namespace}:delegate"
     await asyncio.to_thread(
-        admission.install_policy, devenv.kubeconfig,
+        admission.install_policy,
+        devenv.kubeconfig,
         [admission.CHART_SHIM_USER, ADMIN_USER, delegate],
     )
     try:
@@ -80,14 +95,25 @@ async def policy(devenv: DevEnvHandle, namespace: str, crds: None) -> AsyncItera
         await asyncio.to_thread(admission.uninstall_policy, devenv.kubeconfig)
 
 
-async def _patch(custom: client.CustomObjectsApi, namespace: str, name: str,
-                 body: dict[str, Any], dry_run: bool = False) -> int:
+async def _patch(
+    custom: client.CustomObjectsApi,
+    namespace: str,
+    name: str,
+    body: dict[str, Any],
+    dry_run: bool = False,
+) -> int:
     """The HTTP status of a merge patch (200 when accepted)."""
     kwargs: dict[str, Any] = {"dry_run": "All"} if dry_run else {}
     try:
         await custom.patch_namespaced_custom_object(  # type: ignore[call-arg]
-            api.GROUP, api.VERSION, namespace, TASKS, name, body,
-            _content_type=MERGE_PATCH, **kwargs,
+            api.GROUP,
+            api.VERSION,
+            namespace,
+            TASKS,
+            name,
+            body,
+            _content_type=MERGE_PATCH,
+            **kwargs,
         )
     except ApiException as exc:
         assert "may only be set to your own username" in str(exc.body), exc.body
@@ -103,7 +129,11 @@ def _by(name: str, cancel: bool = False) -> dict[str, Any]:
 
 
 async def test_only_delegates_record_someone_else(
-    devenv: DevEnvHandle, kube_api: Any, namespace: str, policy: str, tmp_path: Path,
+    devenv: DevEnvHandle,
+    kube_api: Any,
+    namespace: str,
+    policy: str,
+    tmp_path: Path,
 ) -> None:
     user_name = f"system:serviceaccount:{namespace}:someone"
     user_token = await _service_account(kube_api, namespace, "someone")
@@ -126,7 +156,9 @@ async def test_only_delegates_record_someone_else(
         # ... nor at creation
         try:
             await create_task(
-                user_api, namespace, "forged",
+                user_api,
+                namespace,
+                "forged",
                 metadata={"annotations": {CANCEL_REQUESTED_BY: "alice"}},
             )
             raise AssertionError("a forged annotation was accepted at creation")

@@ -45,8 +45,9 @@ class Calls:
         rest = server.shim.store.kube.api_client.rest_client
         self._rest, self._orig = rest, rest.request
 
-        async def counting(method: str, url: str, query_params: Any = None, *a: Any,
-                           **kw: Any) -> Any:
+        async def counting(
+            method: str, url: str, query_params: Any = None, *a: Any, **kw: Any
+        ) -> Any:
             if not any(k == "watch" for k, _ in (query_params or [])):
                 self.seen.append((method, url.split("/apis/", 1)[-1]))
             return await self._orig(method, url, query_params, *a, **kw)
@@ -67,8 +68,12 @@ def counted(server: ServerThread) -> Iterator[Calls]:
 
 
 async def test_fresh_cancel_is_one_patch_and_repeats_are_free(
-    server: ServerThread, http: httpx.AsyncClient, kube_api: Any, namespace: str,
-    world: World, key_dir: Path,
+    server: ServerThread,
+    http: httpx.AsyncClient,
+    kube_api: Any,
+    namespace: str,
+    world: World,
+    key_dir: Path,
 ) -> None:
     org, site = world.acme.name, world.site_a
     task = await make_task(kube_api, namespace, site, "Running", rack="rack-calls")
@@ -80,8 +85,9 @@ async def test_fresh_cancel_is_one_patch_and_repeats_are_free(
     await http.get(f"/v2/org/{org}/nico/task/{uid}", params={"siteId": site}, headers=headers)
 
     with counted(server) as calls:
-        r = await http.post(f"/v2/org/{org}/nico/task/{uid}/cancel", json={"siteId": site},
-                            headers=headers)
+        r = await http.post(
+            f"/v2/org/{org}/nico/task/{uid}/cancel", json={"siteId": site}, headers=headers
+        )
     assert r.status_code == 202, r.text
     assert calls.seen == [
         ("PATCH", f"nico.dev/v1alpha1/namespaces/{namespace}/nicotasks/{task['metadata']['name']}")
@@ -92,35 +98,53 @@ async def test_fresh_cancel_is_one_patch_and_repeats_are_free(
 
     with counted(server) as calls:
         for _ in range(3):  # repeated cancel: from the cache
-            r = await http.post(f"/v2/org/{org}/nico/task/{uid}/cancel", json={"siteId": site},
-                                headers=headers)
+            r = await http.post(
+                f"/v2/org/{org}/nico/task/{uid}/cancel", json={"siteId": site}, headers=headers
+            )
             assert r.status_code == 202, r.text
-        r = await http.post(f"/v2/org/{org}/nico/task/{gone['metadata']['uid']}/cancel",
-                            json={"siteId": site}, headers=headers)
+        r = await http.post(
+            f"/v2/org/{org}/nico/task/{gone['metadata']['uid']}/cancel",
+            json={"siteId": site},
+            headers=headers,
+        )
         assert r.status_code == 202 and r.json()["status"] == "Terminated"
-        r = await http.post(f"/v2/org/{org}/nico/task/{done['metadata']['uid']}/cancel",
-                            json={"siteId": site}, headers=headers)
+        r = await http.post(
+            f"/v2/org/{org}/nico/task/{done['metadata']['uid']}/cancel",
+            json={"siteId": site},
+            headers=headers,
+        )
         assert r.status_code == 400, r.text
-        r = await http.get(f"/v2/org/{org}/nico/task/{uid}", params={"siteId": site},
-                           headers=headers)
+        r = await http.get(
+            f"/v2/org/{org}/nico/task/{uid}", params={"siteId": site}, headers=headers
+        )
         assert r.status_code == 200 and r.json()["id"] == uid
-        r = await http.get(f"/v2/org/{org}/nico/rack/rack-calls/task", params={"siteId": site},
-                           headers=headers)
+        r = await http.get(
+            f"/v2/org/{org}/nico/rack/rack-calls/task", params={"siteId": site}, headers=headers
+        )
         assert r.status_code == 200 and len(r.json()) == 3
         # A flood of unknown ids is answered from the synced index: 404s, no API call.
-        answers = await asyncio.gather(*(
-            http.post(f"/v2/org/{org}/nico/task/{uuid.uuid4()}/cancel", json={"siteId": site},
-                      headers=headers)
-            for _ in range(100)
-        ))
+        answers = await asyncio.gather(
+            *(
+                http.post(
+                    f"/v2/org/{org}/nico/task/{uuid.uuid4()}/cancel",
+                    json={"siteId": site},
+                    headers=headers,
+                )
+                for _ in range(100)
+            )
+        )
         assert {a.status_code for a in answers} == {404}, answers[0].text
     assert calls.seen == []
     assert (await read_task(kube_api, namespace, task["metadata"]["name"]))["metadata"][
-        "resourceVersion"] == after["metadata"]["resourceVersion"]
+        "resourceVersion"
+    ] == after["metadata"]["resourceVersion"]
 
 
 async def test_recreated_task_is_never_patched_from_a_stale_entry(
-    server: ServerThread, kube_api: Any, namespace: str, world: World,
+    server: ServerThread,
+    kube_api: Any,
+    namespace: str,
+    world: World,
 ) -> None:
     old = await make_task(kube_api, namespace, world.site_a, "Running", name="same-name")
     stale = record_of(old)
@@ -139,7 +163,10 @@ async def test_recreated_task_is_never_patched_from_a_stale_entry(
 
 
 async def test_stale_entry_of_the_same_task_costs_one_read_then_patches(
-    server: ServerThread, kube_api: Any, namespace: str, world: World,
+    server: ServerThread,
+    kube_api: Any,
+    namespace: str,
+    world: World,
 ) -> None:
     task = await make_task(kube_api, namespace, world.site_a, "Pending")
     stale = record_of(task)
@@ -162,8 +189,12 @@ async def test_stale_entry_of_the_same_task_costs_one_read_then_patches(
 
 
 async def test_a_second_site_for_a_site_id_is_refused_and_its_owner_keeps_it(
-    server: ServerThread, http: httpx.AsyncClient, kube_api: Any, namespace: str,
-    world: World, key_dir: Path,
+    server: ServerThread,
+    http: httpx.AsyncClient,
+    kube_api: Any,
+    namespace: str,
+    world: World,
+    key_dir: Path,
 ) -> None:
     """The attack: beta creates a NicoSite claiming acme's siteId with beta's provider.
     The API server refuses it under any name and in any case (a NicoSite is named after
@@ -184,19 +215,27 @@ async def test_a_second_site_for_a_site_id_is_refused_and_its_owner_keeps_it(
             assert "spec.siteId" in refused.value.body
             assert "metadata.name must be spec.siteId" in refused.value.body
     assert server.shim.caches.sites.site(world.site_a2).provider_ref == world.acme.provider
-    r = await http.get(f"/v2/org/{world.beta.name}/nico/task/{uid}",
-                       params={"siteId": world.site_a2.upper()},
-                       headers=admin_auth(key_dir, world.beta.name))
+    r = await http.get(
+        f"/v2/org/{world.beta.name}/nico/task/{uid}",
+        params={"siteId": world.site_a2.upper()},
+        headers=admin_auth(key_dir, world.beta.name),
+    )
     assert r.status_code == 403 and r.json()["message"] == errors.FOREIGN_SITE, r.text
-    r = await http.post(f"/v2/org/{world.acme.name}/nico/task/{uid}/cancel",
-                        json={"siteId": world.site_a2},
-                        headers=admin_auth(key_dir, world.acme.name))
+    r = await http.post(
+        f"/v2/org/{world.acme.name}/nico/task/{uid}/cancel",
+        json={"siteId": world.site_a2},
+        headers=admin_auth(key_dir, world.acme.name),
+    )
     assert r.status_code == 202, r.text
 
 
 async def test_bad_bodies_are_4xx(
-    server: ServerThread, http: httpx.AsyncClient, kube_api: Any, namespace: str,
-    world: World, key_dir: Path,
+    server: ServerThread,
+    http: httpx.AsyncClient,
+    kube_api: Any,
+    namespace: str,
+    world: World,
+    key_dir: Path,
 ) -> None:
     org, site = world.acme.name, world.site_a
     task = await make_task(kube_api, namespace, site, "Running")
@@ -214,13 +253,19 @@ async def test_bad_bodies_are_4xx(
 
     r = await http.post(url, content=chunks(), headers=headers)
     assert r.status_code == 413 and r.json()["source"] == "nico", r.text
-    for body in (b"[" * 20000 + b"]" * 20000, b'{"a":' * 5000 + b"1" + b"}" * 5000,
-                 b"\xff\xfe", b'{"siteId": "\xed\xa0\x80"}', b"NaN"):
+    for body in (
+        b"[" * 20000 + b"]" * 20000,
+        b'{"a":' * 5000 + b"1" + b"}" * 5000,
+        b"\xff\xfe",
+        b'{"siteId": "\xed\xa0\x80"}',
+        b"NaN",
+    ):
         r = await http.post(url, content=body, headers=headers)
         assert r.status_code == 400 and r.json()["message"] == errors.BAD_BODY, (body[:20], r.text)
     deep_token = "e" + "y" * 10 + "." + "W" * 40000 + ".x"
-    r = await http.post(url, json={"siteId": site},
-                        headers={"Authorization": f"Bearer {deep_token}"})
+    r = await http.post(
+        url, json={"siteId": site}, headers={"Authorization": f"Bearer {deep_token}"}
+    )
     assert r.status_code == 401, r.text
     after = await read_task(kube_api, namespace, task["metadata"]["name"])
     assert not after["spec"].get("cancel")

@@ -51,7 +51,8 @@ async def cancel(
     headers = bearer(tok) if tok else {}
     if isinstance(body, bytes):
         return await http.post(
-            f"/v2/org/{org}/nico/{path}/{task_id}/cancel", content=body,
+            f"/v2/org/{org}/nico/{path}/{task_id}/cancel",
+            content=body,
             headers={**headers, "Content-Type": "application/json"},
         )
     url = f"/v2/org/{org}/nico/{path}/{task_id}/cancel"
@@ -75,8 +76,13 @@ async def read(kube_api: Any, obj: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("status", ["Pending", "Waiting", "Running"])
 async def test_cancel_live_task_sets_spec_cancel(
-    http: httpx.AsyncClient, kube_api: Any, namespace: str, world: World, key_dir: Path,
-    path: str, status: str,
+    http: httpx.AsyncClient,
+    kube_api: Any,
+    namespace: str,
+    world: World,
+    key_dir: Path,
+    path: str,
+    status: str,
 ) -> None:
     report = SAMPLE_REPORT if status == "Running" else None
     task = await make_task(kube_api, namespace, world.site_a, status, report=report)
@@ -106,8 +112,14 @@ async def test_cancel_terminated_is_unchanged(
 ) -> None:
     task = await make_task(kube_api, namespace, world.site_a, "Terminated")
     rv = task["metadata"]["resourceVersion"]
-    r = await cancel(http, path, world.acme.name, task["metadata"]["uid"],
-                     {"siteId": world.site_a}, token(key_dir, world.acme.name))
+    r = await cancel(
+        http,
+        path,
+        world.acme.name,
+        task["metadata"]["uid"],
+        {"siteId": world.site_a},
+        token(key_dir, world.acme.name),
+    )
     assert r.status_code == 202, r.text
     assert r.json()["status"] == "Terminated"
     after = await read(kube_api, task)
@@ -121,13 +133,19 @@ async def test_cancel_terminated_is_unchanged(
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("status", ["Succeeded", "Failed"])
 async def test_cancel_finished_is_400(
-    http: httpx.AsyncClient, kube_api: Any, namespace: str, world: World, key_dir: Path,
-    path: str, status: str,
+    http: httpx.AsyncClient,
+    kube_api: Any,
+    namespace: str,
+    world: World,
+    key_dir: Path,
+    path: str,
+    status: str,
 ) -> None:
     task = await make_task(kube_api, namespace, world.site_a, status)
     uid = task["metadata"]["uid"]
-    r = await cancel(http, path, world.acme.name, uid, {"siteId": world.site_a},
-                     token(key_dir, world.acme.name))
+    r = await cancel(
+        http, path, world.acme.name, uid, {"siteId": world.site_a}, token(key_dir, world.acme.name)
+    )
     assert_error(r, 400, f"task {uid} cannot be cancelled (status: {status})")
     after = await read(kube_api, task)
     assert after["metadata"]["resourceVersion"] == task["metadata"]["resourceVersion"]
@@ -150,8 +168,15 @@ async def test_cancel_finished_is_400(
     ],
 )
 async def test_cancel_bad_requests_are_400(
-    http: httpx.AsyncClient, kube_api: Any, namespace: str, world: World, key_dir: Path,
-    path: str, task_id: str, body: Any, message: str,
+    http: httpx.AsyncClient,
+    kube_api: Any,
+    namespace: str,
+    world: World,
+    key_dir: Path,
+    path: str,
+    task_id: str,
+    body: Any,
+    message: str,
 ) -> None:
     task = await make_task(kube_api, namespace, world.site_a, "Running")
     task_id = task_id.replace("{ID}", task["metadata"]["uid"])
@@ -185,8 +210,14 @@ def _unsigned(header: dict[str, Any], claims: dict[str, Any]) -> str:
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("kind", ["missing", "expired", "other-key", "alg-none", "hs256", "junk"])
 async def test_bad_tokens_are_401(
-    http: httpx.AsyncClient, kube_api: Any, namespace: str, world: World, key_dir: Path,
-    tmp_path: Path, path: str, kind: str,
+    http: httpx.AsyncClient,
+    kube_api: Any,
+    namespace: str,
+    world: World,
+    key_dir: Path,
+    tmp_path: Path,
+    path: str,
+    kind: str,
 ) -> None:
     task = await make_task(kube_api, namespace, world.site_a, "Running")
     good = token(key_dir, world.acme.name)
@@ -211,8 +242,9 @@ async def test_bad_tokens_are_401(
     # a bad task id too: 401 comes first
     r = await cancel(http, path, world.acme.name, "bad-id", {"siteId": world.site_a}, tok)
     assert_error(r, 401, message)
-    r = await cancel(http, path, world.acme.name, task["metadata"]["uid"],
-                     {"siteId": world.site_a}, tok)
+    r = await cancel(
+        http, path, world.acme.name, task["metadata"]["uid"], {"siteId": world.site_a}, tok
+    )
     assert_error(r, 401, message)
     assert not (await read(kube_api, task))["spec"].get("cancel")
 
@@ -240,8 +272,9 @@ async def test_forbidden_cases_are_403(
     assert_error(r, 403, errors.FOREIGN_SITE)
     # legacy role names are accepted
     for legacy in ("NICO_PROVIDER_ADMIN", "FORGE_PROVIDER_ADMIN"):
-        r = await cancel(http, path, acme, uid, {"siteId": world.site_a},
-                         token(key_dir, acme, [legacy]))
+        r = await cancel(
+            http, path, acme, uid, {"siteId": world.site_a}, token(key_dir, acme, [legacy])
+        )
         assert r.status_code == 202, r.text
     assert (await read(kube_api, task))["spec"]["cancel"] is True
 
@@ -268,7 +301,11 @@ async def test_unknown_task_and_other_site_are_404(
 
 
 async def test_50_concurrent_cancels_patch_once(
-    http: httpx.AsyncClient, kube_api: Any, namespace: str, world: World, key_dir: Path,
+    http: httpx.AsyncClient,
+    kube_api: Any,
+    namespace: str,
+    world: World,
+    key_dir: Path,
     shim_server: ServerThread,
 ) -> None:
     task = await make_task(kube_api, namespace, world.site_a, "Running")
@@ -276,18 +313,24 @@ async def test_50_concurrent_cancels_patch_once(
     rv0 = task["metadata"]["resourceVersion"]
     patches_before = shim_server.shim.service.patches
     tokens = [token(key_dir, world.acme.name, subject=f"user-{i}") for i in range(50)]
-    results = await asyncio.gather(*(
-        cancel(http, PATHS[i % 2], world.acme.name, uid, {"siteId": world.site_a}, tokens[i])
-        for i in range(50)
-    ))
+    results = await asyncio.gather(
+        *(
+            cancel(http, PATHS[i % 2], world.acme.name, uid, {"siteId": world.site_a}, tokens[i])
+            for i in range(50)
+        )
+    )
     bad = [r.text for r in results if r.status_code != 202]
     assert not bad, bad
     # every MODIFIED event since creation: exactly one (each request has its own subject,
     # so a second patch would show as a second modification)
     events = []
     resp = await Kube(kube_api).list_raw(
-        TASKS, namespace, watch=True, resource_version=rv0,
-        field_selector=f"metadata.name={name}", timeout_seconds=2,
+        TASKS,
+        namespace,
+        watch=True,
+        resource_version=rv0,
+        field_selector=f"metadata.name={name}",
+        timeout_seconds=2,
     )
     while line := await resp.content.readline():
         events.append(json.loads(line))
@@ -306,7 +349,12 @@ async def test_50_concurrent_cancels_patch_once(
 
 @pytest.mark.parametrize("path", PATHS)
 async def test_get_task(
-    http: httpx.AsyncClient, kube_api: Any, namespace: str, world: World, key_dir: Path, path: str,
+    http: httpx.AsyncClient,
+    kube_api: Any,
+    namespace: str,
+    world: World,
+    key_dir: Path,
+    path: str,
     shim_server: ServerThread,
 ) -> None:
     task = await make_task(kube_api, namespace, world.site_a, "Running", report=SAMPLE_REPORT)
@@ -314,33 +362,45 @@ async def test_get_task(
     uid = task["metadata"]["uid"]
     org = world.acme.name
     viewer = bearer(token(key_dir, org, ["VIEWER"]))  # membership suffices for GET
-    r = await http.get(f"/v2/org/{org}/nico/{path}/{uid}", params={"siteId": world.site_a},
-                       headers=viewer)
+    r = await http.get(
+        f"/v2/org/{org}/nico/{path}/{uid}", params={"siteId": world.site_a}, headers=viewer
+    )
     assert r.status_code == 200, r.text
     assert r.json()["id"] == uid and r.json()["report"]["version"] == "1"
     r = await http.get(f"/v2/org/{org}/nico/{path}/{uid}", headers=viewer)
     assert_error(r, 400, errors.MISSING_SITE_ID)
     r = await http.get(f"/v2/org/{org}/nico/{path}/{uid}", params={"siteId": "zz"}, headers=viewer)
     assert_error(r, 400, errors.BAD_SITE_ID)
-    r = await http.get(f"/v2/org/{org}/nico/{path}/{uid}", params={"siteId": world.site_a2},
-                       headers=viewer)
+    r = await http.get(
+        f"/v2/org/{org}/nico/{path}/{uid}", params={"siteId": world.site_a2}, headers=viewer
+    )
     assert r.status_code == 404
     r = await http.get(f"/v2/org/{org}/nico/{path}/{uid}", params={"siteId": world.site_a})
     assert_error(r, 401, errors.TOKEN_INVALID)
-    r = await http.get(f"/v2/org/{org}/nico/{path}/{uid}", params={"siteId": world.site_a},
-                       headers=bearer(token(key_dir, world.beta.name)))
+    r = await http.get(
+        f"/v2/org/{org}/nico/{path}/{uid}",
+        params={"siteId": world.site_a},
+        headers=bearer(token(key_dir, world.beta.name)),
+    )
     assert_error(r, 403, errors.NOT_MEMBER.format(org=org))
 
 
 async def test_list_rack_tasks(
-    http: httpx.AsyncClient, kube_api: Any, namespace: str, world: World, key_dir: Path,
+    http: httpx.AsyncClient,
+    kube_api: Any,
+    namespace: str,
+    world: World,
+    key_dir: Path,
     shim_server: ServerThread,
 ) -> None:
     rack = f"rack-{namespace}"
     made = []
     for status in ("Succeeded", "Running", "Pending", "Failed", "Waiting"):
-        made.append(await make_task(kube_api, namespace, world.site_a, status, rack=rack,
-                                    report=SAMPLE_REPORT))
+        made.append(
+            await make_task(
+                kube_api, namespace, world.site_a, status, rack=rack, report=SAMPLE_REPORT
+            )
+        )
     await make_task(kube_api, namespace, world.site_a2, "Running", rack=rack)  # other site
     await cached(shim_server, *made)
     org = world.acme.name
@@ -351,14 +411,27 @@ async def test_list_rack_tasks(
     assert json.loads(r.headers["X-Pagination"]) == {"pageNumber": 1, "pageSize": 20, "total": 5}
     assert {t["id"] for t in r.json()} == {t["metadata"]["uid"] for t in made}
     assert all("report" not in t for t in r.json())
-    r = await http.get(url, params={"siteId": world.site_a, "includeReport": "true",
-                                    "activeOnly": "true", "pageSize": 2, "pageNumber": 2},
-                       headers=headers)
+    r = await http.get(
+        url,
+        params={
+            "siteId": world.site_a,
+            "includeReport": "true",
+            "activeOnly": "true",
+            "pageSize": 2,
+            "pageNumber": 2,
+        },
+        headers=headers,
+    )
     assert r.status_code == 200, r.text
     assert json.loads(r.headers["X-Pagination"]) == {"pageNumber": 2, "pageSize": 2, "total": 3}
     assert len(r.json()) == 1 and r.json()[0]["report"]["version"] == "1"
-    for bad in ({"pageSize": 101}, {"pageSize": 0}, {"pageNumber": 0}, {"pageNumber": "x"},
-                {"activeOnly": "maybe"}):
+    for bad in (
+        {"pageSize": 101},
+        {"pageSize": 0},
+        {"pageNumber": 0},
+        {"pageNumber": "x"},
+        {"activeOnly": "maybe"},
+    ):
         r = await http.get(url, params={"siteId": world.site_a, **bad}, headers=headers)
         assert r.status_code == 400 and r.json()["source"] == "nico", (bad, r.text)
     r = await http.get(url, headers=headers)
@@ -369,8 +442,13 @@ async def test_list_rack_tasks(
 
 
 async def test_index_follows_watch_and_survives_restart(
-    http: httpx.AsyncClient, kube_api: Any, namespace: str, world: World, key_dir: Path,
-    shim_server: ServerThread, devenv: DevEnvHandle,
+    http: httpx.AsyncClient,
+    kube_api: Any,
+    namespace: str,
+    world: World,
+    key_dir: Path,
+    shim_server: ServerThread,
+    devenv: DevEnvHandle,
 ) -> None:
     index = shim_server.shim.index
     task = await make_task(kube_api, namespace, world.site_a, "Running")
@@ -382,9 +460,11 @@ async def test_index_follows_watch_and_survives_restart(
     with serve_shim(devenv.kubeconfig, key_dir) as fresh:
         assert fresh.shim.index.lookup(uid) is not None
         async with httpx.AsyncClient(base_url=fresh.url) as c:
-            r = await c.get(f"/v2/org/{world.acme.name}/nico/task/{uid}",
-                            params={"siteId": world.site_a},
-                            headers=bearer(token(key_dir, world.acme.name)))
+            r = await c.get(
+                f"/v2/org/{world.acme.name}/nico/task/{uid}",
+                params={"siteId": world.site_a},
+                headers=bearer(token(key_dir, world.acme.name)),
+            )
             assert r.status_code == 200, r.text
     # deleted tasks leave the index
     await Kube(kube_api).delete(TASKS, task["metadata"]["name"], namespace)
@@ -394,25 +474,38 @@ async def test_index_follows_watch_and_survives_restart(
 # ---- 503 ----------------------------------------------------------------------------------
 
 
-async def test_kubernetes_unreachable_is_503(
-    world: World, key_dir: Path, tmp_path: Path
-) -> None:
+async def test_kubernetes_unreachable_is_503(world: World, key_dir: Path, tmp_path: Path) -> None:
     kubeconfig = tmp_path / "dead.kubeconfig"
     port = free_port()
-    kubeconfig.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "dead",
-        "clusters": [{"name": "dead", "cluster": {
-            "server": f"https://127.0.0.1:{port}", "insecure-skip-tls-verify": True}}],
-        "users": [{"name": "dead", "user": {"token": "x"}}],
-        "contexts": [{"name": "dead", "context": {"cluster": "dead", "user": "dead"}}],
-    }))
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "dead",
+                "clusters": [
+                    {
+                        "name": "dead",
+                        "cluster": {
+                            "server": f"https://127.0.0.1:{port}",
+                            "insecure-skip-tls-verify": True,
+                        },
+                    }
+                ],
+                "users": [{"name": "dead", "user": {"token": "x"}}],
+                "contexts": [{"name": "dead", "context": {"cluster": "dead", "user": "dead"}}],
+            }
+        )
+    )
     settings = dev_issuer_settings(key_dir, index_sync_seconds=0.5, kube_timeout_seconds=5)
     server = ServerThread(create_app(settings, kubeconfig=str(kubeconfig))).start()
     try:
         async with httpx.AsyncClient(base_url=server.url) as c:
-            r = await c.post(f"/v2/org/{world.acme.name}/nico/task/{uuid.uuid4()}/cancel",
-                             json={"siteId": world.site_a},
-                             headers=bearer(token(key_dir, world.acme.name)))
+            r = await c.post(
+                f"/v2/org/{world.acme.name}/nico/task/{uuid.uuid4()}/cancel",
+                json={"siteId": world.site_a},
+                headers=bearer(token(key_dir, world.acme.name)),
+            )
             assert_error(r, 503, errors.KUBE_UNAVAILABLE)
             # a client's mistake is still a 4xx
             r = await c.post(f"/v2/org/{world.acme.name}/nico/task/x/cancel", json={})

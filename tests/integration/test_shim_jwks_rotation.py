@@ -60,7 +60,8 @@ async def test_rotation_and_broken_jwks_through_the_shim(
     async def answer(token: str) -> tuple[int, dict[str, Any]]:
         async with httpx.AsyncClient(base_url=shim.url, timeout=10) as http:
             resp = await http.get(
-                path, params={"siteId": world.site_a},
+                path,
+                params={"siteId": world.site_a},
                 headers={"Authorization": f"Bearer {token}"},
             )
         return resp.status_code, resp.json()

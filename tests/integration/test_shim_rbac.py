@@ -40,11 +40,14 @@ def cluster_role() -> dict[str, Any]:
 
 def test_rbac_file_grants_only_what_the_shim_needs() -> None:
     rules = cluster_role()["rules"]
-    grants = {(g, r, v) for rule in rules for g in rule["apiGroups"]
-              for r in rule["resources"] for v in rule["verbs"]}
-    assert grants == {
-        (api.GROUP, TASKS, v) for v in ("get", "list", "watch", "patch")
-    } | {
+    grants = {
+        (g, r, v)
+        for rule in rules
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+        for v in rule["verbs"]
+    }
+    assert grants == {(api.GROUP, TASKS, v) for v in ("get", "list", "watch", "patch")} | {
         (api.GROUP, r, v) for r in (api.PROVIDERS, api.SITES) for v in ("get", "list", "watch")
     }
 
@@ -57,12 +60,19 @@ async def sa_token(kube_api: Any, namespace: str, crds: None) -> AsyncIterator[s
     role["metadata"] = {"name": name}
     await rbac.create_cluster_role(role)  # type: ignore[arg-type]
     await create_service_account(kube_api, namespace, "shim")
-    await rbac.create_cluster_role_binding({  # type: ignore[arg-type]
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-        "metadata": {"name": name},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
-        "subjects": [{"kind": "ServiceAccount", "name": "shim", "namespace": namespace}],
-    })
+    await rbac.create_cluster_role_binding(
+        {  # type: ignore[arg-type]
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": name},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": name,
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": "shim", "namespace": namespace}],
+        }
+    )
     try:
         yield await service_account_token(kube_api, namespace, "shim")
     finally:
@@ -102,31 +112,60 @@ async def test_shim_works_with_least_privilege_and_nothing_more(
     verify = ssl.create_default_context(cafile=cfg.ssl_ca_cert)
     async with httpx.AsyncClient(base_url=cfg.host, verify=verify, headers=sa) as k:
         denied = [
-            await k.post(tasks, json=api.TASK_RESOURCE.manifest(
-                "evil", {"siteId": world.site_a, "rackRef": "r", "operation": "PowerOn"})),
+            await k.post(
+                tasks,
+                json=api.TASK_RESOURCE.manifest(
+                    "evil", {"siteId": world.site_a, "rackRef": "r", "operation": "PowerOn"}
+                ),
+            ),
             await k.delete(f"{tasks}/{name}"),
-            await k.patch(f"{tasks}/{name}/status", json={"status": {"status": "Succeeded"}},
-                          headers={"Content-Type": "application/merge-patch+json"}),
+            await k.patch(
+                f"{tasks}/{name}/status",
+                json={"status": {"status": "Succeeded"}},
+                headers={"Content-Type": "application/merge-patch+json"},
+            ),
             await k.put(f"{tasks}/{name}", json=got),
             await k.get(f"/api/v1/namespaces/{namespace}/secrets"),
             await k.get(f"/api/v1/namespaces/{namespace}/configmaps"),
             await k.get(f"/apis/{api.GROUP}/{api.VERSION}/namespaces/{namespace}/nicoracks"),
-            await k.post(f"/apis/{api.GROUP}/{api.VERSION}/nicoproviders", json={
-                "apiVersion": api.API_VERSION, "kind": "NicoProvider", "metadata": {"name": "x"},
-                "spec": {"org": "x", "providerId": "00000000-0000-0000-0000-000000000000"}}),
-            await k.post(f"/api/v1/namespaces/{namespace}/events", json={
-                "apiVersion": "v1", "kind": "Event", "metadata": {"generateName": "x."},
-                "involvedObject": {"kind": "NicoTask", "name": name, "namespace": namespace}}),
+            await k.post(
+                f"/apis/{api.GROUP}/{api.VERSION}/nicoproviders",
+                json={
+                    "apiVersion": api.API_VERSION,
+                    "kind": "NicoProvider",
+                    "metadata": {"name": "x"},
+                    "spec": {"org": "x", "providerId": "00000000-0000-0000-0000-000000000000"},
+                },
+            ),
+            await k.post(
+                f"/api/v1/namespaces/{namespace}/events",
+                json={
+                    "apiVersion": "v1",
+                    "kind": "Event",
+                    "metadata": {"generateName": "x."},
+                    "involvedObject": {"kind": "NicoTask", "name": name, "namespace": namespace},
+                },
+            ),
         ]
         assert [r.status_code for r in denied] == [403] * len(denied), [r.text for r in denied]
 
         async def allowed(verb: str, resource: str, sub: str = "", group: str = api.GROUP) -> bool:
-            r = await k.post("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", json={
-                "apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
-                "spec": {"resourceAttributes": {
-                    "group": group, "resource": resource, "verb": verb,
-                    "namespace": namespace, "subresource": sub}},
-            })
+            r = await k.post(
+                "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+                json={
+                    "apiVersion": "authorization.k8s.io/v1",
+                    "kind": "SelfSubjectAccessReview",
+                    "spec": {
+                        "resourceAttributes": {
+                            "group": group,
+                            "resource": resource,
+                            "verb": verb,
+                            "namespace": namespace,
+                            "subresource": sub,
+                        }
+                    },
+                },
+            )
             assert r.status_code == 201, r.text
             return bool(r.json()["status"]["allowed"])
 

@@ -72,7 +72,9 @@ def test_contract_schema_fuzz(
         case.validate_response(response, checks=CHECKS)
 
     @settings(
-        max_examples=100, deadline=None, database=None,
+        max_examples=100,
+        deadline=None,
+        database=None,
         suppress_health_check=list(HealthCheck),
     )
     @given(case=op.as_strategy(), fix_org=st.booleans())
@@ -83,8 +85,11 @@ def test_contract_schema_fuzz(
     # and the cases random data rarely reaches: real tasks of the right site, every state
     for uid in live_tasks:
         for site in (st_world.site_a, st_world.site_a2, st_world.site_b):
-            case = op.Case(path_parameters={"org": org, "id": uid}, body={"siteId": site},
-                           media_type="application/json")
+            case = op.Case(
+                path_parameters={"org": org, "id": uid},
+                body={"siteId": site},
+                media_type="application/json",
+            )
             run(case, fix_org=False)
     assert not any(code >= 500 for code in statuses), statuses
     assert {202, 400, 403, 404} <= set(statuses), statuses
@@ -92,8 +97,9 @@ def test_contract_schema_fuzz(
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
-    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner,
-                                                                max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5)
+    ),
     max_leaves=30,
 )
 
@@ -114,17 +120,27 @@ def test_raw_bodies_and_tokens_never_5xx(
     statuses: dict[int, int] = {}
 
     def post(body: bytes, content_type: str = "application/json", auth: str | None = None) -> None:
-        r = httpx.post(url, content=body, timeout=30, headers={
-            "Content-Type": content_type, "Authorization": auth or f"Bearer {token}"})
+        r = httpx.post(
+            url,
+            content=body,
+            timeout=30,
+            headers={"Content-Type": content_type, "Authorization": auth or f"Bearer {token}"},
+        )
         statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
         assert r.status_code < 500, (body[:80], r.status_code, r.text)
         assert 400 <= r.status_code < 500, (body[:80], r.status_code, r.text)
         assert set(r.json()) == {"source", "message", "data"}, r.text
 
-    @settings(max_examples=60, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
-    @given(value=JSON, raw=st.binary(max_size=300), ctype=st.sampled_from(
-        ["application/json", "text/plain", "application/x-www-form-urlencoded", ""]))
+    @settings(
+        max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
+    @given(
+        value=JSON,
+        raw=st.binary(max_size=300),
+        ctype=st.sampled_from(
+            ["application/json", "text/plain", "application/x-www-form-urlencoded", ""]
+        ),
+    )
     def fuzz(value: Any, raw: bytes, ctype: str) -> None:
         if isinstance(value, dict):
             value.pop("siteId", None)  # a valid siteId would cancel the task: 202
@@ -137,7 +153,12 @@ def test_raw_bodies_and_tokens_never_5xx(
         post(_nested(depth, "dict"))
     post(b"x" * (64 * 1024 + 1))  # over the cap: 413
     post(b'{"siteId": "' + b"9" * (1 << 20) + b'"}')
-    for auth in ("Bearer " + "a." * 9000, "Bearer e30.e30.", "Bearer ..", "Basic Zm9vOmJhcg==",
-                 "Bearer eyJhbGciOiJSUzI1NiJ9." + "W" * 30000 + ".c2ln"):
+    for auth in (
+        "Bearer " + "a." * 9000,
+        "Bearer e30.e30.",
+        "Bearer ..",
+        "Basic Zm9vOmJhcg==",
+        "Bearer eyJhbGciOiJSUzI1NiJ9." + "W" * 30000 + ".c2ln",
+    ):
         post(b'{"siteId": "' + st_world.site_a.encode() + b'"}', auth=auth)
     assert {400, 401, 413} <= set(statuses), statuses

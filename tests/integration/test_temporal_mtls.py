@@ -37,7 +37,11 @@ def _name(cn: str) -> x509.Name:
 
 
 def _cert(
-    subject: str, key: Any, issuer: tuple[x509.Name, Any] | None, *, ca: bool = False,
+    subject: str,
+    key: Any,
+    issuer: tuple[x509.Name, Any] | None,
+    *,
+    ca: bool = False,
     server: bool = False,
 ) -> x509.Certificate:
     now = dt.datetime.now(dt.UTC)
@@ -61,18 +65,22 @@ def _cert(
 def _write(path: Path, cert: x509.Certificate, key: Any | None = None) -> None:
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     if key is not None:
-        path.with_suffix(".key").write_bytes(key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ))
+        path.with_suffix(".key").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
 
 
 class Pki:
     """A CA, the front's server certificate (127.0.0.1) and a client certificate."""
 
     def __init__(self, folder: Path) -> None:
-        ca_key, other_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(
-            ec.SECP256R1()
+        ca_key, other_key = (
+            ec.generate_private_key(ec.SECP256R1()),
+            ec.generate_private_key(ec.SECP256R1()),
         )
         ca = _cert("nicotask-test-ca", ca_key, None, ca=True)
         self.ca = folder / "ca.crt"
@@ -81,12 +89,14 @@ class Pki:
         _write(self.other_ca, _cert("another-ca", other_key, None, ca=True))
         server_key = ec.generate_private_key(ec.SECP256R1())
         self.server = folder / "server.crt"
-        _write(self.server, _cert("temporal", server_key, (ca.subject, ca_key), server=True),
-               server_key)
+        _write(
+            self.server,
+            _cert("temporal", server_key, (ca.subject, ca_key), server=True),
+            server_key,
+        )
         client_key = ec.generate_private_key(ec.SECP256R1())
         self.client = folder / "client.crt"
-        _write(self.client, _cert("nicotask-worker", client_key, (ca.subject, ca_key)),
-               client_key)
+        _write(self.client, _cert("nicotask-worker", client_key, (ca.subject, ca_key)), client_key)
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -129,12 +139,14 @@ def _settings(address: str, **tls: Any) -> Settings:
 
 async def test_operator_and_worker_reach_temporal_over_mtls(tls_front: tuple[str, Pki]) -> None:
     address, pki = tls_front
-    client = await connect(_settings(
-        address,
-        temporal_tls_ca_file=str(pki.ca),
-        temporal_tls_cert_file=str(pki.client),
-        temporal_tls_key_file=str(pki.client.with_suffix(".key")),
-    ))
+    client = await connect(
+        _settings(
+            address,
+            temporal_tls_ca_file=str(pki.ca),
+            temporal_tls_cert_file=str(pki.client),
+            temporal_tls_key_file=str(pki.client.with_suffix(".key")),
+        )
+    )
     # A real RPC through the TLS front: the dev server's namespace.
     desc = await client.workflow_service.describe_namespace(
         DescribeNamespaceRequest(namespace="default")

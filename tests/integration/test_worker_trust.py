@@ -157,7 +157,10 @@ async def test_forged_workflow_input_sends_no_secret_anywhere(
     await make_secret(kube_api, namespace, "rack-secret", labelled=False)
     kube = SpyKube(kube_api)
     await create_rack(
-        kube, namespace, "rack-1", [component("compute-0", "http://127.0.0.1:1", "s")],
+        kube,
+        namespace,
+        "rack-1",
+        [component("compute-0", "http://127.0.0.1:1", "s")],
         secret="rack-secret",
     )
     task = await create_task(kube, namespace, "task-1")
@@ -173,8 +176,11 @@ async def test_forged_workflow_input_sends_no_secret_anywhere(
     ) -> WorkflowOutcome:
         """A forged input for `ref` (the victim's Secret, our listener) fails with `message`."""
         handle = await pclient.start_workflow(
-            WORKFLOW_NAME, forged_input(ref, endpoint, "victim-db", spec), id=workflow_id,
-            task_queue=queue, result_type=WorkflowOutcome,
+            WORKFLOW_NAME,
+            forged_input(ref, endpoint, "victim-db", spec),
+            id=workflow_id,
+            task_queue=queue,
+            result_type=WorkflowOutcome,
         )
         outcome = await asyncio.wait_for(handle.result(), timeout=60)
         assert outcome.status == TaskStatus.FAILED
@@ -186,14 +192,18 @@ async def test_forged_workflow_input_sends_no_secret_anywhere(
             # 1. A task that does not exist, in the victim's namespace.
             wid = str(uuid.uuid4())
             await refused(
-                wid, TaskRef(namespace=victim, name="no-such-task", uid=wid), listener.url,
+                wid,
+                TaskRef(namespace=victim, name="no-such-task", uid=wid),
+                listener.url,
                 f"Compute compute-0: nicotask {victim}/no-such-task does not exist (any more)",
             )
 
             # 2. A real task, but the workflow is not that task's (its id is not the uid).
             wid = str(uuid.uuid4())
             await refused(
-                wid, TaskRef(namespace=namespace, name="task-1", uid=wid), listener.url,
+                wid,
+                TaskRef(namespace=namespace, name="task-1", uid=wid),
+                listener.url,
                 f"Compute compute-0: nicotask {namespace}/task-1 has uid {uid},"
                 f" not this workflow's id {wid}",
             )
@@ -204,7 +214,9 @@ async def test_forged_workflow_input_sends_no_secret_anywhere(
             ours = TaskRef(namespace=namespace, name="task-1", uid=uid)
             builtin = builtin_rule(Operation.POWER_ON)
             await refused(
-                uid, ours, listener.url,
+                uid,
+                ours,
+                listener.url,
                 f"Compute compute-0: step PowerControl ForceOff on Compute is not in rule"
                 f" {builtin.rule_id} (builtin), which nicotask {namespace}/task-1 runs for"
                 " PowerOn",
@@ -215,7 +227,9 @@ async def test_forged_workflow_input_sends_no_secret_anywhere(
             # 4. The task's own rule: the endpoint and the Secret come from the stored
             #    rack, whose Secret is not labelled for BMC use: refused.
             outcome = await refused(
-                uid, ours, listener.url,
+                uid,
+                ours,
+                listener.url,
                 f"Compute compute-0: secret {namespace}/rack-secret is not labelled"
                 f" {api.BMC_CREDENTIALS_LABEL}=true: refusing to use it for the BMC"
                 " credentials of component compute-0",
@@ -265,13 +279,19 @@ async def run_own_workflow(
 ) -> WorkflowOutcome:
     """The task's own workflow (its uid, the built-in PowerOn rule it resolves to) on a
     fresh worker (`worker`: build_worker's settings; none: a worker in a cluster)."""
-    ref = TaskRef(namespace=task.metadata.namespace or "", name=task.metadata.name,
-                  uid=task.metadata.uid or "")
+    ref = TaskRef(
+        namespace=task.metadata.namespace or "",
+        name=task.metadata.name,
+        uid=task.metadata.uid or "",
+    )
     queue = f"test-trust-{uuid.uuid4().hex[:8]}"
     async with build_worker(pclient, kube, task_queue=queue, **worker):
         handle = await pclient.start_workflow(
-            WORKFLOW_NAME, forged_input(ref, "x", "bmc", builtin_rule(Operation.POWER_ON)),
-            id=ref.uid, task_queue=queue, result_type=WorkflowOutcome,
+            WORKFLOW_NAME,
+            forged_input(ref, "x", "bmc", builtin_rule(Operation.POWER_ON)),
+            id=ref.uid,
+            task_queue=queue,
+            result_type=WorkflowOutcome,
         )
         return await asyncio.wait_for(handle.result(), timeout=60)
 
@@ -302,9 +322,7 @@ async def test_rack_endpoint_on_loopback_is_refused_by_default(
     await make_secret(kube_api, namespace, "bmc", labelled=True)
     kube = SpyKube(kube_api)
     async with Listener() as listener:
-        await create_rack(
-            kube, namespace, "rack-1", [component("compute-0", listener.url, "s")]
-        )
+        await create_rack(kube, namespace, "rack-1", [component("compute-0", listener.url, "s")])
         task = await create_task(kube, namespace, "t")
         # The default policy: what a worker in a cluster gets without settings.
         outcome = await run_own_workflow(pclient, kube, task)

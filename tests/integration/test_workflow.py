@@ -404,7 +404,6 @@ class Harness:
         return outcome
 
 
-
 def stage_statuses(report: TaskReportV1) -> list[str]:
     return [s.status.value for s in report.stages]
 

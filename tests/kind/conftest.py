@@ -25,8 +25,16 @@ class KindCluster:
 
 @pytest.fixture(scope="session")
 def cluster() -> KindCluster:
-    missing = [v for v in ("KUBECONFIG", "NICOTASK_KIND_IMAGE", "NICOTASK_KIND_TEMPORAL",
-                           "NICOTASK_KIND_WORK") if not os.environ.get(v)]
+    missing = [
+        v
+        for v in (
+            "KUBECONFIG",
+            "NICOTASK_KIND_IMAGE",
+            "NICOTASK_KIND_TEMPORAL",
+            "NICOTASK_KIND_WORK",
+        )
+        if not os.environ.get(v)
+    ]
     if missing:
         pytest.skip(f"not on a kind cluster from hack/kind-e2e.sh ({', '.join(missing)} unset)")
     return KindCluster(

@@ -67,30 +67,72 @@ def kind_values(cluster: KindCluster) -> Path:
 def release(kube: Kube, cluster: KindCluster) -> Iterator[Path]:
     values = kind_values(cluster)
     try:
-        kube.helm("upgrade", "--install", RELEASE, str(CHART), "-n", SYSTEM_NS,
-                  "--create-namespace", "-f", str(values), "--wait", "--timeout", "5m")
+        kube.helm(
+            "upgrade",
+            "--install",
+            RELEASE,
+            str(CHART),
+            "-n",
+            SYSTEM_NS,
+            "--create-namespace",
+            "-f",
+            str(values),
+            "--wait",
+            "--timeout",
+            "5m",
+        )
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{kube.diagnostics()}") from None
     kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": TASKS_NS}})
     # A kept cluster (KEEP_CLUSTER=1) may hold the tasks, rules and pods of an earlier run.
-    kube.kubectl("delete", "nicotasks,nicooperationrules,pods", "--all", "-n", TASKS_NS, "--wait",
-                 "--timeout=90s")
-    kube.kubectl("apply", "-f", str(CHART.parents[1] / "samples" / "provider.yaml"),
-                 "-f", str(CHART.parents[1] / "samples" / "site.yaml"))
-    kube.apply({"apiVersion": "v1", "kind": "Secret",
-                "metadata": {"name": "bmc-credentials", "namespace": TASKS_NS,
-                             "labels": {"nico.dev/bmc-credentials": "true"}},
-                "stringData": {"username": "admin", "password": "unused"}})
+    kube.kubectl(
+        "delete",
+        "nicotasks,nicooperationrules,pods",
+        "--all",
+        "-n",
+        TASKS_NS,
+        "--wait",
+        "--timeout=90s",
+    )
+    kube.kubectl(
+        "apply",
+        "-f",
+        str(CHART.parents[1] / "samples" / "provider.yaml"),
+        "-f",
+        str(CHART.parents[1] / "samples" / "site.yaml"),
+    )
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": "bmc-credentials",
+                "namespace": TASKS_NS,
+                "labels": {"nico.dev/bmc-credentials": "true"},
+            },
+            "stringData": {"username": "admin", "password": "unused"},
+        }
+    )
     # Only Sleep steps run here: the BMC endpoint is never contacted.
-    kube.apply({
-        "apiVersion": API, "kind": "NicoRack",
-        "metadata": {"name": "rack-1", "namespace": TASKS_NS},
-        "spec": {"siteId": SITE_ID, "credentials": {"name": "bmc-credentials"},
-                 "tls": {"allowInsecureHttp": True},
-                 "components": [{"id": "compute-0", "type": "Compute",
-                                 "redfish": {"endpoint": "http://127.0.0.1:9",
-                                             "systemId": "compute-0"}}]},
-    })
+    kube.apply(
+        {
+            "apiVersion": API,
+            "kind": "NicoRack",
+            "metadata": {"name": "rack-1", "namespace": TASKS_NS},
+            "spec": {
+                "siteId": SITE_ID,
+                "credentials": {"name": "bmc-credentials"},
+                "tls": {"allowInsecureHttp": True},
+                "components": [
+                    {
+                        "id": "compute-0",
+                        "type": "Compute",
+                        "redfish": {"endpoint": "http://127.0.0.1:9", "systemId": "compute-0"},
+                    }
+                ],
+            },
+        }
+    )
     yield values
 
 
@@ -108,11 +150,15 @@ def test_node_ready_with_cluster_dns_and_kube_proxy(kube: Kube) -> None:
         assert pods and all(ready(p) for p in pods), (label, [p["status"] for p in pods])
 
 
-def test_release_ready_with_two_operator_replicas(kube: Kube, release: Path,
-                                                  cluster: KindCluster) -> None:
+def test_release_ready_with_two_operator_replicas(
+    kube: Kube, release: Path, cluster: KindCluster
+) -> None:
     for component in COMPONENTS:
-        pods = wait_for(f"{component} pods ready", lambda c=component: (
-            (ps := kube.pods(c)) and all(ready(p) for p in ps) and ps), timeout=120)
+        pods = wait_for(
+            f"{component} pods ready",
+            lambda c=component: (ps := kube.pods(c)) and all(ready(p) for p in ps) and ps,
+            timeout=120,
+        )
         assert len(pods) == (2 if component == "operator" else 1), component
         for pod in pods:
             (container,) = pod["spec"]["containers"]
@@ -122,13 +168,22 @@ def test_release_ready_with_two_operator_replicas(kube: Kube, release: Path,
 def client_pod(name: str, image: str, script: str, env: dict[str, str]) -> dict[str, Any]:
     """A one-shot pod running `python -c script` from the nicotask image."""
     return {
-        "apiVersion": "v1", "kind": "Pod",
+        "apiVersion": "v1",
+        "kind": "Pod",
         "metadata": {"name": name, "namespace": TASKS_NS},
-        "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False,
-                 "containers": [{"name": "client", "image": image,
-                                 "imagePullPolicy": "Never",
-                                 "command": ["python", "-c", script],
-                                 "env": [{"name": k, "value": v} for k, v in env.items()]}]},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "containers": [
+                {
+                    "name": "client",
+                    "image": image,
+                    "imagePullPolicy": "Never",
+                    "command": ["python", "-c", script],
+                    "env": [{"name": k, "value": v} for k, v in env.items()],
+                }
+            ],
+        },
     }
 
 
@@ -146,27 +201,46 @@ except urllib.error.HTTPError as e:
 """
 
 
-def test_cancel_through_shim_service_by_dns_name(kube: Kube, release: Path,
-                                                 cluster: KindCluster) -> None:
+def test_cancel_through_shim_service_by_dns_name(
+    kube: Kube, release: Path, cluster: KindCluster
+) -> None:
     uid = start_task(kube, "long-wait", rule("wait-long", False, 900))
     wait_for("Running", lambda: status_of(kube.task("long-wait")) == "Running", timeout=180)
-    token = issue_token(cluster.work / "issuer", "acme", ["acme:PROVIDER_ADMIN"],
-                        subject="alice")
+    token = issue_token(cluster.work / "issuer", "acme", ["acme:PROVIDER_ADMIN"], subject="alice")
     url = f"{SHIM_URL}/v2/org/acme/nico/task/{uid}/cancel"
-    kube.apply(client_pod("cancel-by-dns", cluster.image, CANCEL_SCRIPT,
-                          {"URL": url, "SITE": SITE_ID, "TOKEN": token}))
-    phase = wait_for("the client pod finished", lambda: (
-        kube.get("pod", "cancel-by-dns", "-n", TASKS_NS)["status"].get("phase")
-        in ("Succeeded", "Failed")) and kube.get("pod", "cancel-by-dns", "-n", TASKS_NS)[
-        "status"]["phase"], timeout=120)
+    kube.apply(
+        client_pod(
+            "cancel-by-dns",
+            cluster.image,
+            CANCEL_SCRIPT,
+            {"URL": url, "SITE": SITE_ID, "TOKEN": token},
+        )
+    )
+    phase = wait_for(
+        "the client pod finished",
+        lambda: (
+            (
+                kube.get("pod", "cancel-by-dns", "-n", TASKS_NS)["status"].get("phase")
+                in ("Succeeded", "Failed")
+            )
+            and kube.get("pod", "cancel-by-dns", "-n", TASKS_NS)["status"]["phase"]
+        ),
+        timeout=120,
+    )
     log = kube.kubectl("logs", "-n", TASKS_NS, "cancel-by-dns")
     assert phase == "Succeeded", log
     answer = json.loads(log.strip().splitlines()[-1])
     assert answer["status"] == 202, answer
     assert answer["body"]["id"] == uid
-    done = wait_for("Terminated", lambda: (
-        (t := kube.task("long-wait")) and status_of(t) in ("Terminated", "Failed", "Succeeded")
-        and t), timeout=90)
+    done = wait_for(
+        "Terminated",
+        lambda: (
+            (t := kube.task("long-wait"))
+            and status_of(t) in ("Terminated", "Failed", "Succeeded")
+            and t
+        ),
+        timeout=90,
+    )
     assert status_of(done) == "Terminated", done["status"]
     assert done["status"]["cancelRequestedBy"] == "alice"
     assert stages(done) == ["failed"]

@@ -12,8 +12,9 @@ from nicotask_dev.devenv.image import PODMAN_RUN_FLAGS
 def run(tag: str, *args: str, entrypoint: str | None = None) -> str:
     argv = ["podman", "run", "--rm", *PODMAN_RUN_FLAGS, "--read-only", "--network", "none"]
     argv += ["--entrypoint", entrypoint] if entrypoint else []
-    proc = subprocess.run([*argv, tag, *args], capture_output=True, text=True, timeout=120,
-                          check=False)
+    proc = subprocess.run(
+        [*argv, tag, *args], capture_output=True, text=True, timeout=120, check=False
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
 

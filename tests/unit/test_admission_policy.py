@@ -18,9 +18,20 @@ CHART = Path(__file__).resolve().parents[2] / "charts" / "nicotask"
 
 def _render(*args: str) -> list[dict[str, Any]]:
     out = subprocess.run(
-        [str(ensure_helm()), "template", "rel", str(CHART), "--namespace", "nico-sys",
-         "--show-only", "templates/admission-policy.yaml", *args],
-        capture_output=True, text=True, check=False,
+        [
+            str(ensure_helm()),
+            "template",
+            "rel",
+            str(CHART),
+            "--namespace",
+            "nico-sys",
+            "--show-only",
+            "templates/admission-policy.yaml",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if out.returncode != 0:
         if "could not find template" in out.stderr:

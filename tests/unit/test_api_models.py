@@ -309,8 +309,12 @@ def test_invalid_samples_refused_by_the_models(path: Path) -> None:
     ],
 )
 def test_a_site_is_named_after_its_site_id(name: str, site_id: str, ok: bool) -> None:
-    doc = {"apiVersion": api.API_VERSION, "kind": "NicoSite", "metadata": {"name": name},
-           "spec": {"siteId": site_id, "providerRef": "acme"}}
+    doc = {
+        "apiVersion": api.API_VERSION,
+        "kind": "NicoSite",
+        "metadata": {"name": name},
+        "spec": {"siteId": site_id, "providerRef": "acme"},
+    }
     if ok:
         assert api.NicoSite.model_validate(doc).metadata.name == site_id.lower()
     else:

@@ -53,6 +53,8 @@ def test_git_repo_commits_reach_the_bare_repository(tmp_path: Path) -> None:
     assert repo.url.startswith("file:///")
     log = subprocess.run(
         ["git", "--git-dir", str(repo.bare), "log", "--format=%H %s", "main"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.splitlines()
     assert log == [f"{second} remove a", f"{first} add a"]

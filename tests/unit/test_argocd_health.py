@@ -31,11 +31,19 @@ def at(seconds: int) -> dt.datetime:
 
 def make_task(cancel: bool = False) -> api.NicoTask:
     return api.NicoTask(
-        metadata=api.ObjectMeta(name="t", namespace="default", generation=2 if cancel else 1,
-                                uid="3f2a3c1e-8d2b-4a55-9c41-0c9f4b8f2d10",
-                                creation_timestamp=T0),
-        spec=api.NicoTaskSpec(site_id="660e8400-e29b-41d4-a716-446655440000",
-                              rack_ref="rack-1", operation=api.Operation.POWER_ON, cancel=cancel),
+        metadata=api.ObjectMeta(
+            name="t",
+            namespace="default",
+            generation=2 if cancel else 1,
+            uid="3f2a3c1e-8d2b-4a55-9c41-0c9f4b8f2d10",
+            creation_timestamp=T0,
+        ),
+        spec=api.NicoTaskSpec(
+            site_id="660e8400-e29b-41d4-a716-446655440000",
+            rack_ref="rack-1",
+            operation=api.Operation.POWER_ON,
+            cancel=cancel,
+        ),
     )
 
 
@@ -48,8 +56,13 @@ def report(running_stage: int | None) -> api.TaskReportV1:
             st = "running"
         else:
             st = "pending"
-        stages.append(api.TaskReportV1Stage(number=n, status=st, steps=[
-            api.TaskReportV1Step(component_type=kind, status=st, total_components=2)]))
+        stages.append(
+            api.TaskReportV1Stage(
+                number=n,
+                status=st,
+                steps=[api.TaskReportV1Step(component_type=kind, status=st, total_components=2)],
+            )
+        )
     return api.TaskReportV1(stages=stages)
 
 
@@ -64,7 +77,9 @@ def obj(task: api.NicoTask, status: api.NicoTaskStatus | None) -> dict[str, Any]
 
 def test_no_status() -> None:
     assert health(obj(make_task(), None)) == (
-        "Progressing", "Waiting for the nicotask operator to pick up the task")
+        "Progressing",
+        "Waiting for the nicotask operator to pick up the task",
+    )
     assert health(obj(make_task(), None) | {"status": {}})[0] == "Progressing"
 
 
@@ -80,14 +95,14 @@ def test_waiting_mentions_the_queue() -> None:
     status = lifecycle.with_status(task, waiting, lifecycle.QUEUED_MESSAGE, now=at(0))
     assert health(obj(task, status)) == ("Progressing", lifecycle.QUEUED_MESSAGE)
     status = lifecycle.with_status(task, api.TaskStatus.WAITING, "behind task x", now=at(0))
-    assert health(obj(task, status)) == (
-        "Progressing", "Waiting in the rack queue: behind task x")
+    assert health(obj(task, status)) == ("Progressing", "Waiting in the rack queue: behind task x")
 
 
 def test_running_shows_the_stage() -> None:
     task = make_task()
-    status = lifecycle.with_status(task, api.TaskStatus.RUNNING, "Running", now=at(1),
-                               report=report(2))
+    status = lifecycle.with_status(
+        task, api.TaskStatus.RUNNING, "Running", now=at(1), report=report(2)
+    )
     assert health(obj(task, status)) == ("Progressing", "Running (stage 2 of 3)")
     status = lifecycle.with_status(task, api.TaskStatus.RUNNING, "Running", now=at(1))
     assert health(obj(task, status)) == ("Progressing", "Running")
@@ -95,39 +110,58 @@ def test_running_shows_the_stage() -> None:
 
 def test_running_with_cancel_requested() -> None:
     task = make_task(cancel=True)
-    status = lifecycle.with_status(task, api.TaskStatus.RUNNING, "Running", now=at(1),
-                               report=report(1))
-    assert health(obj(task, status)) == (
-        "Progressing", "Running (stage 1 of 3) (cancel requested)")
+    status = lifecycle.with_status(
+        task, api.TaskStatus.RUNNING, "Running", now=at(1), report=report(1)
+    )
+    assert health(obj(task, status)) == ("Progressing", "Running (stage 1 of 3) (cancel requested)")
 
 
 def test_cancel_pending_condition() -> None:
     task = make_task(cancel=True)
-    status = lifecycle.with_status(task, api.TaskStatus.RUNNING, "Running", now=at(1),
-                               report=report(2))
+    status = lifecycle.with_status(
+        task, api.TaskStatus.RUNNING, "Running", now=at(1), report=report(2)
+    )
     status.conditions = lifecycle.set_condition(
-        status.conditions, lifecycle.CANCEL_PENDING, True, "TemporalUnavailable",
-        "terminate not confirmed: Temporal unreachable, retrying", 2, at(3))
+        status.conditions,
+        lifecycle.CANCEL_PENDING,
+        True,
+        "TemporalUnavailable",
+        "terminate not confirmed: Temporal unreachable, retrying",
+        2,
+        at(3),
+    )
     assert health(obj(task, status)) == (
-        "Progressing", "Cancel pending: terminate not confirmed: Temporal unreachable, retrying")
+        "Progressing",
+        "Cancel pending: terminate not confirmed: Temporal unreachable, retrying",
+    )
 
 
 def test_succeeded() -> None:
     task = make_task()
-    status = lifecycle.with_status(task, api.TaskStatus.SUCCEEDED, "Completed", now=at(9),
-                               report=report(None))
+    status = lifecycle.with_status(
+        task, api.TaskStatus.SUCCEEDED, "Completed", now=at(9), report=report(None)
+    )
     assert health(obj(task, status)) == ("Healthy", "Completed")
 
 
 def test_succeeded_with_cancel_ignored() -> None:
     task = make_task(cancel=True)
-    status = lifecycle.with_status(task, api.TaskStatus.SUCCEEDED, "Completed", now=at(9),
-                               report=report(None))
+    status = lifecycle.with_status(
+        task, api.TaskStatus.SUCCEEDED, "Completed", now=at(9), report=report(None)
+    )
     status.conditions = lifecycle.set_condition(
-        status.conditions, lifecycle.CANCEL_IGNORED, True, "AlreadyFinished",
-        "cancel ignored: the task had already succeeded", 2, at(10))
+        status.conditions,
+        lifecycle.CANCEL_IGNORED,
+        True,
+        "AlreadyFinished",
+        "cancel ignored: the task had already succeeded",
+        2,
+        at(10),
+    )
     assert health(obj(task, status)) == (
-        "Healthy", "Completed; cancel ignored: the task had already succeeded")
+        "Healthy",
+        "Completed; cancel ignored: the task had already succeeded",
+    )
 
 
 def test_terminated_is_healthy() -> None:
@@ -141,13 +175,16 @@ def test_terminated_is_healthy() -> None:
         make_task(), api.TaskStatus.TERMINATED, lifecycle.EXPIRED_MESSAGE, now=at(5)
     )
     assert health(obj(make_task(), expired)) == (
-        "Healthy", f"Terminated: {lifecycle.EXPIRED_MESSAGE}")
+        "Healthy",
+        f"Terminated: {lifecycle.EXPIRED_MESSAGE}",
+    )
 
 
 def test_failed_is_degraded() -> None:
     task = make_task()
-    status = lifecycle.with_status(task, api.TaskStatus.FAILED, "stage 2 NVSwitch: BMC unreachable",
-                               now=at(5))
+    status = lifecycle.with_status(
+        task, api.TaskStatus.FAILED, "stage 2 NVSwitch: BMC unreachable", now=at(5)
+    )
     assert health(obj(task, status)) == ("Degraded", "stage 2 NVSwitch: BMC unreachable")
     status = lifecycle.with_status(task, api.TaskStatus.FAILED, None, now=at(5))
     assert health(obj(task, status)) == ("Degraded", "Failed")

@@ -24,13 +24,20 @@ def test_table_rows(latest: dict) -> None:
     r["params"]["tasks"] = 1000
     r["start"].update(running=999, tasks=1000, total_s=54.4, tasks_per_s=18.4)
     r["raw"].update(start_per_s=76.0, first_task_per_s=28.5)
-    r["start"]["cpu_ms_per_task"] = {"operator": 11.0, "worker": 0.2, "temporal": 33.3,
-                                     "total": 44.5, "bench": 3.5}
+    r["start"]["cpu_ms_per_task"] = {
+        "operator": 11.0,
+        "worker": 0.2,
+        "temporal": 33.3,
+        "total": 44.5,
+        "bench": 3.5,
+    }
     rows = dict(readme.rows(r))
     assert rows["tasks Running after the start phase"] == (
-        "999 of 1000 in 54 s (18.4/s; raw StartWorkflow 76.0/s)")
+        "999 of 1000 in 54 s (18.4/s; raw StartWorkflow 76.0/s)"
+    )
     assert rows["Temporal alone: StartWorkflow + a first workflow task"] == (
-        "28.5/s (0.38 x raw StartWorkflow)")
+        "28.5/s (0.38 x raw StartWorkflow)"
+    )
     # Largest first, the bench's own CPU and components under 0.5 ms left out.
     assert rows["CPU per started task, all components"] == "44 ms: Temporal 33, operator 11"
 
@@ -55,6 +62,6 @@ def test_refresh_replaces_only_the_block(latest: dict) -> None:
 def test_the_readme_is_a_front_door() -> None:
     """No performance history in the README: that is bench/README.md's."""
     text = readme.README.read_text()
-    perf = text[text.index("## Performance"):text.index("## Development")]
+    perf = text[text.index("## Performance") : text.index("## Development")]
     for word in ("round", "issue", "before (", "commit "):
         assert word not in perf.lower(), word

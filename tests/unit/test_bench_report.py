@@ -110,9 +110,7 @@ def sample_results() -> dict[str, Any]:
         "params": {"tasks": 3, "rss_tasks": 0, "shim_cancels": 3},
         "floor_idle": {"patch_ms": lat, "terminate_ms": lat, "get_ms": lat, "floor_ms": 2.0},
         "floor": {"patch_ms": lat, "terminate_ms": lat, "get_ms": lat, "floor_ms": 4.0},
-        "start": {
-            "tasks": 3, "running": 3, "total_s": 1.5, "tasks_per_s": 2.0, "latency_ms": lat
-        },
+        "start": {"tasks": 3, "running": 3, "total_s": 1.5, "tasks_per_s": 2.0, "latency_ms": lat},
         "cancel": {
             "tasks": 3,
             "terminated": 3,
@@ -226,8 +224,7 @@ def test_parse_args_phases_keep_order_and_bring_start() -> None:
     # the steady figures and the burst cancel need the start phase's Running tasks
     assert parse_args(["--phases", "cancel"]).phases == ("start", "cancel")
     # the plugin's cancel runs on the racks the burst cancel frees
-    assert parse_args(["--phases", "plugin-cancel"]).phases == (
-        "start", "cancel", "plugin-cancel")
+    assert parse_args(["--phases", "plugin-cancel"]).phases == ("start", "cancel", "plugin-cancel")
     assert parse_args(["--phases", "graceful"]).phases == ("start", "cancel", "graceful")
     assert parse_args(["--phases", "steady, raw"]).phases == ("raw", "start", "steady")
     with pytest.raises(SystemExit):
@@ -235,6 +232,7 @@ def test_parse_args_phases_keep_order_and_bring_start() -> None:
 
 
 # ---- Prometheus counters --------------------------------------------------
+
 
 def _req(code: str, resource: str, sub: str, verb: str, value: int) -> str:
     group = "nico.dev" if resource else ""
@@ -313,10 +311,16 @@ def test_per_item_subtracts_own_requests() -> None:
 def test_calls_per_task_from_two_scrapes() -> None:
     api_a = counter_samples(APISERVER_BEFORE, "apiserver_request_total")
     api_b = counter_samples(APISERVER_AFTER, "apiserver_request_total")
-    fe = (("namespace", "default"), ("operation", "TerminateWorkflowExecution"),
-          ("service_name", "frontend"))
-    bench_ns = (("namespace", "nicotask-bench"), ("operation", "TerminateWorkflowExecution"),
-                ("service_name", "frontend"))
+    fe = (
+        ("namespace", "default"),
+        ("operation", "TerminateWorkflowExecution"),
+        ("service_name", "frontend"),
+    )
+    bench_ns = (
+        ("namespace", "nicotask-bench"),
+        ("operation", "TerminateWorkflowExecution"),
+        ("service_name", "frontend"),
+    )
     before = calls.Scrape(at=10.0, own_api=100, api=api_a, temporal={fe: 1.0, bench_ns: 0.0})
     after = calls.Scrape(at=12.5, own_api=105, api=api_b, temporal={fe: 6.0, bench_ns: 40.0})
     got = calls.per_task(before, after, 5)
@@ -354,14 +358,35 @@ def test_persistence_counts_both_stores_and_leaves_the_bench_namespace_out() -> 
 # ---- CPU from /proc ---------------------------------------------------------
 
 
-def _stat_line(pid: int, comm: str, ppid: int, session: int, ticks: tuple[int, ...],
-               started: int = 1000) -> str:
+def _stat_line(
+    pid: int, comm: str, ppid: int, session: int, ticks: tuple[int, ...], started: int = 1000
+) -> str:
     utime, stime, cutime, cstime = ticks
     # fields 3..22: state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
     # utime stime cutime cstime priority nice threads itrealvalue starttime
     rest = [
-        "S", ppid, session, session, 0, -1, 0, 0, 0, 0, 0,
-        utime, stime, cutime, cstime, 20, 0, 1, 0, started, 12345, 67,
+        "S",
+        ppid,
+        session,
+        session,
+        0,
+        -1,
+        0,
+        0,
+        0,
+        0,
+        0,
+        utime,
+        stime,
+        cutime,
+        cstime,
+        20,
+        0,
+        1,
+        0,
+        started,
+        12345,
+        67,
     ]
     return f"{pid} ({comm}) " + " ".join(str(x) for x in rest)
 
@@ -376,12 +401,14 @@ def _stats(lines: list[str]) -> dict[int, ProcStat]:
 
 
 def test_tree_pids_session_and_descendants() -> None:
-    stats = _stats([
-        _stat_line(10, "wrapper", 1, 10, (0, 0, 0, 0)),
-        _stat_line(11, "kube-apiserver", 10, 10, (0, 0, 0, 0)),
-        _stat_line(12, "helper", 11, 99, (0, 0, 0, 0)),  # left the session: still a child
-        _stat_line(20, "etcd", 1, 20, (0, 0, 0, 0)),
-    ])
+    stats = _stats(
+        [
+            _stat_line(10, "wrapper", 1, 10, (0, 0, 0, 0)),
+            _stat_line(11, "kube-apiserver", 10, 10, (0, 0, 0, 0)),
+            _stat_line(12, "helper", 11, 99, (0, 0, 0, 0)),  # left the session: still a child
+            _stat_line(20, "etcd", 1, 20, (0, 0, 0, 0)),
+        ]
+    )
     assert tree_pids(stats, 10) == {10, 11, 12}
     assert tree_pids(stats, 20) == {20}
     assert tree_pids(stats, 30) == set()  # gone
@@ -389,22 +416,38 @@ def test_tree_pids_session_and_descendants() -> None:
 
 def test_cores_used_per_component_and_total() -> None:
     roots = {"operator": 10, "etcd": 20, "shim": 30}
-    before = component_ticks(_stats([
-        _stat_line(10, "python", 1, 10, (100, 50, 0, 0)),
-        _stat_line(11, "child", 10, 10, (10, 0, 0, 0)),
-        _stat_line(20, "etcd", 1, 20, (500, 100, 0, 0)),
-    ]), roots)
-    after = component_ticks(_stats([
-        # the child exited and was reaped: its 10 + 20 ticks moved to cutime
-        _stat_line(10, "python", 1, 10, (200, 50, 30, 0)),
-        _stat_line(13, "new child", 10, 10, (40, 0, 0, 0), started=9000),  # started meanwhile
-        _stat_line(20, "etcd", 1, 20, (600, 200, 0, 0)),
-        _stat_line(30, "shim", 1, 30, (5, 0, 0, 0)),  # not in the first sample
-    ]), roots)
+    before = component_ticks(
+        _stats(
+            [
+                _stat_line(10, "python", 1, 10, (100, 50, 0, 0)),
+                _stat_line(11, "child", 10, 10, (10, 0, 0, 0)),
+                _stat_line(20, "etcd", 1, 20, (500, 100, 0, 0)),
+            ]
+        ),
+        roots,
+    )
+    after = component_ticks(
+        _stats(
+            [
+                # the child exited and was reaped: its 10 + 20 ticks moved to cutime
+                _stat_line(10, "python", 1, 10, (200, 50, 30, 0)),
+                _stat_line(
+                    13, "new child", 10, 10, (40, 0, 0, 0), started=9000
+                ),  # started meanwhile
+                _stat_line(20, "etcd", 1, 20, (600, 200, 0, 0)),
+                _stat_line(30, "shim", 1, 30, (5, 0, 0, 0)),  # not in the first sample
+            ]
+        ),
+        roots,
+    )
     # 60 s at 100 ticks/s: operator 100 + 20 + 40 = 160 ticks, etcd 200 ticks
     cores = cores_used(before, after, 60.0, 100, ["operator", "etcd", "shim"])
-    assert cores == {"operator": round(160 / 6000, 3), "etcd": round(200 / 6000, 3),
-                     "shim": None, "total": round(360 / 6000, 3)}
+    assert cores == {
+        "operator": round(160 / 6000, 3),
+        "etcd": round(200 / 6000, 3),
+        "shim": None,
+        "total": round(360 / 6000, 3),
+    }
     assert cores_used(before, after, 0, 100, ["etcd"])["etcd"] is None
 
 
@@ -488,7 +531,9 @@ def test_target_rows_and_table_show_verdicts() -> None:
     r["shim"]["repeat"]["latency_ms"]["p99"] = 35.5
     table = {t[1]: t for t in target_rows(r)}
     assert table["shim repeated cancel p99 <= 20 ms"][:3] == (
-        FAIL, "shim repeated cancel p99 <= 20 ms", "35.50"
+        FAIL,
+        "shim repeated cancel p99 <= 20 ms",
+        "35.50",
     )
     text = render_table(r)
     assert "\ntargets" in text

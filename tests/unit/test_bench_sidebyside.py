@@ -12,13 +12,25 @@ def _run(raw_start: float, first: float, start: float, temporal_cpu: float) -> d
         "params": {"tasks": 1000},
         "machine": {"time": "2026-12-06T22:00:00+0000", "nproc": 2, "loadavg_start": [9.5]},
         "raw": {"start_per_s": raw_start, "terminate_per_s": 100.0, "first_task_per_s": first},
-        "start": {"tasks": 1000, "running": 1000, "tasks_per_s": start,
-                  "cpu_ms_per_task": {"operator": 10.0, "worker": 15.0, "kube-apiserver": 20.0,
-                                      "etcd": 4.0, "shim": 1.0, "temporal": temporal_cpu,
-                                      "postgres": 12.0, "total": 62.0 + temporal_cpu,
-                                      "bench": 3.0}},
-        "steady": {"cpu_cores": {"temporal": 0.1, "postgres": 0.02, "operator": 0.01,
-                                 "total": 0.15}},
+        "start": {
+            "tasks": 1000,
+            "running": 1000,
+            "tasks_per_s": start,
+            "cpu_ms_per_task": {
+                "operator": 10.0,
+                "worker": 15.0,
+                "kube-apiserver": 20.0,
+                "etcd": 4.0,
+                "shim": 1.0,
+                "temporal": temporal_cpu,
+                "postgres": 12.0,
+                "total": 62.0 + temporal_cpu,
+                "bench": 3.0,
+            },
+        },
+        "steady": {
+            "cpu_cores": {"temporal": 0.1, "postgres": 0.02, "operator": 0.01, "total": 0.15}
+        },
     }
 
 
@@ -27,7 +39,8 @@ def test_each_column_compares_with_its_own_run() -> None:
     assert rows["raw StartWorkflow / TerminateWorkflow"] == "200.0/s / 100.0/s"
     assert rows["Temporal's own start with a first workflow task"] == "50.0/s (0.25 x raw start)"
     assert rows["nicotask start (create -> Running)"] == (
-        "40.0/s (0.80 x Temporal's own; 1000 of 1000 Running)")
+        "40.0/s (0.80 x Temporal's own; 1000 of 1000 Running)"
+    )
     # nicotask's side (operator, worker, shim, kube-apiserver, etcd) and Temporal's
     # (the server and PostgreSQL), the bench's own CPU in neither.
     assert rows["CPU per start"] == "50 ms nicotask + 42 ms Temporal"

@@ -45,8 +45,7 @@ def test_every_value_is_documented() -> None:
 
 def test_documented_values_parser() -> None:
     text = "a:\n  # -- the b\n  b: 1\n  c:\n    # -- the d\n    d: [x]\n# -- the e\ne: {}\n"
-    assert helm.documented_values(text) == [("a.b", "the b"), ("a.c.d", "the d"),
-                                            ("e", "the e")]
+    assert helm.documented_values(text) == [("a.b", "the b"), ("a.c.d", "the d"), ("e", "the e")]
 
 
 def test_kind_e2e_script_parses() -> None:
@@ -54,8 +53,13 @@ def test_kind_e2e_script_parses() -> None:
     proc = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     text = script.read_text()
-    for needle in ("kind load docker-image", "start-dev", "upgrade --install",
-                   "NICOTASK_USE_EXISTING_CLUSTER=1", "NICOTASK_TEMPORAL_ADDRESS"):
+    for needle in (
+        "kind load docker-image",
+        "start-dev",
+        "upgrade --install",
+        "NICOTASK_USE_EXISTING_CLUSTER=1",
+        "NICOTASK_TEMPORAL_ADDRESS",
+    ):
         assert needle in text
 
 
@@ -75,8 +79,11 @@ def test_dockerfile() -> None:
     assert 'ENTRYPOINT ["nicotask"]' in text
     assert "COPY --from=build /opt/nicotask /opt/nicotask" in text
     # Everything the build copies is in the repository and not excluded by .dockerignore.
-    ignored = {line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
-               if line.strip() and not line.startswith("#")}
+    ignored = {
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
     for line in re.findall(r"^COPY (?!--from)(.+) \S+$", text, re.M):
         for src in line.split():
             assert (REPO / src).exists(), src

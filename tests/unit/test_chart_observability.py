@@ -20,8 +20,16 @@ from nicotask import healthcheck
 from nicotask_dev.devenv import monitoring, promtool
 from nicotask_dev.devenv.helm import ensure_helm
 
-ALL_ON = ["--set", "podMonitor.enabled=true", "--set", "prometheusRule.enabled=true",
-          "--set", "grafanaDashboard.enabled=true", "--set", "serviceMonitor.enabled=true"]
+ALL_ON = [
+    "--set",
+    "podMonitor.enabled=true",
+    "--set",
+    "prometheusRule.enabled=true",
+    "--set",
+    "grafanaDashboard.enabled=true",
+    "--set",
+    "serviceMonitor.enabled=true",
+]
 
 
 @pytest.fixture(scope="module")
@@ -76,10 +84,15 @@ def test_prometheus_rule_carries_the_alerts_file(docs: list[dict[str, Any]]) -> 
 
 def test_alerts_cover_every_failure_signal() -> None:
     names = monitoring.metric_names(monitoring.alert_queries())
-    for metric in ("nicotask_temporal_reachable", "nicotask_cancel_pending_oldest_seconds",
-                   "nicotask_cancel_latency_seconds_bucket",
-                   "nicotask_terminate_rpc_seconds_bucket", "nicotask_finished_total",
-                   "nicotask_worker_bmc_requests_total", "nicotask_shim_requests_total"):
+    for metric in (
+        "nicotask_temporal_reachable",
+        "nicotask_cancel_pending_oldest_seconds",
+        "nicotask_cancel_latency_seconds_bucket",
+        "nicotask_terminate_rpc_seconds_bucket",
+        "nicotask_finished_total",
+        "nicotask_worker_bmc_requests_total",
+        "nicotask_shim_requests_total",
+    ):
         assert metric in names
     for rule in monitoring.alert_rules():
         assert rule["labels"]["severity"] in {"critical", "warning", "info"}
@@ -108,9 +121,16 @@ def test_dashboard_configmap_loads(docs: list[dict[str, Any]]) -> None:
     assert board == monitoring.dashboard()
     assert board["uid"] == "nicotask"
     titles = {p["title"] for p in board["panels"]}
-    for title in ("Tasks by status", "Cancel latency", "Terminate RPC latency",
-                  "Oldest CancelPending", "Failed rate", "BMC errors by action",
-                  "4xx and 5xx by route", "Temporal reachable"):
+    for title in (
+        "Tasks by status",
+        "Cancel latency",
+        "Terminate RPC latency",
+        "Oldest CancelPending",
+        "Failed rate",
+        "BMC errors by action",
+        "4xx and 5xx by route",
+        "Temporal reachable",
+    ):
         assert title in titles
     ids = [p["id"] for p in board["panels"]]
     assert len(ids) == len(set(ids))
@@ -120,9 +140,15 @@ def test_dashboard_configmap_loads(docs: list[dict[str, Any]]) -> None:
 
 
 def test_dashboard_in_another_namespace(helm: Path) -> None:
-    docs = render(helm, "--set", "grafanaDashboard.enabled=true",
-                  "--set", "grafanaDashboard.namespace=monitoring",
-                  "--set-json", 'grafanaDashboard.labels={"grafana_dashboard":"nico"}')
+    docs = render(
+        helm,
+        "--set",
+        "grafanaDashboard.enabled=true",
+        "--set",
+        "grafanaDashboard.namespace=monitoring",
+        "--set-json",
+        'grafanaDashboard.labels={"grafana_dashboard":"nico"}',
+    )
     cm = by_kind(docs, "ConfigMap")["rel-nicotask-dashboard"]
     assert cm["metadata"]["namespace"] == "monitoring"
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "nico"
@@ -135,8 +161,10 @@ def test_dashboard_in_another_namespace(helm: Path) -> None:
         (["--set", "worker.metricsPort=70000"], "at '/worker/metricsPort'"),
         (["--set", "temporal.address=temporal-frontend"], "at '/temporal/address'"),
         (["--set", "image.pullPolicy=Sometimes"], "at '/image/pullPolicy'"),
-        (["--set", "serviceMonitor.intervall=5s"],
-         "at '/serviceMonitor': additional properties 'intervall' not allowed"),
+        (
+            ["--set", "serviceMonitor.intervall=5s"],
+            "at '/serviceMonitor': additional properties 'intervall' not allowed",
+        ),
         (["--set", "shim.service.type=Ingress"], "at '/shim/service/type'"),
         (["--set-json", 'shim.issuers=[{"issuer":"x","audience":"y"}]'], "at '/shim/issuers/0'"),
         (["--set-json", 'watchNamespaces=["Bad_NS"]'], "at '/watchNamespaces/0'"),
@@ -147,8 +175,12 @@ def test_dashboard_in_another_namespace(helm: Path) -> None:
     ],
 )
 def test_schema_rejects_wrong_values(helm: Path, args: list[str], message: str) -> None:
-    proc = subprocess.run([str(helm), "template", "rel", str(CHART), *args],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [str(helm), "template", "rel", str(CHART), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode != 0
     assert "values don't meet the specifications of the schema" in proc.stderr
     assert message in proc.stderr, proc.stderr
@@ -188,7 +220,8 @@ def test_user_roles(docs: list[dict[str, Any]]) -> None:
     editor, viewer = roles["rel-nicotask-editor"], roles["rel-nicotask-viewer"]
     aggregate = "rbac.authorization.k8s.io/aggregate-to-"
     assert {k for k in admin["metadata"]["labels"] if k.startswith(aggregate)} == {
-        aggregate + "admin"}  # not edit: racks name BMCs and their credentials Secrets
+        aggregate + "admin"
+    }  # not edit: racks name BMCs and their credentials Secrets
     assert editor["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
     assert editor["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-admin"] == "true"
     assert viewer["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
@@ -197,12 +230,19 @@ def test_user_roles(docs: list[dict[str, Any]]) -> None:
         return {(r, v) for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
 
     assert {("nicotasks", v) for v in ("create", "patch", "delete", "get", "list")} <= rights(
-        editor)
+        editor
+    )
     assert ("nicoracks", "patch") not in rights(editor)
     assert ("nicotasks/status", "patch") not in rights(editor)  # status is the operator's
     assert {v for r, v in rights(viewer)} == {"get", "list", "watch"}
-    assert {r for r, _ in rights(viewer)} == {"nicotasks", "nicotasks/status", "nicoracks",
-                                             "nicooperationrules", "nicoproviders", "nicosites"}
+    assert {r for r, _ in rights(viewer)} == {
+        "nicotasks",
+        "nicotasks/status",
+        "nicoracks",
+        "nicooperationrules",
+        "nicoproviders",
+        "nicosites",
+    }
     # The admin role writes every kind (tasks as the editor does), never task status.
     writes = {"create", "patch", "update", "delete"}
     kinds = {"nicotasks", "nicoracks", "nicooperationrules", "nicoproviders", "nicosites"}
@@ -221,7 +261,8 @@ def test_user_roles_options(helm: Path) -> None:
         assert not [k for k in labels if k.startswith("rbac.authorization.k8s.io/")]
     docs = render(helm, "--set", "rbac.userRoles=false")
     assert not {"rel-nicotask-admin", "rel-nicotask-editor", "rel-nicotask-viewer"} & set(
-        by_kind(docs, "ClusterRole"))
+        by_kind(docs, "ClusterRole")
+    )
 
 
 # ---- nicotask.healthcheck (what the hook runs) ---------------------------------------------
@@ -229,8 +270,11 @@ def test_user_roles_options(helm: Path) -> None:
 
 class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
-        body = {"/healthz": b"ok", "/metrics": b"nicotask_tasks 1\n",
-                "/empty/metrics": b"# nothing\n"}.get(self.path)
+        body = {
+            "/healthz": b"ok",
+            "/metrics": b"nicotask_tasks 1\n",
+            "/empty/metrics": b"# nothing\n",
+        }.get(self.path)
         self.send_response(200 if body is not None else 503)
         self.end_headers()
         self.wfile.write(body or b"down")
@@ -252,7 +296,8 @@ def test_healthcheck(server: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert healthcheck.check(f"{server}/metrics") is None
     assert healthcheck.check(f"{server}/down") == "HTTP 503"
     assert healthcheck.check(f"{server}/empty/metrics") == (
-        "no nicotask_ or temporal_ metric in the answer")
+        "no nicotask_ or temporal_ metric in the answer"
+    )
     assert healthcheck.main([f"{server}/healthz", f"{server}/metrics"]) == 0
     assert "ok   " in capsys.readouterr().out
 

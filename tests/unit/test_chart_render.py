@@ -19,8 +19,14 @@ CHART = REPO / "charts" / "nicotask"
 ALL_FEATURES = CHART / "ci" / "all-features-values.yaml"
 KUBE_VERSION = "1.37.0"
 # Kinds whose schemas are CRDs the validator does not ship; checked by hand below.
-CUSTOM_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule", "ClusterKopfPeering",
-                "KopfPeering", "HTTPRoute"}
+CUSTOM_KINDS = {
+    "ServiceMonitor",
+    "PodMonitor",
+    "PrometheusRule",
+    "ClusterKopfPeering",
+    "KopfPeering",
+    "HTTPRoute",
+}
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +36,20 @@ def helm() -> Path:
 
 def render(helm: Path, *args: str) -> list[dict[str, Any]]:
     proc = subprocess.run(
-        [str(helm), "template", "rel", str(CHART), "--namespace", "nicotask-system",
-         "--kube-version", KUBE_VERSION, *args],
-        capture_output=True, text=True, check=False,
+        [
+            str(helm),
+            "template",
+            "rel",
+            str(CHART),
+            "--namespace",
+            "nicotask-system",
+            "--kube-version",
+            KUBE_VERSION,
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     return [d for d in yaml.safe_load_all(proc.stdout) if d]
@@ -119,8 +136,11 @@ def test_defaults(helm: Path) -> None:
     assert set(by_kind(docs, "PodDisruptionBudget")) == set(deployments)
     assert set(by_kind(docs, "ValidatingAdmissionPolicy")) == {"rel-nicotask-cancel-requested-by"}
     assert set(by_kind(docs, "ClusterRoleBinding")) == {
-        "rel-nicotask-operator", "rel-nicotask-operator-cluster", "rel-nicotask-worker",
-        "rel-nicotask-shim", "rel-nicotask-shim-cluster",
+        "rel-nicotask-operator",
+        "rel-nicotask-operator-cluster",
+        "rel-nicotask-worker",
+        "rel-nicotask-shim",
+        "rel-nicotask-shim-cluster",
     }
 
 
@@ -148,15 +168,20 @@ def test_all_features(helm: Path) -> None:
     # Namespaced RBAC: RoleBindings in the watched namespaces, no cluster-wide task rights.
     bindings = [d for d in docs if d["kind"] == "RoleBinding"]
     assert {(b["metadata"]["namespace"], b["roleRef"]["name"]) for b in bindings} == {
-        (ns, f"rel-nicotask-{c}") for ns in ("site-a", "site-b")
+        (ns, f"rel-nicotask-{c}")
+        for ns in ("site-a", "site-b")
         for c in ("operator", "worker", "shim")
     }
     assert set(by_kind(docs, "ClusterRoleBinding")) == {
-        "rel-nicotask-operator-cluster", "rel-nicotask-shim-cluster"
+        "rel-nicotask-operator-cluster",
+        "rel-nicotask-shim-cluster",
     }
     op_rules = by_kind(docs, "ClusterRole")["rel-nicotask-operator"]["rules"]
-    assert {"apiGroups": ["kopf.dev"], "resources": ["kopfpeerings"],
-            "verbs": ["get", "list", "watch", "patch"]} in op_rules
+    assert {
+        "apiGroups": ["kopf.dev"],
+        "resources": ["kopfpeerings"],
+        "verbs": ["get", "list", "watch", "patch"],
+    } in op_rules
     shim = deployments["rel-nicotask-shim"]["spec"]["template"]["spec"]
     shim_env = {e["name"]: e.get("value") for e in shim["containers"][0]["env"]}
     assert shim_env["NICOTASK_SHIM_ISSUERS_FILE"] == "/etc/nicotask/issuers/issuers.json"
@@ -172,8 +197,11 @@ def test_all_features(helm: Path) -> None:
         assert monitor["metadata"]["labels"]["release"] == "prometheus"
         assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["nicotask-system"]}
         selector = monitor["spec"]["selector"]["matchLabels"]
-        (svc,) = [s for s in services.values()
-                  if all(s["metadata"]["labels"].get(k) == v for k, v in selector.items())]
+        (svc,) = [
+            s
+            for s in services.values()
+            if all(s["metadata"]["labels"].get(k) == v for k, v in selector.items())
+        ]
         (endpoint,) = monitor["spec"]["endpoints"]
         assert endpoint["path"] == "/metrics" and endpoint["interval"] == "15s"
         assert endpoint["port"] in {p["name"] for p in svc["spec"]["ports"]}, name
@@ -182,10 +210,17 @@ def test_all_features(helm: Path) -> None:
 
 def test_dockerfile_exposes_every_port_the_chart_uses(helm: Path) -> None:
     """The image documents the ports its three commands listen on by default."""
-    exposed = {int(p) for line in (REPO / "Dockerfile").read_text().splitlines()
-               if line.startswith("EXPOSE ") for p in line.split()[1:]}
-    used = {port["containerPort"] for dep in by_kind(render(helm), "Deployment").values()
-            for port in container_of(dep)["ports"]}
+    exposed = {
+        int(p)
+        for line in (REPO / "Dockerfile").read_text().splitlines()
+        if line.startswith("EXPOSE ")
+        for p in line.split()[1:]
+    }
+    used = {
+        port["containerPort"]
+        for dep in by_kind(render(helm), "Deployment").values()
+        for port in container_of(dep)["ports"]
+    }
     assert used == exposed == {8080, 8081, 8088, 9090, 9091}
 
 
@@ -194,8 +229,11 @@ def test_peering_on_with_replicas_cluster_wide(helm: Path) -> None:
     (peering,) = by_kind(docs, "ClusterKopfPeering").values()
     assert peering["metadata"]["name"] == "rel-nicotask"
     rules = by_kind(docs, "ClusterRole")["rel-nicotask-operator-cluster"]["rules"]
-    assert {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings"],
-            "verbs": ["get", "list", "watch", "patch"]} in rules
+    assert {
+        "apiGroups": ["kopf.dev"],
+        "resources": ["clusterkopfpeerings"],
+        "verbs": ["get", "list", "watch", "patch"],
+    } in rules
 
 
 def test_shim_disabled(helm: Path) -> None:
@@ -245,11 +283,17 @@ def test_shim_ingress_minimal(helm: Path) -> None:
 
 def test_shim_http_route(helm: Path) -> None:
     docs = render(
-        helm, "--set", "shim.httpRoute.enabled=true", "--set", "shim.service.port=9000",
-        "--set-json", 'shim.httpRoute.parentRefs=[{"name":"nico","namespace":"gateways",'
-                      '"sectionName":"https"}]',
-        "--set-json", 'shim.httpRoute.hostnames=["nico-api.example.com"]',
-        "--set-json", 'shim.httpRoute.paths=["/v2/","/openapi.json"]',
+        helm,
+        "--set",
+        "shim.httpRoute.enabled=true",
+        "--set",
+        "shim.service.port=9000",
+        "--set-json",
+        'shim.httpRoute.parentRefs=[{"name":"nico","namespace":"gateways","sectionName":"https"}]',
+        "--set-json",
+        'shim.httpRoute.hostnames=["nico-api.example.com"]',
+        "--set-json",
+        'shim.httpRoute.paths=["/v2/","/openapi.json"]',
     )
     (route,) = by_kind(docs, "HTTPRoute").values()
     assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
@@ -257,8 +301,10 @@ def test_shim_http_route(helm: Path) -> None:
     assert spec["parentRefs"] == [{"name": "nico", "namespace": "gateways", "sectionName": "https"}]
     assert spec["hostnames"] == ["nico-api.example.com"]
     (rule,) = spec["rules"]
-    assert rule["matches"] == [{"path": {"type": "PathPrefix", "value": "/v2/"}},
-                               {"path": {"type": "PathPrefix", "value": "/openapi.json"}}]
+    assert rule["matches"] == [
+        {"path": {"type": "PathPrefix", "value": "/v2/"}},
+        {"path": {"type": "PathPrefix", "value": "/openapi.json"}},
+    ]
     assert rule["backendRefs"] == [{"name": "rel-nicotask-shim", "port": 9000}]
     assert by_kind(docs, "Service")["rel-nicotask-shim"]["spec"]["ports"][0]["port"] == 9000
 
@@ -274,8 +320,13 @@ def test_peering_crds_shipped() -> None:
 
 
 def _rights(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
-    return {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"]
-            for v in rule["verbs"]}
+    return {
+        (g, r, v)
+        for rule in rules
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+        for v in rule["verbs"]
+    }
 
 
 def test_shim_rights_match_deploy_rbac(helm: Path) -> None:
@@ -307,10 +358,14 @@ def test_worker_hardening_defaults(helm: Path) -> None:
     assert env["NICOTASK_WORKER_PROGRESS_MAX_CONCURRENT_ACTIVITIES"] == "50"
     rules = by_kind(docs, "ClusterRole")["rel-nicotask-worker"]["rules"]
     assert _rights(rules) == {
-        ("nico.dev", "nicotasks", "get"), ("nico.dev", "nicoracks", "get"),
-        ("nico.dev", "nicooperationrules", "list"), ("nico.dev", "nicotasks/status", "get"),
-        ("nico.dev", "nicotasks/status", "update"), ("nico.dev", "nicotasks/status", "patch"),
-        ("", "secrets", "get"), ("", "events", "create"),
+        ("nico.dev", "nicotasks", "get"),
+        ("nico.dev", "nicoracks", "get"),
+        ("nico.dev", "nicooperationrules", "list"),
+        ("nico.dev", "nicotasks/status", "get"),
+        ("nico.dev", "nicotasks/status", "update"),
+        ("nico.dev", "nicotasks/status", "patch"),
+        ("", "secrets", "get"),
+        ("", "events", "create"),
     }
     policies = by_kind(docs, "NetworkPolicy")
     assert set(policies) == {"rel-nicotask-operator", "rel-nicotask-worker", "rel-nicotask-shim"}
@@ -319,8 +374,10 @@ def test_worker_hardening_defaults(helm: Path) -> None:
     # The worker may reach BMCs anywhere but loopback and link-local (cloud metadata).
     worker_policy = policies["rel-nicotask-worker"]
     blocks = [
-        peer["ipBlock"] for rule in worker_policy["spec"]["egress"]
-        for peer in rule.get("to", []) if "ipBlock" in peer
+        peer["ipBlock"]
+        for rule in worker_policy["spec"]["egress"]
+        for peer in rule.get("to", [])
+        if "ipBlock" in peer
     ]
     assert {"cidr": "0.0.0.0/0", "except": ["127.0.0.0/8", "169.254.0.0/16"]} in blocks
     # Probes reach the health ports and Prometheus the metrics ports (the shim: its one port).
@@ -333,8 +390,11 @@ def test_worker_hardening_defaults(helm: Path) -> None:
     assert ingress_ports == {"operator": [8080, 9090], "worker": [8081, 9091], "shim": [8088]}
     # Only the worker talks to BMCs; the shim never talks to Temporal.
     assert _egress_cidrs(policies["rel-nicotask-operator"]) == []
-    shim_ports = {p["port"] for r in policies["rel-nicotask-shim"]["spec"]["egress"]
-                  for p in r.get("ports", [])}
+    shim_ports = {
+        p["port"]
+        for r in policies["rel-nicotask-shim"]["spec"]["egress"]
+        for p in r.get("ports", [])
+    }
     assert 7233 not in shim_ports
     assert not [d for d in docs if d["metadata"].get("namespace") == "temporal"]
 
@@ -352,7 +412,8 @@ def test_worker_hardening_all_features(helm: Path) -> None:
     assert "rel-nicotask-worker" not in by_kind(docs, "ClusterRoleBinding")
     policies = {
         (d["metadata"]["namespace"], d["metadata"]["name"]): d
-        for d in docs if d["kind"] == "NetworkPolicy"
+        for d in docs
+        if d["kind"] == "NetworkPolicy"
     }
     worker_policy = policies[("nicotask-system", "rel-nicotask-worker")]
     assert sorted(_egress_cidrs(worker_policy)) == ["10.0.0.1/32", "10.20.0.0/16", "10.96.10.0/24"]
@@ -365,8 +426,11 @@ def test_worker_hardening_all_features(helm: Path) -> None:
     ]
     frontend = policies[("temporal", "rel-nicotask-temporal-frontend")]
     peers = frontend["spec"]["ingress"][0]["from"]
-    components = {p["podSelector"]["matchLabels"].get("app.kubernetes.io/component")
-                  for p in peers if "namespaceSelector" in p}
+    components = {
+        p["podSelector"]["matchLabels"].get("app.kubernetes.io/component")
+        for p in peers
+        if "namespaceSelector" in p
+    }
     assert components == {"operator", "worker"}
     assert {"podSelector": {}} in peers
 

@@ -36,8 +36,12 @@ def _optional(tree: ast.AST) -> set[int]:
             continue
         caught = {ast.unparse(h.type) for h in node.handlers if h.type is not None}
         if caught & {"ImportError", "ModuleNotFoundError"}:
-            lines |= {n.lineno for stmt in node.body for n in ast.walk(stmt)
-                      if isinstance(n, ast.Import | ast.ImportFrom)}
+            lines |= {
+                n.lineno
+                for stmt in node.body
+                for n in ast.walk(stmt)
+                if isinstance(n, ast.Import | ast.ImportFrom)
+            }
     return lines
 
 
@@ -132,13 +136,25 @@ def test_kubectl_nico_needs_no_server_extra(tmp_path: Path) -> None:
         "print(sorted(m for m in sys.modules if m.partition('.')[0] in "
         f"{sorted(blocked)!r}))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                          text=True, timeout=60, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[]"
     for command in ("operator", "worker", "shim"):
-        proc = subprocess.run([sys.executable, "-m", "nicotask", command], env=env,
-                              capture_output=True, text=True, timeout=60, check=False)
+        proc = subprocess.run(
+            [sys.executable, "-m", "nicotask", command],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert proc.returncode == 1, proc.stdout + proc.stderr
         assert f"`nicotask {command}` needs the server extra" in proc.stderr
         assert "pip install 'nicotask[server]'" in proc.stderr

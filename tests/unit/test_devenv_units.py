@@ -99,9 +99,7 @@ def test_exports_and_status_from_state(tmp_path: Path) -> None:
             "redfish_password": "password",
             "shim_url": "http://127.0.0.1:9",
             "external": [],
-            "processes": [
-                ProcessRecord("etcd", 2**22 + 12345, ["etcd"], "/l", 0).to_json()
-            ],
+            "processes": [ProcessRecord("etcd", 2**22 + 12345, ["etcd"], "/l", 0).to_json()],
         }
     )
     ex = env.exports()
@@ -133,8 +131,12 @@ def test_a_restarted_process_keeps_its_place_and_its_stop_signal(tmp_path: Path)
     env = DevEnv(tmp_path, environ={})
     script = "trap 'touch stopped-by-int; exit 0' INT; while true; do sleep 0.1; done"
     for name in ("first", "db", "server"):
-        env.start_process(name, ["bash", "-c", script], cwd=tmp_path,
-                          extra={"cwd": str(tmp_path), "stop_signal": "SIGINT"})
+        env.start_process(
+            name,
+            ["bash", "-c", script],
+            cwd=tmp_path,
+            extra={"cwd": str(tmp_path), "stop_signal": "SIGINT"},
+        )
     try:
         before = env.record("db")
         with env.stopped("db") as rec:

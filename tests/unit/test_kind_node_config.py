@@ -25,7 +25,8 @@ def test_cgroup_v1_is_allowed_for_kubelet_and_kubeadm() -> None:
     p = patches()
     assert p["KubeletConfiguration"]["failCgroupV1"] is False
     assert p["InitConfiguration"]["nodeRegistration"] == {
-        "ignorePreflightErrors": ["SystemVerification"]}
+        "ignorePreflightErrors": ["SystemVerification"]
+    }
 
 
 def test_kubeadm_runs_the_dev_environments_etcd_by_its_own_version() -> None:

@@ -83,7 +83,11 @@ def test_kubeconfig_namespace_and_server(tmp_path: Path) -> None:
 
 def test_plurals_kinds_and_finished_statuses_are_defined_once() -> None:
     assert [k.plural for k in api.KINDS] == [
-        api.TASKS, api.RULES, api.RACKS, api.PROVIDERS, api.SITES
+        api.TASKS,
+        api.RULES,
+        api.RACKS,
+        api.PROVIDERS,
+        api.SITES,
     ]
     assert kube.TASKS is api.TASKS and kube.CANCEL_REQUESTED_BY is api.CANCEL_REQUESTED_BY
     assert api.FINISHED_STATUS_VALUES == ("Succeeded", "Failed", "Terminated")
@@ -189,8 +193,15 @@ async def test_requests_name_the_component_that_sends_them(tmp_path: Path) -> No
 def test_a_watch_error_event_raises_as_its_status_maps() -> None:
     bookmark = {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "7"}}}
     assert kube._watch_event(bookmark, "watch") is bookmark
-    gone = {"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired",
-                                        "message": "too old resource version: 1 (5)"}}
+    gone = {
+        "type": "ERROR",
+        "object": {
+            "kind": "Status",
+            "code": 410,
+            "reason": "Expired",
+            "message": "too old resource version: 1 (5)",
+        },
+    }
     with pytest.raises(Expired, match="too old resource version"):
         kube._watch_event(gone, "watch of nicotasks")
     broken = {"type": "ERROR", "object": {"kind": "Status", "code": 500, "message": "boom"}}

@@ -20,8 +20,9 @@ print(len(loaded))
 
 
 def test_the_operator_imports_few_generated_models() -> None:
-    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE], capture_output=True, text=True, check=True
+    ).stdout
     assert int(out.strip()) < 20  # the real packages load ~770 at import
 
 

@@ -63,7 +63,9 @@ async def test_task_context_follows_awaits_and_threads(capture: io.StringIO) -> 
     log.info("after")
     got = lines(capture)
     assert [(g.get("uid"), g["message"]) for g in got] == [
-        ("u-2", "in the activity"), ("u-2", "from a thread"), (None, "after")
+        ("u-2", "in the activity"),
+        ("u-2", "from a thread"),
+        (None, "after"),
     ]
     assert got[0]["namespace"] == "ns2" and got[0]["name"] == "t2"
 
@@ -101,8 +103,13 @@ def test_lines_logged_inside_a_kopf_handler_name_its_task(capture: io.StringIO) 
     from kopf._core.actions.execution import cause_var
     from kopf._core.actions.loggers import ObjectLogger
 
-    body = kopf.Body({"apiVersion": "nico.dev/v1alpha1", "kind": "NicoTask",
-                      "metadata": {"namespace": "ns5", "name": "t5", "uid": "u-5"}})
+    body = kopf.Body(
+        {
+            "apiVersion": "nico.dev/v1alpha1",
+            "kind": "NicoTask",
+            "metadata": {"namespace": "ns5", "name": "t5", "uid": "u-5"},
+        }
+    )
     cause = types.SimpleNamespace(logger=ObjectLogger(body=body, settings=kopf.OperatorSettings()))
     token = cause_var.set(cause)  # type: ignore[arg-type]
     try:
@@ -123,10 +130,17 @@ def test_shim_process_logs_json(tmp_path: Path) -> None:
     env = {**os.environ, "NICOTASK_JSON_LOGS": "true", "KUBECONFIG": str(kubeconfig)}
     proc = subprocess.run(
         [sys.executable, "-m", "nicotask", "shim", "--port", "0"],
-        env=env, capture_output=True, text=True, timeout=60, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
-    logged = [line for line in (proc.stdout + proc.stderr).splitlines()
-              if line and not line.startswith("nicotask shim: no token issuer")]
+    logged = [
+        line
+        for line in (proc.stdout + proc.stderr).splitlines()
+        if line and not line.startswith("nicotask shim: no token issuer")
+    ]
     parsed = [json.loads(line) for line in logged]
     assert {p["logger"] for p in parsed} >= {"uvicorn.error"}
     assert any(p["message"] == "Application startup failed. Exiting." for p in parsed)

@@ -111,7 +111,10 @@ async def test_a_workflow_that_runs_for_a_finished_task_is_terminated(
     )
     controller.live_tasks.bind({}, {})  # a finished task is not in the view (live tasks only)
     execution = Execution(
-        workflow_id=FINISHED, run_id="run", close_time=None, raw=_Memo()  # type: ignore[arg-type]
+        workflow_id=FINISHED,
+        run_id="run",
+        close_time=None,
+        raw=_Memo(),  # type: ignore[arg-type]
     )
 
     async def running(client: Any, task_queue: str) -> list[Execution]:

@@ -24,10 +24,18 @@ QUEUED = "66666666-6666-6666-6666-666666666666"
 def _task(uid: str, name: str, status: str, rv: str) -> NicoTask:
     return NicoTask.model_validate(
         {
-            "metadata": {"name": name, "namespace": "ns", "uid": uid, "resourceVersion": rv,
-                         "creationTimestamp": "2026-01-01T00:00:00Z"},
-            "spec": {"siteId": "660e8400-e29b-41d4-a716-446655440000", "rackRef": "rack-1",
-                     "operation": "PowerOn"},
+            "metadata": {
+                "name": name,
+                "namespace": "ns",
+                "uid": uid,
+                "resourceVersion": rv,
+                "creationTimestamp": "2026-01-01T00:00:00Z",
+            },
+            "spec": {
+                "siteId": "660e8400-e29b-41d4-a716-446655440000",
+                "rackRef": "rack-1",
+                "operation": "PowerOn",
+            },
             "status": {"status": status},
         }
     )

@@ -24,18 +24,28 @@ NEW = "99999999-9999-9999-9999-999999999999"
 def _task(uid: str, name: str, status: str, rv: int, run_id: str | None = None) -> NicoTask:
     return NicoTask.model_validate(
         {
-            "metadata": {"name": name, "namespace": "ns", "uid": uid, "resourceVersion": str(rv),
-                         "creationTimestamp": "2026-01-01T00:00:00Z"},
-            "spec": {"siteId": "660e8400-e29b-41d4-a716-446655440000", "rackRef": "rack-1",
-                     "operation": "PowerOn"},
+            "metadata": {
+                "name": name,
+                "namespace": "ns",
+                "uid": uid,
+                "resourceVersion": str(rv),
+                "creationTimestamp": "2026-01-01T00:00:00Z",
+            },
+            "spec": {
+                "siteId": "660e8400-e29b-41d4-a716-446655440000",
+                "rackRef": "rack-1",
+                "operation": "PowerOn",
+            },
             "status": {"status": status, "runId": run_id},
         }
     )
 
 
 def test_a_task_missing_from_a_newer_list_is_a_ghost() -> None:
-    ghost, live, new = _task(GHOST, "a", "Running", 10), _task(LIVE, "b", "Waiting", 11), _task(
-        NEW, "c", "Pending", 60
+    ghost, live, new = (
+        _task(GHOST, "a", "Running", 10),
+        _task(LIVE, "b", "Waiting", 11),
+        _task(NEW, "c", "Pending", 60),
     )
     # The LIST at version 50 holds only LIVE; NEW was created after it.
     assert ghosts([ghost, live, new], {LIVE}, 50) == [ghost]

@@ -95,8 +95,11 @@ async def test_a_usable_temporal_passes_and_both_follower_queries_were_asked() -
         (
             # A visibility store without advanced queries (or without a system
             # search attribute) refuses the follower's query.
-            FakeClient(listing=_rpc(RPCStatusCode.INVALID_ARGUMENT,
-                                    "invalid query: operator 'AND' not allowed")),
+            FakeClient(
+                listing=_rpc(
+                    RPCStatusCode.INVALID_ARGUMENT, "invalid query: operator 'AND' not allowed"
+                )
+            ),
             "NICOTASK_TEMPORAL_NAMESPACE",
             "cannot answer the follower's query",
         ),
@@ -144,9 +147,7 @@ async def test_waiting_logs_one_line_per_problem_without_a_trace_then_passes(
         return answers.pop(0)
 
     with caplog.at_level(logging.INFO, logger="nicotask.operator"):
-        await asyncio.wait_for(
-            wait_until_usable(SETTINGS, next_client, backoff=0.01), timeout=5
-        )
+        await asyncio.wait_for(wait_until_usable(SETTINGS, next_client, backoff=0.01), timeout=5)
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1  # the same problem is not repeated at once
     assert errors[0].exc_info is None

@@ -28,9 +28,11 @@ from nicotask_dev.shim.devissuer import (
 
 
 def _pub_pem(key: Any) -> str:
-    return key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
 
 
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -58,8 +60,10 @@ def verifier(tmp_path_factory: pytest.TempPathFactory) -> Verifier:
     return Verifier(
         [
             IssuerConfig(
-                issuer="test-rsa", audience=["nicotask", "other"],
-                public_key_pem=_pub_pem(RSA_KEY), algorithms=["RS256"],
+                issuer="test-rsa",
+                audience=["nicotask", "other"],
+                public_key_pem=_pub_pem(RSA_KEY),
+                algorithms=["RS256"],
             ),
             IssuerConfig(issuer="test-ec", audience="nicotask", public_keys_pem=[_pub_pem(EC_KEY)]),
             issuer_config(dev_dir),

@@ -98,8 +98,11 @@ async def test_declared_large_body_is_413_before_anything_runs() -> None:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(limited), base_url="http://s") as c:
         r = await c.post("/x", content=b"x" * 1025)
         assert r.status_code == 413
-        assert r.json() == {"source": "nico", "message":
-                            "Request body is too large (at most 1024 bytes)", "data": None}
+        assert r.json() == {
+            "source": "nico",
+            "message": "Request body is too large (at most 1024 bytes)",
+            "data": None,
+        }
         r = await c.post("/x", content=b"x" * 1024)
     assert len(reached) == 1  # only the body within the cap reached the app
 
@@ -109,11 +112,21 @@ async def test_declared_large_body_is_413_before_anything_runs() -> None:
 
 def _task(uid: str, rule_id: str) -> dict[str, object]:
     return {
-        "apiVersion": "nico.dev/v1alpha1", "kind": "NicoTask",
-        "metadata": {"name": f"t-{uid[:4]}", "namespace": "ns", "uid": uid,
-                     "resourceVersion": "5", "creationTimestamp": "2026-01-01T00:00:00Z"},
-        "spec": {"siteId": "660e8400-e29b-41d4-a716-446655440000", "rackRef": "r",
-                 "operation": "PowerOn", "ruleId": rule_id},
+        "apiVersion": "nico.dev/v1alpha1",
+        "kind": "NicoTask",
+        "metadata": {
+            "name": f"t-{uid[:4]}",
+            "namespace": "ns",
+            "uid": uid,
+            "resourceVersion": "5",
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+        },
+        "spec": {
+            "siteId": "660e8400-e29b-41d4-a716-446655440000",
+            "rackRef": "r",
+            "operation": "PowerOn",
+            "ruleId": rule_id,
+        },
     }
 
 
@@ -158,9 +171,12 @@ def test_token_cache_is_a_bounded_lru_with_deadlines() -> None:
 
 
 def _site(name: str, site_id: str, provider: str = "acme", uid: str | None = None) -> Obj:
-    return {"apiVersion": "nico.dev/v1alpha1", "kind": "NicoSite",
-            "metadata": {"name": name, "uid": uid or name, "resourceVersion": "1"},
-            "spec": {"siteId": site_id, "providerRef": provider}}
+    return {
+        "apiVersion": "nico.dev/v1alpha1",
+        "kind": "NicoSite",
+        "metadata": {"name": name, "uid": uid or name, "resourceVersion": "1"},
+        "spec": {"siteId": site_id, "providerRef": provider},
+    }
 
 
 def test_sites_are_found_by_name_and_misnamed_ones_ignored(

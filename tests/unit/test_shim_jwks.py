@@ -36,9 +36,11 @@ async def server() -> AsyncIterator[JwksServer]:
 
 
 def _verifier(url: str, **jwks: float) -> Verifier:
-    pem = PEM_KEY.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    pem = (
+        PEM_KEY.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     return Verifier(
         [
             IssuerConfig(issuer="kc", audience="nicotask", jwks_url=url),

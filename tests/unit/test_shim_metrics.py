@@ -61,8 +61,15 @@ async def test_requests_counted_by_route_template_and_status() -> None:
     assert count("GET", "(unmatched)", "404") == 1
     assert count("DELETE", "/items/{item_id}", "405") == 1
     assert count("POST", "/boom", "500") == 1
-    assert got[("nicotask_shim_request_duration_seconds_count",
-                (("method", "GET"), ("route", "/items/{item_id}")))] == 4
+    assert (
+        got[
+            (
+                "nicotask_shim_request_duration_seconds_count",
+                (("method", "GET"), ("route", "/items/{item_id}")),
+            )
+        ]
+        == 4
+    )
     # Ids never become label values.
     assert not [k for k in got if any("/items/a" in v for _, v in k[1])]
     assert got[("nicotask_shim_requests_in_flight", ())] == 1  # the scrape itself

@@ -55,14 +55,22 @@ def assert_error(r: httpx.Response, status: int, message: str) -> None:
         ({"siteId": ""}, errors.MISSING_SITE_ID),
         # a missing site beats a bad page; a bad query beats a bad site
         ({"pageSize": "0"}, errors.MISSING_SITE_ID),
-        ({"siteId": "zz", "pageSize": "101"},
-         "Invalid value for query parameter 'pageSize': must be between 1 and 100"),
-        ({"siteId": SITE_ID, "pageNumber": "x"},
-         "Invalid value for query parameter 'pageNumber': must be at least 1"),
-        ({"siteId": SITE_ID, "pageNumber": "0", "activeOnly": "maybe"},
-         "Invalid value for query parameter 'activeOnly': must be true or false"),
-        ({"siteId": SITE_ID, "includeReport": "yes"},
-         "Invalid value for query parameter 'includeReport': must be true or false"),
+        (
+            {"siteId": "zz", "pageSize": "101"},
+            "Invalid value for query parameter 'pageSize': must be between 1 and 100",
+        ),
+        (
+            {"siteId": SITE_ID, "pageNumber": "x"},
+            "Invalid value for query parameter 'pageNumber': must be at least 1",
+        ),
+        (
+            {"siteId": SITE_ID, "pageNumber": "0", "activeOnly": "maybe"},
+            "Invalid value for query parameter 'activeOnly': must be true or false",
+        ),
+        (
+            {"siteId": SITE_ID, "includeReport": "yes"},
+            "Invalid value for query parameter 'includeReport': must be true or false",
+        ),
         ({"siteId": "zz"}, errors.BAD_SITE_ID),
         ({"siteId": str(uuid.uuid4())}, errors.UNKNOWN_SITE),
     ],
@@ -78,13 +86,17 @@ async def test_list_query_values(
     http: httpx.AsyncClient, key_dir: Path, tasks: list[dict[str, Any]]
 ) -> None:
     headers = auth(key_dir, ["VIEWER"])
-    r = await http.get(LIST, params={"siteId": SITE_ID.upper(), "pageSize": "", "activeOnly": ""},
-                       headers=headers)
+    r = await http.get(
+        LIST, params={"siteId": SITE_ID.upper(), "pageSize": "", "activeOnly": ""}, headers=headers
+    )
     assert r.status_code == 200, r.text
     assert r.headers["X-Pagination"] == '{"pageNumber": 1, "pageSize": 20, "total": 2}'
     assert all("report" not in t for t in r.json())
-    r = await http.get(LIST, params={"siteId": SITE_ID, "activeOnly": "TRUE", "pageSize": "1",
-                                     "includeReport": "1"}, headers=headers)
+    r = await http.get(
+        LIST,
+        params={"siteId": SITE_ID, "activeOnly": "TRUE", "pageSize": "1", "includeReport": "1"},
+        headers=headers,
+    )
     assert [t["id"] for t in r.json()] == [tasks[0]["metadata"]["uid"]]
     assert r.headers["X-Pagination"] == '{"pageNumber": 1, "pageSize": 1, "total": 1}'
 
@@ -101,22 +113,30 @@ async def test_checks_run_in_the_contracts_order(
     r = await http.get(f"/v2/org/{ORG}/nico/task/bad")
     assert_error(r, 401, errors.TOKEN_INVALID)
     # the role before the id; the org's membership before the role
-    assert_error(await http.post(cancel.format("bad"), headers=viewer), 403,
-                 errors.NOT_PROVIDER_ADMIN)
+    assert_error(
+        await http.post(cancel.format("bad"), headers=viewer), 403, errors.NOT_PROVIDER_ADMIN
+    )
     r = await http.post(f"/v2/org/beta/nico/task/{uid}/cancel", headers=admin)
     assert_error(r, 403, errors.NOT_MEMBER.format(org="beta"))
     # the id before the body, the query and the site
-    assert_error(await http.post(cancel.format("bad"), content=b"{garbled", headers=admin), 400,
-                 errors.BAD_TASK_ID)
+    assert_error(
+        await http.post(cancel.format("bad"), content=b"{garbled", headers=admin),
+        400,
+        errors.BAD_TASK_ID,
+    )
     r = await http.get(f"/v2/org/{ORG}/nico/task/bad", params={"siteId": "zz"}, headers=viewer)
     assert_error(r, 400, errors.BAD_TASK_ID)
     r = await http.get(f"/v2/org/{ORG}/nico/task/{uid}", headers=viewer)
     assert_error(r, 400, errors.MISSING_SITE_ID)
     # the body before the site
-    assert_error(await http.post(cancel.format(uid), json={"siteId": 1}, headers=admin), 400,
-                 errors.BAD_BODY)
-    assert_error(await http.post(cancel.format(uid), json={"siteId": "zz"}, headers=admin), 400,
-                 errors.BAD_SITE_ID)
+    assert_error(
+        await http.post(cancel.format(uid), json={"siteId": 1}, headers=admin), 400, errors.BAD_BODY
+    )
+    assert_error(
+        await http.post(cancel.format(uid), json={"siteId": "zz"}, headers=admin),
+        400,
+        errors.BAD_SITE_ID,
+    )
 
 
 async def test_cancel_body_is_json_whatever_the_content_type(
@@ -125,7 +145,8 @@ async def test_cancel_body_is_json_whatever_the_content_type(
     """`curl -d` sends application/x-www-form-urlencoded: the body is still read as JSON."""
     uid = tasks[1]["metadata"]["uid"]
     r = await http.post(
-        f"/v2/org/{ORG}/nico/rack/task/{uid}/cancel", content=f'{{"siteId": "{SITE_ID}"}}',
+        f"/v2/org/{ORG}/nico/rack/task/{uid}/cancel",
+        content=f'{{"siteId": "{SITE_ID}"}}',
         headers={**auth(key_dir), "Content-Type": "application/x-www-form-urlencoded"},
     )
     assert r.status_code == 202, r.text

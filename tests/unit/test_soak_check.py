@@ -69,8 +69,15 @@ class World:
             BmcRequest(W + 2, "POST", RESET_PATH, "sys-1", True, "On", "", 204),
         ]
         self.cancels = [
-            Cancel("t-cancel", "rest_shim", planned=T0 + 2, sent=T0 + 2, accepted=T0 + 3,
-                   accepted_wall=W + 3, status_at_accept="Running"),
+            Cancel(
+                "t-cancel",
+                "rest_shim",
+                planned=T0 + 2,
+                sent=T0 + 2,
+                accepted=T0 + 3,
+                accepted_wall=W + 3,
+                status_at_accept="Running",
+            ),
         ]
         self.faults = [Fault("restart_apiserver", start=T0 + 40, end=T0 + 42)]
         self.shim_answers = [ShimAnswer(T0 + 3, 202, "t-cancel")]
@@ -82,11 +89,18 @@ class World:
         for now, obj in self.history:
             watch._record(copy.deepcopy(obj), now)
         checker = Checker(
-            t0=T0, t0_wall=W, watch=watch, final=self.final, trecs=self.trecs,
-            running=self.running, bmc_log=self.bmc_log,
+            t0=T0,
+            t0_wall=W,
+            watch=watch,
+            final=self.final,
+            trecs=self.trecs,
+            running=self.running,
+            bmc_log=self.bmc_log,
             redfish_racks={"rack-r1": "sys-1"},
             task_rack={"t-ok": "rack-s1", "t-cancel": "rack-r1"},
-            cancels=self.cancels, faults=self.faults, shim_answers=self.shim_answers,
+            cancels=self.cancels,
+            faults=self.faults,
+            shim_answers=self.shim_answers,
             probes=self.probes,
         )
         self.found = {k: len(v) for k, v in checker.run().items() if v}

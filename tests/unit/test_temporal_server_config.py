@@ -57,8 +57,9 @@ def test_every_port_is_ours_on_loopback_and_the_database_is_ours(tmp_path: Path)
     for service in cfg["services"].values():
         rpc = service["rpc"]
         assert rpc["bindOnIP"] == "127.0.0.1" and not rpc["bindOnLocalHost"]
-        used += [rpc["grpcPort"], rpc["membershipPort"]] + [rpc[k] for k in ("httpPort",)
-                                                              if k in rpc]
+        used += [rpc["grpcPort"], rpc["membershipPort"]] + [
+            rpc[k] for k in ("httpPort",) if k in rpc
+        ]
     assert cfg["services"]["frontend"]["rpc"]["grpcPort"] == chosen["temporal"]
     metrics = cfg["global"]["metrics"]["prometheus"]["listenAddress"]
     used.append(int(metrics.rsplit(":", 1)[1]))
@@ -96,8 +97,8 @@ def test_server_mode_picks_the_server_ports_and_needs_postgres_alive(tmp_path: P
     dev = DevEnv(tmp_path / "dev", environ={})._fresh_state({})
     assert dev["temporal_mode"] == "dev" and "postgres" not in dev["ports"]
     external = DevEnv(
-        tmp_path / "ext", environ={"NICOTASK_TEMPORAL": "server",
-                                   "NICOTASK_TEMPORAL_ADDRESS": "t:7233"}
+        tmp_path / "ext",
+        environ={"NICOTASK_TEMPORAL": "server", "NICOTASK_TEMPORAL_ADDRESS": "t:7233"},
     )._fresh_state({})
     assert external["temporal_mode"] == "external" and "postgres" not in external["ports"]
 

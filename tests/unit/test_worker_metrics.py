@@ -44,7 +44,8 @@ def buffered() -> tuple[MetricBuffer, wm.WorkerMetrics]:
 def updates(buffer: MetricBuffer, name: str) -> list[tuple[Any, dict[str, Any]]]:
     return [
         (u.value, {k: v for k, v in dict(u.attributes).items() if k != "service_name"})
-        for u in buffer.retrieve_updates() if u.metric.name == name
+        for u in buffer.retrieve_updates()
+        if u.metric.name == name
     ]
 
 
@@ -76,9 +77,7 @@ def test_metered_driver_counts_by_action_and_outcome(
         ("INFO", "BMC https://bmc reset_ForceOff system=1"),
         ("WARNING", "BMC https://bmc power_state system=1"),
     ]
-    assert {tuple(logs.task_fields(r).values()) for r in caplog.records} == {
-        ("ns", "t1", "uid-1")
-    }
+    assert {tuple(logs.task_fields(r).values()) for r in caplog.records} == {("ns", "t1", "uid-1")}
 
 
 class _Step:
@@ -107,16 +106,18 @@ async def test_interceptor_times_steps_and_sets_task_context(
     interceptor = wm.TaskActivityInterceptor(meters)
     ok = _Next("done")
     inbound = interceptor.intercept_activity(ok)
-    step = ExecuteActivityInput(fn=lambda: None, args=[_Step(ActionType.SLEEP)], executor=None,
-                                headers={})
+    step = ExecuteActivityInput(
+        fn=lambda: None, args=[_Step(ActionType.SLEEP)], executor=None, headers={}
+    )
     assert await inbound.execute_activity(step) == "done"
     assert ok.seen == logs.TaskRef("ns", "t2", "uid-2")
     assert logs.current_task() is None
 
     failing = _Next(ApplicationError("no answer", type="BmcUnreachable"))
     inbound = interceptor.intercept_activity(failing)
-    power = ExecuteActivityInput(fn=lambda: None, args=[_Step(ActionType.POWER_CONTROL)],
-                                 executor=None, headers={})
+    power = ExecuteActivityInput(
+        fn=lambda: None, args=[_Step(ActionType.POWER_CONTROL)], executor=None, headers={}
+    )
     with pytest.raises(ApplicationError):
         await inbound.execute_activity(power)
     got = updates(buffer, wm.STEP_DURATION)

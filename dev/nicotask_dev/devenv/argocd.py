@@ -124,8 +124,15 @@ def install(env: DevEnv) -> None:
     for name in ("applications.argoproj.io", "appprojects.argoproj.io"):
         _wait_established(env, name)
     docs = config_objects(HEALTH_LUA.read_text())
-    kubectl(env, "apply", "--server-side", "--force-conflicts", "-f", "-",
-            stdin=yaml.safe_dump_all(docs))
+    kubectl(
+        env,
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        "-",
+        stdin=yaml.safe_dump_all(docs),
+    )
 
 
 def _environ(env: DevEnv, component: str, home: Path) -> dict[str, str]:
@@ -159,25 +166,67 @@ def start(env: DevEnv, resync_seconds: int = RESYNC_SECONDS) -> None:
     redis_addr = f"{ports.LOOPBACK}:{chosen['redis']}"
     env.start_process(
         "argocd-redis",
-        [redis, "--port", str(chosen["redis"]), "--bind", ports.LOOPBACK, "--save", "",
-         "--appendonly", "no", "--dir", str(home)],
+        [
+            redis,
+            "--port",
+            str(chosen["redis"]),
+            "--bind",
+            ports.LOOPBACK,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(home),
+        ],
         ready_check=_tcp_open(chosen["redis"]),
     )
     env.start_process(
         "argocd-repo-server",
-        [binary, "--address", ports.LOOPBACK, "--port", str(chosen["repo"]),
-         "--metrics-address", ports.LOOPBACK, "--metrics-port", str(chosen["repo_metrics"]),
-         "--disable-tls", "--client-ca-path", "", "--redis", redis_addr, "--logformat", "text"],
+        [
+            binary,
+            "--address",
+            ports.LOOPBACK,
+            "--port",
+            str(chosen["repo"]),
+            "--metrics-address",
+            ports.LOOPBACK,
+            "--metrics-port",
+            str(chosen["repo_metrics"]),
+            "--disable-tls",
+            "--client-ca-path",
+            "",
+            "--redis",
+            redis_addr,
+            "--logformat",
+            "text",
+        ],
         env=_environ(env, "argocd-repo-server", home / "repo-server"),
         ready_check=_tcp_open(chosen["repo"]),
     )
     env.start_process(
         "argocd-application-controller",
-        [binary, "--namespace", NAMESPACE,
-         "--repo-server", f"{ports.LOOPBACK}:{chosen['repo']}", "--repo-server-plaintext",
-         "--redis", redis_addr, "--metrics-port", str(chosen["controller_metrics"]),
-         "--app-resync", str(resync_seconds), "--status-processors", "2",
-         "--operation-processors", "2", "--persist-resource-health", "--logformat", "text"],
+        [
+            binary,
+            "--namespace",
+            NAMESPACE,
+            "--repo-server",
+            f"{ports.LOOPBACK}:{chosen['repo']}",
+            "--repo-server-plaintext",
+            "--redis",
+            redis_addr,
+            "--metrics-port",
+            str(chosen["controller_metrics"]),
+            "--app-resync",
+            str(resync_seconds),
+            "--status-processors",
+            "2",
+            "--operation-processors",
+            "2",
+            "--persist-resource-health",
+            "--logformat",
+            "text",
+        ],
         env=_environ(env, "argocd-application-controller", home / "controller"),
         ready_check=_tcp_open(chosen["controller_metrics"]),
         url=f"http://{ports.LOOPBACK}:{chosen['controller_metrics']}/metrics",

@@ -84,7 +84,11 @@ def _environ() -> dict[str, str]:
 def _module_source(version: str, env: dict[str, str]) -> Path:
     proc = subprocess.run(
         [go_command(), "mod", "download", "-json", f"{MODULE}@{version}"],
-        env=env, capture_output=True, text=True, check=False, cwd=build_dir(version),
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=build_dir(version),
     )
     if proc.returncode != 0:
         raise RuntimeError(f"go mod download {MODULE}@{version} failed:\n{proc.stderr[-4000:]}")
@@ -131,7 +135,10 @@ def ensure_built(version: str = VERSION) -> Path:
     ldflags = f"-s -w -X {MODULE}/common.version={version.lstrip('v')}"
     proc = subprocess.Popen(
         [go_command(), "build", "-trimpath", "-ldflags", ldflags, "-o", str(tmp), "./cmd"],
-        cwd=src, env=env, stderr=subprocess.PIPE, text=True,
+        cwd=src,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     while proc.poll() is None:
         time.sleep(15)

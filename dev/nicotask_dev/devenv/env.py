@@ -355,7 +355,8 @@ class DevEnv:
             if self.temporal_ui:
                 names.append("temporal_ui")
         chosen = ports.pick_ports(
-            names, previous=old.get("ports"),
+            names,
+            previous=old.get("ports"),
             low=temporalserver.LOW_PORTS if server else frozenset(),
         )
         keep = {k: v for k, v in old.items() if k not in ("processes", "up")}
@@ -444,8 +445,9 @@ class DevEnv:
             kubeconfig = kube.write_kubeconfig(self.run_dir / "kubeconfig", api_url, pki)
             state["api_url"] = api_url
             state["kubeconfig"] = str(kubeconfig)
-            argv = kube.apiserver_argv(api_bin, pki, p["apiserver"], etcd_url, host,
-                                       with_node=self.with_node)
+            argv = kube.apiserver_argv(
+                api_bin, pki, p["apiserver"], etcd_url, host, with_node=self.with_node
+            )
             proc, rec = self._spawn(state, "kube-apiserver", argv, url=api_url)
             waits.append((proc, rec, lambda: kube.apiserver_ready(api_url, pki), 90.0))
 
@@ -466,8 +468,14 @@ class DevEnv:
         # be); recorded, so a restart (`stopped`) starts it there too. Stopped with
         # SIGINT, PostgreSQL's fast shutdown (as `pg_ctl stop` does): SIGTERM is its
         # smart shutdown, which waits for every client to leave.
-        proc, rec = self._spawn(state, "postgres", argv, url=f"postgresql://{host}:{p['postgres']}",
-                                cwd=Path("/"), extra={"cwd": "/", "stop_signal": "SIGINT"})
+        proc, rec = self._spawn(
+            state,
+            "postgres",
+            argv,
+            url=f"postgresql://{host}:{p['postgres']}",
+            cwd=Path("/"),
+            extra={"cwd": "/", "stop_signal": "SIGINT"},
+        )
         self._wait(proc, rec, lambda: ts.postgres_ready(bindir, host, p["postgres"]), 60.0)
         ts.setup_schemas(sql_tool, host, p["postgres"], self.run_dir)
         address = f"{host}:{p['temporal']}"

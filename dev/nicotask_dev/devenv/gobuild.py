@@ -178,8 +178,9 @@ def prepare_wrapper(binary: GoBinary, workdir: Path, packages: tuple[str, ...] =
     replaces = relative_replaces(Path(info["GoMod"]).read_text())
     (workdir / "go.mod").write_text(wrapper_gomod(binary, replaces))
     _log(f"{binary.name}: resolving dependencies ({len(replaces)} sibling modules)")
-    _run([go, "get", *(f"{p}@{binary.version}" for p in packages or (binary.package,))],
-         workdir, env)
+    _run(
+        [go, "get", *(f"{p}@{binary.version}" for p in packages or (binary.package,))], workdir, env
+    )
     return workdir
 
 
@@ -197,9 +198,20 @@ def ensure_built(binary: GoBinary) -> Path:
     started = time.monotonic()
     tmp = binary.path.with_suffix(".partial")
     build = subprocess.Popen(
-        [go, "build", "-trimpath", "-ldflags", " ".join(binary.ldflags), "-o", str(tmp),
-         binary.package],
-        cwd=workdir, env=env, stderr=subprocess.PIPE, text=True,
+        [
+            go,
+            "build",
+            "-trimpath",
+            "-ldflags",
+            " ".join(binary.ldflags),
+            "-o",
+            str(tmp),
+            binary.package,
+        ],
+        cwd=workdir,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     while build.poll() is None:
         time.sleep(15)

@@ -31,7 +31,10 @@ def _ldflags(go: str, version: str, env: dict[str, str]) -> str:
     `go install` would leave at v1.20."""
     proc = subprocess.run(
         [go, "mod", "download", "-json", f"helm.sh/helm/v3@{version}"],
-        env=env, capture_output=True, text=True, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"go mod download helm.sh/helm/v3@{version} failed:\n{proc.stderr}")
@@ -51,6 +54,7 @@ def ensure_helm(version: str = HELM_VERSION) -> Path:
     override = os.environ.get("NICOTASK_HELM")
     if override:
         return Path(override)
+
     def ldflags(go: str, env: dict[str, str]) -> str:
         return _ldflags(go, version, env)
 
@@ -109,9 +113,7 @@ def values_table(values_file: Path | None = None) -> str:
             assert isinstance(node, dict), key
             node = node[part]
         default = json.dumps(node, separators=(",", ":"))
-        rows.append(
-            f"| `{key}` | `{default}` | {desc.replace('|', chr(92) + '|')} |"
-        )
+        rows.append(f"| `{key}` | `{default}` | {desc.replace('|', chr(92) + '|')} |")
     return "\n".join(rows) + "\n"
 
 
@@ -132,7 +134,7 @@ def main_cli(argv: list[str]) -> int:
         if start == -1 or end == -1:
             print(f"{doc}: no generated-table markers", file=sys.stderr)
             return 1
-        doc.write_text(current[:start] + values_block() + current[end + len(TABLE_END):])
+        doc.write_text(current[:start] + values_block() + current[end + len(TABLE_END) :])
         return 0
     print(ensure_helm())
     return 0

@@ -33,16 +33,34 @@ IMAGE_REPOSITORY = "localhost/nicotask"
 BASE_REPOSITORY = "localhost/nicotask-python"
 DEBIAN_SUITE = "bookworm"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
-BASE_PACKAGES = ("python3.11", "python3.11-venv", "python3-pip", "python-is-python3",
-                 "ca-certificates")
+BASE_PACKAGES = (
+    "python3.11",
+    "python3.11-venv",
+    "python3-pip",
+    "python-is-python3",
+    "ca-certificates",
+)
 APT_PACKAGES = ("podman", "runc", "mmdebstrap")
 # crun (podman's default) fails on cgroup v1 hybrid hosts; without explicit
 # ulimits podman's setrlimit is refused in this kind of sandbox.
-PODMAN_RUN_FLAGS = ("--runtime", "runc", "--ulimit", "nofile=4096:4096",
-                    "--ulimit", "nproc=4096:4096")
+PODMAN_RUN_FLAGS = (
+    "--runtime",
+    "runc",
+    "--ulimit",
+    "nofile=4096:4096",
+    "--ulimit",
+    "nproc=4096:4096",
+)
 # What the Dockerfile copies (see .dockerignore): the tag hashes exactly these.
-BUILD_INPUTS = ("Dockerfile", ".dockerignore", "requirements/build.txt",
-                "requirements/runtime.txt", "pyproject.toml", "README.md", "operator")
+BUILD_INPUTS = (
+    "Dockerfile",
+    ".dockerignore",
+    "requirements/build.txt",
+    "requirements/runtime.txt",
+    "pyproject.toml",
+    "README.md",
+    "operator",
+)
 
 
 def _log(msg: str) -> None:
@@ -54,13 +72,17 @@ def _run(args: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
         args, capture_output=True, text=True, check=False, **kw
     )
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(args[:4])} ... failed ({proc.returncode}):\n"
-                           f"{(proc.stdout + proc.stderr)[-4000:]}")
+        raise RuntimeError(
+            f"{' '.join(args[:4])} ... failed ({proc.returncode}):\n"
+            f"{(proc.stdout + proc.stderr)[-4000:]}"
+        )
     return proc
 
 
-def ensure_tools(commands: tuple[str, ...] = ("podman", "runc", "mmdebstrap"),
-                 packages: tuple[str, ...] = APT_PACKAGES) -> None:
+def ensure_tools(
+    commands: tuple[str, ...] = ("podman", "runc", "mmdebstrap"),
+    packages: tuple[str, ...] = APT_PACKAGES,
+) -> None:
     """Install the Debian packages providing `commands` when one is missing (root only)."""
     if all(shutil.which(c) for c in commands):
         return
@@ -103,9 +125,19 @@ def ensure_base() -> str:
     if not tar.exists():
         _log(f"mmdebstrap {DEBIAN_SUITE} minbase + {', '.join(BASE_PACKAGES)}")
         partial = tar.with_name(f"{tar.stem}.partial.tar")
-        _run(["mmdebstrap", "--variant=minbase", "--format=tar",
-              f"--include={','.join(BASE_PACKAGES)}", "--quiet",
-              DEBIAN_SUITE, str(partial), DEBIAN_MIRROR], stdin=subprocess.DEVNULL)
+        _run(
+            [
+                "mmdebstrap",
+                "--variant=minbase",
+                "--format=tar",
+                f"--include={','.join(BASE_PACKAGES)}",
+                "--quiet",
+                DEBIAN_SUITE,
+                str(partial),
+                DEBIAN_MIRROR,
+            ],
+            stdin=subprocess.DEVNULL,
+        )
         partial.rename(tar)
     _log(f"podman import {tar.name} -> {tag}")
     podman("import", "--change", "ENV LANG=C.UTF-8", str(tar), tag)
@@ -117,10 +149,17 @@ def content_tag(repo: Path = REPO, base: str | None = None) -> str:
     h = hashlib.sha256((base or base_tag()).encode())
     for name in BUILD_INPUTS:
         root = repo / name
-        files = [root] if root.is_file() else sorted(
-            p for p in root.rglob("*")
-            if p.is_file() and "__pycache__" not in p.parts and not p.name.endswith(".pyc")
-            and not any(part.endswith(".egg-info") for part in p.parts)
+        files = (
+            [root]
+            if root.is_file()
+            else sorted(
+                p
+                for p in root.rglob("*")
+                if p.is_file()
+                and "__pycache__" not in p.parts
+                and not p.name.endswith(".pyc")
+                and not any(part.endswith(".egg-info") for part in p.parts)
+            )
         )
         for f in files:
             h.update(str(f.relative_to(repo)).encode() + b"\0")
@@ -132,8 +171,9 @@ def pip_cert() -> str | None:
     """The CA bundle pip uses on this host (`pip config list` `cert`, or PIP_CERT)."""
     if os.environ.get("PIP_CERT"):
         return os.environ["PIP_CERT"]
-    proc = subprocess.run([sys.executable, "-m", "pip", "config", "list"],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True, check=False
+    )
     for line in proc.stdout.splitlines():
         key, _, value = line.partition("=")
         if key.endswith(".cert") and value:
@@ -144,8 +184,9 @@ def pip_cert() -> str | None:
 def pip_index_args() -> list[str]:
     """The host's index settings as build arguments (empty when pip uses PyPI)."""
     out: list[str] = []
-    proc = subprocess.run([sys.executable, "-m", "pip", "config", "list"],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True, check=False
+    )
     conf = {}
     for line in proc.stdout.splitlines():
         key, _, value = line.partition("=")
@@ -165,8 +206,18 @@ def build(repo: Path = REPO, force: bool = False) -> str:
     if image_exists(tag) and not force:
         _log(f"{tag} is up to date")
         return tag
-    args = ["build", *PODMAN_RUN_FLAGS, "--network", "host", "--layers",
-            "--build-arg", f"PYTHON_IMAGE={base}", *pip_index_args(), "-t", tag]
+    args = [
+        "build",
+        *PODMAN_RUN_FLAGS,
+        "--network",
+        "host",
+        "--layers",
+        "--build-arg",
+        f"PYTHON_IMAGE={base}",
+        *pip_index_args(),
+        "-t",
+        tag,
+    ]
     cert_file = pip_cert()
     if cert_file and Path(cert_file).is_file():
         args += ["--secret", f"id=pip-cert,src={cert_file}"]

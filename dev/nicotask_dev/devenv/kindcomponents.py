@@ -50,8 +50,7 @@ def _log(msg: str) -> None:
 
 def coredns() -> Path:
     path = gobuild.cache_root() / f"coredns-{COREDNS_VERSION}" / "coredns"
-    return gobuild.go_install_cached("coredns", "github.com/coredns/coredns", COREDNS_VERSION,
-                                     path)
+    return gobuild.go_install_cached("coredns", "github.com/coredns/coredns", COREDNS_VERSION, path)
 
 
 def pause() -> Path:
@@ -63,9 +62,14 @@ def pause() -> Path:
     src.mkdir(exist_ok=True)
     (src / "go.mod").write_text("module nicotask.local/pause\n\ngo 1.21\n")
     (src / "main.go").write_text(PAUSE_GO)
-    proc = subprocess.run([gobuild.go_command(), "build", "-trimpath", "-ldflags", "-s -w",
-                           "-o", str(path), "."], cwd=src, env=gobuild.build_env(),
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [gobuild.go_command(), "build", "-trimpath", "-ldflags", "-s -w", "-o", str(path), "."],
+        cwd=src,
+        env=gobuild.build_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"go build pause: {proc.stderr.strip()}")
     return path
@@ -76,8 +80,10 @@ def binaries() -> dict[str, tuple[str, Path]]:
     k = kubeset.VERSION
     return {
         "kube-apiserver": (f"{REGISTRY}/kube-apiserver:{k}", kubeset.path("kube-apiserver")),
-        "kube-controller-manager": (f"{REGISTRY}/kube-controller-manager:{k}",
-                                    kubeset.path("kube-controller-manager")),
+        "kube-controller-manager": (
+            f"{REGISTRY}/kube-controller-manager:{k}",
+            kubeset.path("kube-controller-manager"),
+        ),
         "kube-scheduler": (f"{REGISTRY}/kube-scheduler:{k}", kubeset.path("kube-scheduler")),
         "etcd": (f"{REGISTRY}/etcd:{ETCD_IMAGE_TAG}", gobuild.ensure_built(gobuild.etcd())),
         "coredns": (f"{REGISTRY}/coredns/coredns:{COREDNS_VERSION}", coredns()),
@@ -96,8 +102,10 @@ def _build(tag: str, containerfile: str, files: dict[str, Path]) -> None:
 
 def scratch_containerfile(name: str) -> str:
     entry = f'ENTRYPOINT ["/usr/local/bin/{name}"]\n' if name in ("coredns", "pause") else ""
-    return (f"FROM scratch\nCOPY {name} /usr/local/bin/{name}\n"
-            "ENV PATH=/usr/local/bin:/usr/bin:/bin\n" + entry)
+    return (
+        f"FROM scratch\nCOPY {name} /usr/local/bin/{name}\n"
+        "ENV PATH=/usr/local/bin:/usr/bin:/bin\n" + entry
+    )
 
 
 def kube_proxy_containerfile(rootfs: str) -> str:
@@ -116,14 +124,20 @@ def _archive(name: str, tag: str) -> Path:
 
 def kubeadm_images() -> list[str]:
     """What kubeadm at kubeset.VERSION will run, with the kind config's etcd tag."""
-    config = (f"apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\n"
-              f"kubernetesVersion: {kubeset.VERSION}\n"
-              f"etcd:\n  local:\n    imageTag: {ETCD_IMAGE_TAG}\n")
+    config = (
+        f"apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\n"
+        f"kubernetesVersion: {kubeset.VERSION}\n"
+        f"etcd:\n  local:\n    imageTag: {ETCD_IMAGE_TAG}\n"
+    )
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
         f.write(config)
         f.flush()
-        proc = subprocess.run([str(kubeset.path("kubeadm")), "config", "images", "list",
-                               "--config", f.name], capture_output=True, text=True, check=False)
+        proc = subprocess.run(
+            [str(kubeset.path("kubeadm")), "config", "images", "list", "--config", f.name],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
     if proc.returncode != 0:
         raise RuntimeError(f"kubeadm config images list: {proc.stderr.strip()}")
     return proc.stdout.split()
@@ -145,8 +159,9 @@ def ensure_archives() -> dict[str, Path]:
         _build(tag, scratch_containerfile(name), {name: binary})
         out[name] = _archive(name, tag)
     tag = f"{REGISTRY}/kube-proxy:{kubeset.VERSION}"
-    _build(tag, kube_proxy_containerfile(ensure_rootfs()), {"kube-proxy":
-                                                              kubeset.path("kube-proxy")})
+    _build(
+        tag, kube_proxy_containerfile(ensure_rootfs()), {"kube-proxy": kubeset.path("kube-proxy")}
+    )
     out["kube-proxy"] = _archive("kube-proxy", tag)
     check_names([t for t, _ in binaries().values()] + [tag])
     _log(f"component images: {', '.join(sorted(out))}")

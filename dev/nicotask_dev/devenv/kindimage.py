@@ -44,9 +44,26 @@ NODE_REPOSITORY = "localhost/nicotask-kind-node"
 ROOTFS_REPOSITORY = "localhost/nicotask-kind-rootfs"
 POD_SUBNET = "10.244.0.0/24"  # the first node's podCIDR of kind's default 10.244.0.0/16
 ROOTFS_PACKAGES = (
-    "systemd", "systemd-sysv", "dbus", "containerd", "runc", "containernetworking-plugins",
-    "iptables", "nftables", "conntrack", "iproute2", "ethtool", "util-linux", "mount",
-    "kmod", "libseccomp2", "pigz", "bash", "ca-certificates", "procps", "socat",
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "containerd",
+    "runc",
+    "containernetworking-plugins",
+    "iptables",
+    "nftables",
+    "conntrack",
+    "iproute2",
+    "ethtool",
+    "util-linux",
+    "mount",
+    "kmod",
+    "libseccomp2",
+    "pigz",
+    "bash",
+    "ca-certificates",
+    "procps",
+    "socat",
 )
 IMPORT_UNIT = "nicotask-images.service"
 
@@ -59,7 +76,11 @@ def kind_module_dir() -> Path:
     """kind's source from the Go module cache (its images/base/files)."""
     proc = subprocess.run(
         [gobuild.go_command(), "mod", "download", "-json", f"sigs.k8s.io/kind@{KIND_VERSION}"],
-        capture_output=True, text=True, check=False, env=gobuild.build_env(), cwd="/",
+        capture_output=True,
+        text=True,
+        check=False,
+        env=gobuild.build_env(),
+        cwd="/",
     )
     if proc.returncode != 0:
         raise RuntimeError(f"go mod download sigs.k8s.io/kind: {proc.stderr.strip()}")
@@ -68,8 +89,9 @@ def kind_module_dir() -> Path:
 
 def ensure_rootfs() -> str:
     """The Debian rootfs image (mmdebstrap, cached as a tar like the app image's base)."""
-    digest = hashlib.sha256(" ".join(
-        [image.DEBIAN_SUITE, image.DEBIAN_MIRROR, *ROOTFS_PACKAGES]).encode()).hexdigest()[:12]
+    digest = hashlib.sha256(
+        " ".join([image.DEBIAN_SUITE, image.DEBIAN_MIRROR, *ROOTFS_PACKAGES]).encode()
+    ).hexdigest()[:12]
     tag = f"{ROOTFS_REPOSITORY}:{image.DEBIAN_SUITE}-{digest}"
     if image.image_exists(tag):
         return tag
@@ -79,10 +101,19 @@ def ensure_rootfs() -> str:
     if not tar.exists():
         _log(f"mmdebstrap {image.DEBIAN_SUITE} + {', '.join(ROOTFS_PACKAGES)}")
         partial = tar.with_name(f"{tar.stem}.partial.tar")
-        image._run(["mmdebstrap", "--variant=minbase", "--format=tar",
-                    f"--include={','.join(ROOTFS_PACKAGES)}", "--quiet",
-                    image.DEBIAN_SUITE, str(partial), image.DEBIAN_MIRROR],
-                   stdin=subprocess.DEVNULL)
+        image._run(
+            [
+                "mmdebstrap",
+                "--variant=minbase",
+                "--format=tar",
+                f"--include={','.join(ROOTFS_PACKAGES)}",
+                "--quiet",
+                image.DEBIAN_SUITE,
+                str(partial),
+                image.DEBIAN_MIRROR,
+            ],
+            stdin=subprocess.DEVNULL,
+        )
         partial.rename(tar)
     image.podman("import", str(tar), tag)
     return tag
@@ -192,8 +223,9 @@ ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]
 
 def _context(ctx: Path, rootfs: str, images: dict[str, Path]) -> None:
     files = kind_module_dir() / "images" / "base" / "files"
-    shutil.copytree(files, ctx / "files", ignore=shutil.ignore_patterns("containerd*"),
-                    dirs_exist_ok=True)
+    shutil.copytree(
+        files, ctx / "files", ignore=shutil.ignore_patterns("containerd*"), dirs_exist_ok=True
+    )
     # copytree keeps the module cache's read-only modes: make the copy writable
     for p in (ctx / "files").rglob("*"):
         p.chmod(0o755 if p.is_dir() else 0o644)
@@ -211,14 +243,21 @@ def _context(ctx: Path, rootfs: str, images: dict[str, Path]) -> None:
     (ctx / "images").mkdir()
     for name, archive in images.items():
         shutil.copy(archive, ctx / "images" / f"{name}.tar")
-    (ctx / "Containerfile").write_text(CONTAINERFILE.format(
-        rootfs=rootfs, import_unit=IMPORT_UNIT, version=kubeset.VERSION))
+    (ctx / "Containerfile").write_text(
+        CONTAINERFILE.format(rootfs=rootfs, import_unit=IMPORT_UNIT, version=kubeset.VERSION)
+    )
 
 
 def node_tag(rootfs: str, images: dict[str, Path]) -> str:
     h = hashlib.sha256(rootfs.encode() + KIND_VERSION.encode())
-    for part in (containerd_config(), json.dumps(cni_config()), IMPORT_UNIT_TEXT,
-                 KUBELET_DROPIN, CONTAINERD_DROPIN, CONTAINERFILE):
+    for part in (
+        containerd_config(),
+        json.dumps(cni_config()),
+        IMPORT_UNIT_TEXT,
+        KUBELET_DROPIN,
+        CONTAINERD_DROPIN,
+        CONTAINERFILE,
+    ):
         h.update(part.encode())
     for name in ("kubeadm", "kubelet", "kubectl"):
         h.update(name.encode() + str(kubeset.path(name).stat().st_size).encode())
@@ -258,17 +297,32 @@ def kind_config() -> dict[str, Any]:
         "networking": {"disableDefaultCNI": True},
         "nodes": [{"role": "control-plane"}],
         "kubeadmConfigPatches": [
-            yaml.safe_dump({"kind": "KubeletConfiguration", "failCgroupV1": False,
-                            # a shared machine's disk: never evict or collect our images
-                            "imageGCHighThresholdPercent": 100,
-                            "evictionHard": {"memory.available": "0%",
-                                             "nodefs.available": "0%",
-                                             "nodefs.inodesFree": "0%",
-                                             "imagefs.available": "0%"}}),
-            yaml.safe_dump({"kind": "InitConfiguration", "nodeRegistration": {
-                "ignorePreflightErrors": ["SystemVerification"]}}),
-            yaml.safe_dump({"kind": "ClusterConfiguration", "etcd": {
-                "local": {"imageTag": kindcomponents.ETCD_IMAGE_TAG}}}),
+            yaml.safe_dump(
+                {
+                    "kind": "KubeletConfiguration",
+                    "failCgroupV1": False,
+                    # a shared machine's disk: never evict or collect our images
+                    "imageGCHighThresholdPercent": 100,
+                    "evictionHard": {
+                        "memory.available": "0%",
+                        "nodefs.available": "0%",
+                        "nodefs.inodesFree": "0%",
+                        "imagefs.available": "0%",
+                    },
+                }
+            ),
+            yaml.safe_dump(
+                {
+                    "kind": "InitConfiguration",
+                    "nodeRegistration": {"ignorePreflightErrors": ["SystemVerification"]},
+                }
+            ),
+            yaml.safe_dump(
+                {
+                    "kind": "ClusterConfiguration",
+                    "etcd": {"local": {"imageTag": kindcomponents.ETCD_IMAGE_TAG}},
+                }
+            ),
         ],
     }
 

@@ -1,6 +1,6 @@
 """The kind CLI, `go install`ed once from the module proxy into ~/.cache/nicotask.
 
-    python -m nicotask_dev.devenv.kindtool     # build when needed, print the path
+python -m nicotask_dev.devenv.kindtool     # build when needed, print the path
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ GO_TOOLCHAIN = "go1.27.3"
 
 def kind_binary() -> Path:
     path = gobuild.cache_root() / f"kind-{KIND_VERSION}" / "kind"
-    return gobuild.go_install_cached("kind", "sigs.k8s.io/kind", KIND_VERSION, path,
-                                     toolchain=GO_TOOLCHAIN)
+    return gobuild.go_install_cached(
+        "kind", "sigs.k8s.io/kind", KIND_VERSION, path, toolchain=GO_TOOLCHAIN
+    )
 
 
 def main() -> None:

@@ -45,17 +45,23 @@ def etcd_argv(
 
 
 def apiserver_argv(
-    binary: Path, pki: Pki, port: int, etcd_url: str, host: str = "127.0.0.1",
+    binary: Path,
+    pki: Pki,
+    port: int,
+    etcd_url: str,
+    host: str = "127.0.0.1",
     with_node: bool = False,
 ) -> list[str]:
     """With a node (devenv/node.py), kube-controller-manager runs, so ServiceAccount
     admission (token volumes) can stay on, and the API server needs a client
     certificate for the kubelet (logs, exec, port-forward)."""
     if with_node:
-        extra = [f"--kubelet-client-certificate={pki.admin_cert}",
-                 f"--kubelet-client-key={pki.admin_key}",
-                 # the node's name does not resolve; its InternalIP is the bridge address
-                 "--kubelet-preferred-address-types=InternalIP"]
+        extra = [
+            f"--kubelet-client-certificate={pki.admin_cert}",
+            f"--kubelet-client-key={pki.admin_key}",
+            # the node's name does not resolve; its InternalIP is the bridge address
+            "--kubelet-preferred-address-types=InternalIP",
+        ]
     else:
         # no kube-controller-manager: nothing would create `default` ServiceAccounts
         extra = ["--disable-admission-plugins=ServiceAccount"]

@@ -23,8 +23,15 @@ from pathlib import Path
 from . import gobuild
 
 VERSION = "v1.35.4"  # == node.KUBELET_VERSION (the newest kubelet that runs on cgroup v1)
-COMMANDS = ("kubeadm", "kubelet", "kubectl", "kube-apiserver", "kube-controller-manager",
-            "kube-scheduler", "kube-proxy")
+COMMANDS = (
+    "kubeadm",
+    "kubelet",
+    "kubectl",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kube-proxy",
+)
 
 
 def folder(version: str = VERSION) -> Path:
@@ -65,13 +72,26 @@ def ensure_built(version: str = VERSION) -> Path:
     env = gobuild.build_env()
     staging = folder(version) / "partial"
     staging.mkdir(exist_ok=True)
-    _log(f"kubernetes {version}: compiling {', '.join(missing)} in one go build "
-         "(tens of minutes on 2 cores the first time; cached afterwards)")
+    _log(
+        f"kubernetes {version}: compiling {', '.join(missing)} in one go build "
+        "(tens of minutes on 2 cores the first time; cached afterwards)"
+    )
     started = time.monotonic()
     proc = subprocess.Popen(
-        [gobuild.go_command(), "build", "-trimpath", "-ldflags", " ".join(spec.ldflags),
-         "-o", str(staging) + "/", *packages],
-        cwd=workdir, env=env, stderr=subprocess.PIPE, text=True,
+        [
+            gobuild.go_command(),
+            "build",
+            "-trimpath",
+            "-ldflags",
+            " ".join(spec.ldflags),
+            "-o",
+            str(staging) + "/",
+            *packages,
+        ],
+        cwd=workdir,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     while proc.poll() is None:
         time.sleep(30)
@@ -84,8 +104,10 @@ def ensure_built(version: str = VERSION) -> Path:
         (staging / name).rename(path(name, version))
     staging.rmdir()
     _adopt_kubelet(version)
-    _log(f"kubernetes {version}: built {', '.join(missing)} in "
-         f"{time.monotonic() - started:.0f}s -> {folder(version)}")
+    _log(
+        f"kubernetes {version}: built {', '.join(missing)} in "
+        f"{time.monotonic() - started:.0f}s -> {folder(version)}"
+    )
     return folder(version)
 
 

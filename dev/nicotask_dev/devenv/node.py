@@ -65,8 +65,10 @@ def kubelet() -> gobuild.GoBinary:
 
 
 def control_plane_binaries() -> list[gobuild.GoBinary]:
-    return [gobuild.kubernetes_binary("kube-controller-manager"),
-            gobuild.kubernetes_binary("kube-scheduler")]
+    return [
+        gobuild.kubernetes_binary("kube-controller-manager"),
+        gobuild.kubernetes_binary("kube-scheduler"),
+    ]
 
 
 def build_all() -> None:
@@ -114,7 +116,7 @@ def containerd_config(paths: NodePaths, sandbox_image: str) -> str:
     return f"""# written by nicotask dev (node.py); regenerated on every start
 version = 2
 root = "{paths.containerd_root}"
-state = "{paths.state / 'state'}"
+state = "{paths.state / "state"}"
 disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
                     "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
 [grpc]
@@ -122,7 +124,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 [ttrpc]
   address = "{paths.socket}.ttrpc"
 [plugins."io.containerd.internal.v1.opt"]
-  path = "{paths.containerd_root / 'opt'}"
+  path = "{paths.containerd_root / "opt"}"
 [{cri}]
   sandbox_image = "{sandbox_image}"
   enable_selinux = false
@@ -134,7 +136,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 [{cri}.containerd.runtimes.runc]
   runtime_type = "io.containerd.runc.v2"
 [{cri}.containerd.runtimes.runc.options]
-  BinaryName = "{shutil.which('runc') or '/usr/sbin/runc'}"
+  BinaryName = "{shutil.which("runc") or "/usr/sbin/runc"}"
   SystemdCgroup = false
 [{cri}.cni]
   bin_dir = "{CNI_BIN_DIR}"
@@ -193,8 +195,12 @@ def kubelet_config(paths: NodePaths, pki: Pki, port: int, healthz_port: int) -> 
         "nodeStatusUpdateFrequency": "5s",
         "syncFrequency": "10s",
         # A shared development machine: never evict or garbage-collect our images.
-        "evictionHard": {"memory.available": "0%", "nodefs.available": "0%",
-                         "imagefs.available": "0%", "nodefs.inodesFree": "0%"},
+        "evictionHard": {
+            "memory.available": "0%",
+            "nodefs.available": "0%",
+            "imagefs.available": "0%",
+            "nodefs.inodesFree": "0%",
+        },
         "imageGCHighThresholdPercent": 100,
         "imageGCLowThresholdPercent": 99,
         "localStorageCapacityIsolation": False,
@@ -213,8 +219,13 @@ def node_kubeconfig(paths: NodePaths, pki: Pki, api_url: str) -> Path:
 
     ca_cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
     ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
-    cert, key = issue(ca_cert, ca_key, f"system:node:{NODE_NAME}",  # type: ignore[arg-type]
-                      organizations=("system:nodes",), client=True)
+    cert, key = issue(
+        ca_cert,
+        ca_key,  # type: ignore[arg-type]
+        f"system:node:{NODE_NAME}",
+        organizations=("system:nodes",),
+        client=True,
+    )
     cfg = kube.kubeconfig_dict(api_url, pki.ca_cert.read_bytes(), cert_pem(cert), key_pem(key))
     paths.kubelet_kubeconfig.write_text(yaml.safe_dump(cfg, sort_keys=False))
     paths.kubelet_kubeconfig.chmod(0o600)
@@ -243,8 +254,9 @@ def claim_node(run_dir: Path) -> None:
                 procs = json.loads((owner / "state.json").read_text()).get("processes", [])
             except (OSError, ValueError):
                 procs = []
-            if any(p["name"] == "kubelet" and record_alive(ProcessRecord.from_json(p))
-                   for p in procs):
+            if any(
+                p["name"] == "kubelet" and record_alive(ProcessRecord.from_json(p)) for p in procs
+            ):
                 raise RuntimeError(
                     f"a node already runs for {owner}; stop it first: "
                     f"nicotask dev down --run-dir {owner}"
@@ -264,10 +276,38 @@ def setup_network(api_port: int) -> None:
     # DNAT to 127.0.0.1 is only routed when the incoming interface allows it.
     Path(f"/proc/sys/net/ipv4/conf/{BRIDGE}/route_localnet").write_text("1\n")
     _sh("iptables", "-t", "nat", "-N", NAT_CHAIN)
-    _sh("iptables", "-t", "nat", "-A", NAT_CHAIN, "-d", f"{KUBERNETES_SERVICE_IP}/32", "-p",
-        "tcp", "--dport", "443", "-j", "DNAT", "--to-destination", f"127.0.0.1:{api_port}")
-    _sh("iptables", "-t", "nat", "-A", NAT_CHAIN, "-d", f"{NODE_IP}/32", "-p", "tcp",
-        "-j", "DNAT", "--to-destination", "127.0.0.1")
+    _sh(
+        "iptables",
+        "-t",
+        "nat",
+        "-A",
+        NAT_CHAIN,
+        "-d",
+        f"{KUBERNETES_SERVICE_IP}/32",
+        "-p",
+        "tcp",
+        "--dport",
+        "443",
+        "-j",
+        "DNAT",
+        "--to-destination",
+        f"127.0.0.1:{api_port}",
+    )
+    _sh(
+        "iptables",
+        "-t",
+        "nat",
+        "-A",
+        NAT_CHAIN,
+        "-d",
+        f"{NODE_IP}/32",
+        "-p",
+        "tcp",
+        "-j",
+        "DNAT",
+        "--to-destination",
+        "127.0.0.1",
+    )
     _sh("iptables", "-t", "nat", "-I", "PREROUTING", "-i", BRIDGE, "-j", NAT_CHAIN)
 
 
@@ -283,8 +323,9 @@ def teardown_network() -> None:
 
 
 def ctr(paths: NodePaths, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return _sh("ctr", "--address", str(paths.socket), "-n", CONTAINERD_NAMESPACE, *args,
-               check=check)
+    return _sh(
+        "ctr", "--address", str(paths.socket), "-n", CONTAINERD_NAMESPACE, *args, check=check
+    )
 
 
 def pause_image() -> str:
@@ -297,9 +338,7 @@ def pause_image() -> str:
         import tempfile
 
         ctx = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        (ctx / "Containerfile").write_text(
-            f'FROM {base}\nENTRYPOINT ["/bin/sleep", "infinity"]\n'
-        )
+        (ctx / "Containerfile").write_text(f'FROM {base}\nENTRYPOINT ["/bin/sleep", "infinity"]\n')
         image.podman("build", *image.PODMAN_RUN_FLAGS, "-t", tag, str(ctx))
     return tag
 
@@ -319,8 +358,17 @@ def import_image(paths: NodePaths, tag: str) -> None:
 
 
 def _node_ready(kubeconfig: Path) -> bool:
-    proc = _sh(_kubectl(), "--kubeconfig", str(kubeconfig), "get", "node", NODE_NAME, "-o",
-               "jsonpath={.status.conditions[?(@.type=='Ready')].status}", check=False)
+    proc = _sh(
+        _kubectl(),
+        "--kubeconfig",
+        str(kubeconfig),
+        "get",
+        "node",
+        NODE_NAME,
+        "-o",
+        "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
+        check=False,
+    )
     return proc.stdout.strip() == "True"
 
 
@@ -352,27 +400,47 @@ def start_node(env: DevEnv, images: tuple[str, ...] = ()) -> dict[str, Any]:
 
     claim_node(env.run_dir)
     setup_network(api_port)
-    for d in (paths.dir, paths.state, paths.cni_conf_dir, paths.cni_ipam_dir,
-              paths.kubelet_dir, paths.images):
+    for d in (
+        paths.dir,
+        paths.state,
+        paths.cni_conf_dir,
+        paths.cni_ipam_dir,
+        paths.kubelet_dir,
+        paths.images,
+    ):
         d.mkdir(parents=True, exist_ok=True)
     sandbox = pause_image()
     paths.containerd_config.write_text(containerd_config(paths, sandbox))
     (paths.cni_conf_dir / "10-nicotask.conflist").write_text(
-        json.dumps(cni_config(paths), indent=2))
-    env.start_process("containerd", ["containerd", "--config", str(paths.containerd_config)],
-                      ready_check=lambda: _ctr_ready(paths), timeout=60)
+        json.dumps(cni_config(paths), indent=2)
+    )
+    env.start_process(
+        "containerd",
+        ["containerd", "--config", str(paths.containerd_config)],
+        ready_check=lambda: _ctr_ready(paths),
+        timeout=60,
+    )
     for tag in (sandbox, *images):
         import_image(paths, tag)
 
     node_kubeconfig(paths, pki, state["api_url"])
-    paths.kubelet_config.write_text(yaml.safe_dump(
-        kubelet_config(paths, pki, p["kubelet"], p["kubelet_healthz"]), sort_keys=False))
+    paths.kubelet_config.write_text(
+        yaml.safe_dump(
+            kubelet_config(paths, pki, p["kubelet"], p["kubelet_healthz"]), sort_keys=False
+        )
+    )
     env.start_process(
         "kubelet",
-        [str(gobuild.ensure_built(kubelet())), f"--config={paths.kubelet_config}",
-         f"--kubeconfig={paths.kubelet_kubeconfig}", f"--root-dir={paths.kubelet_dir}",
-         f"--cert-dir={paths.kubelet_dir / 'pki'}", f"--hostname-override={NODE_NAME}",
-         f"--node-ip={NODE_IP}", "--v=1"],
+        [
+            str(gobuild.ensure_built(kubelet())),
+            f"--config={paths.kubelet_config}",
+            f"--kubeconfig={paths.kubelet_kubeconfig}",
+            f"--root-dir={paths.kubelet_dir}",
+            f"--cert-dir={paths.kubelet_dir / 'pki'}",
+            f"--hostname-override={NODE_NAME}",
+            f"--node-ip={NODE_IP}",
+            "--v=1",
+        ],
         ready_check=lambda: _node_ready(admin_kubeconfig),
         timeout=120,
     )
@@ -381,27 +449,48 @@ def start_node(env: DevEnv, images: tuple[str, ...] = ()) -> dict[str, Any]:
     ccm, sched = (gobuild.ensure_built(b) for b in control_plane_binaries())
     env.start_process(
         "kube-controller-manager",
-        [str(ccm), f"--kubeconfig={admin_kubeconfig}", "--leader-elect=false",
-         "--bind-address=127.0.0.1", f"--secure-port={p['controller_manager']}",
-         f"--service-account-private-key-file={pki.sa_key}", f"--root-ca-file={pki.ca_cert}",
-         f"--cluster-signing-cert-file={pki.ca_cert}",
-         f"--cluster-signing-key-file={pki.ca_key}",
-         "--use-service-account-credentials=false", "--v=1"],
-        ready_check=lambda: kube.http_ok(f"https://127.0.0.1:{p['controller_manager']}/healthz",
-                                         _insecure()),
+        [
+            str(ccm),
+            f"--kubeconfig={admin_kubeconfig}",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={p['controller_manager']}",
+            f"--service-account-private-key-file={pki.sa_key}",
+            f"--root-ca-file={pki.ca_cert}",
+            f"--cluster-signing-cert-file={pki.ca_cert}",
+            f"--cluster-signing-key-file={pki.ca_key}",
+            "--use-service-account-credentials=false",
+            "--v=1",
+        ],
+        ready_check=lambda: kube.http_ok(
+            f"https://127.0.0.1:{p['controller_manager']}/healthz", _insecure()
+        ),
         timeout=60,
     )
     env.start_process(
         "kube-scheduler",
-        [str(sched), f"--kubeconfig={admin_kubeconfig}", "--leader-elect=false",
-         "--bind-address=127.0.0.1", f"--secure-port={p['scheduler']}", "--v=1"],
-        ready_check=lambda: kube.http_ok(f"https://127.0.0.1:{p['scheduler']}/healthz",
-                                         _insecure()),
+        [
+            str(sched),
+            f"--kubeconfig={admin_kubeconfig}",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={p['scheduler']}",
+            "--v=1",
+        ],
+        ready_check=lambda: kube.http_ok(
+            f"https://127.0.0.1:{p['scheduler']}/healthz", _insecure()
+        ),
         timeout=60,
     )
 
-    env.update_state(node={"name": NODE_NAME, "ip": NODE_IP, "pod_cidr": POD_CIDR,
-                           "containerd_socket": str(paths.socket)})
+    env.update_state(
+        node={
+            "name": NODE_NAME,
+            "ip": NODE_IP,
+            "pod_cidr": POD_CIDR,
+            "containerd_socket": str(paths.socket),
+        }
+    )
     log(f"node {NODE_NAME} Ready ({NODE_IP}, pods in {POD_CIDR})")
     return env.load_state()
 
@@ -427,8 +516,10 @@ def teardown_node(run_dir: Path) -> None:
             cmdline = (pid_dir / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if cmdline and cmdline[0].endswith(b"containerd-shim-runc-v2") and (
-            str(paths.socket).encode() in b" ".join(cmdline)
+        if (
+            cmdline
+            and cmdline[0].endswith(b"containerd-shim-runc-v2")
+            and (str(paths.socket).encode() in b" ".join(cmdline))
         ):
             with contextlib.suppress(OSError):
                 os.killpg(int(pid_dir.name), 9)

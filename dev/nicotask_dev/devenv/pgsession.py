@@ -39,10 +39,23 @@ class PsqlSession:
     async def __aenter__(self) -> PsqlSession:
         psql = temporalserver.ensure_postgres() / "psql"
         self._proc = await asyncio.create_subprocess_exec(
-            str(psql), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
-            "-h", ports.LOOPBACK, "-p", str(self.port),
-            "-U", temporalserver.DB_USER, "-d", self.database,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            str(psql),
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            ports.LOOPBACK,
+            "-p",
+            str(self.port),
+            "-U",
+            temporalserver.DB_USER,
+            "-d",
+            self.database,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             env={**os.environ, "PGPASSWORD": temporalserver.DB_PASSWORD},
         )
@@ -65,7 +78,9 @@ class PsqlSession:
             lines.append(line)
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         proc, self._proc = self._proc, None

@@ -72,8 +72,14 @@ class Pki:
 
     def files(self) -> list[Path]:
         return [
-            self.ca_cert, self.ca_key, self.serving_cert, self.serving_key,
-            self.admin_cert, self.admin_key, self.sa_key, self.sa_pub,
+            self.ca_cert,
+            self.ca_key,
+            self.serving_cert,
+            self.serving_key,
+            self.admin_cert,
+            self.admin_key,
+            self.sa_key,
+            self.sa_pub,
         ]
 
     def complete(self) -> bool:
@@ -111,9 +117,15 @@ def make_ca(common_name: str = "nicotask-dev-ca") -> tuple[x509.Certificate, Pri
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                crl_sign=True, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -155,9 +167,15 @@ def issue(
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                crl_sign=False, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -192,12 +210,14 @@ def ensure_pki(directory: Path) -> Pki:
     directory.mkdir(parents=True, exist_ok=True)
     ca_cert, ca_key = make_ca()
     serving, serving_key = issue(
-        ca_cert, ca_key, "kube-apiserver",
-        dns_names=SERVING_DNS, ip_addresses=SERVING_IPS, server=True,
+        ca_cert,
+        ca_key,
+        "kube-apiserver",
+        dns_names=SERVING_DNS,
+        ip_addresses=SERVING_IPS,
+        server=True,
     )
-    admin, admin_key = issue(
-        ca_cert, ca_key, ADMIN_USER, organizations=(ADMIN_GROUP,), client=True
-    )
+    admin, admin_key = issue(ca_cert, ca_key, ADMIN_USER, organizations=(ADMIN_GROUP,), client=True)
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     _write(pki.ca_cert, cert_pem(ca_cert))
     _write(pki.ca_key, key_pem(ca_key), private=True)

@@ -29,13 +29,21 @@ def server_argv(
     namespace: str = NAMESPACE,
 ) -> list[str]:
     argv = [
-        str(binary), "server", "start-dev",
-        "--ip", host,
-        "--port", str(port),
-        "--http-port", str(http_port),
-        "--metrics-port", str(metrics_port),
-        "--db-filename", str(db_file),
-        "--log-level", "warn",
+        str(binary),
+        "server",
+        "start-dev",
+        "--ip",
+        host,
+        "--port",
+        str(port),
+        "--http-port",
+        str(http_port),
+        "--metrics-port",
+        str(metrics_port),
+        "--db-filename",
+        str(db_file),
+        "--log-level",
+        "warn",
     ]
     if namespace != "default":  # `default` is always created
         argv += ["--namespace", namespace]
@@ -50,9 +58,20 @@ def namespace_ready(binary: Path, address: str, namespace: str = NAMESPACE) -> b
     """True once the frontend answers DescribeNamespace for `namespace`."""
     try:
         proc = subprocess.run(
-            [str(binary), "operator", "namespace", "describe", namespace,
-             "--address", address, "--output", "json"],
-            capture_output=True, timeout=10, check=False,
+            [
+                str(binary),
+                "operator",
+                "namespace",
+                "describe",
+                namespace,
+                "--address",
+                address,
+                "--output",
+                "json",
+            ],
+            capture_output=True,
+            timeout=10,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
         return False

@@ -124,7 +124,11 @@ def _copy_module_files(version: str) -> None:
     env = {**os.environ, "GOTOOLCHAIN": GO_TOOLCHAIN, "GOFLAGS": "-mod=mod"}
     proc = subprocess.run(
         [go_command(), "mod", "download", "-json", f"{MODULE}@{version}"],
-        env=env, capture_output=True, text=True, check=False, cwd=build_dir(version),
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=build_dir(version),
     )
     if proc.returncode != 0:
         raise RuntimeError(f"go mod download {MODULE}@{version} failed:\n{proc.stderr[-4000:]}")
@@ -150,11 +154,17 @@ def ensure_built(version: str = VERSION) -> tuple[Path, Path]:
     started = time.monotonic()
     fresh = not (server_path(version).exists() and sql_tool_path(version).exists())
     server = go_install_cached(
-        "temporal-server", f"{MODULE}/cmd/server", version, server_path(version),
+        "temporal-server",
+        f"{MODULE}/cmd/server",
+        version,
+        server_path(version),
         toolchain=GO_TOOLCHAIN,
     )
     tool = go_install_cached(
-        "temporal-sql-tool", f"{MODULE}/cmd/tools/sql", version, sql_tool_path(version),
+        "temporal-sql-tool",
+        f"{MODULE}/cmd/tools/sql",
+        version,
+        sql_tool_path(version),
         toolchain=GO_TOOLCHAIN,
     )
     _copy_module_files(version)
@@ -215,8 +225,14 @@ def as_user(user: pwd.struct_passwd | None, argv: list[str]) -> list[str]:
     if user is None:
         return argv
     setpriv = shutil.which("setpriv") or "/usr/bin/setpriv"
-    return [setpriv, f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--init-groups",
-            "--", *argv]
+    return [
+        setpriv,
+        f"--reuid={user.pw_uid}",
+        f"--regid={user.pw_gid}",
+        "--init-groups",
+        "--",
+        *argv,
+    ]
 
 
 def _grant_traverse(path: Path) -> None:
@@ -250,11 +266,23 @@ def init_postgres(run_dir: Path, bindir: Path) -> Path:
         os.chown(pwfile, user.pw_uid, user.pw_gid)
     base.chmod(0o700)
     pwfile.chmod(0o600)
-    argv = as_user(user, [
-        str(bindir / "initdb"), "-D", str(data), "-U", DB_USER, f"--pwfile={pwfile}",
-        "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C",
-        "--no-instructions",
-    ])
+    argv = as_user(
+        user,
+        [
+            str(bindir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            DB_USER,
+            f"--pwfile={pwfile}",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-instructions",
+        ],
+    )
     _log(f"initdb {data}")
     proc = subprocess.run(argv, capture_output=True, text=True, check=False, cwd="/")
     if proc.returncode != 0:
@@ -264,19 +292,32 @@ def init_postgres(run_dir: Path, bindir: Path) -> Path:
 
 
 def postgres_argv(bindir: Path, data: Path, port: int, host: str) -> list[str]:
-    return as_user(pg_user(), [
-        str(bindir / "postgres"), "-D", str(data), "-p", str(port),
-        "-c", f"listen_addresses={host}",
-        "-c", "unix_socket_directories=",
-        "-c", "max_connections=200",
-        "-c", "log_min_messages=warning",
-    ])
+    return as_user(
+        pg_user(),
+        [
+            str(bindir / "postgres"),
+            "-D",
+            str(data),
+            "-p",
+            str(port),
+            "-c",
+            f"listen_addresses={host}",
+            "-c",
+            "unix_socket_directories=",
+            "-c",
+            "max_connections=200",
+            "-c",
+            "log_min_messages=warning",
+        ],
+    )
 
 
 def postgres_ready(bindir: Path, host: str, port: int) -> bool:
     proc = subprocess.run(
         [str(bindir / "pg_isready"), "-q", "-h", host, "-p", str(port), "-U", DB_USER],
-        capture_output=True, timeout=10, check=False,
+        capture_output=True,
+        timeout=10,
+        check=False,
     )
     return proc.returncode == 0
 
@@ -287,8 +328,19 @@ def setup_schemas(tool: Path, host: str, port: int, run_dir: Path) -> None:
     marker = pg_dir(run_dir) / f"schemas-{VERSION}"
     if marker.exists():
         return
-    base = [str(tool), "--plugin", "postgres12", "--ep", host, "--port", str(port),
-            "--user", DB_USER, "--password", DB_PASSWORD]
+    base = [
+        str(tool),
+        "--plugin",
+        "postgres12",
+        "--ep",
+        host,
+        "--port",
+        str(port),
+        "--user",
+        DB_USER,
+        "--password",
+        DB_PASSWORD,
+    ]
     for db, folder in ((STORE_DB, "temporal"), (VISIBILITY_DB, "visibility")):
         versioned = build_dir() / SCHEMA_VERSION_DIR / folder / "versioned"
         steps = [
@@ -331,12 +383,17 @@ def server_config(
     glob.pop("pprof", None)
     glob["metrics"]["prometheus"]["listenAddress"] = f"{host}:{ports['temporal_metrics']}"
     services = cfg["services"]
-    for name, key in (("frontend", "temporal"), ("history", "temporal_history"),
-                      ("matching", "temporal_matching"), ("worker", "temporal_worker")):
+    for name, key in (
+        ("frontend", "temporal"),
+        ("history", "temporal_history"),
+        ("matching", "temporal_matching"),
+        ("worker", "temporal_worker"),
+    ):
         rpc = services[name]["rpc"]
         rpc["grpcPort"] = ports[key]
-        rpc["membershipPort"] = ports[f"{key}_membership" if name != "frontend"
-                                      else "temporal_frontend_membership"]
+        rpc["membershipPort"] = ports[
+            f"{key}_membership" if name != "frontend" else "temporal_frontend_membership"
+        ]
         rpc["bindOnLocalHost"] = False
         rpc["bindOnIP"] = host
     services["frontend"]["rpc"]["httpPort"] = ports["temporal_frontend_http"]
@@ -373,8 +430,9 @@ def server_argv(server: Path, config: Path) -> list[str]:
 
 
 def _cli(tbin: Path, *args: str, timeout: float = 15) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(tbin), *args], capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    return subprocess.run(
+        [str(tbin), *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def frontend_serving(tbin: Path, address: str) -> bool:
@@ -389,8 +447,17 @@ def register_namespace(tbin: Path, address: str, namespace: str = NAMESPACE) -> 
     described = _cli(tbin, "operator", "namespace", "describe", namespace, "--address", address)
     if described.returncode == 0:
         return
-    created = _cli(tbin, "operator", "namespace", "create", namespace,
-                   "--retention", RETENTION, "--address", address)
+    created = _cli(
+        tbin,
+        "operator",
+        "namespace",
+        "create",
+        namespace,
+        "--retention",
+        RETENTION,
+        "--address",
+        address,
+    )
     if created.returncode != 0 and "already" not in created.stderr.lower():
         raise RuntimeError(
             f"temporal operator namespace create {namespace} failed: {created.stderr.strip()}"
@@ -402,8 +469,9 @@ def namespace_usable(tbin: Path, address: str, namespace: str = NAMESPACE) -> bo
     """True once the frontend serves the namespace: its registry is refreshed from the
     database every few seconds, so a new namespace is described before it can be used."""
     try:
-        proc = _cli(tbin, "workflow", "list", "--namespace", namespace, "--limit", "1",
-                    "--address", address)
+        proc = _cli(
+            tbin, "workflow", "list", "--namespace", namespace, "--limit", "1", "--address", address
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
     return proc.returncode == 0

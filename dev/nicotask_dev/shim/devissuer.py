@@ -111,11 +111,14 @@ def issuer_config(key_dir: Path | str, allow_in_cluster: bool = False) -> Issuer
             raise DevIssuerRefused(f"dev issuer in a pod: no public key at {public}")
         log.warning(
             "!!! DEV TOKEN ISSUER TRUSTED INSIDE A POD (key %s): anyone holding its private key "
-            "can act as any org's provider admin; never do this in production !!!", public,
+            "can act as any org's provider admin; never do this in production !!!",
+            public,
         )
         return IssuerConfig(
-            issuer=DEV_ISSUER, audience=DEV_AUDIENCE,
-            public_key_pem=public.read_text(), algorithms=["ES256"],
+            issuer=DEV_ISSUER,
+            audience=DEV_AUDIENCE,
+            public_key_pem=public.read_text(),
+            algorithms=["ES256"],
         )
     _, public = ensure_keys(key_dir)
     return IssuerConfig(
@@ -174,7 +177,10 @@ def issue_token(
     }
     claims.update(extra_claims or {})
     return jwt.encode(
-        claims, key, algorithm="ES256", headers={"kid": _kid(public.read_bytes())}  # type: ignore[arg-type]
+        claims,
+        key,  # type: ignore[arg-type]
+        algorithm="ES256",
+        headers={"kid": _kid(public.read_bytes())},
     )
 
 

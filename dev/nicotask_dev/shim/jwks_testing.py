@@ -1,8 +1,8 @@
 """A JWKS issuer for tests: a real JWKS HTTP server (aiohttp on loopback) and tokens.
 
-    async with JwksServer() as server:
-        server.body = {"keys": [jwk(KEY1, "k1")]}
-        token = signed_token(KEY1, "k1", roles=["acme:PROVIDER_ADMIN"])
+async with JwksServer() as server:
+    server.body = {"keys": [jwk(KEY1, "k1")]}
+    token = signed_token(KEY1, "k1", roles=["acme:PROVIDER_ADMIN"])
 """
 
 from __future__ import annotations
@@ -47,8 +47,13 @@ def signed_token(
     """A token for audience `nicotask`, RS256 or ES256 by the key's type."""
     alg = "RS256" if isinstance(key, rsa.RSAPrivateKey) else "ES256"
     now = int(time.time())
-    claims = {"iss": iss, "aud": "nicotask", "sub": subject or f"u-{time.monotonic_ns()}",
-              "exp": now + ttl, "realm_access": {"roles": list(roles)}}
+    claims = {
+        "iss": iss,
+        "aud": "nicotask",
+        "sub": subject or f"u-{time.monotonic_ns()}",
+        "exp": now + ttl,
+        "realm_access": {"roles": list(roles)},
+    }
     return jwt.encode(claims, key, algorithm=alg, headers={"kid": kid} if kid else None)
 
 

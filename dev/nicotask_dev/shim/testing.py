@@ -50,7 +50,11 @@ class ServerThread:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on",
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="on",
             timeout_graceful_shutdown=5,
         )
         self.server = uvicorn.Server(config)
@@ -115,21 +119,34 @@ class World:
 
 
 async def create_provider(custom: client.CustomObjectsApi, name: str, org: str) -> None:
-    await custom.create_cluster_custom_object(api.GROUP, api.VERSION, PROVIDERS, {
-        "apiVersion": api.API_VERSION, "kind": "NicoProvider", "metadata": {"name": name},
-        "spec": {"org": org, "providerId": str(uuid.uuid4())},
-    })
+    await custom.create_cluster_custom_object(
+        api.GROUP,
+        api.VERSION,
+        PROVIDERS,
+        {
+            "apiVersion": api.API_VERSION,
+            "kind": "NicoProvider",
+            "metadata": {"name": name},
+            "spec": {"org": org, "providerId": str(uuid.uuid4())},
+        },
+    )
 
 
 async def create_site(
     custom: client.CustomObjectsApi, site_id: str, provider: str, name: str | None = None
 ) -> None:
     """A NicoSite, named after its siteId unless `name` says otherwise (which the CRD refuses)."""
-    await custom.create_cluster_custom_object(api.GROUP, api.VERSION, SITES, {
-        "apiVersion": api.API_VERSION, "kind": "NicoSite",
-        "metadata": {"name": site_id.lower() if name is None else name},
-        "spec": {"siteId": site_id, "providerRef": provider},
-    })
+    await custom.create_cluster_custom_object(
+        api.GROUP,
+        api.VERSION,
+        SITES,
+        {
+            "apiVersion": api.API_VERSION,
+            "kind": "NicoSite",
+            "metadata": {"name": site_id.lower() if name is None else name},
+            "spec": {"siteId": site_id, "providerRef": provider},
+        },
+    )
 
 
 async def make_world(api_client: client.ApiClient) -> World:
@@ -149,10 +166,16 @@ async def make_world(api_client: client.ApiClient) -> World:
 SAMPLE_REPORT = {
     "version": "1",
     "stages": [
-        {"number": 1, "status": "completed",
-         "steps": [{"componentType": "PowerShelf", "status": "completed", "totalComponents": 2}]},
-        {"number": 2, "status": "running",
-         "steps": [{"componentType": "Compute", "status": "running", "totalComponents": 4}]},
+        {
+            "number": 1,
+            "status": "completed",
+            "steps": [{"componentType": "PowerShelf", "status": "completed", "totalComponents": 2}],
+        },
+        {
+            "number": 2,
+            "status": "running",
+            "steps": [{"componentType": "Compute", "status": "running", "totalComponents": 4}],
+        },
     ],
 }
 
@@ -169,17 +192,33 @@ async def make_task(
 ) -> dict[str, Any]:
     """Create a NicoTask and (optionally) write its status through the status subresource."""
     custom = client.CustomObjectsApi(api_client)
-    obj = await custom.create_namespaced_custom_object(api.GROUP, api.VERSION, namespace, TASKS, {
-        "apiVersion": api.API_VERSION, "kind": "NicoTask",
-        "metadata": {"name": name or f"task-{secrets.token_hex(4)}"},
-        "spec": {"siteId": site_id, "rackRef": rack, "operation": "PowerOn",
-                 "description": "Power on rack components"},
-    })
+    obj = await custom.create_namespaced_custom_object(
+        api.GROUP,
+        api.VERSION,
+        namespace,
+        TASKS,
+        {
+            "apiVersion": api.API_VERSION,
+            "kind": "NicoTask",
+            "metadata": {"name": name or f"task-{secrets.token_hex(4)}"},
+            "spec": {
+                "siteId": site_id,
+                "rackRef": rack,
+                "operation": "PowerOn",
+                "description": "Power on rack components",
+            },
+        },
+    )
     if status is None:
         return dict(obj)
     now = api.utcnow().isoformat().replace("+00:00", "Z")
-    st: dict[str, Any] = {"id": obj["metadata"]["uid"], "status": status, "message": status,
-                          "created": now, "updated": now}
+    st: dict[str, Any] = {
+        "id": obj["metadata"]["uid"],
+        "status": status,
+        "message": status,
+        "created": now,
+        "updated": now,
+    }
     if status != "Pending" and status != "Waiting":
         st["started"] = now
     if status in api.FINISHED_STATUS_VALUES:

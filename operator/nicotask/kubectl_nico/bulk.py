@@ -113,9 +113,7 @@ def validate_reason(reason: str | None) -> str | None:
     except ValueError as exc:
         raise PluginError(f"--reason: {exc}") from None
     if len(reason) > CANCEL_REASON_MAX:
-        raise PluginError(
-            f"--reason: {len(reason)} characters; at most {CANCEL_REASON_MAX}"
-        )
+        raise PluginError(f"--reason: {len(reason)} characters; at most {CANCEL_REASON_MAX}")
     return reason
 
 
@@ -132,9 +130,7 @@ class Plan:
     note: str = ""
 
 
-def plan(
-    task: dict[str, Any], mode: str, reason: str | None, requested_by: str | None
-) -> Plan:
+def plan(task: dict[str, Any], mode: str, reason: str | None, requested_by: str | None) -> Plan:
     """What `cancel --mode MODE [--reason R]` does to `task` (as the API server returned it).
 
     - Succeeded/Failed: nothing (already finished); Terminated: nothing (already cancelled).

@@ -154,8 +154,7 @@ def report(task: str, output: str, **flags: Any) -> None:
     "--for",
     "for_",
     default="finished",
-    help="finished (default) or a status: Pending, Waiting, Running, Succeeded, "
-    "Failed, Terminated",
+    help="finished (default) or a status: Pending, Waiting, Running, Succeeded, Failed, Terminated",
 )
 @click.option("--timeout", default="60s", help="e.g. 30s, 5m (default 60s)")
 def wait(task: str, for_: str, timeout: str, **flags: Any) -> None:

@@ -314,9 +314,7 @@ async def find_reruns(kube: Kube, namespace: str, task: dict[str, Any]) -> list[
     if len(name) > rerun.LABEL_VALUE_MAX:
         return []
     try:
-        found = await kube.list_objects(
-            TASKS, namespace, label_selector=f"{rerun.RERUN_OF}={name}"
-        )
+        found = await kube.list_objects(TASKS, namespace, label_selector=f"{rerun.RERUN_OF}={name}")
     except (ApiException, KubeError):
         return []
     return rerun.reruns_of(task, found)
@@ -355,8 +353,7 @@ async def cmd_wait(
             return 1
         if now() >= deadline:
             print(
-                f"error: timed out waiting for {KIND}/{name} to be {wanted} "
-                f"(status: {current})",
+                f"error: timed out waiting for {KIND}/{name} to be {wanted} (status: {current})",
                 file=sys.stderr,
             )
             return 1

@@ -34,9 +34,7 @@ def normalize_for(value: str) -> str:
     for status in STATUSES:
         if status.lower() == lowered:
             return status
-    raise PluginError(
-        f"--for: expected finished or one of {', '.join(STATUSES)}; got {value!r}"
-    )
+    raise PluginError(f"--for: expected finished or one of {', '.join(STATUSES)}; got {value!r}")
 
 
 def wait_verdict(task: dict[str, Any], wanted: str) -> bool | None:

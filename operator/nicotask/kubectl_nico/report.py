@@ -99,9 +99,7 @@ def render_report(
         f"Finished:   {_stamp(status.get('finished'))}",
     ]
     if status.get("started"):
-        lines.append(
-            f"Duration:   {_duration(status.get('started'), status.get('finished'), now)}"
-        )
+        lines.append(f"Duration:   {_duration(status.get('started'), status.get('finished'), now)}")
     if spec.get("cancel"):
         who = status.get("cancelRequestedBy")
         at = status.get("cancelRequestedAt")
@@ -164,7 +162,6 @@ def render_report(
             )
     lines.extend(_table(headers, rows))
     return "\n".join(lines) + "\n"
-
 
 
 def rerun_origin(meta: dict[str, Any]) -> str:

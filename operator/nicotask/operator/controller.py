@@ -251,9 +251,7 @@ class Controller:
             message = f"workflow {started.metadata.uid} started (rule {resolved.rule_id})"
             self.events.post(started, "Started", message)
 
-    async def _admit_on_rack(
-        self, uid: str, rack: api.NicoRack, resolved: Any
-    ) -> NicoTask | None:
+    async def _admit_on_rack(self, uid: str, rack: api.NicoRack, resolved: Any) -> NicoTask | None:
         """Under the rack's lock: start, queue or refuse. Returns the task when started."""
         task = self.live_tasks.get(uid)  # fresh again: the lock may have been contended
         if task is None or task.spec.cancel or task.status.run_id is not None:
@@ -297,9 +295,7 @@ class Controller:
         uid = task.metadata.uid or ""
         by = decisions.requested_by(task)
         requested_at = (
-            task.status.cancel_requested_at
-            or self._cancel_seen.get(uid)
-            or dt.datetime.now(dt.UTC)
+            task.status.cancel_requested_at or self._cancel_seen.get(uid) or dt.datetime.now(dt.UTC)
         )
         graceful = task.spec.stop_mode() == StopMode.GRACEFUL
         stop = request_cancel if graceful else terminate
@@ -322,8 +318,9 @@ class Controller:
             written, changed = await self._write(task, decisions.stopping_status(by, requested_at))
             if changed:
                 self.events.post(
-                    written, "StoppingGracefully", f"{decisions.cancel_reason(written)}; "
-                    f"{lifecycle.STOPPING_MESSAGE}"
+                    written,
+                    "StoppingGracefully",
+                    f"{decisions.cancel_reason(written)}; {lifecycle.STOPPING_MESSAGE}",
                 )
             return
         if result in (TerminateResult.TERMINATED, TerminateResult.NEVER_STARTED):
@@ -403,7 +400,9 @@ class Controller:
     def _post_outcome(self, task: NicoTask) -> None:
         status = task.status.status
         self.events.post(
-            task, status.value, task.status.message or status.value,
+            task,
+            status.value,
+            task.status.message or status.value,
             warning=status != TaskStatus.SUCCEEDED,
         )
 

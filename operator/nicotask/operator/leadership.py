@@ -180,12 +180,19 @@ def peering_reader(kube: Kube, name: str, namespaces: list[str]) -> Reader:
             try:
                 if namespace is None:
                     obj = await kube.custom.get_cluster_custom_object(
-                        KOPF_GROUP, KOPF_VERSION, "clusterkopfpeerings", name,
+                        KOPF_GROUP,
+                        KOPF_VERSION,
+                        "clusterkopfpeerings",
+                        name,
                         _request_timeout=READ_TIMEOUT,
                     )
                 else:
                     obj = await kube.custom.get_namespaced_custom_object(
-                        KOPF_GROUP, KOPF_VERSION, namespace, "kopfpeerings", name,
+                        KOPF_GROUP,
+                        KOPF_VERSION,
+                        namespace,
+                        "kopfpeerings",
+                        name,
                         _request_timeout=READ_TIMEOUT,
                     )
             except ApiException as exc:

@@ -70,9 +70,7 @@ class Retention:
 
     def schedule(self, task: NicoTask) -> None:
         meta = task.metadata
-        self._push(
-            due_at(task, self.default_ttl), meta.namespace or "", meta.name, meta.uid or ""
-        )
+        self._push(due_at(task, self.default_ttl), meta.namespace or "", meta.name, meta.uid or "")
 
     def _push(self, when: dt.datetime | None, namespace: str, name: str, uid: str) -> None:
         if when is None:
@@ -112,5 +110,3 @@ class Retention:
                 log.info("deleted finished task %s/%s (ttlSecondsAfterFinished)", namespace, name)
             except Exception as exc:
                 log.warning("could not delete finished task %s/%s: %s", namespace, name, exc)
-
-

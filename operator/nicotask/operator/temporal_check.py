@@ -107,8 +107,10 @@ async def check_temporal(settings: Settings, client: Client) -> Problem | None:
             )
         return _unreachable(settings, _why(exc))
     since = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
-    for query in (running_query(settings.task_queue),
-                  closed_since_query(settings.task_queue, since)):
+    for query in (
+        running_query(settings.task_queue),
+        closed_since_query(settings.task_queue, since),
+    ):
         try:
             async for _ in client.list_workflows(
                 query, page_size=1, limit=1, rpc_timeout=RPC_TIMEOUT
@@ -149,6 +151,7 @@ async def wait_until_usable(
     repeat: float = REPEAT_SECONDS,
 ) -> None:
     """Check until it passes; log each problem as one line (again every `repeat` s)."""
+
     async def default_client() -> Client:
         return await connect(settings, lazy=True)
 
@@ -169,8 +172,11 @@ async def wait_until_usable(
             )
         if problem is None:
             if last is not None:
-                log.info("Temporal check passed: %s namespace %s",
-                         settings.temporal_address, settings.temporal_namespace)
+                log.info(
+                    "Temporal check passed: %s namespace %s",
+                    settings.temporal_address,
+                    settings.temporal_namespace,
+                )
             return
         now = time.monotonic()
         if problem != last or now - last_logged >= repeat:

@@ -80,7 +80,8 @@ class _Issuer:
             self.keys.append((alg, key))
         self.jwks = (
             JwksKeys(cfg.jwks_url, http, jwks.lifespan, jwks.min_interval, jwks.timeout)
-            if cfg.jwks_url else None
+            if cfg.jwks_url
+            else None
         )
         # How long a token verified with this issuer's keys may be trusted from the cache.
         self.cache_cap = jwks.lifespan if self.jwks is not None else float("inf")
@@ -197,7 +198,8 @@ def principal_of(claims: dict[str, Any]) -> Principal:
     return Principal(
         subject=str(subject),
         roles=frozenset(str(r) for r in roles if isinstance(r, str)),
-        orgs=frozenset(str(o) for o in orgs if isinstance(o, str)) if isinstance(orgs, list)
+        orgs=frozenset(str(o) for o in orgs if isinstance(o, str))
+        if isinstance(orgs, list)
         else frozenset(),
         claims=claims,
     )

@@ -114,7 +114,9 @@ class SiteCache(_Cache):
             self.by_site.pop(str(_meta(old).get("name")), None)
         if new is not None:
             site, ref, name = (
-                _spec(new).get("siteId"), _spec(new).get("providerRef"), _meta(new).get("name")
+                _spec(new).get("siteId"),
+                _spec(new).get("providerRef"),
+                _meta(new).get("name"),
             )
             if not (isinstance(site, str) and isinstance(ref, str) and isinstance(name, str)):
                 return
@@ -122,7 +124,9 @@ class SiteCache(_Cache):
                 log.warning(
                     "NicoSite %s is ignored: its name is not its siteId %s in lower case; "
                     "create it again as %s (docs/operations.md, upgrading)",
-                    name, site, site.lower(),
+                    name,
+                    site,
+                    site.lower(),
                 )
                 return
             self.by_site[name] = Site(name, ref)
@@ -171,7 +175,9 @@ def record_of(obj: Obj) -> TaskRecord | None:
     except (ValidationError, ValueError, TypeError) as exc:
         log.warning(
             "skipping NicoTask %s/%s (uid %s): it does not parse: %s",
-            meta.get("namespace"), meta.get("name"), meta.get("uid"),
+            meta.get("namespace"),
+            meta.get("name"),
+            meta.get("uid"),
             str(exc).replace("\n", "; ")[:500],
         )
         return None

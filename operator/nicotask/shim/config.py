@@ -1,26 +1,26 @@
 """Shim settings from the environment (prefix NICOTASK_SHIM_).
 
-  NICOTASK_SHIM_ISSUERS          JSON list of trusted JWT issuers, each
-                                 {"issuer", "audience" (str or list), "jwks_url"
-                                 | "public_key_pem" | "public_keys_pem",
-                                 "algorithms" (subset of RS256, ES256)}
-  NICOTASK_SHIM_ISSUERS_FILE     the same JSON in a file (both are merged); the local
-                                 environment's dev token issuer (nicotask-dev) is
-                                 trusted this way: `nicotask dev shim`, `make run`
-  NICOTASK_SHIM_NAMESPACES       namespaces to serve, comma-separated or a JSON list;
-                                 empty = all
-  NICOTASK_SHIM_HOST / _PORT     listen address (default: NICOTASK_SHIM_HOST/PORT
-                                 of the process settings, 127.0.0.1:8088)
-  NICOTASK_SHIM_LEEWAY_SECONDS   clock skew allowed on exp/nbf (default 5)
-  NICOTASK_SHIM_KUBE_TIMEOUT_SECONDS  budget of one request's Kubernetes calls (default 20)
-  NICOTASK_SHIM_CANCEL_ATTEMPTS  patch rounds on conflict, each after one fresh read (default 5)
-  NICOTASK_SHIM_INDEX_SYNC_SECONDS  startup wait for the caches' first lists (default 10)
-  NICOTASK_SHIM_MISS_WAIT_SECONDS   how long a lookup that misses waits for the watch (0.5)
-  NICOTASK_SHIM_TOKEN_CACHE_SIZE    verified tokens kept (LRU, each until its exp) (10000)
-  NICOTASK_SHIM_JWKS_CACHE_SECONDS  a JWKS is used at most this long after its fetch (300)
-  NICOTASK_SHIM_JWKS_MIN_REFETCH_SECONDS  at most one JWKS fetch per issuer this often (10)
-  NICOTASK_SHIM_JWKS_TIMEOUT_SECONDS  timeout of one JWKS fetch (3)
-  NICOTASK_SHIM_MAX_BODY_BYTES     request body cap, larger is 413 (65536)
+NICOTASK_SHIM_ISSUERS          JSON list of trusted JWT issuers, each
+                               {"issuer", "audience" (str or list), "jwks_url"
+                               | "public_key_pem" | "public_keys_pem",
+                               "algorithms" (subset of RS256, ES256)}
+NICOTASK_SHIM_ISSUERS_FILE     the same JSON in a file (both are merged); the local
+                               environment's dev token issuer (nicotask-dev) is
+                               trusted this way: `nicotask dev shim`, `make run`
+NICOTASK_SHIM_NAMESPACES       namespaces to serve, comma-separated or a JSON list;
+                               empty = all
+NICOTASK_SHIM_HOST / _PORT     listen address (default: NICOTASK_SHIM_HOST/PORT
+                               of the process settings, 127.0.0.1:8088)
+NICOTASK_SHIM_LEEWAY_SECONDS   clock skew allowed on exp/nbf (default 5)
+NICOTASK_SHIM_KUBE_TIMEOUT_SECONDS  budget of one request's Kubernetes calls (default 20)
+NICOTASK_SHIM_CANCEL_ATTEMPTS  patch rounds on conflict, each after one fresh read (default 5)
+NICOTASK_SHIM_INDEX_SYNC_SECONDS  startup wait for the caches' first lists (default 10)
+NICOTASK_SHIM_MISS_WAIT_SECONDS   how long a lookup that misses waits for the watch (0.5)
+NICOTASK_SHIM_TOKEN_CACHE_SIZE    verified tokens kept (LRU, each until its exp) (10000)
+NICOTASK_SHIM_JWKS_CACHE_SECONDS  a JWKS is used at most this long after its fetch (300)
+NICOTASK_SHIM_JWKS_MIN_REFETCH_SECONDS  at most one JWKS fetch per issuer this often (10)
+NICOTASK_SHIM_JWKS_TIMEOUT_SECONDS  timeout of one JWKS fetch (3)
+NICOTASK_SHIM_MAX_BODY_BYTES     request body cap, larger is 413 (65536)
 """
 
 from __future__ import annotations

@@ -115,8 +115,7 @@ def _validation_error(query_rules: dict[str, str]) -> Any:
             if message is not None:
                 return error_response(400, message)
         errors = [
-            {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))}
-            for e in found
+            {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))} for e in found
         ]
         return error_response(400, "Failed to validate request data", {"errors": errors})
 

@@ -71,7 +71,8 @@ def _rename_refs(node: Any) -> Any:
 
 def _clean(node: dict[str, Any]) -> dict[str, Any]:
     return {
-        k: v for k, v in node.items()
+        k: v
+        for k, v in node.items()
         if k not in ("title", "default", "additionalProperties")
         and not k.startswith("x-kubernetes")
     }
@@ -158,14 +159,20 @@ def _path_param(name: str, description: str, fmt: str | None = None) -> dict[str
     if fmt:
         schema["format"] = fmt
     return {
-        "name": name, "in": "path", "description": description, "required": True,
+        "name": name,
+        "in": "path",
+        "description": description,
+        "required": True,
         "schema": schema,
     }
 
 
 def _query(name: str, description: str, schema: dict[str, Any], required: bool = False) -> dict:
     return {
-        "name": name, "in": "query", "description": description, "required": required,
+        "name": name,
+        "in": "query",
+        "description": description,
+        "required": required,
         "schema": schema,
     }
 
@@ -281,9 +288,7 @@ LIST_OP: dict[str, Any] = {
                     "schema": {"type": "string"},
                 }
             },
-            "content": {
-                "application/json": {"schema": {"type": "array", "items": _ref("Task")}}
-            },
+            "content": {"application/json": {"schema": {"type": "array", "items": _ref("Task")}}},
         },
         **ERRORS,
     },
@@ -307,7 +312,9 @@ def build_document(version: str = "1.0.0") -> dict[str, Any]:
                 "schemas": component_schemas(),
                 "securitySchemes": {
                     "JWTBearerToken": {
-                        "type": "http", "scheme": "bearer", "description": AUTH_DESCRIPTION
+                        "type": "http",
+                        "scheme": "bearer",
+                        "description": AUTH_DESCRIPTION,
                     }
                 },
             },

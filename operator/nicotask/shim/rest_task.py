@@ -49,4 +49,3 @@ def task_model(task: NicoTask | dict[str, Any], include_report: bool = True) -> 
         updated=status.updated or created,
         report=status.report if include_report else None,
     )
-

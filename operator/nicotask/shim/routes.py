@@ -141,9 +141,9 @@ class RackTaskQuery(BaseModel):
     active_only: Annotated[Flag, Field(alias="activeOnly")] = False
     include_report: Annotated[Flag, Field(alias="includeReport")] = False
     page_number: Annotated[Integer, Field(alias="pageNumber", ge=1)] = 1
-    page_size: Annotated[
-        Integer, Field(alias="pageSize", ge=1, le=MAX_PAGE_SIZE)
-    ] = DEFAULT_PAGE_SIZE
+    page_size: Annotated[Integer, Field(alias="pageSize", ge=1, le=MAX_PAGE_SIZE)] = (
+        DEFAULT_PAGE_SIZE
+    )
 
 
 async def rack_query(query: Annotated[RackTaskQuery, Query()], scope: Member) -> RackTaskQuery:
@@ -166,7 +166,5 @@ async def list_rack_tasks(
     start = (query.page_number - 1) * query.page_size
     page = items[start : start + query.page_size]
     body = b"[" + b",".join(r.full if query.include_report else r.brief for r in page) + b"]"
-    pagination = {
-        "pageNumber": query.page_number, "pageSize": query.page_size, "total": len(items)
-    }
+    pagination = {"pageNumber": query.page_number, "pageSize": query.page_size, "total": len(items)}
     return _json(body, headers={"X-Pagination": json.dumps(pagination)})

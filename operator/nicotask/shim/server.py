@@ -27,14 +27,19 @@ def shim_main(
         settings.namespaces = list(namespaces)
     configure_logging(base.json_logs, level=log_level)
     if os.environ.get("NICOTASK_SHIM_DEV_ISSUER_DIR"):
-        print("nicotask shim: NICOTASK_SHIM_DEV_ISSUER_DIR is not read any more: the dev token "
-              "issuer is dev tooling (nicotask-dev); `nicotask dev shim` trusts it")
+        print(
+            "nicotask shim: NICOTASK_SHIM_DEV_ISSUER_DIR is not read any more: the dev token "
+            "issuer is dev tooling (nicotask-dev); `nicotask dev shim` trusts it"
+        )
     issuers = settings.all_issuers()
     if not issuers:
-        print("nicotask shim: no token issuer configured (NICOTASK_SHIM_ISSUERS or "
-              "NICOTASK_SHIM_ISSUERS_FILE); every request will get 401")
+        print(
+            "nicotask shim: no token issuer configured (NICOTASK_SHIM_ISSUERS or "
+            "NICOTASK_SHIM_ISSUERS_FILE); every request will get 401"
+        )
     app = create_app(
-        settings, kubeconfig=kubeconfig or base.kubeconfig,
+        settings,
+        kubeconfig=kubeconfig or base.kubeconfig,
         verifier=verifier_of(settings, issuers),
     )
     uvicorn.run(

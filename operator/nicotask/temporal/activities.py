@@ -353,9 +353,7 @@ class _StepRun:
             await asyncio.sleep(min(left, self.interval))
             self.heartbeat()
 
-    async def bmc(
-        self, phase: str, fn: Callable[..., T], *args: Any, mutating: bool = False
-    ) -> T:
+    async def bmc(self, phase: str, fn: Callable[..., T], *args: Any, mutating: bool = False) -> T:
         """One BMC request in a thread; never started once the activity is cancelled.
 
         A mutating request (a Reset) first asks Temporal whether the workflow

@@ -260,4 +260,3 @@ async def probe_reachability(
 def health_check(client: Any) -> Callable[[], Awaitable[Any]]:
     """Temporal's gRPC health check on a client's connection."""
     return lambda: client.service_client.check_health(timeout=timedelta(seconds=5))
-

@@ -126,7 +126,6 @@ def start_stage(report: TaskReportV1, number: int, now: dt.datetime) -> TaskRepo
     return out
 
 
-
 def complete_step(report: TaskReportV1, number: int, index: int, now: dt.datetime) -> TaskReportV1:
     """A running step completed. A step already terminal (failed by fail-fast) stays."""
     out = report.model_copy(deep=True)
@@ -197,4 +196,3 @@ def _fail_stage(
     if out.error is None:
         out.error = message
     return out
-

@@ -213,8 +213,7 @@ class TargetResolver:
             if task.spec.cancel or task.spec.deadline is not None:
                 steps += resolved.spec.cleanup
             if any(
-                step.component_type == component.type and step.action == action
-                for step in steps
+                step.component_type == component.type and step.action == action for step in steps
             ):
                 return
         what = action.type.value + (f" {action.power.value}" if action.power else "")

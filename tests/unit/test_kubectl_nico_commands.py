@@ -22,30 +22,62 @@ def at(seconds: int) -> dt.datetime:
 def make_task(**spec: Any) -> api.NicoTask:
     return api.NicoTask(
         metadata=api.ObjectMeta(
-            name="power-on-rack-1", namespace="default",
-            uid="3f2a3c1e-8d2b-4a55-9c41-0c9f4b8f2d10", generation=1, creation_timestamp=T0,
+            name="power-on-rack-1",
+            namespace="default",
+            uid="3f2a3c1e-8d2b-4a55-9c41-0c9f4b8f2d10",
+            generation=1,
+            creation_timestamp=T0,
         ),
         spec=api.NicoTaskSpec(
-            site_id="660e8400-e29b-41d4-a716-446655440000", rack_ref="rack-1",
-            operation=api.Operation.POWER_ON, **spec,
+            site_id="660e8400-e29b-41d4-a716-446655440000",
+            rack_ref="rack-1",
+            operation=api.Operation.POWER_ON,
+            **spec,
         ),
     )
 
 
 def running_report() -> api.TaskReportV1:
     S, R = api.TaskReportV1Stage, api.TaskReportV1Step
-    return api.TaskReportV1(stages=[
-        S(number=1, status="completed", started_at=at(1), finished_at=at(5), steps=[
-            R(component_type="PowerShelf", status="completed", total_components=2,
-              started_at=at(1), finished_at=at(5)),
-        ]),
-        S(number=2, status="running", started_at=at(5), steps=[
-            R(component_type="NVSwitch", status="running", total_components=2, started_at=at(5)),
-        ]),
-        S(number=3, status="pending", steps=[
-            R(component_type="Compute", status="pending", total_components=6),
-        ]),
-    ])
+    return api.TaskReportV1(
+        stages=[
+            S(
+                number=1,
+                status="completed",
+                started_at=at(1),
+                finished_at=at(5),
+                steps=[
+                    R(
+                        component_type="PowerShelf",
+                        status="completed",
+                        total_components=2,
+                        started_at=at(1),
+                        finished_at=at(5),
+                    ),
+                ],
+            ),
+            S(
+                number=2,
+                status="running",
+                started_at=at(5),
+                steps=[
+                    R(
+                        component_type="NVSwitch",
+                        status="running",
+                        total_components=2,
+                        started_at=at(5),
+                    ),
+                ],
+            ),
+            S(
+                number=3,
+                status="pending",
+                steps=[
+                    R(component_type="Compute", status="pending", total_components=6),
+                ],
+            ),
+        ]
+    )
 
 
 def wire(task: api.NicoTask, status: api.NicoTaskStatus) -> dict[str, Any]:
@@ -55,21 +87,31 @@ def wire(task: api.NicoTask, status: api.NicoTaskStatus) -> dict[str, Any]:
 
 def test_report_of_a_running_task() -> None:
     task = make_task()
-    status = lifecycle.with_status(task, api.TaskStatus.RUNNING, "Running", now=at(1),
-                               report=running_report())
+    status = lifecycle.with_status(
+        task, api.TaskStatus.RUNNING, "Running", now=at(1), report=running_report()
+    )
     status.rule_id = "770e8400-e29b-41d4-a716-446655440001"
     text = render_report(wire(task, status), now=at(9))
     lines = text.splitlines()
-    assert lines[0] == ("Task:       default/power-on-rack-1  "
-                        "(id 3f2a3c1e-8d2b-4a55-9c41-0c9f4b8f2d10)")
+    assert lines[0] == (
+        "Task:       default/power-on-rack-1  (id 3f2a3c1e-8d2b-4a55-9c41-0c9f4b8f2d10)"
+    )
     assert "Status:     Running" in lines
     assert "Rule:       770e8400-e29b-41d4-a716-446655440001" in lines
     assert "Started:    2025-06-01T10:00:01Z" in lines
     assert "Finished:   -" in lines
     assert "Duration:   8s+" in lines
-    table = lines[lines.index("") + 1:]
-    assert table[0].split() == ["STAGE", "COMPONENT", "STATUS", "TOTAL", "STARTED", "FINISHED",
-                                "DURATION", "ERROR"]
+    table = lines[lines.index("") + 1 :]
+    assert table[0].split() == [
+        "STAGE",
+        "COMPONENT",
+        "STATUS",
+        "TOTAL",
+        "STARTED",
+        "FINISHED",
+        "DURATION",
+        "ERROR",
+    ]
     assert table[1].split() == ["1", "(1", "step)", "completed", "2", "10:00:01", "10:00:05", "4s"]
     assert table[2].split() == ["PowerShelf", "completed", "2", "10:00:01", "10:00:05", "4s"]
     assert table[3].split() == ["2", "(1", "step)", "running", "2", "10:00:05", "-", "4s+"]
@@ -83,8 +125,9 @@ def test_report_of_a_running_task() -> None:
 def test_report_of_a_terminated_task_with_errors() -> None:
     task = make_task(cancel=True)
     closed = lifecycle.close_report(running_report(), lifecycle.CANCELLED_BY_USER, at(7))
-    status = lifecycle.with_status(task, api.TaskStatus.TERMINATED, "Cancelled by user (alice)",
-                               now=at(7), report=closed)
+    status = lifecycle.with_status(
+        task, api.TaskStatus.TERMINATED, "Cancelled by user (alice)", now=at(7), report=closed
+    )
     status.started = at(1)
     status.cancel_requested_at = at(6)
     status.cancel_requested_by = "alice"
@@ -102,8 +145,9 @@ def test_report_of_a_terminated_task_with_errors() -> None:
 
 def test_report_without_status_or_report() -> None:
     task = make_task()
-    text = render_report(task.model_dump(mode="json", by_alias=True, exclude_none=True) | {
-        "status": {}})
+    text = render_report(
+        task.model_dump(mode="json", by_alias=True, exclude_none=True) | {"status": {}}
+    )
     assert "Status:     (no status yet)" in text
     assert text.rstrip().endswith("No report yet.")
 
@@ -112,16 +156,29 @@ def test_report_cancel_pending_condition() -> None:
     task = make_task(cancel=True)
     status = lifecycle.with_status(task, api.TaskStatus.RUNNING, "Running", now=at(1))
     status.conditions = lifecycle.set_condition(
-        status.conditions, lifecycle.CANCEL_PENDING, True, "TemporalUnavailable",
-        "terminate not confirmed yet: Temporal unreachable", 1, at(2))
+        status.conditions,
+        lifecycle.CANCEL_PENDING,
+        True,
+        "TemporalUnavailable",
+        "terminate not confirmed yet: Temporal unreachable",
+        1,
+        at(2),
+    )
     text = render_report(wire(task, status), now=at(3))
     assert "CancelPending: terminate not confirmed yet: Temporal unreachable" in text
     assert "Cancel:     Terminate, requested" in text
 
 
-@pytest.mark.parametrize(("seconds", "text"), [
-    (0, "0s"), (4.4, "4s"), (125, "2m05s"), (3723, "1h02m03s"), (2 * 86400 + 3 * 3600, "2d3h"),
-])
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0, "0s"),
+        (4.4, "4s"),
+        (125, "2m05s"),
+        (3723, "1h02m03s"),
+        (2 * 86400 + 3 * 3600, "2d3h"),
+    ],
+)
 def test_format_duration(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
 
@@ -146,11 +203,18 @@ def test_parse_timeout() -> None:
         parse_timeout("soon")
 
 
-@pytest.mark.parametrize(("current", "wanted", "verdict"), [
-    (None, "finished", None), ("Running", "finished", None), ("Failed", "finished", True),
-    ("Running", "Running", True), ("Pending", "Terminated", None),
-    ("Terminated", "Terminated", True), ("Succeeded", "Terminated", False),
-])
+@pytest.mark.parametrize(
+    ("current", "wanted", "verdict"),
+    [
+        (None, "finished", None),
+        ("Running", "finished", None),
+        ("Failed", "finished", True),
+        ("Running", "Running", True),
+        ("Pending", "Terminated", None),
+        ("Terminated", "Terminated", True),
+        ("Succeeded", "Terminated", False),
+    ],
+)
 def test_wait_verdict(current: str | None, wanted: str, verdict: bool | None) -> None:
     task = {"status": {"status": current}} if current else {}
     assert wait_verdict(task, wanted) is verdict
@@ -213,8 +277,12 @@ from nicotask.kubectl_nico.bulk import Outcome  # noqa: E402
 def wire_task(name: str = "t", status: str | None = "Running", rv: str = "7", **spec: Any) -> dict:
     task: dict[str, Any] = {
         "metadata": {"name": name, "namespace": "ns", "uid": f"uid-{name}", "resourceVersion": rv},
-        "spec": {"siteId": "660e8400-e29b-41d4-a716-446655440000", "rackRef": "rack-1",
-                 "operation": "PowerOn", **spec},
+        "spec": {
+            "siteId": "660e8400-e29b-41d4-a716-446655440000",
+            "rackRef": "rack-1",
+            "operation": "PowerOn",
+            **spec,
+        },
     }
     if status:
         task["status"] = {"status": status}
@@ -226,7 +294,10 @@ def test_selection_combinations() -> None:
     assert sel.by_name and sel.names == ("a", "b") and sel.field_selector is None
     sel = bulk.selection([], "team=x", "rack-2", False, True)
     assert (sel.selector, sel.field_selector, sel.all_namespaces) == (
-        "team=x", "spec.rackRef=rack-2", True)
+        "team=x",
+        "spec.rackRef=rack-2",
+        True,
+    )
     assert bulk.selection([], None, None, True, False).all
     for bad, words in [
         ((["a"], "x=y", None, False, False), "not both"),
@@ -241,8 +312,20 @@ def test_selection_combinations() -> None:
             bulk.selection(*bad)
 
 
-@pytest.mark.parametrize("reason", ["", "two\nlines", "tab\there", "bell\x07", "del\x7f",
-                                    "c1\x85", "bad \ufffd", "surrogate \udcff", "x" * 513])
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "",
+        "two\nlines",
+        "tab\there",
+        "bell\x07",
+        "del\x7f",
+        "c1\x85",
+        "bad \ufffd",
+        "surrogate \udcff",
+        "x" * 513,
+    ],
+)
 def test_reason_refused_before_sending(reason: str) -> None:
     with pytest.raises(PluginError, match="--reason"):
         bulk.validate_reason(reason)
@@ -258,26 +341,41 @@ def test_plan_new_cancel() -> None:
     p = bulk.plan(wire_task(), "Graceful", "why", "alice")
     assert p.outcome == Outcome.CANCELLED
     assert p.patch == {
-        "metadata": {"resourceVersion": "7",
-                     "annotations": {"nico.dev/cancel-requested-by": "alice"}},
+        "metadata": {
+            "resourceVersion": "7",
+            "annotations": {"nico.dev/cancel-requested-by": "alice"},
+        },
         "spec": {"cancel": True, "cancelMode": "Graceful", "cancelReason": "why"},
     }
     p = bulk.plan(wire_task(status=None), "Terminate", None, None)
-    assert p.patch == {"metadata": {"resourceVersion": "7"},
-                       "spec": {"cancel": True, "cancelMode": "Terminate"}}
+    assert p.patch == {
+        "metadata": {"resourceVersion": "7"},
+        "spec": {"cancel": True, "cancelMode": "Terminate"},
+    }
 
 
-@pytest.mark.parametrize(("status", "spec", "mode", "outcome"), [
-    ("Succeeded", {}, "Terminate", Outcome.ALREADY_FINISHED),
-    ("Failed", {"cancel": True}, "Terminate", Outcome.ALREADY_FINISHED),
-    ("Terminated", {"cancel": True}, "Terminate", Outcome.ALREADY_CANCELLED),
-    ("Running", {"cancel": True}, "Terminate", Outcome.ALREADY_CANCELLED),
-    ("Running", {"cancel": True}, "Graceful", Outcome.ALREADY_CANCELLED),
-    ("Running", {"cancel": True, "cancelMode": "Terminate"}, "Graceful",
-     Outcome.ALREADY_CANCELLED),
-    ("Running", {"cancel": True, "cancelMode": "Graceful"}, "Graceful",
-     Outcome.ALREADY_CANCELLED),
-])
+@pytest.mark.parametrize(
+    ("status", "spec", "mode", "outcome"),
+    [
+        ("Succeeded", {}, "Terminate", Outcome.ALREADY_FINISHED),
+        ("Failed", {"cancel": True}, "Terminate", Outcome.ALREADY_FINISHED),
+        ("Terminated", {"cancel": True}, "Terminate", Outcome.ALREADY_CANCELLED),
+        ("Running", {"cancel": True}, "Terminate", Outcome.ALREADY_CANCELLED),
+        ("Running", {"cancel": True}, "Graceful", Outcome.ALREADY_CANCELLED),
+        (
+            "Running",
+            {"cancel": True, "cancelMode": "Terminate"},
+            "Graceful",
+            Outcome.ALREADY_CANCELLED,
+        ),
+        (
+            "Running",
+            {"cancel": True, "cancelMode": "Graceful"},
+            "Graceful",
+            Outcome.ALREADY_CANCELLED,
+        ),
+    ],
+)
 def test_plan_nothing_to_send(status: str, spec: dict, mode: str, outcome: Outcome) -> None:
     p = bulk.plan(wire_task(status=status, **spec), mode, "r", "alice")
     assert (p.outcome, p.patch) == (outcome, None)
@@ -296,16 +394,25 @@ def test_plan_escalates_a_graceful_stop_keeping_its_reason() -> None:
     assert p.patch["spec"] == {"cancelMode": "Terminate", "cancelReason": "now"}
 
 
-@pytest.mark.parametrize(("status", "message", "outcome"), [
-    (403, 'nicotasks.nico.dev "t" is forbidden: User "u" cannot patch resource',
-     Outcome.REFUSED_RBAC),
-    (403, "ValidatingAdmissionPolicy 'p' with binding 'p' denied request: no",
-     Outcome.REFUSED_ADMISSION),
-    (422, "spec.cancelReason: Invalid value", Outcome.REFUSED_ADMISSION),
-    (404, "not found", Outcome.NOT_FOUND),
-    (500, "boom", Outcome.FAILED),
-    (None, "connection reset", Outcome.FAILED),
-])
+@pytest.mark.parametrize(
+    ("status", "message", "outcome"),
+    [
+        (
+            403,
+            'nicotasks.nico.dev "t" is forbidden: User "u" cannot patch resource',
+            Outcome.REFUSED_RBAC,
+        ),
+        (
+            403,
+            "ValidatingAdmissionPolicy 'p' with binding 'p' denied request: no",
+            Outcome.REFUSED_ADMISSION,
+        ),
+        (422, "spec.cancelReason: Invalid value", Outcome.REFUSED_ADMISSION),
+        (404, "not found", Outcome.NOT_FOUND),
+        (500, "boom", Outcome.FAILED),
+        (None, "connection reset", Outcome.FAILED),
+    ],
+)
 def test_refusal_outcome(status: int | None, message: str, outcome: Outcome) -> None:
     assert bulk.refusal_outcome(status, message) == outcome
 
@@ -314,19 +421,21 @@ def test_summary_text_and_exit_code() -> None:
     s = bulk.Summary()
     for o in [Outcome.CANCELLED] * 3 + [Outcome.ESCALATED, Outcome.ALREADY_FINISHED]:
         s.add(o)
-    assert s.text() == ("5 tasks: 4 cancelled (1 escalated to Terminate), 0 already cancelled, "
-                        "1 already finished")
+    assert s.text() == (
+        "5 tasks: 4 cancelled (1 escalated to Terminate), 0 already cancelled, 1 already finished"
+    )
     assert s.exit_code() == 0
     s.add(Outcome.REFUSED_RBAC)
     s.add(Outcome.REFUSED_ADMISSION)
     s.add(Outcome.NOT_FOUND)
-    assert s.text().endswith(
-        "1 refused by RBAC, 1 refused by admission, 1 not found")
+    assert s.text().endswith("1 refused by RBAC, 1 refused by admission, 1 not found")
     assert s.exit_code() == 1
     d = bulk.Summary()
     d.add(Outcome.CANCELLED)
-    assert d.text(dry_run=True) == ("1 task: 1 would be cancelled, 0 already cancelled, "
-                                    "0 already finished (dry run: nothing changed)")
+    assert d.text(dry_run=True) == (
+        "1 task: 1 would be cancelled, 0 already cancelled, "
+        "0 already finished (dry run: nothing changed)"
+    )
 
 
 def test_result_lines() -> None:
@@ -338,14 +447,16 @@ def test_result_lines() -> None:
 
 
 def test_dry_run_table() -> None:
-    tasks = [wire_task("a"), wire_task("bb", status="Succeeded", rackRef="rack-22"),
-             wire_task("c", cancel=True, cancelMode="Graceful")]
+    tasks = [
+        wire_task("a"),
+        wire_task("bb", status="Succeeded", rackRef="rack-22"),
+        wire_task("c", cancel=True, cancelMode="Graceful"),
+    ]
     plans = [bulk.plan(t, "Terminate", None, None) for t in tasks]
     lines = bulk.dry_run_table(tasks, plans, with_namespace=True)
     assert lines[0].split() == ["NAMESPACE", "NAME", "STATUS", "RACK", "ACTION"]
     assert lines[1].split() == ["ns", "a", "Running", "rack-1", "cancel", "(Terminate)"]
-    assert lines[2].split() == ["ns", "bb", "Succeeded", "rack-22", "none:", "already",
-                                "finished"]
+    assert lines[2].split() == ["ns", "bb", "Succeeded", "rack-22", "none:", "already", "finished"]
     assert lines[3].split()[-3:] == ["escalate", "to", "Terminate"]
     assert lines[0].index("STATUS") == lines[2].index("Succeeded")
 
@@ -353,8 +464,10 @@ def test_dry_run_table() -> None:
 def test_confirmation() -> None:
     names = [f"t{i}" for i in range(7)]
     text = bulk.confirmation_prompt(names, 9, 'in namespace "ns"', "Graceful", "window")
-    assert text.startswith('Cancel 7 of the 9 selected tasks in namespace "ns" '
-                           '(mode Graceful, reason "window"): t0, t1, t2, t3, t4, ...')
+    assert text.startswith(
+        'Cancel 7 of the 9 selected tasks in namespace "ns" '
+        '(mode Graceful, reason "window"): t0, t1, t2, t3, t4, ...'
+    )
     assert text.endswith("Proceed? [y/N] ")
     assert bulk.confirmed("y\n") and bulk.confirmed(" YES ")
     assert not bulk.confirmed("") and not bulk.confirmed(None) and not bulk.confirmed("no")
@@ -370,13 +483,37 @@ def test_progress() -> None:
 
 def test_cancel_flags(invocations: list[kubectl_plugin.Invocation]) -> None:
     main = kubectl_plugin.main
-    assert main(["cancel", "-l", "team=x", "--rack", "r1", "-A", "--mode", "graceful",
-                 "--reason", "why", "--dry-run", "-y", "--concurrency", "8"]) == 0
+    assert (
+        main(
+            [
+                "cancel",
+                "-l",
+                "team=x",
+                "--rack",
+                "r1",
+                "-A",
+                "--mode",
+                "graceful",
+                "--reason",
+                "why",
+                "--dry-run",
+                "-y",
+                "--concurrency",
+                "8",
+            ]
+        )
+        == 0
+    )
     assert main(["cancel", "a", "b", "-n", "ns"]) == 0
     assert main(["cancel", "--all"]) == 0
     first, second, third = invocations
     assert (first.selector, first.rack, first.all_namespaces, first.mode, first.reason) == (
-        "team=x", "r1", True, "Graceful", "why")
+        "team=x",
+        "r1",
+        True,
+        "Graceful",
+        "why",
+    )
     assert (first.dry_run, first.yes, first.concurrency) == (True, True, 8)
     assert (second.tasks, second.namespace, second.mode) == (("a", "b"), "ns", "Terminate")
     assert third.all and not third.yes
@@ -386,8 +523,10 @@ def test_cancel_usage_errors_before_any_request(capsys: pytest.CaptureFixture[st
     # No kubeconfig needed: the selection and the reason are checked first.
     assert kubectl_plugin.main(["--kubeconfig", "/nonexistent", "cancel"]) == 2
     assert "which tasks?" in capsys.readouterr().err
-    assert kubectl_plugin.main(["--kubeconfig", "/nonexistent", "cancel", "--all",
-                                "--reason", "a\nb"]) == 2
+    assert (
+        kubectl_plugin.main(["--kubeconfig", "/nonexistent", "cancel", "--all", "--reason", "a\nb"])
+        == 2
+    )
     assert "one line of printable text" in capsys.readouterr().err
     assert kubectl_plugin.main(["cancel", "--all", "--mode", "Soft"]) == 2
 
@@ -406,15 +545,28 @@ def test_rerun_names() -> None:
 
 
 def test_rerun_manifest() -> None:
-    old = wire_task("nightly", status="Terminated", cancel=True, cancelMode="Graceful",
-                    cancelReason="window", ruleId="770e8400-e29b-41d4-a716-446655440001",
-                    description="d", deadline={"activeSeconds": 600, "stop": "Terminate"},
-                    ttlSecondsAfterFinished=3600, suspend=True)
-    old["metadata"]["labels"] = {"team": "infra", "app.kubernetes.io/instance": "argo-app",
-                                 "kustomize.toolkit.fluxcd.io/name": "k",
-                                 "nico.dev/rerun-of": "older"}
-    old["metadata"]["annotations"] = {"nico.dev/cancel-requested-by": "alice",
-                                      "argocd.argoproj.io/tracking-id": "x"}
+    old = wire_task(
+        "nightly",
+        status="Terminated",
+        cancel=True,
+        cancelMode="Graceful",
+        cancelReason="window",
+        ruleId="770e8400-e29b-41d4-a716-446655440001",
+        description="d",
+        deadline={"activeSeconds": 600, "stop": "Terminate"},
+        ttlSecondsAfterFinished=3600,
+        suspend=True,
+    )
+    old["metadata"]["labels"] = {
+        "team": "infra",
+        "app.kubernetes.io/instance": "argo-app",
+        "kustomize.toolkit.fluxcd.io/name": "k",
+        "nico.dev/rerun-of": "older",
+    }
+    old["metadata"]["annotations"] = {
+        "nico.dev/cancel-requested-by": "alice",
+        "argocd.argoproj.io/tracking-id": "x",
+    }
     m = rerun.rerun_manifest(old, "nightly-rerun-1")
     assert m["apiVersion"] == "nico.dev/v1alpha1" and m["kind"] == "NicoTask"
     assert m["metadata"] == {
@@ -423,9 +575,12 @@ def test_rerun_manifest() -> None:
         "annotations": {"nico.dev/rerun-of": "nightly", "nico.dev/rerun-of-uid": "uid-nightly"},
     }
     assert m["spec"] == {
-        "siteId": "660e8400-e29b-41d4-a716-446655440000", "rackRef": "rack-1",
-        "operation": "PowerOn", "ruleId": "770e8400-e29b-41d4-a716-446655440001",
-        "description": "d", "deadline": {"activeSeconds": 600, "stop": "Terminate"},
+        "siteId": "660e8400-e29b-41d4-a716-446655440000",
+        "rackRef": "rack-1",
+        "operation": "PowerOn",
+        "ruleId": "770e8400-e29b-41d4-a716-446655440001",
+        "description": "d",
+        "deadline": {"activeSeconds": 600, "stop": "Terminate"},
         "ttlSecondsAfterFinished": 3600,
     }
     # Unpinned stays unpinned: the rule is resolved again, as for the original.
@@ -453,12 +608,16 @@ def test_rerun_refuses_a_passed_deadline() -> None:
 
 def test_reruns_of() -> None:
     task = wire_task("x", status="Failed")
+
     def other(name: str, created: str, uid: str | None) -> dict[str, Any]:
         ann = {"nico.dev/rerun-of-uid": uid} if uid else {}
         return {"metadata": {"name": name, "creationTimestamp": created, "annotations": ann}}
-    found = [other("x-rerun-2", "2025-06-02T00:00:00Z", "uid-x"),
-             other("x-rerun-1", "2025-06-01T00:00:00Z", None),  # written by hand (Git)
-             other("old-x-rerun", "2025-05-01T00:00:00Z", "uid-of-an-older-x")]
+
+    found = [
+        other("x-rerun-2", "2025-06-02T00:00:00Z", "uid-x"),
+        other("x-rerun-1", "2025-06-01T00:00:00Z", None),  # written by hand (Git)
+        other("old-x-rerun", "2025-05-01T00:00:00Z", "uid-of-an-older-x"),
+    ]
     assert rerun.reruns_of(task, found) == ["x-rerun-1", "x-rerun-2"]
 
 
