@@ -58,3 +58,14 @@ def test_git_repo_commits_reach_the_bare_repository(tmp_path: Path) -> None:
         check=True,
     ).stdout.splitlines()
     assert log == [f"{second} remove a", f"{first} add a"]
+
+
+def test_a_crd_without_status_is_not_established_yet() -> None:
+    assert not argocd._established({"metadata": {"name": "x"}})
+    assert not argocd._established(
+        {"status": {"conditions": [{"type": "Established", "status": "False"}]}}
+    )
+    assert argocd._established(
+        {"status": {"conditions": [{"type": "NamesAccepted", "status": "True"},
+                                   {"type": "Established", "status": "True"}]}}
+    )

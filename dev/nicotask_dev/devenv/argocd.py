@@ -18,6 +18,7 @@ and we are root).
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -106,10 +107,14 @@ def config_objects(health_lua: str) -> list[dict[str, Any]]:
     ]
 
 
+def _established(crd: dict[str, Any]) -> bool:
+    conditions = (crd.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
+
+
 def _wait_established(env: DevEnv, crd: str, timeout: float = 60.0) -> None:
-    jsonpath = '{.status.conditions[?(@.type=="Established")].status}'
     deadline = time.monotonic() + timeout
-    while kubectl(env, "get", "crd", crd, "-o", f"jsonpath={jsonpath}").strip() != "True":
+    while not _established(json.loads(kubectl(env, "get", "crd", crd, "-o", "json"))):
         if time.monotonic() > deadline:
             raise RuntimeError(f"CRD {crd} not Established within {timeout:.0f}s")
         time.sleep(0.2)
@@ -119,8 +124,8 @@ def install(env: DevEnv) -> None:
     """Argo CD's CRDs (Established), then its configuration objects."""
     for crd in argocdbuild.crd_paths():
         kubectl(env, "apply", "--server-side", "--force-conflicts", "-f", str(crd))
-    # Not `kubectl wait`: on a CRD just created it fails (".status.conditions accessor
-    # error: <nil>") instead of waiting for the status to appear.
+    # Not `kubectl wait` (nor a jsonpath filter): on a CRD just created they fail
+    # (".status.conditions accessor error: <nil>") instead of waiting for the status.
     for name in ("applications.argoproj.io", "appprojects.argoproj.io"):
         _wait_established(env, name)
     docs = config_objects(HEALTH_LUA.read_text())
