@@ -66,6 +66,12 @@ def test_a_crd_without_status_is_not_established_yet() -> None:
         {"status": {"conditions": [{"type": "Established", "status": "False"}]}}
     )
     assert argocd._established(
-        {"status": {"conditions": [{"type": "NamesAccepted", "status": "True"},
-                                   {"type": "Established", "status": "True"}]}}
+        {
+            "status": {
+                "conditions": [
+                    {"type": "NamesAccepted", "status": "True"},
+                    {"type": "Established", "status": "True"},
+                ]
+            }
+        }
     )
