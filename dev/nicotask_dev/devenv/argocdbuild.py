@@ -17,7 +17,6 @@ binary's path.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -25,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from .gobuild import cache_root, go_command
+from .gobuild import cache_root, go_command, module_source
 
 VERSION = "v3.6.2"
 MODULE = "github.com/argoproj/argo-cd/v3"
@@ -81,20 +80,6 @@ def _environ() -> dict[str, str]:
     }
 
 
-def _module_source(version: str, env: dict[str, str]) -> Path:
-    proc = subprocess.run(
-        [go_command(), "mod", "download", "-json", f"{MODULE}@{version}"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=build_dir(version),
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"go mod download {MODULE}@{version} failed:\n{proc.stderr[-4000:]}")
-    return Path(json.loads(proc.stdout)["Dir"])
-
-
 def ensure_built(version: str = VERSION) -> Path:
     """The cached `argocd` binary (built when absent), with the CRDs and scripts next to it."""
     override = os.environ.get("NICOTASK_ARGOCD")
@@ -106,7 +91,7 @@ def ensure_built(version: str = VERSION) -> Path:
     build_dir(version).mkdir(parents=True, exist_ok=True)
     env = _environ()
     _log(f"argocd {version}: fetching {MODULE} (first time only)")
-    module_dir = _module_source(version, env)
+    module_dir = module_source(MODULE, version, build_dir(version), env)
     crds = build_dir(version) / "crds"
     crds.mkdir(exist_ok=True)
     for name in CRD_FILES:

@@ -115,6 +115,12 @@ def _run(args: list[str], cwd: Path, env: dict[str, str]) -> str:
     return proc.stdout
 
 
+def module_source(module: str, version: str, cwd: Path, env: dict[str, str]) -> Path:
+    """The folder of `module@version`'s source in Go's module cache (downloaded if absent)."""
+    out = _run([go_command(), "mod", "download", "-json", f"{module}@{version}"], cwd, env)
+    return Path(json.loads(out)["Dir"])
+
+
 _REPLACE_LINE = re.compile(r"^\s*(\S+)\s+=>\s+(\.\S*)\s*$")
 
 

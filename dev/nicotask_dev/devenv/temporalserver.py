@@ -34,7 +34,6 @@ stops the server only, not its database.
 from __future__ import annotations
 
 import copy
-import json
 import os
 import pwd
 import shutil
@@ -46,7 +45,7 @@ from typing import Any
 
 import yaml
 
-from .gobuild import cache_root, go_command, go_install_cached
+from .gobuild import cache_root, go_install_cached, module_source
 
 VERSION = "v1.32.2"
 MODULE = "go.temporal.io/server"
@@ -122,17 +121,7 @@ def _copy_module_files(version: str) -> None:
     if done.exists():
         return
     env = {**os.environ, "GOTOOLCHAIN": GO_TOOLCHAIN, "GOFLAGS": "-mod=mod"}
-    proc = subprocess.run(
-        [go_command(), "mod", "download", "-json", f"{MODULE}@{version}"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=build_dir(version),
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"go mod download {MODULE}@{version} failed:\n{proc.stderr[-4000:]}")
-    src = Path(json.loads(proc.stdout)["Dir"])
+    src = module_source(MODULE, version, build_dir(version), env)
     dest = build_dir(version)
     shutil.copytree(src / SCHEMA_VERSION_DIR, dest / SCHEMA_VERSION_DIR, dirs_exist_ok=True)
     # Go's module cache is read-only; the copies need not be.
