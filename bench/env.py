@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import sys
@@ -71,6 +72,30 @@ class BenchEnv:
             environ=_clean_environ(),
             temporal_mode=self.temporal_mode,
         )
+
+    async def seed_namespace(self, core: Any, namespace: str, secret: str) -> None:
+        """The namespace and the emulator's BMC credentials Secret (kept where they exist)."""
+        from kubernetes_asyncio import client
+
+        from nicotask.api import BMC_CREDENTIALS_LABEL
+
+        with contextlib.suppress(client.ApiException):
+            await core.create_namespace(
+                client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace))
+            )
+        with contextlib.suppress(client.ApiException):
+            await core.create_namespaced_secret(
+                namespace,
+                client.V1Secret(
+                    metadata=client.V1ObjectMeta(
+                        name=secret, labels={BMC_CREDENTIALS_LABEL: "true"}
+                    ),
+                    string_data={
+                        "username": str(self.state["redfish_user"]),
+                        "password": str(self.state["redfish_password"]),
+                    },
+                ),
+            )
 
     def up(self) -> None:
         # The processes started below inherit os.environ (system_environ): keep it clean too.

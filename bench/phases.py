@@ -8,7 +8,6 @@ a slow system ends a phase with partial figures and an entry in `errors`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import sys
 import time
@@ -24,7 +23,6 @@ from kubernetes_asyncio import client, config
 from temporalio.client import Client
 
 from nicotask import api
-from nicotask.api import BMC_CREDENTIALS_LABEL
 from nicotask_dev.shim.devissuer import issue_token
 
 from . import calls, rawtemporal
@@ -210,24 +208,7 @@ class Phases:
         and the bench's own Temporal namespace."""
         assert self.api is not None
         register = asyncio.create_task(rawtemporal.register_namespace(self.benv.temporal_address))
-        core = client.CoreV1Api(self.api)
-        with contextlib.suppress(client.ApiException):
-            await core.create_namespace(
-                client.V1Namespace(metadata=client.V1ObjectMeta(name=o.NAMESPACE))
-            )
-        with contextlib.suppress(client.ApiException):
-            await core.create_namespaced_secret(
-                o.NAMESPACE,
-                client.V1Secret(
-                    metadata=client.V1ObjectMeta(
-                        name=o.SECRET, labels={BMC_CREDENTIALS_LABEL: "true"}
-                    ),
-                    string_data={
-                        "username": str(self.benv.state["redfish_user"]),
-                        "password": str(self.benv.state["redfish_password"]),
-                    },
-                ),
-            )
+        await self.benv.seed_namespace(client.CoreV1Api(self.api), o.NAMESPACE, o.SECRET)
         await self._create(api.PROVIDERS, o.provider(), namespaced=False)
         await self._create(api.SITES, o.site(), namespaced=False)
         await self._create(api.RULES, o.sleep_rule())

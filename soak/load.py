@@ -86,26 +86,7 @@ class Load:
     # ---- setup -----------------------------------------------------------------
 
     async def setup(self, tasks: int, scale: float, redfish_racks: int) -> None:
-        from kubernetes_asyncio import client
-
-        core = self.kube.core
-        with contextlib.suppress(client.ApiException):
-            await core.create_namespace(
-                client.V1Namespace(metadata=client.V1ObjectMeta(name=o.NAMESPACE))
-            )
-        with contextlib.suppress(client.ApiException):
-            await core.create_namespaced_secret(
-                o.NAMESPACE,
-                client.V1Secret(
-                    metadata=client.V1ObjectMeta(
-                        name=o.SECRET, labels={api.BMC_CREDENTIALS_LABEL: "true"}
-                    ),
-                    string_data={
-                        "username": str(self.senv.state["redfish_user"]),
-                        "password": str(self.senv.state["redfish_password"]),
-                    },
-                ),
-            )
+        await self.senv.seed_namespace(self.kube.core, o.NAMESPACE, o.SECRET)
         from bench import objects as bo
 
         for plural, body in ((api.PROVIDERS, bo.provider()), (api.SITES, bo.site())):
