@@ -146,8 +146,7 @@ grep -q 'not found' <<<"$smoke" || { echo "kind-e2e: kubectl nico smoke failed: 
 
 # The e2e suite runs its own operator, worker and shim next to the emulated BMCs: the
 # release goes (in the documented order: tasks first, while its operator still removes
-# their finalizers), its CRDs stay. Its admission policy would refuse the suite's shim,
-# which sets cancelRequestedBy as the kind admin rather than the chart's ServiceAccount.
+# their finalizers), its CRDs stay; the suite installs its own admission policy.
 "$KUBECTL" delete nicotasks --all -A --wait --timeout=90s
 "$HELM" uninstall nicotask -n "$NAMESPACE" --wait --timeout 3m
 

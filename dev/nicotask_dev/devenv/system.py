@@ -69,14 +69,24 @@ def kubectl(env: DevEnv, *args: str, stdin: str | None = None) -> str:
 def install_crds(env: DevEnv) -> None:
     """The CRDs generated from the models, applied and Established (crdgen does the work),
     and the admission policy that keeps `nico.dev/cancel-requested-by` honest. The local
-    shim runs with the admin kubeconfig, so the admin user is its delegate here."""
+    shim runs with the admin kubeconfig, so that user is its delegate here."""
     from nicotask_dev.admission import CHART_SHIM_USER, install_policy
     from nicotask_dev.crdgen import install_crds as apply_generated_crds
     from nicotask_dev.devenv.pki import ADMIN_USER
 
     kubeconfig = Path(env.exports()["KUBECONFIG"])
     apply_generated_crds(kubeconfig)
-    install_policy(kubeconfig, delegates=[CHART_SHIM_USER, ADMIN_USER])
+    install_policy(kubeconfig, delegates=[CHART_SHIM_USER, current_user(env) or ADMIN_USER])
+
+
+def current_user(env: DevEnv) -> str | None:
+    """Who the kubeconfig authenticates as (`kubectl auth whoami`): on an existing cluster
+    (kind's `kubernetes-admin`) that is not the dev PKI's admin user."""
+    try:
+        name = kubectl(env, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}")
+    except RuntimeError:
+        return None
+    return name.strip() or None
 
 
 def start_operator(env: DevEnv, name: str = "operator", **extra: str) -> None:
