@@ -54,7 +54,8 @@ def test_kind_e2e_script_parses() -> None:
     assert proc.returncode == 0, proc.stderr
     text = script.read_text()
     for needle in (
-        "kind load docker-image",
+        "load docker-image",  # the Docker route
+        "load image-archive",  # the offline podman route
         "start-dev",
         "upgrade --install",
         "NICOTASK_USE_EXISTING_CLUSTER=1",

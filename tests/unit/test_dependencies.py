@@ -25,7 +25,7 @@ ROOTS = {
     "bench": ("base", "server", "dev", "nicotask-dev"),
     "soak": ("base", "server", "dev", "nicotask-dev"),
 }
-FIRST_PARTY = {"nicotask", "nicotask_dev", "bench", "soak"}
+FIRST_PARTY = {"nicotask", "nicotask_dev", "bench", "soak", "tests"}
 
 
 def _optional(tree: ast.AST) -> set[int]:
