@@ -124,6 +124,19 @@ def _settled_report() -> TaskReportV1:
         ),
         # So is a workflow's that ends by itself: its close need not wait for visibility.
         (_task(S.RUNNING, runId="r1", report=_settled_report().wire()), set(), Action.FINISH),
+        # A graceful stop of a run whose id was never recorded (the start's status write
+        # was lost): its final report still finishes it (found by the fault soak).
+        (
+            _task(
+                S.RUNNING,
+                cancel=True,
+                mode="Graceful",
+                cancelMode="Graceful",
+                report=_settled_report().wire(),
+            ),
+            set(),
+            Action.FINISH,
+        ),
         (_task(S.RUNNING, runId="r1", report=_running_report().wire()), set(), Action.NOTHING),
     ],
 )

@@ -18,6 +18,7 @@ from nicotask.temporal.control import Execution
 STARTED = "11111111-1111-1111-1111-111111111111"
 LATE_IN_VISIBILITY = "22222222-2222-2222-2222-222222222222"
 NOT_STARTED = "33333333-3333-3333-3333-333333333333"
+RUNNING_WITHOUT_RUN_ID = "55555555-5555-5555-5555-555555555555"
 
 
 def _task(uid: str, run_id: str | None) -> NicoTask:
@@ -56,7 +57,14 @@ async def test_full_pass_queues_a_started_task_only_when_two_listings_miss_it(
         settings=Settings(),
         metrics=Metrics(),
     )
-    tasks = [_task(STARTED, "run"), _task(LATE_IN_VISIBILITY, "run"), _task(NOT_STARTED, None)]
+    lost_run_id = _task(RUNNING_WITHOUT_RUN_ID, None)  # the worker wrote Running; the id was lost
+    lost_run_id.status.status = TaskStatus.RUNNING
+    tasks = [
+        _task(STARTED, "run"),
+        _task(LATE_IN_VISIBILITY, "run"),
+        _task(NOT_STARTED, None),
+        lost_run_id,
+    ]
     controller.live_tasks.bind({t.metadata.uid: [t] for t in tasks}, {})
     # Visibility trails the starts: the first listing has neither started task.
     listings = [[], [_running(LATE_IN_VISIBILITY)], [_running(LATE_IN_VISIBILITY)]]
@@ -70,10 +78,11 @@ async def test_full_pass_queues_a_started_task_only_when_two_listings_miss_it(
     await follower.full_pass(None)  # type: ignore[arg-type]
     assert len(controller.queue) == 0  # missing once: no DescribeWorkflowExecution yet
     await follower.full_pass(None)  # type: ignore[arg-type]
-    assert dict(controller.queue._queued) == {STARTED: {CLOSED}}
+    expected = {STARTED: {CLOSED}, RUNNING_WITHOUT_RUN_ID: {CLOSED}}
+    assert dict(controller.queue._queued) == expected
     controller.queue._queued.clear()
     await follower.full_pass(None)  # type: ignore[arg-type]
-    assert dict(controller.queue._queued) == {STARTED: {CLOSED}}  # still missing: again
+    assert dict(controller.queue._queued) == expected  # still missing: again
 
 
 FINISHED = "44444444-4444-4444-4444-444444444444"

@@ -48,11 +48,13 @@ def next_action(
         return Action.CANCEL
     if CLOSED in hints:
         return Action.FINISH
-    if status.run_id is not None and lifecycle.report_settled(status.report):
+    if lifecycle.report_settled(status.report):
         # The workflow ends by itself (its rule done, failed, or stopped gracefully):
         # its last progress write (the final report: nothing pending or running) comes
         # just before its close, so read the outcome then rather than wait for the
-        # follower, whose visibility may show the close late.
+        # follower, whose visibility may show the close late. Only a workflow writes a
+        # report, so this holds without a recorded run id too (a start whose status
+        # write was lost, then cancelled gracefully: the follower would never look).
         return Action.FINISH
     if task.spec.cancel:
         return Action.NOTHING  # stopping gracefully: the workflow ends by itself

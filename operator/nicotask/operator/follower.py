@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from temporalio.client import Client
 
 from nicotask import lifecycle
+from nicotask.api import NicoTask, TaskStatus
 from nicotask.kube import NotFound
 from nicotask.logs import task_context
 from nicotask.operator.controller import Controller
@@ -49,6 +50,13 @@ STARTUP_LOOKBACK = dt.timedelta(minutes=1)
 def resume_watermark(watermark: dt.datetime, now: dt.datetime) -> dt.datetime:
     """Where the closed pass resumes after a standby: never further back than at start-up."""
     return max(watermark, now - STARTUP_LOOKBACK)
+
+
+def _started(task: NicoTask) -> bool:
+    """Its execution exists: the operator recorded the run, or the workflow wrote
+    progress (Running, a report) while the run id's write was lost."""
+    status = task.status
+    return status.run_id is not None or status.status == TaskStatus.RUNNING or bool(status.report)
 
 
 class Follower:
@@ -151,7 +159,7 @@ class Follower:
         missing = {
             task.metadata.uid or ""
             for task in live.live()
-            if task.status.run_id is not None and task.metadata.uid not in running_ids
+            if _started(task) and task.metadata.uid not in running_ids
         }
         for uid in missing & self._missing:
             self.controller.queue.add(uid, CLOSED)
