@@ -7,6 +7,7 @@ import base64
 import json
 import shlex
 import socket
+import time
 from pathlib import Path
 
 import bcrypt
@@ -129,7 +130,11 @@ def test_a_restarted_process_keeps_its_place_and_its_stop_signal(tmp_path: Path)
     it again in its place in the start order, so `down` still stops PostgreSQL after the
     Temporal server that uses it."""
     env = DevEnv(tmp_path, environ={})
-    script = "trap 'touch stopped-by-int; exit 0' INT; while true; do sleep 0.1; done"
+    # Each says it is ready once its trap is set: a SIGINT before that would kill it
+    # without the trap (a loaded machine can take that long to start bash).
+    script = (
+        "trap 'touch stopped-by-int; exit 0' INT; touch ready.$$; while true; do sleep 0.1; done"
+    )
     for name in ("first", "db", "server"):
         env.start_process(
             name,
@@ -137,6 +142,9 @@ def test_a_restarted_process_keeps_its_place_and_its_stop_signal(tmp_path: Path)
             cwd=tmp_path,
             extra={"cwd": str(tmp_path), "stop_signal": "SIGINT"},
         )
+    deadline = time.monotonic() + 30
+    while len(list(tmp_path.glob("ready.*"))) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
     try:
         before = env.record("db")
         with env.stopped("db") as rec:
