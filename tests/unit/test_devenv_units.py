@@ -7,6 +7,7 @@ import base64
 import json
 import shlex
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -130,15 +131,23 @@ def test_a_restarted_process_keeps_its_place_and_its_stop_signal(tmp_path: Path)
     it again in its place in the start order, so `down` still stops PostgreSQL after the
     Temporal server that uses it."""
     env = DevEnv(tmp_path, environ={})
-    # Each says it is ready once its trap is set: a SIGINT before that would kill it
-    # without the trap (a loaded machine can take that long to start bash).
+    # Each says it is ready once its handler is set (a SIGINT before that would kill it
+    # unhandled). Python, not a bash trap: bash cannot trap a signal ignored on entry,
+    # as SIGINT is for anything started in the background by a non-interactive shell.
     script = (
-        "trap 'touch stopped-by-int; exit 0' INT; touch ready.$$; while true; do sleep 0.1; done"
+        "import os, pathlib, signal, sys, time\n"
+        "def on_int(*_):\n"
+        "    pathlib.Path('stopped-by-int').touch()\n"
+        "    sys.exit(0)\n"
+        "signal.signal(signal.SIGINT, on_int)\n"
+        "pathlib.Path(f'ready.{os.getpid()}').touch()\n"
+        "while True:\n"
+        "    time.sleep(0.1)\n"
     )
     for name in ("first", "db", "server"):
         env.start_process(
             name,
-            ["bash", "-c", script],
+            [sys.executable, "-c", script],
             cwd=tmp_path,
             extra={"cwd": str(tmp_path), "stop_signal": "SIGINT"},
         )
