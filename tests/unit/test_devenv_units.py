@@ -7,11 +7,13 @@ import base64
 import json
 import shlex
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import bcrypt
+import pytest
 import yaml
 from cryptography import x509
 
@@ -164,3 +166,20 @@ def test_a_restarted_process_keeps_its_place_and_its_stop_signal(tmp_path: Path)
         assert [r.name for r in DevEnv.records(env.load_state())] == ["first", "db", "server"]
     finally:
         assert env.down() == ["server", "db", "first"]
+
+
+def test_go_build_builds_and_reports_a_failure_with_go_s_message(tmp_path: Path) -> None:
+    """The one `go build` runner the cached builds share (kube-apiserver, the kind node's
+    Kubernetes commands, Argo CD): a binary when it compiles, go's error when not."""
+    from nicotask_dev.devenv.gobuild import build_env, go_build
+
+    (tmp_path / "go.mod").write_text("module example.com/hello\n\ngo 1.21\n")
+    (tmp_path / "main.go").write_text('package main\n\nfunc main() { println("hi") }\n')
+    go_build(["-o", str(tmp_path / "hello"), "."], tmp_path, build_env(), "hello")
+    assert (
+        subprocess.run([str(tmp_path / "hello")], capture_output=True, text=True).stderr == "hi\n"
+    )
+
+    (tmp_path / "main.go").write_text("package main\n\nfunc main() { undefined() }\n")
+    with pytest.raises(RuntimeError, match=r"go build of hello failed:(.|\n)*undefined"):
+        go_build(["-o", str(tmp_path / "hello"), "."], tmp_path, build_env(), "hello")

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from .gobuild import cache_root, go_command, module_source
+from .gobuild import cache_root, go_build, module_source
 
 VERSION = "v3.6.2"
 MODULE = "github.com/argoproj/argo-cd/v3"
@@ -118,20 +117,7 @@ def ensure_built(version: str = VERSION) -> Path:
     started = time.monotonic()
     tmp = path.with_suffix(".partial")
     ldflags = f"-s -w -X {MODULE}/common.version={version.lstrip('v')}"
-    proc = subprocess.Popen(
-        [go_command(), "build", "-trimpath", "-ldflags", ldflags, "-o", str(tmp), "./cmd"],
-        cwd=src,
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    while proc.poll() is None:
-        time.sleep(15)
-        if proc.poll() is None:
-            _log(f"argocd: still compiling ({time.monotonic() - started:.0f}s)")
-    stderr = proc.stderr.read() if proc.stderr else ""
-    if proc.returncode != 0:
-        raise RuntimeError(f"go build {MODULE}/cmd@{version} failed:\n{stderr[-4000:]}")
+    go_build(["-trimpath", "-ldflags", ldflags, "-o", str(tmp), "./cmd"], src, env, "argocd")
     tmp.rename(path)
     shutil.rmtree(src, ignore_errors=True)
     _log(f"argocd: built in {time.monotonic() - started:.0f}s -> {path}")

@@ -190,11 +190,29 @@ def prepare_wrapper(binary: GoBinary, workdir: Path, packages: tuple[str, ...] =
     return workdir
 
 
+def go_build(args: list[str], cwd: Path, env: dict[str, str], label: str) -> None:
+    """`go build <args>` in `cwd`, saying every 15 s that it still compiles (a cold build
+    takes many minutes); RuntimeError with the end of go's stderr when it fails."""
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [go_command(), "build", *args], cwd=cwd, env=env, stderr=subprocess.PIPE, text=True
+    )
+    while True:
+        try:
+            # Reads stderr as it comes (a long error list cannot fill the pipe and stall);
+            # a retry after the timeout loses nothing.
+            _, stderr = proc.communicate(timeout=15)
+            break
+        except subprocess.TimeoutExpired:
+            _log(f"{label}: still compiling ({time.monotonic() - started:.0f}s)")
+    if proc.returncode != 0:
+        raise RuntimeError(f"go build of {label} failed:\n{stderr[-4000:]}")
+
+
 def ensure_built(binary: GoBinary) -> Path:
     """Return the cached binary, building it first when absent."""
     if binary.path.exists():
         return binary.path
-    go = go_command()
     workdir = prepare_wrapper(binary, binary.path.parent / "wrapper")
     env = build_env()
     _log(
@@ -203,29 +221,8 @@ def ensure_built(binary: GoBinary) -> Path:
     )
     started = time.monotonic()
     tmp = binary.path.with_suffix(".partial")
-    build = subprocess.Popen(
-        [
-            go,
-            "build",
-            "-trimpath",
-            "-ldflags",
-            " ".join(binary.ldflags),
-            "-o",
-            str(tmp),
-            binary.package,
-        ],
-        cwd=workdir,
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    while build.poll() is None:
-        time.sleep(15)
-        if build.poll() is None:
-            _log(f"{binary.name}: still compiling ({time.monotonic() - started:.0f}s)")
-    stderr = build.stderr.read() if build.stderr else ""
-    if build.returncode != 0:
-        raise RuntimeError(f"go build {binary.package} failed:\n{stderr[-4000:]}")
+    args = ["-trimpath", "-ldflags", " ".join(binary.ldflags), "-o", str(tmp), binary.package]
+    go_build(args, workdir, env, binary.name)
     tmp.rename(binary.path)
     _log(f"{binary.name}: built in {time.monotonic() - started:.0f}s -> {binary.path}")
     return binary.path

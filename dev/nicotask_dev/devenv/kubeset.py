@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -77,29 +76,8 @@ def ensure_built(version: str = VERSION) -> Path:
         "(tens of minutes on 2 cores the first time; cached afterwards)"
     )
     started = time.monotonic()
-    proc = subprocess.Popen(
-        [
-            gobuild.go_command(),
-            "build",
-            "-trimpath",
-            "-ldflags",
-            " ".join(spec.ldflags),
-            "-o",
-            str(staging) + "/",
-            *packages,
-        ],
-        cwd=workdir,
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    while proc.poll() is None:
-        time.sleep(30)
-        if proc.poll() is None:
-            _log(f"kubernetes {version}: still compiling ({time.monotonic() - started:.0f}s)")
-    stderr = proc.stderr.read() if proc.stderr else ""
-    if proc.returncode != 0:
-        raise RuntimeError(f"go build of {', '.join(missing)} failed:\n{stderr[-4000:]}")
+    args = ["-trimpath", "-ldflags", " ".join(spec.ldflags), "-o", str(staging) + "/", *packages]
+    gobuild.go_build(args, workdir, env, f"kubernetes {version} ({', '.join(missing)})")
     for name in missing:
         (staging / name).rename(path(name, version))
     staging.rmdir()
