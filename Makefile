@@ -43,7 +43,7 @@ temporal-server: $(STAMP) ## Build (once, cached in ~/.cache/nicotask) the Tempo
 helm: $(STAMP) ## Build (once, cached in ~/.cache/nicotask) the pinned helm from the Go module proxy
 	$(BIN)/python -m nicotask_dev.devenv.helm
 
-promtool: $(STAMP) ## Build (once, cached in ~/.cache/nicotask) the pinned promtool from the Go module proxy
+promtool: $(STAMP) ## promtool (cached in ~/.cache/nicotask): out of Debian's prometheus package, else built from its Go module
 	$(BIN)/python -m nicotask_dev.devenv.promtool
 
 argocd: $(STAMP) ## Build (once, cached in ~/.cache/nicotask) Argo CD from github.com/argoproj/argo-cd/v3 (about 5 min the first time)

@@ -1,4 +1,5 @@
-"""The kind node's Kubernetes commands share the kubelet with node.py, both ways."""
+"""One Kubernetes release, one folder: the kind node's commands, the dev control plane's
+kube-apiserver and the node's kubelet are the same files."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nicotask_dev.devenv import gobuild, kubeset
+from nicotask_dev.devenv import gobuild, kubeset, node
 
 
 @pytest.fixture
@@ -15,26 +16,26 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "nicotask"
 
 
-def node_kubelet() -> Path:
-    return gobuild.kubernetes_binary("kubelet", kubeset.VERSION).path
+def test_every_command_of_the_release_lives_in_the_sets_folder(cache: Path) -> None:
+    for name in kubeset.COMMANDS:
+        assert gobuild.kubernetes_binary(name).path == kubeset.path(name)
+    assert kubeset.folder() == cache / f"kubernetes-{gobuild.KUBERNETES_VERSION}"
 
 
-def test_a_kubelet_built_for_the_node_is_not_built_again(cache: Path) -> None:
-    node_kubelet().parent.mkdir(parents=True)
-    node_kubelet().write_bytes(b"kubelet")
-    kubeset._adopt_kubelet(kubeset.VERSION)
-    assert kubeset.path("kubelet").read_bytes() == b"kubelet"
-    assert "kubelet" not in [c for c in kubeset.COMMANDS if not kubeset.path(c).exists()]
+def test_the_control_plane_and_the_node_use_the_sets_release() -> None:
+    assert gobuild.kube_apiserver().version == kubeset.VERSION
+    assert node.kubelet().path == kubeset.path("kubelet")
+    assert {b.version for b in node.control_plane_binaries()} == {kubeset.VERSION}
 
 
-def test_a_kubelet_built_with_the_set_is_where_the_node_looks(cache: Path) -> None:
+def test_commands_built_one_by_one_are_not_built_again(cache: Path) -> None:
     kubeset.folder().mkdir(parents=True)
-    kubeset.path("kubelet").write_bytes(b"from the set")
-    kubeset._adopt_kubelet(kubeset.VERSION)
-    assert node_kubelet().read_bytes() == b"from the set"
+    for name in ("kube-apiserver", "kubelet"):
+        gobuild.kubernetes_binary(name).path.write_bytes(name.encode())
+    missing = [c for c in kubeset.COMMANDS if not kubeset.path(c).exists()]
+    assert "kube-apiserver" not in missing and "kubelet" not in missing
+    assert "kubeadm" in missing
 
 
-def test_the_set_is_at_the_nodes_kubelet_version() -> None:
-    from nicotask_dev.devenv import node
-
-    assert kubeset.VERSION == node.KUBELET_VERSION
+def test_other_modules_keep_a_folder_per_version(cache: Path) -> None:
+    assert gobuild.etcd().path == cache / f"etcd-{gobuild.ETCD_VERSION}" / "etcd"

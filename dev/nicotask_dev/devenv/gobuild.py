@@ -21,7 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-KUBERNETES_VERSION = "v1.37.2"
+# One Kubernetes release for the dev control plane, the node's kubelet and the kind node:
+# v1.35 is the newest kubelet that runs on cgroup v1 (this host), and one version means a
+# new machine compiles the shared packages once (Go's build cache) for every command.
+KUBERNETES_VERSION = "v1.35.4"
 ETCD_VERSION = "v3.6.16"
 
 
@@ -40,12 +43,14 @@ class GoBinary:
     version: str
     package: str
     # Replace targets are published as `<module prefix><relative path>` at `<version>`
-    # with this mapping from the release version (v1.37.2 -> v0.37.2 for k8s staging).
+    # with this mapping from the release version (v1.35.4 -> v0.35.4 for k8s staging).
     ldflags: tuple[str, ...] = ()
+    # The cache folder's name; default `<name>-<version>`.
+    folder: str = ""
 
     @property
     def path(self) -> Path:
-        return cache_root() / f"{self.name}-{self.version}" / self.name
+        return cache_root() / (self.folder or f"{self.name}-{self.version}") / self.name
 
 
 def _staging_version(kube_version: str) -> str:
@@ -77,6 +82,7 @@ def kubernetes_binary(name: str, version: str = KUBERNETES_VERSION) -> GoBinary:
         version=v,
         package=f"k8s.io/kubernetes/cmd/{name}",
         ldflags=tuple(flags),
+        folder=f"kubernetes-{v}",  # every command of a release in one folder (kubeset's)
     )
 
 

@@ -3,11 +3,11 @@
 `nicotask dev up --with-node` (or `start_node(env)` after `DevEnv(...,
 with_node=True).up()`) adds to a DevEnv:
 
-  kube-controller-manager, kube-scheduler   v1.37.2, built like kube-apiserver
+  kube-controller-manager, kube-scheduler,  gobuild.KUBERNETES_VERSION (v1.35.4), the
+  kubelet                                   kube-apiserver's release: the newest kubelet
+                                            that still speaks to containerd 1.x and runs
+                                            on cgroup v1
   containerd                                Debian's 1.6 (apt), own socket and root
-  kubelet                                   v1.35.4 (the newest kubelet that still
-                                            speaks to containerd 1.x; two minors of
-                                            skew against kube-apiserver 1.37 are allowed)
 
 Networking (one node per machine): a bridge `nicotask0` with 10.244.0.1/24 is
 the node's address and the pods' gateway (CNI `bridge` + `host-local` from
@@ -47,7 +47,6 @@ from .env import DevEnv
 from .pki import Pki, cert_pem, ensure_pki, issue, key_pem
 from .process import log
 
-KUBELET_VERSION = "v1.35.4"
 NODE_NAME = "nicotask-node"
 BRIDGE = "nicotask0"
 POD_CIDR = "10.244.0.0/24"
@@ -61,7 +60,7 @@ CONTAINERD_NAMESPACE = "k8s.io"
 
 
 def kubelet() -> gobuild.GoBinary:
-    return gobuild.kubernetes_binary("kubelet", KUBELET_VERSION)
+    return gobuild.kubernetes_binary("kubelet")
 
 
 def control_plane_binaries() -> list[gobuild.GoBinary]:
