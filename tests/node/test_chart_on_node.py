@@ -419,9 +419,7 @@ def temporal_json(node_env: DevEnvHandle, *args: str) -> dict[str, Any]:
     return dict(json.loads(proc.stdout))
 
 
-def test_pods_used_the_sessions_temporal(
-    kube: Kube, release: Path, node_env: DevEnvHandle
-) -> None:
+def test_pods_used_the_sessions_temporal(kube: Kube, release: Path, node_env: DevEnvHandle) -> None:
     """The operator and worker pods were pointed at the session's Temporal through the
     bridge, that Temporal is the kind this run asked for (NICOTASK_TEMPORAL), and the task
     cancelled above is a terminated workflow there."""
