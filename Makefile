@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 SOAK_ARGS ?=
 
 # Go binaries (kube-apiserver, etcd, helm, promtool) are cached in ~/.cache/nicotask, keyed by version.
-.PHONY: help venv lock lock-check binaries temporal-server integration-server helm promtool docs-values lint typecheck crds crds-check unit integration test test-slow run stop status bench soak argocd gitops-e2e kind-image kind-e2e image node-binaries node-e2e clean
+.PHONY: help venv lock lock-check binaries temporal-server integration-server helm promtool docs-values lint typecheck crds crds-check unit integration test test-slow run stop status bench soak argocd gitops-e2e kind-image kind-e2e image node-binaries node-e2e node-e2e-server clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -109,6 +109,11 @@ node-binaries: $(STAMP) ## Build (once, cached) kubelet, kube-scheduler and kube
 
 node-e2e: $(STAMP) binaries helm image node-binaries ## The chart's pods on a real kubelet node (containerd, CNI): install, cancel, upgrade, uninstall
 	$(BIN)/pytest tests/node -q $(PYTEST_ARGS)
+
+# The same chart tests with the pods pointed at the Temporal server on PostgreSQL instead of
+# the dev server (through the node's bridge, as before); root, like node-e2e.
+node-e2e-server: $(STAMP) binaries helm image node-binaries temporal-server ## node-e2e's chart tests (install, cancel, upgrade, uninstall) against the Temporal server + PostgreSQL
+	NICOTASK_TEMPORAL=server $(BIN)/pytest tests/node -q -m temporal_server $(PYTEST_ARGS)
 
 kind-image: $(STAMP) ## Build (cached by content) the offline kind node image: Kubernetes v1.35.4 in one go build, Debian rootfs, component images (root)
 	$(BIN)/python -m nicotask_dev.devenv.kindimage

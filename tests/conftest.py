@@ -9,7 +9,8 @@ here, so integration and e2e tests share one environment per session:
   temporal_client  session: temporalio Client
 Every test is marked by its folder: unit, integration, e2e or node. The tests of
 SERVER_PASS are marked temporal_server too: CI runs them a second time against the
-Temporal server on PostgreSQL (`make integration-server`, NICOTASK_TEMPORAL=server).
+Temporal server on PostgreSQL (`make integration-server` and, for tests/node, `make
+node-e2e-server`; both set NICOTASK_TEMPORAL=server).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ _KINDS = ("unit", "integration", "e2e", "node", "kind")
 # closes that visibility shows late (test_visibility_lag), both this pass only;
 # graceful stops, their cleanup and races (test_graceful_stop);
 # cancels through BMCs and the shim; the start-up check; the
-# workflow itself and the progress writes.
+# workflow itself and the progress writes; and, as root, the chart's pods on a real node
+# (install, cancel through the shim, upgrade: `make node-e2e-server`).
 SERVER_PASS = {
     "e2e/test_lifecycle.py",
     "e2e/test_recovery.py",
@@ -46,6 +48,7 @@ SERVER_PASS = {
     "integration/test_workflow_stop.py",
     "integration/test_progress_write.py",
     "integration/test_devenv_smoke.py",
+    "node/test_chart_on_node.py",
 }
 
 

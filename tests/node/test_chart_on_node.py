@@ -2,10 +2,14 @@
 
 In order (one release, module scope): install -> the three Deployments Ready;
 a NicoTask powers on an emulated BMC and is cancelled through the in-cluster
-shim (its Service, port-forwarded); every pod serves /metrics and logs JSON
-lines naming the task; `helm upgrade` rolls every pod while a task runs, and that task is then
+shim (its Service, port-forwarded), and its workflow is in the session's
+Temporal; every pod serves /metrics and logs JSON lines naming the task;
+`helm upgrade` rolls every pod while a task runs, and that task is then
 cancelled through the new shim pod; tasks deleted, `helm uninstall`: nothing
 is left, nothing hangs on a finalizer.
+
+Temporal is the dev server, or with NICOTASK_TEMPORAL=server the Temporal server on
+PostgreSQL (`make node-e2e-server`); the pods reach either at the node's address.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import re
 import subprocess
 import time
@@ -26,7 +31,7 @@ import pytest
 import yaml
 
 from nicotask_dev.crdgen import kubectl_binary
-from nicotask_dev.devenv import node
+from nicotask_dev.devenv import node, temporal, temporalserver
 from nicotask_dev.devenv.helm import ensure_helm
 from nicotask_dev.devenv.testing import DevEnvHandle
 from nicotask_dev.shim.devissuer import issue_token, issuer_config
@@ -40,6 +45,9 @@ TASKS_NS = "racks"
 SITE_ID = "660e8400-e29b-41d4-a716-446655440000"
 API = "nico.dev/v1alpha1"
 COMPONENTS = ("operator", "worker", "shim")
+# What each Temporal of the session keeps its history and its visibility in
+# (DescribeCluster's persistence and visibility stores).
+STORES = {"dev": "sqlite", "server": "postgres12"}
 
 
 class Kube:
@@ -156,7 +164,10 @@ def node_values(node_env: DevEnvHandle, image_tag: str, tmp: Path) -> Path:
     small = {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}}
     values = {
         "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
-        "temporal": {"address": f"{node.NODE_IP}:{temporal_port}"},
+        "temporal": {
+            "address": f"{node.NODE_IP}:{temporal_port}",
+            "namespace": node_env.temporal_namespace,
+        },
         "operator": {"reconcileIntervalSeconds": 5, "resources": small},
         "worker": {"replicas": 1, "resources": small},
         "shim": {"replicas": 1, "resources": small, "issuers": [issuer]},
@@ -384,6 +395,46 @@ def test_task_on_bmc_cancelled_through_shim(
     assert status_of(done) == "Terminated", done["status"]
     assert done["status"]["cancelRequestedBy"] == "alice"
     assert stages(done) == ["completed", "failed"]
+
+
+def temporal_json(node_env: DevEnvHandle, *args: str) -> dict[str, Any]:
+    """A `temporal` CLI command's JSON answer, from the session's Temporal (from the host)."""
+    proc = subprocess.run(
+        [
+            str(temporal.temporal_binary()),
+            *args,
+            "--address",
+            node_env.temporal_address,
+            "--namespace",
+            node_env.temporal_namespace,
+            "--output",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 0, f"temporal {' '.join(args)}: {proc.stdout}{proc.stderr}"
+    return dict(json.loads(proc.stdout))
+
+
+def test_pods_used_the_sessions_temporal(kube: Kube, release: Path, node_env: DevEnvHandle) -> None:
+    """The operator and worker pods were pointed at the session's Temporal through the
+    bridge, that Temporal is the kind this run asked for (NICOTASK_TEMPORAL), and the task
+    cancelled above is a terminated workflow there."""
+    port = node_env.temporal_address.rsplit(":", 1)[1]
+    for component in ("operator", "worker"):
+        (pod,) = kube.pods(component)
+        env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+        assert env["NICOTASK_TEMPORAL_ADDRESS"] == f"{node.NODE_IP}:{port}", component
+    cluster = temporal_json(node_env, "operator", "cluster", "describe")
+    store = STORES[temporalserver.mode(os.environ)]
+    assert (cluster["persistenceStore"], cluster["visibilityStore"]) == (store, store), cluster
+    uid = kube.task("power-on")["metadata"]["uid"]
+    workflow = temporal_json(node_env, "workflow", "describe", "--workflow-id", uid)
+    status = workflow["workflowExecutionInfo"]["status"]
+    assert status == "WORKFLOW_EXECUTION_STATUS_TERMINATED", workflow["workflowExecutionInfo"]
 
 
 def test_pods_serve_metrics_and_log_json_naming_the_task(kube: Kube, release: Path) -> None:

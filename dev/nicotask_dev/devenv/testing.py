@@ -70,8 +70,11 @@ class DevEnvHandle:
         return self.env.exports()
 
 
-def _own_run_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bool]:
-    """A fresh run folder, and whether it lies outside pytest's temporary folders.
+@contextlib.contextmanager
+def session_run_dir(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest, basename: str
+) -> Iterator[Path]:
+    """A fresh run folder for one test session's environment (stop it inside the block).
 
     PostgreSQL (the Temporal server's database) runs as another user when we are root
     and needs to reach its data folder for as long as it runs: its checkpointer opens
@@ -79,11 +82,21 @@ def _own_run_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bool]:
     takes the group and other bits off `/tmp/pytest-of-<user>` (it keeps that folder
     private), which cuts PostgreSQL off mid-run: a PANIC, a database that will not
     restart, and "no usable database connection found" from Temporal. Then the run
-    folder is a folder of its own in the system's temporary folder instead.
+    folder is a folder of its own in the system's temporary folder instead, removed at
+    the end unless a test failed (its logs explain the failure); pytest keeps its own
+    folders of the last sessions.
     """
-    if temporalserver.mode(os.environ) == "server" and temporalserver.pg_user() is not None:
-        return Path(tempfile.mkdtemp(prefix="nicotask-devenv-")), True
-    return tmp_path_factory.mktemp("devenv"), False
+    if temporalserver.mode(os.environ) != "server" or temporalserver.pg_user() is None:
+        yield tmp_path_factory.mktemp(basename)
+        return
+    run_dir = Path(tempfile.mkdtemp(prefix=f"nicotask-{basename}-"))
+    try:
+        yield run_dir
+    finally:
+        if request.session.testsfailed:
+            print(f"\nrun folder kept for its logs: {run_dir}", file=sys.stderr)
+        else:
+            shutil.rmtree(run_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -91,30 +104,20 @@ def devenv(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[DevEnvHandle]:
     reuse = os.environ.get("NICOTASK_TEST_RUN_DIR")
-    outside = False
-    if reuse:
-        env = DevEnv(Path(reuse), temporal_ui=False)
-        owned = False
-    else:
-        run_dir, outside = _own_run_dir(tmp_path_factory)
-        env = DevEnv(run_dir, temporal_ui=False)
-        owned = True
-    try:
+    with contextlib.ExitStack() as stack:
+        if reuse:
+            env = DevEnv(Path(reuse), temporal_ui=False)
+        else:
+            run_dir = stack.enter_context(session_run_dir(tmp_path_factory, request, "devenv"))
+            env = DevEnv(run_dir, temporal_ui=False)
+            # Stopped before its run folder goes (the ExitStack unwinds last in, first out).
+            stack.callback(env.down)
         state = env.up()
         handle = DevEnvHandle.from_state(env, state)
         with pytest.MonkeyPatch.context() as mp:
             for key, value in env.exports().items():
                 mp.setenv(key, value)
             yield handle
-    finally:
-        if owned:
-            env.down()
-        # pytest keeps its own folders of the last sessions; ours goes unless a test
-        # failed (its logs explain the failure).
-        if outside and not request.session.testsfailed:
-            shutil.rmtree(env.run_dir, ignore_errors=True)
-        elif outside:
-            print(f"\nrun folder kept for its logs: {env.run_dir}", file=sys.stderr)
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
