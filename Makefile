@@ -112,8 +112,8 @@ node-e2e: $(STAMP) binaries helm image node-binaries ## The chart's pods on a re
 
 # The same chart tests with the pods pointed at the Temporal server on PostgreSQL instead of
 # the dev server (through the node's bridge, as before); root, like node-e2e.
-node-e2e-server: $(STAMP) binaries helm image node-binaries temporal-server ## node-e2e's chart tests (install, cancel, upgrade, uninstall) against the Temporal server + PostgreSQL
-	NICOTASK_TEMPORAL=server $(BIN)/pytest tests/node -q -m temporal_server $(PYTEST_ARGS)
+node-e2e-server: $(STAMP) binaries helm image node-binaries temporal-server ## node-e2e (image, install, cancel, upgrade, uninstall) with the pods on the Temporal server + PostgreSQL
+	NICOTASK_TEMPORAL=server $(BIN)/pytest tests/node -q $(PYTEST_ARGS)
 
 kind-image: $(STAMP) ## Build (cached by content) the offline kind node image: Kubernetes v1.35.4 in one go build, Debian rootfs, component images (root)
 	$(BIN)/python -m nicotask_dev.devenv.kindimage
