@@ -45,7 +45,16 @@ def temporal(cluster: KindCluster) -> Target:
 
 def probe(kube: Kube, namespace: str, pod: str, target: Target) -> str:
     out = kube.kubectl(
-        "exec", "-n", namespace, pod, "--", "python", "-c", PROBE, target[0], str(target[1]),
+        "exec",
+        "-n",
+        namespace,
+        pod,
+        "--",
+        "python",
+        "-c",
+        PROBE,
+        target[0],
+        str(target[1]),
         timeout=30,
     )
     return out.strip().splitlines()[-1]

@@ -51,8 +51,11 @@ def test_rbac_binds_the_daemonsets_account_to_what_the_controller_reads() -> Non
 
 def test_wrapper_links_only_kube_routers_policy_controller() -> None:
     assert f"require {kindnetpol.MODULE} {kindnetpol.VERSION}" in kindnetpol.wrapper_gomod()
-    used = set(re.findall(r'"github.com/cloudnativelabs/kube-router/v2/(pkg/[^"]+)"',
-                          kindnetpol.WRAPPER_MAIN))
+    used = set(
+        re.findall(
+            r'"github.com/cloudnativelabs/kube-router/v2/(pkg/[^"]+)"', kindnetpol.WRAPPER_MAIN
+        )
+    )
     assert used == {"pkg/controllers/netpol", "pkg/healthcheck", "pkg/options", "pkg/version"}
     assert f"version.Version={kindnetpol.VERSION}" in kindnetpol.ldflags()
     assert "-s -w" in kindnetpol.ldflags()

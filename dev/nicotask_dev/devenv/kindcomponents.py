@@ -173,9 +173,8 @@ def ensure_archives() -> dict[str, Path]:
     tag = f"{REGISTRY}/kube-proxy:{kubeset.VERSION}"
     rootfs = ensure_rootfs()
     _build(tag, kube_proxy_containerfile(rootfs), {"kube-proxy": kubeset.path("kube-proxy")})
-    _build(
-        kindnetpol.IMAGE, kindnetpol.containerfile(rootfs), {"kube-router": kindnetpol.kube_router()}
-    )
+    policy = {"kube-router": kindnetpol.kube_router()}
+    _build(kindnetpol.IMAGE, kindnetpol.containerfile(rootfs), policy)
     # Both sit on the Debian rootfs: one archive stores its layer once.
     out["kube-proxy-kube-router"] = _archive("kube-proxy-kube-router", tag, kindnetpol.IMAGE)
     check_names([t for t, _ in binaries().values()] + [tag])

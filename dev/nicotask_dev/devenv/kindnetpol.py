@@ -203,7 +203,10 @@ def kube_router(version: str = VERSION) -> Path:
 
 
 def containerfile(rootfs: str) -> str:
-    return f'FROM {rootfs}\nCOPY kube-router /usr/local/bin/kube-router\nENTRYPOINT ["/usr/local/bin/kube-router"]\n'
+    return (
+        f"FROM {rootfs}\nCOPY kube-router /usr/local/bin/kube-router\n"
+        'ENTRYPOINT ["/usr/local/bin/kube-router"]\n'
+    )
 
 
 def rbac() -> list[dict[str, Any]]:
@@ -279,7 +282,11 @@ def daemonset(image: str = IMAGE) -> dict[str, Any]:
                             "readinessProbe": probe,
                             "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}},
                             "volumeMounts": [
-                                {"name": "lib-modules", "mountPath": "/lib/modules", "readOnly": True},
+                                {
+                                    "name": "lib-modules",
+                                    "mountPath": "/lib/modules",
+                                    "readOnly": True,
+                                },
                                 {"name": "xtables-lock", "mountPath": "/run/xtables.lock"},
                             ],
                         }
