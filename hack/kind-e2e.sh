@@ -15,7 +15,8 @@
 #           (needs Docker and network access to the registries).
 #   podman  offline, as root: KIND_EXPERIMENTAL_PROVIDER=podman, the node image the project
 #           builds (python -m nicotask_dev.devenv.kindimage), the nicotask image and a
-#           Temporal image (the dev environment's `temporal` CLI) built with podman.
+#           Temporal image (the dev environment's `temporal` CLI) built with podman;
+#           NetworkPolicies enforced by kube-router's policy controller (kindnetpol).
 #           Host settings it makes: /lib/modules is created when missing (kind mounts it;
 #           removed again when it was created empty), podman gets its own containers.conf
 #           through CONTAINERS_CONF for this script only (runc, ulimits under the host's).
@@ -88,6 +89,14 @@ fi
 "$KIND" get kubeconfig --name "$CLUSTER" >"$KUBECONFIG"
 "$KUBECTL" wait --for=condition=Ready node --all --timeout=120s
 "$KUBECTL" get nodes -o wide
+
+if [ "$ROUTE" = podman ]; then
+  # The static CNI config enforces no NetworkPolicy: kube-router's policy controller
+  # (its image is in the node image) does, before the chart's policies exist.
+  phase "NetworkPolicy enforcer (kube-router)"
+  "$PY" -m nicotask_dev.devenv.kindnetpol --manifest | "$KUBECTL" apply -f -
+  "$KUBECTL" -n kube-system rollout status daemonset/kube-router --timeout=120s
+fi
 
 phase "images"
 if [ "$ROUTE" = podman ]; then

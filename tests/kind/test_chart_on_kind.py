@@ -1,6 +1,6 @@
 """The Helm chart on a kind cluster, the way a user would run it.
 
-In order (one release, module scope): the node is Ready with cluster DNS and
+In order (one release for the session, conftest.py): the node is Ready with cluster DNS and
 kube-proxy; `helm install` with two operator replicas -> operator, worker and shim
 Ready; a NicoTask is cancelled from a pod in the cluster through the shim's Service
 by its cluster DNS name (CoreDNS -> kube-proxy -> shim pod); `helm test` passes
@@ -12,16 +12,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-import yaml
 from tests.kind.conftest import KindCluster
 from tests.node.test_chart_on_node import (
-    API,
-    CHART,
     COMPONENTS,
     RELEASE,
     SITE_ID,
@@ -35,105 +30,9 @@ from tests.node.test_chart_on_node import (
     wait_for,
 )
 
-from nicotask_dev.shim.devissuer import issue_token, issuer_config
+from nicotask_dev.shim.devissuer import issue_token
 
 SHIM_URL = f"http://{RELEASE}-shim.{SYSTEM_NS}.svc.cluster.local:8088"
-
-
-@pytest.fixture(scope="module")
-def kube(cluster: KindCluster, tmp_path_factory: pytest.TempPathFactory) -> Kube:
-    return Kube(cluster.kubeconfig, tmp_path_factory.mktemp("helm-home"))
-
-
-def kind_values(cluster: KindCluster) -> Path:
-    """The loaded image (never pulled), Temporal by its Service name, two operator
-    replicas, and the dev token issuer trusted by the shim."""
-    repository, tag = cluster.image.rsplit(":", 1)
-    issuer = issuer_config(cluster.work / "issuer").model_dump(mode="json", exclude_none=True)
-    small = {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}}
-    values = {
-        "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
-        "temporal": {"address": cluster.temporal},
-        "operator": {"replicas": 2, "reconcileIntervalSeconds": 5, "resources": small},
-        "worker": {"replicas": 1, "resources": small},
-        "shim": {"replicas": 1, "resources": small, "issuers": [issuer]},
-    }
-    path = cluster.work / "values.yaml"
-    path.write_text(yaml.safe_dump(values))
-    return path
-
-
-@pytest.fixture(scope="module")
-def release(kube: Kube, cluster: KindCluster) -> Iterator[Path]:
-    values = kind_values(cluster)
-    try:
-        kube.helm(
-            "upgrade",
-            "--install",
-            RELEASE,
-            str(CHART),
-            "-n",
-            SYSTEM_NS,
-            "--create-namespace",
-            "-f",
-            str(values),
-            "--wait",
-            "--timeout",
-            "5m",
-        )
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{kube.diagnostics()}") from None
-    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": TASKS_NS}})
-    # A kept cluster (KEEP_CLUSTER=1) may hold the tasks, rules and pods of an earlier run.
-    kube.kubectl(
-        "delete",
-        "nicotasks,nicooperationrules,pods",
-        "--all",
-        "-n",
-        TASKS_NS,
-        "--wait",
-        "--timeout=90s",
-    )
-    kube.kubectl(
-        "apply",
-        "-f",
-        str(CHART.parents[1] / "samples" / "provider.yaml"),
-        "-f",
-        str(CHART.parents[1] / "samples" / "site.yaml"),
-    )
-    kube.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {
-                "name": "bmc-credentials",
-                "namespace": TASKS_NS,
-                "labels": {"nico.dev/bmc-credentials": "true"},
-            },
-            "stringData": {"username": "admin", "password": "unused"},
-        }
-    )
-    # Only Sleep steps run here: the BMC endpoint is never contacted.
-    kube.apply(
-        {
-            "apiVersion": API,
-            "kind": "NicoRack",
-            "metadata": {"name": "rack-1", "namespace": TASKS_NS},
-            "spec": {
-                "siteId": SITE_ID,
-                "credentials": {"name": "bmc-credentials"},
-                "tls": {"allowInsecureHttp": True},
-                "components": [
-                    {
-                        "id": "compute-0",
-                        "type": "Compute",
-                        "redfish": {"endpoint": "http://127.0.0.1:9", "systemId": "compute-0"},
-                    }
-                ],
-            },
-        }
-    )
-    yield values
 
 
 def ready(pod: dict[str, Any]) -> bool:

@@ -229,10 +229,12 @@ def build(repo: Path = REPO, force: bool = False) -> str:
     return tag
 
 
-def save(tag: str, dest: Path) -> Path:
-    """`podman save` as a docker-archive (what `ctr images import` reads)."""
+def save(tag: str, dest: Path, *more: str) -> Path:
+    """`podman save` as a docker-archive (what `ctr images import` reads); with `more`
+    tags, one archive holding every image, their shared layers stored once."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    podman("save", "--format", "docker-archive", "-o", str(dest), tag)
+    multi = ["--multi-image-archive"] if more else []
+    podman("save", "--format", "docker-archive", *multi, "-o", str(dest), tag, *more)
     return dest
 
 

@@ -1,7 +1,8 @@
 """The container images kubeadm runs on the offline kind node, built from local binaries.
 
-Each image holds one static binary (FROM scratch), except kube-proxy, which
-needs iptables and conntrack and so sits on the node's Debian rootfs. The tags
+Each image holds one static binary (FROM scratch), except kube-proxy and
+kube-router's policy controller (kindnetpol), which need iptables, conntrack and
+ipset and so sit on the node's Debian rootfs (one archive holds both). The tags
 are the names `kubeadm config images list` prints for kubeset.VERSION, so
 kubeadm and the kubelet find them in containerd without pulling; etcd is the
 dev environment's etcd (gobuild.ETCD_VERSION) under its own tag, which the kind
@@ -13,13 +14,14 @@ config hands to kubeadm (ClusterConfiguration etcd.local.imageTag).
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from . import gobuild, image, kubeset
+from . import gobuild, image, kindnetpol, kubeset
 
 REGISTRY = "registry.k8s.io"
 COREDNS_VERSION = "v1.13.1"  # kubeadm v1.35's CoreDNSVersion
@@ -112,12 +114,22 @@ def kube_proxy_containerfile(rootfs: str) -> str:
     return f"FROM {rootfs}\nCOPY kube-proxy /usr/local/bin/kube-proxy\n"
 
 
-def _archive(name: str, tag: str) -> Path:
-    image_id = image.podman("image", "inspect", "--format", "{{.Id}}", tag).stdout.strip()
-    dest = gobuild.cache_root() / "kind-images" / f"{name}-{image_id[:16]}.tar"
+def archive_key(image_ids: list[str]) -> str:
+    """The cache key of an archive of these images (one id, or a hash of several)."""
+    if len(image_ids) == 1:
+        return image_ids[0][:16]
+    return hashlib.sha256(" ".join(image_ids).encode()).hexdigest()[:16]
+
+
+def _archive(name: str, tag: str, *more: str) -> Path:
+    ids = [
+        image.podman("image", "inspect", "--format", "{{.Id}}", t).stdout.strip()
+        for t in (tag, *more)
+    ]
+    dest = gobuild.cache_root() / "kind-images" / f"{name}-{archive_key(ids)}.tar"
     if not dest.exists():
         partial = dest.with_suffix(".partial")
-        image.save(tag, partial)
+        image.save(tag, partial, *more)
         partial.rename(dest)
     return dest
 
@@ -159,10 +171,12 @@ def ensure_archives() -> dict[str, Path]:
         _build(tag, scratch_containerfile(name), {name: binary})
         out[name] = _archive(name, tag)
     tag = f"{REGISTRY}/kube-proxy:{kubeset.VERSION}"
-    _build(
-        tag, kube_proxy_containerfile(ensure_rootfs()), {"kube-proxy": kubeset.path("kube-proxy")}
-    )
-    out["kube-proxy"] = _archive("kube-proxy", tag)
+    rootfs = ensure_rootfs()
+    _build(tag, kube_proxy_containerfile(rootfs), {"kube-proxy": kubeset.path("kube-proxy")})
+    policy = {"kube-router": kindnetpol.kube_router()}
+    _build(kindnetpol.IMAGE, kindnetpol.containerfile(rootfs), policy)
+    # Both sit on the Debian rootfs: one archive stores its layer once.
+    out["kube-proxy-kube-router"] = _archive("kube-proxy-kube-router", tag, kindnetpol.IMAGE)
     check_names([t for t, _ in binaries().values()] + [tag])
     _log(f"component images: {', '.join(sorted(out))}")
     return out

@@ -15,7 +15,10 @@ the node image itself, the way kind's images/base Dockerfile does:
                containerd by a unit that runs before the kubelet
   network      no kindnetd (it does not build from the module proxy): a static CNI
                config (ptp + host-local, like kindnetd's) for a one-node cluster,
-               so the cluster is created with `networking.disableDefaultCNI: true`
+               so the cluster is created with `networking.disableDefaultCNI: true`;
+               NetworkPolicies are enforced by kube-router's policy controller, whose
+               image is here too and whose DaemonSet hack/kind-e2e.sh applies
+               (kindnetpol)
 
 The image is tagged with a hash of its inputs and rebuilt only when they change.
 
@@ -51,6 +54,7 @@ ROOTFS_PACKAGES = (
     "runc",
     "containernetworking-plugins",
     "iptables",
+    "ipset",  # kube-router's policy controller (kindnetpol)
     "nftables",
     "conntrack",
     "iproute2",
