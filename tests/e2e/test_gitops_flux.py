@@ -129,6 +129,7 @@ async def test_commits_run_cancel_refuse_and_prune_tasks(
         flux.kustomization(fx.name, fx.name, FOLDER, namespace),
     )
     first = _watch(cluster, "first")
+    await fx.wait(attempted(rev), "the first apply", 60, first)
     await cluster.wait_status("first", "Running", timeout=60)
     progressing = await fx.kustomization()
     fx.note(f"while task first runs: {condition(progressing, 'Ready')}")
