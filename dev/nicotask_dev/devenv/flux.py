@@ -84,6 +84,7 @@ def start(env: DevEnv, git_root: Path) -> str:
     stop(env)  # left from an earlier start in this run folder: its ports are not these
     install(env)
     home = env.run_dir / "flux"
+    (home / "storage").mkdir(parents=True, exist_ok=True)  # source-controller wants it made
     names = ["git", "storage", "sc_metrics", "sc_health", "kc_metrics", "kc_health"]
     chosen = ports.pick_ports(names)
     env.start_process(
@@ -144,6 +145,19 @@ def git_repository(name: str, url: str, interval: str = "10m") -> dict[str, Any]
     }
 
 
+# kstatus alone reads a NicoTask the operator has not written a status to yet (no
+# conditions) as Current, so `wait: true` made the Kustomization Ready at once while its
+# new task was still Pending (seen in the e2e run). With these CEL checks only a finished
+# task is Current; a task without status makes the expression fail, which Flux counts as
+# Unknown and keeps waiting. kstatus's observedGeneration check still runs first.
+TASK_HEALTH = {
+    "apiVersion": "nico.dev/v1alpha1",
+    "kind": "NicoTask",
+    "current": "status.status in ['Succeeded', 'Terminated']",
+    "failed": "status.status == 'Failed'",
+}
+
+
 def kustomization(
     name: str, source: str, path: str, namespace: str, timeout: str = "2m"
 ) -> dict[str, Any]:
@@ -162,5 +176,6 @@ def kustomization(
             "prune": True,
             "wait": True,
             "timeout": timeout,
+            "healthCheckExprs": [TASK_HEALTH],
         },
     }
