@@ -2,7 +2,8 @@
 
 A real Flux (source-controller and kustomize-controller, built from their Go modules:
 nicotask_dev.devenv.flux) applies a folder of a local Git repository, served over
-HTTP by `git http-backend`, with a Kustomization with `wait: true` and `prune: true`.
+HTTP by `git http-backend`, with a Kustomization with `wait: true`, the NicoTask CEL
+health check (docs/gitops.md) and `prune: true`.
 After each push the test does what a webhook receiver does (the requestedAt
 annotation on the GitRepository and the Kustomization).
 Marked `gitops`: `make gitops-e2e`, not `make integration`.
