@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 SOAK_ARGS ?=
 
 # Go binaries (kube-apiserver, etcd, helm, promtool) are cached in ~/.cache/nicotask, keyed by version.
-.PHONY: help venv lock lock-check binaries temporal-server integration-server helm promtool docs-values lint typecheck crds crds-check unit integration test test-slow run stop status bench soak argocd gitops-e2e kind-image kind-e2e image node-binaries node-e2e node-e2e-server clean
+.PHONY: help venv lock lock-check binaries temporal-server integration-server helm promtool docs-values lint typecheck crds crds-check unit integration test test-slow run stop status bench soak argocd flux gitops-e2e kind-image kind-e2e image node-binaries node-e2e node-e2e-server clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ promtool: $(STAMP) ## promtool (cached in ~/.cache/nicotask): out of Debian's pr
 argocd: $(STAMP) ## Build (once, cached in ~/.cache/nicotask) Argo CD from github.com/argoproj/argo-cd/v3 (about 5 min the first time)
 	$(BIN)/python -m nicotask_dev.devenv.argocdbuild
 
+flux: $(STAMP) ## Build (once, cached in ~/.cache/nicotask) Flux's source-controller and kustomize-controller from their Go modules
+	$(BIN)/python -m nicotask_dev.devenv.fluxbuild
+
 docs-values: $(STAMP) ## Regenerate the configuration table in docs/deploy.md from values.yaml
 	$(BIN)/python -m nicotask_dev.devenv.helm --write-docs docs/deploy.md
 
@@ -76,9 +79,10 @@ test-slow: $(STAMP) binaries helm ## The long runs of e2e checks (e.g. 300 grace
 
 # The second pass: the tests marked temporal_server (tests/conftest.py) against a Temporal
 # server on PostgreSQL (NICOTASK_TEMPORAL=server; installs PostgreSQL with apt-get as root).
-# A real Argo CD (application controller, repo server, redis) syncing tasks from a local
-# Git repository (docs/gitops.md); installs redis-server with apt-get as root when missing.
-gitops-e2e: $(STAMP) binaries argocd ## GitOps e2e: Argo CD syncs, cancels and prunes tasks by Git commits
+# A real Argo CD (application controller, repo server, redis) and a real Flux (source- and
+# kustomize-controller, Git over HTTP) apply tasks from a local Git repository
+# (docs/gitops.md); installs redis-server with apt-get as root when missing.
+gitops-e2e: $(STAMP) binaries argocd flux ## GitOps e2e: Argo CD and Flux apply, cancel and prune tasks by Git commits
 	$(BIN)/pytest tests/e2e -q -s -m gitops $(PYTEST_ARGS)
 
 integration-server: $(STAMP) binaries helm temporal-server ## Integration/e2e tests marked temporal_server, on the Temporal server + PostgreSQL

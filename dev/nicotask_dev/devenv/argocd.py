@@ -45,7 +45,7 @@ IN_CLUSTER = "https://kubernetes.default.svc"
 RESYNC_SECONDS = 120
 
 
-def _tcp_open(port: int) -> Any:
+def tcp_open(port: int) -> Any:
     def check() -> bool:
         with socket.create_connection((ports.LOOPBACK, port), timeout=1):
             return True
@@ -112,7 +112,7 @@ def _established(crd: dict[str, Any]) -> bool:
     return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
 
 
-def _wait_established(env: DevEnv, crd: str, timeout: float = 60.0) -> None:
+def wait_established(env: DevEnv, crd: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not _established(json.loads(kubectl(env, "get", "crd", crd, "-o", "json"))):
         if time.monotonic() > deadline:
@@ -127,7 +127,7 @@ def install(env: DevEnv) -> None:
     # Not `kubectl wait` (nor a jsonpath filter): on a CRD just created they fail
     # (".status.conditions accessor error: <nil>") instead of waiting for the status.
     for name in ("applications.argoproj.io", "appprojects.argoproj.io"):
-        _wait_established(env, name)
+        wait_established(env, name)
     docs = config_objects(HEALTH_LUA.read_text())
     kubectl(
         env,
@@ -184,7 +184,7 @@ def start(env: DevEnv, resync_seconds: int = RESYNC_SECONDS) -> None:
             "--dir",
             str(home),
         ],
-        ready_check=_tcp_open(chosen["redis"]),
+        ready_check=tcp_open(chosen["redis"]),
     )
     env.start_process(
         "argocd-repo-server",
@@ -207,7 +207,7 @@ def start(env: DevEnv, resync_seconds: int = RESYNC_SECONDS) -> None:
             "text",
         ],
         env=_environ(env, "argocd-repo-server", home / "repo-server"),
-        ready_check=_tcp_open(chosen["repo"]),
+        ready_check=tcp_open(chosen["repo"]),
     )
     env.start_process(
         "argocd-application-controller",
@@ -233,7 +233,7 @@ def start(env: DevEnv, resync_seconds: int = RESYNC_SECONDS) -> None:
             "text",
         ],
         env=_environ(env, "argocd-application-controller", home / "controller"),
-        ready_check=_tcp_open(chosen["controller_metrics"]),
+        ready_check=tcp_open(chosen["controller_metrics"]),
         url=f"http://{ports.LOOPBACK}:{chosen['controller_metrics']}/metrics",
     )
 
