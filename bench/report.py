@@ -161,8 +161,13 @@ def rows(results: dict[str, Any]) -> list[Row]:
     gr = results.get("graceful")
     if isinstance(gr, dict):
         out += [
-            ("graceful", "graceful stops: Terminated (as expected)",
-             f"{_done(gr, 'terminated', 'running')} ({fmt(gr.get('as_expected'))})"),
+            ("graceful", "stopped in stage 1: Terminated (as expected)",
+             f"{fmt(gr.get('terminated'))} of {fmt(gr.get('in_stage', gr.get('running')))}"
+             f" ({fmt(gr.get('as_expected'))})"),
+            ("graceful", "stopped too late to skip stage 2 (late, not measured)",
+             f"{fmt(gr.get('late'))} of {fmt(gr.get('running'))}"),
+            ("graceful", "Running seen -> patch sent p50 / p99 (the bench's own delay)",
+             _lat(gr.get("patch_after_running_ms"), ("p50", "p99"))),
             ("graceful", f"patch -> Terminated p50 / p99 (incl. <= {fmt(gr.get('stage_s'))} s"
              " of running stage)", _lat(gr.get("latency_ms"), ("p50", "p99"))),
             ("graceful", "running stage's end -> Terminated p50 / p99 (hard: cancel's patch ->)",

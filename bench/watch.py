@@ -32,6 +32,8 @@ class TaskWatch:
         self.uids: dict[str, str] = {}
         self.messages: dict[str, str] = {}  # name -> message of its first terminal status
         self.current: dict[str, str] = {}  # name -> its latest status
+        # name -> {stage number: when its report first showed that stage running}
+        self.stage_running: dict[str, dict[int, float]] = {}
         self.requests = 0  # lists and watch opens: the bench's own API-server requests
         self.events = 0
         self.restarts = 0
@@ -56,6 +58,13 @@ class TaskWatch:
             seen[status] = now
             if status in TERMINAL and name not in self.messages:
                 self.messages[name] = f"{status}: {st.get('message') or ''}"[:300]
+        for stage in (st.get("report") or {}).get("stages") or []:
+            if stage.get("status") == "running" and isinstance(stage.get("number"), int):
+                self.stage_running.setdefault(name, {}).setdefault(stage["number"], now)
+
+    def stage_running_at(self, name: str, number: int) -> float | None:
+        """When the task's report first showed stage `number` running."""
+        return self.stage_running.get(name, {}).get(number)
 
     def seen_at(self, name: str, status: str) -> float | None:
         return self.first_seen.get(name, {}).get(status)

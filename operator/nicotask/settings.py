@@ -68,7 +68,11 @@ class Settings(BaseSettings):
     # Activities are async and mostly wait (on BMCs, sleeps): slots are cheap, and a
     # step that holds one must not starve another task's progress write.
     worker_max_concurrent_activities: int = 1000
-    worker_max_concurrent_workflows: int = 200
+    # Workflow tasks are CPU work on one thread pool (the GIL), and each one's 10 s
+    # timeout runs from when the worker takes it: with 200 taken at once on a busy
+    # worker, most timed out and were replayed, again and again (the bench's graceful
+    # phase: 0 of 158 stops done in 2 minutes). A task left on the server waits for free.
+    worker_max_concurrent_workflows: int = Field(default=20, ge=1)
     worker_health_port: int = 8081
     # Progress writes are local activities with slots of their own, so they never
     # wait behind step activities.

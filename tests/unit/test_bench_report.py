@@ -624,12 +624,16 @@ def test_rows_of_the_plugin_cancel() -> None:
 
 def test_rows_of_the_graceful_stops() -> None:
     out = rows({"graceful": {
-        "tasks": 200, "running": 200, "terminated": 200, "as_expected": 200, "stage_s": 2.0,
+        "tasks": 200, "running": 200, "late": 42, "in_stage": 158, "terminated": 158,
+        "as_expected": 157, "stage_s": 2.0,
         "latency_ms": {"p50": 1830.0, "p99": 2400.0},
         "after_stage_ms": {"p50": 310.0, "p99": 900.0},
+        "patch_after_running_ms": {"p50": 12.0, "p99": 80.0},
     }})  # fmt: skip
     got = {figure: value for section, figure, value in out if section == "graceful"}
-    assert got["graceful stops: Terminated (as expected)"] == "200 of 200 (200)"
+    assert got["stopped in stage 1: Terminated (as expected)"] == "158 of 158 (157)"
+    assert got["stopped too late to skip stage 2 (late, not measured)"] == "42 of 200"
+    assert got["Running seen -> patch sent p50 / p99 (the bench's own delay)"] == "12.0 / 80.0 ms"
     assert got["patch -> Terminated p50 / p99 (incl. <= 2.0 s of running stage)"] == (
         "1830.0 / 2400.0 ms"
     )
