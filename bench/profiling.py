@@ -221,7 +221,10 @@ class Profiler:
         }
 
     async def close(self) -> Path:
-        """DIR/summary.txt (go tool pprof runs here, after the phases)."""
+        """DIR/summary.txt (go tool pprof runs here, after the phases). A phase cut short
+        between begin and end has its recording ended here, without CPU figures."""
+        if self.current is not None:
+            await self.end(0, {})
         path = await asyncio.to_thread(write_summary, self.out)
         progress(f"profile: summary in {path}")
         return path
