@@ -22,6 +22,10 @@ bench/results/latest.json and the README's performance table, and stops it all.
                      temporal-dev.json and temporal-server.json, the README's
                      side-by-side table)
   --quick            tasks 50, rss-tasks 1000, shim-cancels 30, steady 20 s
+  --profile DIR      profile the start and burst-cancel phases (bench/profiling.py): py-spy
+                     on the operator, worker and shim, kube-apiserver's pprof (started with
+                     --profiling); DIR/summary.txt says where each process's CPU goes
+                     (with --temporal both: DIR/dev and DIR/server)
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from .graceful import graceful
 from .machine import machine_info
 from .phases import GRACEFUL_TASKS, PHASES, Phases, Settings
 from .plugincancel import plugin_cancel
+from .profiling import DEFAULT_RATE, Profiler
 from .readme import main as write_readme_table
 from .report import LATEST, PAIR_DEV, PAIR_SERVER, render_table, write_json
 from .targets import evaluate
@@ -104,6 +109,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--quick", action="store_true", help="tasks 50, rss-tasks 1000, shim 30, steady 20 s"
     )
     p.add_argument("--keep-run-dir", action="store_true", help="keep the temporary run folder")
+    p.add_argument(
+        "--profile",
+        metavar="DIR",
+        default=None,
+        help="profile the start and burst-cancel phases into DIR (summary.txt)",
+    )
+    p.add_argument("--profile-rate", type=int, default=DEFAULT_RATE, help="py-spy samples/s (200)")
     args = p.parse_args(argv)
     quick = args.quick
     if args.tasks is None:
@@ -290,9 +302,17 @@ def run_once(args: argparse.Namespace, cfg: Settings, temporal: str) -> tuple[in
     }
     results: dict[str, Any] = {"machine": machine_info(), "params": params}
     t0 = time.monotonic()
-    benv = BenchEnv.create(args.run_dir, worker_activities=cfg.racks + 50, temporal_mode=temporal)
+    benv = BenchEnv.create(
+        args.run_dir,
+        worker_activities=cfg.racks + 50,
+        temporal_mode=temporal,
+        apiserver_profiling=args.profile is not None,
+    )
     params["run_dir"] = str(benv.run_dir)
     ph = Phases(benv, cfg)
+    if args.profile is not None:
+        out = Path(args.profile) / temporal if args.temporal == "both" else Path(args.profile)
+        ph.profiler = Profiler(out.resolve(), benv, args.profile_rate)
     rc = 0
     try:
         benv.up()

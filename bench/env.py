@@ -50,20 +50,26 @@ class BenchEnv:
     # `dev` (the Temporal CLI's dev server, SQLite) or `server` (go.temporal.io/server on
     # PostgreSQL; its `temporal` and `postgres` processes are counted like every other).
     temporal_mode: str = "dev"
+    # kube-apiserver with --profiling (its /debug/pprof), for `--profile`.
+    apiserver_profiling: bool = False
     env: DevEnv = field(init=False)
     state: dict[str, Any] = field(default_factory=dict)
     shim_url: str = ""
 
     @classmethod
     def create(
-        cls, run_dir: str | None, worker_activities: int, temporal_mode: str = "dev"
+        cls,
+        run_dir: str | None,
+        worker_activities: int,
+        temporal_mode: str = "dev",
+        apiserver_profiling: bool = False,
     ) -> BenchEnv:
         if run_dir:
             path, owned = Path(run_dir).resolve(), False
             path.mkdir(parents=True, exist_ok=True)
         else:
             path, owned = Path(tempfile.mkdtemp(prefix="nicotask-bench-")), True
-        return cls(path, owned, worker_activities, temporal_mode)
+        return cls(path, owned, worker_activities, temporal_mode, apiserver_profiling)
 
     def __post_init__(self) -> None:
         self.env = DevEnv(
@@ -71,6 +77,7 @@ class BenchEnv:
             temporal_ui=False,
             environ=_clean_environ(),
             temporal_mode=self.temporal_mode,
+            apiserver_profiling=self.apiserver_profiling,
         )
 
     async def seed_namespace(self, core: Any, namespace: str, secret: str) -> None:

@@ -31,6 +31,7 @@ from .concurrency import bounded
 from .cpu import clock_ticks_per_second, component_ticks, cores_used, snapshot
 from .env import BenchEnv, progress
 from .measure import rate, ratio, summarize
+from .profiling import Profiler
 from .watch import TERMINAL, TaskWatch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -126,6 +127,7 @@ class Phases:
     floor_patch_p50: float | None = None
     own_api: int = 0  # the bench's own API-server requests (left out of calls.*)
     temporal: Client | None = None  # connected to the bench's own namespace
+    profiler: Profiler | None = None  # --profile: the start and burst-cancel phases
 
     @property
     def tasks(self) -> int:
@@ -163,6 +165,11 @@ class Phases:
         self.watch_api = await config.new_client_from_config(config_file=self.benv.kubeconfig)
 
     async def close(self) -> None:
+        if self.profiler is not None:
+            try:
+                await self.profiler.close()
+            except Exception as exc:  # the figures matter more than the profile
+                self.errors.append(f"profile: {type(exc).__name__}: {exc}"[:500])
         if self.watch is not None:
             await self.watch.stop()
         for ac in (self.api, self.watch_api):
@@ -365,6 +372,7 @@ class Phases:
             f" {self.cfg.concurrency} in flight, at most {timeout:.0f}s"
         )
         before = await self.scrape()
+        await self._profile_begin("start")
         mark = self._cpu_mark()
         deadline = time.monotonic() + timeout
         names, sent, errors = await self._start_tasks("start", 0, n, deadline)
@@ -372,6 +380,7 @@ class Phases:
             self.errors.append(f"start: create: {_first_error(errors)}")
         running = await self._wait_running("start", names, deadline)
         cpu_ms = self._cpu_ms_per_task(mark, len(running))
+        await self._profile_end(len(running), cpu_ms)
         if len(running) < n:
             self.errors.append(f"start: {len(running)} of {n} Running within {timeout:.0f}s")
         lat, total, per_start = await self._arrivals(running, "Running", sent, before, n)
@@ -391,6 +400,14 @@ class Phases:
             f" {per_start['apiserver']} API-server calls, {per_start['temporal']} Temporal RPCs"
         )
         return result, running, per_start
+
+    async def _profile_begin(self, phase: str) -> None:
+        if self.profiler is not None:
+            await self.profiler.begin(phase)
+
+    async def _profile_end(self, tasks: int, cpu_ms: dict[str, float | None]) -> None:
+        if self.profiler is not None:
+            await self.profiler.end(tasks, cpu_ms)
 
     def _cpu_mark(self) -> tuple[dict[str, Any], float, float]:
         """Where a phase's CPU count starts: every component's ticks, the clock, our own CPU."""
@@ -569,6 +586,7 @@ class Phases:
             await self._patch_task(name, {"spec": {"cancel": True}})
 
         before = await self.scrape()
+        await self._profile_begin("cancel")
         mark = self._cpu_mark()
         deadline = time.monotonic() + timeout
         errors = await bounded(running, patch, c, "cancel: patch", deadline)
@@ -583,6 +601,7 @@ class Phases:
         )
         done = [nm for nm in running if self.tw.seen_at(nm, "Terminated") is not None]
         cpu_ms = self._cpu_ms_per_task(mark, len(done))
+        await self._profile_end(len(done), cpu_ms)
         done_set = set(done)
         other = [
             nm

@@ -160,7 +160,7 @@ class FakeStore:
 
     async def json_patch_task_status(
         self, namespace: str, name: str, ops: list[dict[str, Any]]
-    ) -> NicoTask:
+    ) -> None:
         self.calls += 1
         if self.broken:
             raise RuntimeError("apiserver unavailable")
@@ -181,7 +181,6 @@ class FakeStore:
         self.statuses.append(new)
         if new.report is not None:
             self.reports.append(new.report)
-        return self.task
 
     async def update_task_status(
         self,

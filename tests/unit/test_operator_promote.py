@@ -69,6 +69,57 @@ async def test_a_task_finished_elsewhere_frees_its_rack() -> None:
     assert QUEUED in controller.queue._queued  # the task behind it decides again
 
 
+class _KubeNoReads:
+    async def get_task(self, namespace: str, name: str) -> NicoTask:
+        raise AssertionError("no read expected")
+
+
+async def test_a_task_our_own_write_finished_leaves_without_a_read() -> None:
+    # A burst of cancels: the watch's event (the task leaves the live tasks at the
+    # resourceVersion of our Terminated write) comes before the write's answer.
+    running = _task(FINISHED, "t-1", "Running", "12")
+    waiting = _task(QUEUED, "t-2", "Waiting", "11")
+    controller = Controller(
+        kube=_KubeNoReads(),  # type: ignore[arg-type]
+        temporal=None,  # type: ignore[arg-type]
+        settings=Settings(),
+        metrics=Metrics(),
+    )
+    by_uid: dict[str, Any] = {QUEUED: [waiting]}
+    controller.live_tasks.bind(by_uid, {("ns", "rack-1"): [QUEUED]})
+    controller.observe_event("DELETED", running)
+    assert FINISHED in controller.queue._queued
+    controller.queue._queued.clear()
+    controller.live_tasks.remember(_task(FINISHED, "t-1", "Terminated", "12"))  # the answer
+    await controller.reconcile(FINISHED, frozenset({"deleted"}))
+    assert QUEUED in controller.queue._queued  # the task behind it decides again
+    assert controller.live_tasks.get(FINISHED) is None  # and it is no live task any more
+
+
+async def test_a_newer_event_than_our_write_is_still_read() -> None:
+    # Our terminal copy is older than the body that left the watch: somebody wrote
+    # after us, so the task is read as before.
+    controller = Controller(
+        kube=_Kube(_task(FINISHED, "t-1", "Succeeded", "14")),  # type: ignore[arg-type]
+        temporal=None,  # type: ignore[arg-type]
+        settings=Settings(),
+        metrics=Metrics(),
+    )
+    reads: list[str] = []
+    get_task = controller.kube.get_task
+
+    async def counted(namespace: str, name: str) -> NicoTask:
+        reads.append(name)
+        return await get_task(namespace, name)
+
+    controller.kube.get_task = counted  # type: ignore[method-assign]
+    controller.live_tasks.bind({}, {})
+    controller.observe_event("DELETED", _task(FINISHED, "t-1", "Running", "14"))
+    controller.live_tasks.remember(_task(FINISHED, "t-1", "Terminated", "12"))
+    await controller.reconcile(FINISHED, frozenset({"deleted"}))
+    assert reads == ["t-1"]
+
+
 class _KubeFinishedElsewhere:
     """A conditional write that finds the task already finished (by another replica)."""
 

@@ -7,6 +7,7 @@ for every workflow run it creates: that is per-start CPU in the worker.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib._bootstrap as bootstrap
 import sys
 from typing import Any
@@ -44,6 +45,27 @@ def test_a_new_run_reexecutes_only_the_workflow_module_and_its_packages(
     loaded = _modules_loaded_by_one_new_run(monkeypatch)
     # Not the models, pydantic, kubernetes-asyncio or the lazy installer.
     assert loaded == ["nicotask", "nicotask.temporal", "nicotask.temporal.workflows"]
+
+
+def test_a_new_run_builds_no_dataclass(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Making a dataclass execs source for its methods: in the re-executed workflow
+    # module that was paid again on every start (its types live in passed-through ones).
+    built: list[str] = []
+    original = dataclasses._process_class  # type: ignore[attr-defined]
+
+    def spy(cls: type, *args: Any, **kwargs: Any) -> Any:
+        built.append(cls.__qualname__)
+        return original(cls, *args, **kwargs)
+
+    defn = _Definition.must_from_class(NicoTaskWorkflow)
+
+    async def create_two() -> None:  # the sandbox wants a running loop
+        worker.WORKFLOW_RUNNER.prepare_workflow(defn)
+        monkeypatch.setattr(dataclasses, "_process_class", spy)
+        worker.WORKFLOW_RUNNER.prepare_workflow(defn)
+
+    asyncio.run(create_two())
+    assert built == []
 
 
 def test_bytecode_warning_only_when_python_may_not_write_it(

@@ -76,8 +76,11 @@ class DevEnv:
         environ: dict[str, str] | None = None,
         with_node: bool = False,
         temporal_mode: str | None = None,
+        apiserver_profiling: bool = False,
     ) -> None:
         self.run_dir = Path(run_dir).resolve()
+        # kube-apiserver's /debug/pprof (`--profiling`), for the bench's profiles.
+        self.apiserver_profiling = apiserver_profiling
         # A node (node.py) comes after `up`: here only the API server flags it needs.
         self.with_node = with_node
         self.redfish_systems = redfish_systems
@@ -446,7 +449,13 @@ class DevEnv:
             state["api_url"] = api_url
             state["kubeconfig"] = str(kubeconfig)
             argv = kube.apiserver_argv(
-                api_bin, pki, p["apiserver"], etcd_url, host, with_node=self.with_node
+                api_bin,
+                pki,
+                p["apiserver"],
+                etcd_url,
+                host,
+                with_node=self.with_node,
+                profiling=self.apiserver_profiling,
             )
             proc, rec = self._spawn(state, "kube-apiserver", argv, url=api_url)
             waits.append((proc, rec, lambda: kube.apiserver_ready(api_url, pki), 90.0))

@@ -51,10 +51,12 @@ def apiserver_argv(
     etcd_url: str,
     host: str = "127.0.0.1",
     with_node: bool = False,
+    profiling: bool = False,
 ) -> list[str]:
     """With a node (devenv/node.py), kube-controller-manager runs, so ServiceAccount
     admission (token volumes) can stay on, and the API server needs a client
-    certificate for the kubelet (logs, exec, port-forward)."""
+    certificate for the kubelet (logs, exec, port-forward). `profiling` serves
+    /debug/pprof (upstream's default; off here unless the bench profiles)."""
     if with_node:
         extra = [
             f"--kubelet-client-certificate={pki.admin_cert}",
@@ -83,7 +85,7 @@ def apiserver_argv(
         # the `kubernetes` Endpoints may not hold a loopback address
         "--endpoint-reconciler-type=none",
         "--allow-privileged=true",
-        "--profiling=false",
+        f"--profiling={str(profiling).lower()}",
         "--v=1",
     ]
 

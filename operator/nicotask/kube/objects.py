@@ -187,14 +187,34 @@ class Objects:
         The answer is parsed with orjson (the client's own JSON handling was the slow
         part of the shim's cancel and of the worker's progress write).
         """
+        resp = await self._patch_call(plural, name, body, namespace, content_type, status)
+        return await read_json(resp, what(plural, name, namespace))
+
+    async def patch_unread(
+        self,
+        plural: str,
+        name: str,
+        body: Any,
+        namespace: str,
+        content_type: str = MERGE_PATCH,
+        *,
+        status: bool = False,
+    ) -> None:
+        """`patch` for a caller that needs only whether it applied: the answer (the whole
+        object) is read but not parsed."""
+        resp = await self._patch_call(plural, name, body, namespace, content_type, status)
+        await read_body(resp, what(plural, name, namespace))
+
+    async def _patch_call(
+        self, plural: str, name: str, body: Any, namespace: str, content_type: str, status: bool
+    ) -> Any:
         call: Any = (
             self.custom.patch_namespaced_custom_object_status
             if status
             else self.custom.patch_namespaced_custom_object
         )
         args = (api.GROUP, api.VERSION, namespace, plural, name, body)
-        resp = await call(*args, _content_type=content_type, _preload_content=False)
-        return await read_json(resp, what(plural, name, namespace))
+        return await call(*args, _content_type=content_type, _preload_content=False)
 
     async def replace_status(
         self, plural: str, name: str, body: dict[str, Any], namespace: str

@@ -86,13 +86,14 @@ class TaskStatusWriter(Objects):
 
     async def json_patch_task_status(
         self, namespace: str, name: str, ops: list[dict[str, Any]]
-    ) -> api.NicoTask:
+    ) -> None:
         """Apply a JSON patch (RFC 6902) to the status subresource: one call.
 
         A `test` op on /metadata/uid makes it apply to that very object only
         (a merge patch cannot: the status subresource drops metadata). The
         CRD's CEL rules refuse what they forbid. Refused (422) carries the
         API server's message: a failed test, a missing path, or a rule.
+        The stored object it answers is not parsed: the worker's progress write
+        needs only whether it applied.
         """
-        obj = await self.patch(TASKS, name, ops, namespace, JSON_PATCH, status=True)
-        return api.NicoTask.model_validate(obj)
+        await self.patch_unread(TASKS, name, ops, namespace, JSON_PATCH, status=True)

@@ -35,7 +35,7 @@ from nicotask.operator import decisions
 from nicotask.operator.decisions import Action, Decide
 from nicotask.operator.events import EventPoster
 from nicotask.operator.leadership import Leadership
-from nicotask.operator.live_tasks import LiveTasks, newest
+from nicotask.operator.live_tasks import LiveTasks, newest, resource_version
 from nicotask.operator.retention import Retention
 from nicotask.operator.workqueue import Retry, WorkQueue
 from nicotask.rules import RuleNotFound, resolve_rule
@@ -441,6 +441,18 @@ class Controller:
     async def _deleted_task(self, task: NicoTask) -> None:
         """A live task left the watch: if it is really gone, stop its workflow, free its rack."""
         ns = task.metadata.namespace or ""
+        uid = task.metadata.uid or ""
+        ours = self.live_tasks.get(uid)
+        if (
+            ours is not None
+            and lifecycle.is_terminal(ours.status.status)
+            and resource_version(ours) >= resource_version(task)
+        ):
+            # Our own terminal write took it out of the watch, and its answer came back
+            # after the watch's event (a burst of cancels): nothing was deleted, no read.
+            self.live_tasks.forget(uid)
+            self._promote(ns, task.spec.rack_ref)
+            return
         try:
             current = await self.kube.get_task(ns, task.metadata.name)
         except NotFound:

@@ -119,7 +119,7 @@ class TaskStore(Protocol):
 
     async def json_patch_task_status(
         self, namespace: str, name: str, ops: list[dict[str, Any]]
-    ) -> NicoTask: ...
+    ) -> None: ...
 
     async def update_task_status(
         self,

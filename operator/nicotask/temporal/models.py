@@ -10,6 +10,7 @@ from the task's NicoRack as stored in the cluster, by component id.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -110,6 +111,20 @@ class StepResult(TemporalModel):
     # This attempt sent a state-changing request, or an earlier attempt may have:
     # the component counts as acted on (a cleanup's ActedOn targets).
     reset_sent: bool = False
+
+
+@dataclass(frozen=True)
+class StopRequest:
+    """Why the workflow's rule stops before its end, and how (its own state, never sent).
+
+    Here and not in workflows.py: the sandbox executes workflows.py again for every
+    new workflow run, and building a dataclass there (its methods made with exec) was
+    about a twentieth of the worker's CPU per start; this module is passed through.
+    """
+
+    why: str  # "" for a cancel request, "deadline ran out (...)" for the deadline
+    graceful: bool
+    by_deadline: bool
 
 
 def build_workflow_input(

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar
 
@@ -79,6 +78,7 @@ with workflow.unsafe.imports_passed_through():
         ProgressUpdate,
         StepActivityInput,
         StepResult,
+        StopRequest,
         WorkflowInput,
         WorkflowOutcome,
     )
@@ -195,15 +195,6 @@ def deadline_of(deadline: TaskDeadline, started: datetime) -> tuple[datetime, st
 
 def _stage_list(numbers: list[int]) -> str:
     return ", ".join(str(n) for n in numbers)
-
-
-@dataclass(frozen=True)
-class StopRequest:
-    """Why the rule stops before its end, and how."""
-
-    why: str  # "" for a cancel request, "deadline ran out (...)" for the deadline
-    graceful: bool
-    by_deadline: bool
 
 
 @workflow.defn(name=WORKFLOW_NAME)
