@@ -161,6 +161,17 @@ class Cluster:
             f"task {name}: timed out waiting for {what}; last: {last.get('status')}"
         )
 
+    async def wait_gone(self, name: str, timeout: float = 60.0) -> None:
+        """Until the task no longer exists (deleted, its finalizer done)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                await self.get_task(name)
+            except NotFound:
+                return
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"task {name} still exists after {timeout}s")
+
     async def wait_status(self, name: str, *statuses: str, timeout: float = 60.0) -> dict[str, Any]:
         return await self.wait_task(
             name, lambda t: status_of(t) in statuses, timeout, what=f"status in {statuses}"

@@ -22,7 +22,6 @@ from e2e_support import Cluster, new_rule_id, rack, sleep_rule, status_of, task
 from gitops_support import Application, app_health, resource, synced_at, task_health
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from nicotask.kube import NotFound
 from nicotask_dev.devenv import argocd
 from nicotask_dev.devenv.gitrepo import GitRepo
 from nicotask_dev.devenv.testing import DevEnvHandle
@@ -84,17 +83,6 @@ async def _commit(app: Application, repo: GitRepo, message: str) -> str:
     app.note(f"commit {revision[:8]}: {message}")
     await app.hard_refresh()
     return revision
-
-
-async def _gone(cluster: Cluster, name: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            await cluster.get_task(name)
-        except NotFound:
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"task {name} still exists after {timeout}s")
 
 
 async def _workflow(temporal_client: Client, uid: str) -> WorkflowExecutionStatus | None:
@@ -210,8 +198,8 @@ async def test_commits_run_cancel_refuse_and_prune_tasks(
         "the prune",
         task="doomed",
     )
-    await _gone(cluster, "doomed")
-    await _gone(cluster, "first")
+    await cluster.wait_gone("doomed")
+    await cluster.wait_gone("first")
     deadline = time.monotonic() + 30
     while await _workflow(temporal_client, doomed_uid) != WorkflowExecutionStatus.TERMINATED:
         assert time.monotonic() < deadline, "the pruned task's workflow was not terminated"

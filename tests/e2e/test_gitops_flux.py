@@ -73,17 +73,6 @@ async def _commit(fx: Flux, repo: GitRepo, message: str) -> str:
     return revision
 
 
-async def _gone(cluster: Cluster, name: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            await cluster.get_task(name)
-        except NotFound:
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"task {name} still exists after {timeout}s")
-
-
 async def _workflow(temporal_client: Client, uid: str) -> WorkflowExecutionStatus | None:
     return (await temporal_client.get_workflow_handle(uid).describe()).status
 
@@ -195,8 +184,8 @@ async def test_commits_run_cancel_refuse_and_prune_tasks(
         "the prune",
         task=doomed,
     )
-    await _gone(cluster, "doomed")
-    await _gone(cluster, "first")
+    await cluster.wait_gone("doomed")
+    await cluster.wait_gone("first")
     assert f"{namespace}_first_nico.dev_NicoTask" not in inventory(pruned)
     deadline = time.monotonic() + 30
     while await _workflow(temporal_client, doomed_uid) != WorkflowExecutionStatus.TERMINATED:
