@@ -148,7 +148,7 @@ YAML
 phase "chart on the cluster (tests/kind)"
 NICOTASK_KIND_IMAGE=$APP_IMAGE NICOTASK_KIND_NAMESPACE=$NAMESPACE \
 NICOTASK_KIND_TEMPORAL=temporal.temporal.svc.cluster.local:7233 NICOTASK_KIND_WORK=$WORK \
-  "$BIN/pytest" tests/kind -q -p no:cacheprovider
+  "$BIN/pytest" tests/kind -q -rA -p no:cacheprovider  # -rA: each check by name in the log (helm test, policies)
 # (It exits non-zero for a missing task; with pipefail a pipe into grep would fail too.)
 smoke=$(PATH="$PWD/$BIN:$PATH" "$KUBECTL" nico report does-not-exist -n default 2>&1 || true)
 grep -q 'not found' <<<"$smoke" || { echo "kind-e2e: kubectl nico smoke failed: $smoke" >&2; exit 1; }
