@@ -79,6 +79,18 @@ def kind_values(cluster: KindCluster) -> Path:
 @pytest.fixture(scope="session")
 def release(kube: Kube, cluster: KindCluster) -> Iterator[Path]:
     values = kind_values(cluster)
+    # A kept cluster (KEEP_CLUSTER=1) may hold the admission policy the e2e suite's run
+    # against the cluster applied (same name as the chart's, not Helm's): Helm would refuse
+    # to adopt it.
+    kube.kubectl(
+        "delete",
+        "validatingadmissionpolicies,validatingadmissionpolicybindings",
+        "-l",
+        "app.kubernetes.io/managed-by!=Helm",
+        "--field-selector",
+        f"metadata.name={RELEASE}-cancel-requested-by",
+        "--ignore-not-found",
+    )
     try:
         kube.helm(
             "upgrade",
