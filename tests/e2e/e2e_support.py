@@ -9,6 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 from kubernetes_asyncio import client
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
 
 from nicotask import api
 from nicotask.kube import Kube, NotFound
@@ -192,3 +194,14 @@ def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
         if cond["type"] == type_:
             return dict(cond)
     return None
+
+
+async def workflow_status(temporal_client: Client, uid: str) -> WorkflowExecutionStatus | None:
+    """The task's workflow status as Temporal describes it; None if there is no such workflow."""
+    try:
+        desc = await temporal_client.get_workflow_handle(uid).describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+    return desc.status

@@ -18,7 +18,15 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from e2e_support import Cluster, new_rule_id, rack, sleep_rule, status_of, task
+from e2e_support import (
+    Cluster,
+    new_rule_id,
+    rack,
+    sleep_rule,
+    status_of,
+    task,
+    workflow_status,
+)
 from gitops_support import Application, app_health, resource, synced_at, task_health
 from temporalio.client import Client, WorkflowExecutionStatus
 
@@ -83,10 +91,6 @@ async def _commit(app: Application, repo: GitRepo, message: str) -> str:
     app.note(f"commit {revision[:8]}: {message}")
     await app.hard_refresh()
     return revision
-
-
-async def _workflow(temporal_client: Client, uid: str) -> WorkflowExecutionStatus | None:
-    return (await temporal_client.get_workflow_handle(uid).describe()).status
 
 
 def _conditions(app_obj: dict[str, Any], type_: str) -> str:
@@ -162,7 +166,7 @@ async def test_commits_run_cancel_refuse_and_prune_tasks(
     assert terminated["status"]["message"].startswith("Cancelled by user")
     long_health = resource(healthy, "NicoTask", "long")["health"]
     assert long_health["message"] == f"Terminated: {terminated['status']['message']}"
-    assert await _workflow(temporal_client, long_uid) == WorkflowExecutionStatus.TERMINATED
+    assert await workflow_status(temporal_client, long_uid) == WorkflowExecutionStatus.TERMINATED
 
     # 4. A commit sets it back to false. With server-side apply Argo CD diffs by a
     # server-side dry run, so the API server refuses it already there: no sync is tried,
@@ -201,7 +205,7 @@ async def test_commits_run_cancel_refuse_and_prune_tasks(
     await cluster.wait_gone("doomed")
     await cluster.wait_gone("first")
     deadline = time.monotonic() + 30
-    while await _workflow(temporal_client, doomed_uid) != WorkflowExecutionStatus.TERMINATED:
+    while await workflow_status(temporal_client, doomed_uid) != WorkflowExecutionStatus.TERMINATED:
         assert time.monotonic() < deadline, "the pruned task's workflow was not terminated"
         await asyncio.sleep(0.2)
     assert status_of(await cluster.get_task("long")) == "Terminated"

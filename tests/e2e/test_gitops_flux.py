@@ -19,7 +19,15 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from e2e_support import Cluster, new_rule_id, rack, sleep_rule, status_of, task
+from e2e_support import (
+    Cluster,
+    new_rule_id,
+    rack,
+    sleep_rule,
+    status_of,
+    task,
+    workflow_status,
+)
 from flux_support import Flux, applied, attempted, condition, inventory, ready
 from temporalio.client import Client, WorkflowExecutionStatus
 
@@ -71,10 +79,6 @@ async def _commit(fx: Flux, repo: GitRepo, message: str) -> str:
     fx.note(f"commit {revision[:8]}: {message}")
     await fx.request_reconcile()
     return revision
-
-
-async def _workflow(temporal_client: Client, uid: str) -> WorkflowExecutionStatus | None:
-    return (await temporal_client.get_workflow_handle(uid).describe()).status
 
 
 def _watch(cluster: Cluster, name: str) -> Any:
@@ -149,7 +153,7 @@ async def test_commits_run_cancel_refuse_and_prune_tasks(
     fx.note(f"Kustomization Ready {time.monotonic() - committed:.1f}s after the cancel commit")
     assert terminated["metadata"]["uid"] == long_uid
     assert terminated["status"]["message"].startswith("Cancelled by user")
-    assert await _workflow(temporal_client, long_uid) == WorkflowExecutionStatus.TERMINATED
+    assert await workflow_status(temporal_client, long_uid) == WorkflowExecutionStatus.TERMINATED
 
     # 4. A commit sets it back to false: the API server refuses the apply, the
     # Kustomization reports it (Ready=False) and nothing changes.
@@ -188,7 +192,7 @@ async def test_commits_run_cancel_refuse_and_prune_tasks(
     await cluster.wait_gone("first")
     assert f"{namespace}_first_nico.dev_NicoTask" not in inventory(pruned)
     deadline = time.monotonic() + 30
-    while await _workflow(temporal_client, doomed_uid) != WorkflowExecutionStatus.TERMINATED:
+    while await workflow_status(temporal_client, doomed_uid) != WorkflowExecutionStatus.TERMINATED:
         assert time.monotonic() < deadline, "the pruned task's workflow was not terminated"
         await asyncio.sleep(0.2)
     assert status_of(await cluster.get_task("long")) == "Terminated"

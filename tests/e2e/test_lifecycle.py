@@ -25,9 +25,9 @@ from e2e_support import (
     stage_statuses,
     status_of,
     task,
+    workflow_status,
 )
 from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.service import RPCError, RPCStatusCode
 
 from nicotask import api
 from nicotask_dev.devenv import system
@@ -64,16 +64,6 @@ async def _kubectl_nico(env: DevEnvHandle, *args: str) -> str:
     out, err = await asyncio.wait_for(proc.communicate(), timeout=30)
     assert proc.returncode == 0, err.decode()
     return out.decode()
-
-
-async def _workflow_status(temporal_client: Client, uid: str) -> WorkflowExecutionStatus | None:
-    try:
-        desc = await temporal_client.get_workflow_handle(uid).describe()
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            return None
-        raise
-    return desc.status
 
 
 MICROSECOND_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
@@ -124,7 +114,7 @@ async def test_full_lifecycle_to_succeeded(
     assert_times_to_the_microsecond(st)
     # the operator admitted it (Pending), the worker wrote its progress and the end
     assert status_writers(done) == {"nicotask-operator", "nicotask-worker"}
-    assert await _workflow_status(temporal_client, uid) == WorkflowExecutionStatus.COMPLETED
+    assert await workflow_status(temporal_client, uid) == WorkflowExecutionStatus.COMPLETED
     await cluster.wait_event("t1", "Started")
     await cluster.wait_event("t1", "Succeeded")
 
@@ -153,7 +143,7 @@ async def test_cancel_while_running_mid_stage(
     assert "nicotask-operator" in status_writers(done)  # the cancel's final write
     # The bug this guards: a cancel wrote `finished` to the second, before `started`.
     assert_times_to_the_microsecond(st)
-    assert await _workflow_status(temporal_client, uid) == WorkflowExecutionStatus.TERMINATED
+    assert await workflow_status(temporal_client, uid) == WorkflowExecutionStatus.TERMINATED
     assert condition(done, "CancelPending") is None
     await cluster.wait_event("t1", "Cancelled")
 
@@ -176,7 +166,7 @@ async def test_cancel_before_the_workflow_starts(
     assert done["status"]["message"] == "Cancelled by user"
     # It never started, and never will.
     await asyncio.sleep(3)
-    assert await _workflow_status(temporal_client, created["metadata"]["uid"]) is None
+    assert await workflow_status(temporal_client, created["metadata"]["uid"]) is None
     assert status_of(await cluster.get_task("t1")) == "Terminated"
 
 
@@ -200,14 +190,14 @@ async def test_queue_cancel_waiting_then_promotion_and_limit(
     await cluster.cancel("second")
     cancelled = await cluster.wait_status("second", "Terminated")
     assert cancelled["status"]["message"] == "Cancelled by user"
-    assert await _workflow_status(temporal_client, second["metadata"]["uid"]) is None
+    assert await workflow_status(temporal_client, second["metadata"]["uid"]) is None
 
     # Freeing the rack promotes the next in line (FIFO).
     await cluster.cancel("first")
     await cluster.wait_status("first", "Terminated")
     promoted = await cluster.wait_status("third", "Pending", "Running", timeout=30)
     assert promoted["status"]["runId"]
-    assert await _workflow_status(temporal_client, third["metadata"]["uid"]) is not None
+    assert await workflow_status(temporal_client, third["metadata"]["uid"]) is not None
     await cluster.cancel("third")
     await cluster.wait_status("third", "Terminated")
 
@@ -280,7 +270,7 @@ async def test_cancel_racing_completion_agrees_with_temporal(
         await asyncio.sleep(0.5)
         final = status_of(await cluster.get_task(name))
         assert final == status_of(done)
-        wf = await _workflow_status(temporal_client, created["metadata"]["uid"])
+        wf = await workflow_status(temporal_client, created["metadata"]["uid"])
         expected = {
             WorkflowExecutionStatus.COMPLETED: "Succeeded",
             WorkflowExecutionStatus.TERMINATED: "Terminated",
@@ -327,7 +317,7 @@ async def test_delete_running_task_terminates_its_workflow(
     # watch, terminates the workflow right after.
     uid = created["metadata"]["uid"]
     for _ in range(100):
-        if await _workflow_status(temporal_client, uid) == WorkflowExecutionStatus.TERMINATED:
+        if await workflow_status(temporal_client, uid) == WorkflowExecutionStatus.TERMINATED:
             break
         await asyncio.sleep(0.1)
     else:
@@ -401,7 +391,7 @@ async def test_task_deleted_while_the_operator_is_down_has_its_workflow_stopped(
         system.start_operator(env, **OPERATOR_SETTINGS)
     uid = created["metadata"]["uid"]
     for _ in range(150):
-        if await _workflow_status(temporal_client, uid) == WorkflowExecutionStatus.TERMINATED:
+        if await workflow_status(temporal_client, uid) == WorkflowExecutionStatus.TERMINATED:
             break
         await asyncio.sleep(0.2)
     else:
